@@ -1,0 +1,69 @@
+# Sovereign's product image (the one the Umbrel and Start9 packages run).
+#
+#   docker build -t sovereign .
+#   docker run -p 8000:8000 -v sovereign-data:/data sovereign
+#
+# The default command runs web and worker together; the Umbrel compose file runs them as
+# two containers from this same image (`manage.py run web`, `manage.py run worker`).
+
+# --- builder: compilers for packages with native code (llama-cpp-python later) ---------
+FROM python:3.11-slim AS builder
+
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1
+
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends build-essential cmake \
+    && rm -rf /var/lib/apt/lists/*
+
+# Everything installed goes into one venv that the final stage copies whole.
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+
+WORKDIR /src
+COPY pyproject.toml ./
+COPY sovereign/ sovereign/
+COPY apps/ apps/
+RUN pip install .
+
+# --- final: no compilers, runs as uid/gid 1000 ------------------------------------------
+FROM python:3.11-slim
+
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    SOVEREIGN_DATA_DIR=/data \
+    SOVEREIGN_HOST=0.0.0.0 \
+    SOVEREIGN_PORT=8000
+
+# uid/gid 1000 owns the app's data directories on Umbrel, so the image uses the same ids.
+# The web process runs collectstatic at each start, so staticfiles/ is writable by it.
+RUN groupadd --gid 1000 sovereign \
+    && useradd --uid 1000 --gid 1000 --create-home --shell /usr/sbin/nologin sovereign \
+    && mkdir -p /data /app/staticfiles \
+    && chown 1000:1000 /data /app/staticfiles
+
+COPY --from=builder /opt/venv /opt/venv
+
+WORKDIR /app
+COPY manage.py ./
+COPY sovereign/ sovereign/
+COPY apps/ apps/
+COPY templates/ templates/
+COPY static/ static/
+
+USER 1000:1000
+
+# Importing the settings creates a data directory and a secret key file: give them a
+# throwaway directory so no key is baked into the image.
+RUN SOVEREIGN_DATA_DIR=/tmp/build-data python manage.py collectstatic --noinput \
+    && rm -rf /tmp/build-data
+
+EXPOSE 8000
+
+# No curl in the slim image; Python's urllib does the job.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('SOVEREIGN_PORT', '8000') + '/healthz', timeout=4)"]
+
+CMD ["python", "manage.py", "run"]

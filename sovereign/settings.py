@@ -1,0 +1,167 @@
+"""Sovereign's settings, all read from environment variables with working defaults.
+
+The README's settings table lists every variable read here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sovereign.environment import (
+    env_bool,
+    env_choice,
+    env_directory,
+    env_int,
+    env_list,
+    env_origins,
+    env_redis_url,
+    env_str,
+    secret_key,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+# Where the node keeps everything it must not lose: database, keys, broker queue.
+DATA_DIR = env_directory("SOVEREIGN_DATA_DIR", BASE_DIR / "data")
+
+HOST = env_str("SOVEREIGN_HOST", "127.0.0.1")
+PORT = env_int("SOVEREIGN_PORT", 8000, minimum=1, maximum=65535)
+_LOCAL_NAMES = ["localhost", "127.0.0.1", "[::1]"]
+_LISTEN_NAME = "localhost" if HOST in ("0.0.0.0", "::") else HOST  # noqa: S104
+# The address people type into the browser; the URL `manage.py run` prints.
+PUBLIC_URL = f"http://{_LISTEN_NAME}:{PORT}"
+
+SECRET_KEY = secret_key("SOVEREIGN_SECRET_KEY", DATA_DIR / "secret_key")
+DEBUG = env_bool("SOVEREIGN_DEBUG", False)
+ALLOWED_HOSTS = env_list("SOVEREIGN_ALLOWED_HOSTS", sorted({_LISTEN_NAME, *_LOCAL_NAMES}))
+CSRF_TRUSTED_ORIGINS = env_origins(
+    "SOVEREIGN_CSRF_TRUSTED_ORIGINS",
+    sorted({PUBLIC_URL, f"http://localhost:{PORT}", f"http://127.0.0.1:{PORT}"}),
+)
+# Behind the Umbrel/Start9 proxy that terminates HTTPS and says so in X-Forwarded-Proto.
+if env_bool("SOVEREIGN_TRUST_FORWARDED_PROTO", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+REDIS_URL = env_redis_url("REDIS_URL")
+WORKER_CONCURRENCY = env_int("SOVEREIGN_WORKER_CONCURRENCY", 2, minimum=1, maximum=64)
+LOG_LEVEL = env_choice("SOVEREIGN_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"))
+
+INSTALLED_APPS = [
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "apps.system",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "sovereign.urls"
+ASGI_APPLICATION = "sovereign.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": DATA_DIR / "sovereign.sqlite3",
+        "OPTIONS": {
+            # IMMEDIATE takes the write lock when a transaction begins, so concurrent
+            # writers (web and worker) queue up instead of failing mid-transaction.
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 20,
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        },
+    }
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+LANGUAGE_CODE = "en"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
+
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+X_FRAME_OPTIONS = "DENY"
+SECURE_REFERRER_POLICY = "same-origin"
+
+# Background work. Without REDIS_URL the broker is a folder in the data directory:
+# nothing to install, and web and worker on one box share it.
+BROKER_DIR = DATA_DIR / "broker"
+if REDIS_URL:
+    CELERY_BROKER_URL = REDIS_URL
+else:
+    BROKER_DIR.mkdir(mode=0o700, exist_ok=True)
+    CELERY_BROKER_URL = "filesystem://"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(BROKER_DIR),
+        "data_folder_out": str(BROKER_DIR),
+        "control_folder": str(BROKER_DIR / "control"),
+        "store_processed": False,
+        "polling_interval": 0.2,
+    }
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+
+# Live events (worker -> web -> browser). Without Redis, a SQLite file both processes open.
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL]},
+        }
+    }
+else:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "sovereign.sqlite_channel_layer.SQLiteChannelLayer",
+            "CONFIG": {"path": str(DATA_DIR / "channels.sqlite3")},
+        }
+    }
+
+# How often the worker reports that it is alive; three missed reports mean down.
+HEARTBEAT_SECONDS = 2
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+}

@@ -1,0 +1,116 @@
+"""Settings come from the environment; a bad value stops the start, naming the variable."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from sovereign import environment
+from tests.instances import ROOT
+
+
+def start_with(tmp_path: Path, **variables: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "SOVEREIGN_DATA_DIR": str(tmp_path / "data"), **variables}
+    return subprocess.run(
+        [sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("SOVEREIGN_PORT", "eighty", "SOVEREIGN_PORT='eighty' is not a whole number."),
+        ("SOVEREIGN_PORT", "70000", "SOVEREIGN_PORT=70000 is out of range (1..65535)."),
+        ("SOVEREIGN_DEBUG", "maybe", "SOVEREIGN_DEBUG='maybe' is not a boolean"),
+        ("REDIS_URL", "localhost:6379", "REDIS_URL='localhost:6379' is not a Redis URL"),
+        ("SOVEREIGN_CSRF_TRUSTED_ORIGINS", "umbrel.local", "SOVEREIGN_CSRF_TRUSTED_ORIGINS has"),
+        ("SOVEREIGN_LOG_LEVEL", "loud", "SOVEREIGN_LOG_LEVEL='LOUD' is not one of"),
+        ("SOVEREIGN_SECRET_KEY", "short", "SOVEREIGN_SECRET_KEY is too short"),
+    ],
+)
+def test_it_refuses_to_start_with_a_malformed_value_and_names_the_variable(
+    tmp_path: Path, variable: str, value: str, message: str
+) -> None:
+    result = start_with(tmp_path, **{variable: value})
+
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"Sovereign cannot start: {message}")
+    assert "Traceback" not in result.stderr
+
+
+def test_it_refuses_a_data_directory_it_cannot_create(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+
+    result = start_with(tmp_path, SOVEREIGN_DATA_DIR=str(blocker / "data"))
+
+    assert result.returncode == 2
+    assert "SOVEREIGN_DATA_DIR=" in result.stderr
+    assert "cannot be created" in result.stderr
+
+
+def test_every_other_variable_has_a_working_default(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SOVEREIGN_")}
+    env.pop("REDIS_URL", None)
+    env["SOVEREIGN_DATA_DIR"] = str(tmp_path / "data")
+    code = (
+        "import django, os; os.environ['DJANGO_SETTINGS_MODULE'] = 'sovereign.settings'; "
+        "django.setup(); from django.conf import settings as s; "
+        "print(s.DEBUG, s.HOST, s.PORT, repr(s.REDIS_URL), s.CSRF_TRUSTED_ORIGINS[0])"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "127.0.0.1", "8000", "''", "http://127.0.0.1:8000"]
+    assert (tmp_path / "data" / "secret_key").exists()
+
+
+def test_a_generated_secret_key_is_kept_owner_only_and_reused(tmp_path: Path) -> None:
+    key_file = tmp_path / "secret_key"
+
+    first = environment.secret_key("UNSET_FOR_THIS_TEST", key_file)
+    second = environment.secret_key("UNSET_FOR_THIS_TEST", key_file)
+
+    assert first == second
+    assert len(first) >= 50
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert list(tmp_path.iterdir()) == [key_file]
+
+
+def test_a_secret_key_from_the_environment_wins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TEST_SECRET", "k" * 40)
+    assert environment.secret_key("TEST_SECRET", tmp_path / "secret_key") == "k" * 40
+    assert not (tmp_path / "secret_key").exists()
+
+
+def test_origins_lose_a_trailing_slash_and_refuse_a_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ORIGINS", "http://umbrel.local:3410/, https://node.example")
+    assert environment.env_origins("ORIGINS", []) == [
+        "http://umbrel.local:3410",
+        "https://node.example",
+    ]
+    monkeypatch.setenv("ORIGINS", "http://umbrel.local:3410/app")
+    with pytest.raises(ImproperlyConfigured, match="ORIGINS has 'http://umbrel.local:3410/app'"):
+        environment.env_origins("ORIGINS", [])
+
+
+@pytest.mark.parametrize(("value", "expected"), [("true", True), ("OFF", False), ("1", True)])
+def test_booleans_read_the_usual_spellings(
+    monkeypatch: pytest.MonkeyPatch, value: str, expected: bool
+) -> None:
+    monkeypatch.setenv("FLAG", value)
+    assert environment.env_bool("FLAG", not expected) is expected
+
+
+def test_debug_is_off_unless_asked(settings: object) -> None:
+    assert settings.DEBUG is False  # type: ignore[attr-defined]

@@ -1,0 +1,152 @@
+"""The whole product as `make run` starts it: real web server, real Celery worker, real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+from collections.abc import Callable
+
+import pytest
+import websockets
+
+from tests.instances import ROOT, Instance, RedisServer, descendants, is_running, wait_for
+
+pytestmark = pytest.mark.processes
+
+
+def probe_through_websocket(instance: Instance) -> dict[str, object]:
+    """Run a test task from the command line while watching the System page's websocket."""
+
+    async def watch() -> dict[str, object]:
+        address = f"ws://127.0.0.1:{instance.port}/ws/system/"
+        async with websockets.connect(address, origin=instance.url) as socket:  # type: ignore[arg-type]
+            first = json.loads(await socket.recv())
+            assert first["type"] == "status"
+            probe = await asyncio.to_thread(instance.manage, "probe_worker")
+            assert probe.returncode == 0, probe.stderr
+            while True:
+                event = json.loads(await asyncio.wait_for(socket.recv(), timeout=20))
+                if event["type"] == "probe":
+                    return dict(event)
+
+    return asyncio.run(watch())
+
+
+def test_a_worker_on_the_embedded_broker_runs_a_task_end_to_end(
+    make_instance: Callable[..., Instance],
+) -> None:
+    node = make_instance()
+    node.run()
+    node.wait_until("worker", "up")
+    assert "Embedded" in node.wait_until("broker", "up")["detail"]
+
+    event = probe_through_websocket(node)
+
+    assert str(event["worker"]).startswith("worker@")
+    assert isinstance(event["round_trip_ms"], int)
+    assert not (node.data_dir / "redis").exists()
+
+
+def test_a_worker_on_redis_runs_a_task_end_to_end(
+    make_instance: Callable[..., Instance], redis_server: RedisServer
+) -> None:
+    node = make_instance(REDIS_URL=redis_server.url)
+    node.run()
+    node.wait_until("worker", "up")
+    assert f":{redis_server.port}" in node.wait_until("broker", "up")["detail"]
+
+    event = probe_through_websocket(node)
+
+    assert str(event["worker"]).startswith("worker@")
+    # Nothing went through the embedded broker folder.
+    assert not list((node.data_dir / "broker").glob("*.msg"))
+
+
+def test_the_status_socket_refuses_a_page_from_another_origin(
+    make_instance: Callable[..., Instance],
+) -> None:
+    node = make_instance()
+    node.run("web")
+    node.wait_until("web", "up")
+
+    async def connect(origin: str) -> None:
+        address = f"ws://127.0.0.1:{node.port}/ws/system/"
+        async with websockets.connect(address, origin=origin) as socket:  # type: ignore[arg-type]
+            await socket.recv()
+
+    asyncio.run(connect(node.url))
+    with pytest.raises(websockets.InvalidStatus, match="403"):
+        asyncio.run(connect("http://evil.example"))
+
+
+def test_the_broker_shows_down_when_redis_is_unreachable(
+    make_instance: Callable[..., Instance],
+) -> None:
+    node = make_instance(REDIS_URL="redis://127.0.0.1:9/0")
+    node.run("web")
+    broker = node.wait_until("broker", "down")
+    assert "127.0.0.1:9" in broker["detail"]
+
+
+def test_a_crashed_worker_is_restarted(make_instance: Callable[..., Instance]) -> None:
+    node = make_instance()
+    supervisor = node.run()
+    node.wait_until("worker", "up")
+    worker = next(pid for pid in descendants(supervisor.pid) if b"celery" in cmdline(pid))
+
+    os.kill(worker, signal.SIGKILL)
+
+    def restarted() -> int | None:
+        workers = [p for p in descendants(supervisor.pid) if b"celery" in cmdline(p)]
+        return next((p for p in workers if p != worker and is_running(p)), None)
+
+    wait_for(restarted, 30, "a new worker process")
+    probe = node.manage("probe_worker", "--timeout", "30")
+    assert probe.returncode == 0, probe.stderr + node.logs()
+
+
+def test_sigterm_to_make_run_stops_every_process(make_instance: Callable[..., Instance]) -> None:
+    node = make_instance()
+    make = node.start("make", "--no-print-directory", "run")
+    node.wait_until("worker", "up", timeout=300)
+    started = descendants(make.pid)
+    assert any(b"uvicorn" in cmdline(pid) for pid in started)
+    assert any(b"celery" in cmdline(pid) for pid in started)
+
+    make.send_signal(signal.SIGTERM)
+
+    wait_for(lambda: not any(is_running(pid) for pid in started), 30, "every process to stop")
+    assert node.health() is None
+
+
+def test_a_port_in_use_stops_the_start_with_a_clear_message(
+    make_instance: Callable[..., Instance],
+) -> None:
+    first = make_instance()
+    first.run("web")
+    first.wait_until("web", "up")
+    second = make_instance(SOVEREIGN_PORT=str(first.port))
+
+    result = second.manage("run")
+
+    assert result.returncode == 1
+    assert f"Cannot listen on 127.0.0.1:{first.port}" in result.stderr
+    assert "SOVEREIGN_PORT" in result.stderr
+
+
+def cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as file:
+            return file.read()
+    except OSError:
+        return b""
+
+
+def test_the_readme_gives_the_two_commands_first() -> None:
+    readme = (ROOT / "README.md").read_text()
+    first_commands = [line for line in readme.splitlines() if line.startswith("make ")][:2]
+    assert first_commands == ["make run", "make test"]
+    assert subprocess.run(["make", "-n", "run"], cwd=ROOT, capture_output=True).returncode == 0
