@@ -34,8 +34,8 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
     raise AssertionError(f"Timed out after {timeout} s waiting for {what}")
 
 
-def descendants(pid: int) -> set[int]:
-    """Every process below pid, read from /proc."""
+def _process_tree() -> dict[int, list[int]]:
+    """Each process's children, read from /proc."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -45,13 +45,29 @@ def descendants(pid: int) -> set[int]:
                 continue
             parent = int(stat.rsplit(")", 1)[1].split()[1])
             children.setdefault(parent, []).append(int(entry.name))
+    return children
+
+
+def children(pid: int) -> set[int]:
+    return set(_process_tree().get(pid, []))
+
+
+def descendants(pid: int) -> set[int]:
+    tree = _process_tree()
     found: set[int] = set()
     todo = [pid]
     while todo:
-        for child in children.get(todo.pop(), []):
+        for child in tree.get(todo.pop(), []):
             found.add(child)
             todo.append(child)
     return found
+
+
+def command_line(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 def is_running(pid: int) -> bool:

@@ -12,7 +12,16 @@ from collections.abc import Callable
 import pytest
 import websockets
 
-from tests.instances import ROOT, Instance, RedisServer, descendants, is_running, wait_for
+from tests.instances import (
+    ROOT,
+    Instance,
+    RedisServer,
+    children,
+    command_line,
+    descendants,
+    is_running,
+    wait_for,
+)
 
 pytestmark = pytest.mark.processes
 
@@ -95,12 +104,13 @@ def test_a_crashed_worker_is_restarted(make_instance: Callable[..., Instance]) -
     node = make_instance()
     supervisor = node.run()
     node.wait_until("worker", "up")
-    worker = next(pid for pid in descendants(supervisor.pid) if b"celery" in cmdline(pid))
+    # The worker's main process, the supervisor's own child (not one of its pool processes).
+    worker = next(pid for pid in children(supervisor.pid) if b"celery" in command_line(pid))
 
     os.kill(worker, signal.SIGKILL)
 
     def restarted() -> int | None:
-        workers = [p for p in descendants(supervisor.pid) if b"celery" in cmdline(p)]
+        workers = [p for p in children(supervisor.pid) if b"celery" in command_line(p)]
         return next((p for p in workers if p != worker and is_running(p)), None)
 
     wait_for(restarted, 30, "a new worker process")
@@ -113,8 +123,8 @@ def test_sigterm_to_make_run_stops_every_process(make_instance: Callable[..., In
     make = node.start("make", "--no-print-directory", "run")
     node.wait_until("worker", "up", timeout=300)
     started = descendants(make.pid)
-    assert any(b"uvicorn" in cmdline(pid) for pid in started)
-    assert any(b"celery" in cmdline(pid) for pid in started)
+    assert any(b"uvicorn" in command_line(pid) for pid in started)
+    assert any(b"celery" in command_line(pid) for pid in started)
 
     make.send_signal(signal.SIGTERM)
 
@@ -135,14 +145,6 @@ def test_a_port_in_use_stops_the_start_with_a_clear_message(
     assert result.returncode == 1
     assert f"Cannot listen on 127.0.0.1:{first.port}" in result.stderr
     assert "SOVEREIGN_PORT" in result.stderr
-
-
-def cmdline(pid: int) -> bytes:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as file:
-            return file.read()
-    except OSError:
-        return b""
 
 
 def test_the_readme_gives_the_two_commands_first() -> None:
