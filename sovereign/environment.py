@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -79,6 +80,16 @@ def env_origins(name: str, default: list[str]) -> list[str]:
     return [origin.rstrip("/") for origin in origins]
 
 
+def env_relays(name: str, default: list[str]) -> list[str]:
+    """Nostr relay addresses: ws:// or wss:// URLs."""
+    relays = env_list(name, default)
+    for relay in relays:
+        parts = urlsplit(relay)
+        if parts.scheme not in ("ws", "wss") or not parts.hostname:
+            raise ImproperlyConfigured(f"{name} has {relay!r}: a relay looks like wss://host.")
+    return relays
+
+
 def env_redis_url(name: str) -> str:
     """A Redis URL, or "" when Redis is not used."""
     value = _raw(name)
@@ -112,16 +123,22 @@ def secret_key(name: str, key_file: Path) -> str:
         if len(value) < 32:
             raise ImproperlyConfigured(f"{name} is too short: use at least 32 characters.")
         return value
-    candidate = key_file.with_name(f".{key_file.name}.{os.getpid()}")
-    descriptor = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w") as file:
-        file.write(secrets.token_urlsafe(50))
-    try:
-        # A hard link appears whole or not at all: when web and worker start together,
-        # exactly one key wins and both read it.
-        os.link(candidate, key_file)
-    except FileExistsError:
-        pass
-    finally:
-        candidate.unlink()
-    return key_file.read_text().strip()
+    return secret_file(key_file, lambda: secrets.token_urlsafe(50))
+
+
+def secret_file(path: Path, make_secret: Callable[[], str]) -> str:
+    """The secret kept in path (owner-only), made once with make_secret if it is missing."""
+    if not path.exists():
+        candidate = path.with_name(f".{path.name}.{os.getpid()}")
+        descriptor = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            file.write(make_secret())
+        try:
+            # A hard link appears whole or not at all: when web and worker start together,
+            # exactly one secret wins and both read it.
+            os.link(candidate, path)
+        except FileExistsError:
+            pass
+        finally:
+            candidate.unlink()
+    return path.read_text().strip()

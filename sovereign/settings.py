@@ -15,6 +15,7 @@ from sovereign.environment import (
     env_list,
     env_origins,
     env_redis_url,
+    env_relays,
     env_str,
     secret_key,
 )
@@ -53,6 +54,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "apps.system",
+    "apps.identity",
 ]
 
 MIDDLEWARE = [
@@ -62,11 +64,14 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "apps.identity.access.SetupRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
 ROOT_URLCONF = "sovereign.urls"
+AUTH_USER_MODEL = "identity.Member"
+LOGIN_URL = "identity:login"
 ASGI_APPLICATION = "sovereign.asgi.application"
 
 TEMPLATES = [
@@ -154,6 +159,14 @@ else:
             "CONFIG": {"path": str(DATA_DIR / "channels.sqlite3")},
         }
     }
+
+# Identity. The setup secret claims an unclaimed node once (on Umbrel: the app password);
+# without it the node makes one and `make run` prints it. Relays carry login codes by DM,
+# remote-signer logins and profiles; an outage never blocks a browser-extension login.
+SETUP_SECRET = env_str("SOVEREIGN_SETUP_SECRET", "")
+NOSTR_RELAYS = env_relays(
+    "SOVEREIGN_NOSTR_RELAYS", ["wss://relay.damus.io", "wss://nos.lol", "wss://relay.primal.net"]
+)
 
 # How often the worker reports that it is alive; three missed reports mean down.
 HEARTBEAT_SECONDS = 2

@@ -2,19 +2,81 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from django.test import Client
+from nostr_sdk import Keys
+from playwright.sync_api import Browser, Page
 
+from tests.browser import chromium
 from tests.instances import Instance, RedisServer
+
+# Named people, each with a real Nostr key.
+PERSONA_KEYS = {name: Keys.generate() for name in ("owner", "member", "friend", "stranger")}
 
 
 @pytest.fixture(autouse=True)
-def plain_static_files(settings: pytest.FixtureRequest) -> None:
+def plain_static_files(settings: Any) -> None:
     # The manifest storage needs `collectstatic`; tests that render pages in-process don't.
-    settings.STORAGES = {  # type: ignore[attr-defined]
-        **settings.STORAGES,  # type: ignore[attr-defined]
+    settings.STORAGES = {
+        **settings.STORAGES,
         "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
     }
+
+
+@pytest.fixture
+def keys() -> dict[str, Keys]:
+    return PERSONA_KEYS
+
+
+def _person(name: str, role: str) -> Any:
+    from apps.identity.models import Member
+
+    pubkey = PERSONA_KEYS[name].public_key().to_hex()
+    return Member.objects.create_user(pubkey=pubkey, role=role)
+
+
+@pytest.fixture
+def owner(db: None) -> Any:
+    return _person("owner", "owner")
+
+
+@pytest.fixture
+def member(owner: Any) -> Any:
+    return _person("member", "member")
+
+
+@pytest.fixture
+def friend(owner: Any) -> Any:
+    return _person("friend", "friend")
+
+
+@pytest.fixture
+def stranger() -> Keys:
+    """Someone with a Nostr key who is not on this node."""
+    return PERSONA_KEYS["stranger"]
+
+
+def _client_for(person: Any) -> Client:
+    client = Client()
+    client.force_login(person)
+    return client
+
+
+@pytest.fixture
+def owner_client(owner: Any) -> Client:
+    return _client_for(owner)
+
+
+@pytest.fixture
+def member_client(member: Any) -> Client:
+    return _client_for(member)
+
+
+@pytest.fixture
+def friend_client(friend: Any) -> Client:
+    return _client_for(friend)
 
 
 @pytest.fixture
@@ -39,3 +101,16 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server = RedisServer(tmp_path_factory.mktemp("redis"))
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    with chromium() as browser:
+        yield browser
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context()
+    yield context.new_page()
+    context.close()

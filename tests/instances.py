@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import http.cookiejar
 import json
 import os
 import shutil
@@ -87,6 +89,7 @@ class Instance:
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
             **os.environ,
+            "DJANGO_SETTINGS_MODULE": "sovereign.settings",  # not the tests' own settings
             "SOVEREIGN_DATA_DIR": str(data_dir),
             "SOVEREIGN_PORT": str(self.port),
             "SOVEREIGN_LOG_LEVEL": "INFO",
@@ -175,3 +178,36 @@ class RedisServer:
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(timeout=10)
+
+
+def signed_login_header(keys: Any, url: str, challenge: str, created_at: int | None = None) -> str:
+    """`Authorization: Nostr ...` for a login, as a NIP-07 extension would sign it."""
+    from nostr_sdk import EventBuilder, Kind, Tag, Timestamp
+
+    tags = [["u", url], ["method", "POST"], ["challenge", challenge]]
+    builder = EventBuilder(Kind(27235), "").tags([Tag.parse(tag) for tag in tags])
+    if created_at is not None:
+        builder = builder.custom_created_at(Timestamp.from_secs(created_at))
+    event_json = builder.finalize(keys).as_json()
+    return "Nostr " + base64.b64encode(event_json.encode()).decode()
+
+
+def log_in(instance: Instance, keys: Any) -> str:
+    """Log in to a running node through its real NIP-07 endpoints; returns the Cookie header."""
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    opener.open(f"{instance.url}/login/").read()
+    csrf = next(cookie.value for cookie in jar if cookie.name == "csrftoken")
+    headers = {"X-CSRFToken": csrf, "Referer": f"{instance.url}/login/"}
+    request = urllib.request.Request(
+        f"{instance.url}/auth/challenge", method="POST", headers=headers
+    )
+    issued = json.load(opener.open(request))
+    header = signed_login_header(keys, f"{instance.url}{issued['path']}", issued["challenge"])
+    request = urllib.request.Request(
+        f"{instance.url}{issued['path']}",
+        method="POST",
+        headers={**headers, "Authorization": header},
+    )
+    opener.open(request).read()
+    return "; ".join(f"{cookie.name}={cookie.value}" for cookie in jar)

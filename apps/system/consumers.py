@@ -8,6 +8,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
+from apps.identity.models import Role
 from apps.system import services
 
 
@@ -20,11 +21,17 @@ class SystemStatusConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
 
     async def connect(self) -> None:
         self.last_status: dict[str, Any] | None = None
+        user = self.scope.get("user")
+        if not (user and user.is_authenticated and user.role in (Role.OWNER, Role.MEMBER)):
+            await self.close(code=4403)
+            return
         await self.accept()
         await self.channel_layer.group_add(services.SYSTEM_GROUP, self.channel_name)
         self.refresher = asyncio.create_task(self._refresh_forever())
 
     async def disconnect(self, code: int) -> None:
+        if not hasattr(self, "refresher"):
+            return  # refused at connect
         self.refresher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self.refresher

@@ -5,6 +5,7 @@ from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
+from apps.identity.access import household_required
 from apps.system import services
 
 
@@ -17,11 +18,13 @@ def healthz(request: HttpRequest) -> JsonResponse:
 
 
 @require_GET
+@household_required
 def system_page(request: HttpRequest) -> HttpResponse:
     return render(request, "system/page.html", {"status": services.status_snapshot()})
 
 
 @require_POST
+@household_required
 def probe_send(request: HttpRequest) -> JsonResponse:
     probe = services.probe_send()
     return JsonResponse({"probe_id": str(probe.id)}, status=202)

@@ -12,10 +12,6 @@ from urllib.parse import urlsplit
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-# Names the compose file sets before settings.py reads them, each for a feature in progress.
-RESERVED_FOR_UPCOMING_FEATURES = {
-    "SOVEREIGN_SETUP_SECRET",  # claims the node on first visit
-}
 VALID_CATEGORIES = {
     "ai", "automation", "bitcoin", "crypto", "developer", "files", "finance", "media",
     "networking", "social",
@@ -150,7 +146,7 @@ def test_it_trusts_origins_on_the_manifest_port() -> None:
 
 
 def test_it_sets_only_settings_that_sovereign_reads() -> None:
-    known = settings_reads() | RESERVED_FOR_UPCOMING_FEATURES
+    known = settings_reads()
     for name in SOVEREIGN_SERVICES:
         env = environment(services()[name])
         ours = {key for key in env if key.startswith("SOVEREIGN_") or key == "REDIS_URL"}

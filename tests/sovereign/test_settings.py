@@ -16,7 +16,12 @@ from tests.instances import ROOT
 
 
 def start_with(tmp_path: Path, **variables: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "SOVEREIGN_DATA_DIR": str(tmp_path / "data"), **variables}
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "sovereign.settings",
+        "SOVEREIGN_DATA_DIR": str(tmp_path / "data"),
+        **variables,
+    }
     return subprocess.run(
         [sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True
     )
@@ -58,6 +63,7 @@ def test_it_refuses_a_data_directory_it_cannot_create(tmp_path: Path) -> None:
 def test_every_other_variable_has_a_working_default(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SOVEREIGN_")}
     env.pop("REDIS_URL", None)
+    env.pop("DJANGO_SETTINGS_MODULE", None)
     env["SOVEREIGN_DATA_DIR"] = str(tmp_path / "data")
     code = (
         "import django, os; os.environ['DJANGO_SETTINGS_MODULE'] = 'sovereign.settings'; "

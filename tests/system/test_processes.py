@@ -8,9 +8,11 @@ import os
 import signal
 import subprocess
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import websockets
+from nostr_sdk import Keys
 
 from tests.instances import (
     ROOT,
@@ -20,18 +22,35 @@ from tests.instances import (
     command_line,
     descendants,
     is_running,
+    log_in,
     wait_for,
 )
 
 pytestmark = pytest.mark.processes
 
 
+def owner_session(instance: Instance) -> str:
+    """Claim the node for a fresh key and log in as its owner; returns the Cookie header."""
+    keys = Keys.generate()
+    claimed = instance.manage("claim", keys.public_key().to_bech32())
+    assert claimed.returncode == 0, claimed.stderr
+    return log_in(instance, keys)
+
+
+def status_socket(instance: Instance, cookie: str = "", origin: str = "") -> Any:
+    return websockets.connect(
+        f"ws://127.0.0.1:{instance.port}/ws/system/",
+        origin=origin or instance.url,  # type: ignore[arg-type]
+        additional_headers={"Cookie": cookie} if cookie else None,
+    )
+
+
 def probe_through_websocket(instance: Instance) -> dict[str, object]:
     """Run a test task from the command line while watching the System page's websocket."""
+    cookie = owner_session(instance)
 
     async def watch() -> dict[str, object]:
-        address = f"ws://127.0.0.1:{instance.port}/ws/system/"
-        async with websockets.connect(address, origin=instance.url) as socket:  # type: ignore[arg-type]
+        async with status_socket(instance, cookie) as socket:
             first = json.loads(await socket.recv())
             assert first["type"] == "status"
             probe = await asyncio.to_thread(instance.manage, "probe_worker")
@@ -74,21 +93,23 @@ def test_a_worker_on_redis_runs_a_task_end_to_end(
     assert not list((node.data_dir / "broker").glob("*.msg"))
 
 
-def test_the_status_socket_refuses_a_page_from_another_origin(
+def test_the_status_socket_refuses_another_origin_and_strangers(
     make_instance: Callable[..., Instance],
 ) -> None:
     node = make_instance()
     node.run("web")
     node.wait_until("web", "up")
+    cookie = owner_session(node)
 
-    async def connect(origin: str) -> None:
-        address = f"ws://127.0.0.1:{node.port}/ws/system/"
-        async with websockets.connect(address, origin=origin) as socket:  # type: ignore[arg-type]
+    async def connect(cookie: str, origin: str = "") -> None:
+        async with status_socket(node, cookie, origin) as socket:
             await socket.recv()
 
-    asyncio.run(connect(node.url))
+    asyncio.run(connect(cookie))
     with pytest.raises(websockets.InvalidStatus, match="403"):
-        asyncio.run(connect("http://evil.example"))
+        asyncio.run(connect(cookie, origin="http://evil.example"))
+    with pytest.raises(websockets.InvalidStatus, match="403"):
+        asyncio.run(connect(""))
 
 
 def test_the_broker_shows_down_when_redis_is_unreachable(

@@ -88,21 +88,27 @@ def test_an_unreachable_redis_broker_is_down_and_its_password_stays_hidden(
     assert "hunter2secret" not in client.get("/healthz").content.decode()
 
 
-def test_the_system_page_shows_each_component(client: Client) -> None:
+def test_the_system_page_shows_each_component(member_client: Client) -> None:
     services.worker_started("worker@box", 4242)
 
-    page = client.get("/system/").content.decode()
+    page = member_client.get("/system/").content.decode()
 
     assert 'data-component="worker" data-state="up"' in page
     assert 'data-component="broker" data-state="up"' in page
 
 
-def test_the_home_page_leads_to_the_system_page(client: Client) -> None:
-    assert client.get("/").headers["Location"] == "/system/"
+def test_the_home_page_leads_the_household_to_the_system_page(member_client: Client) -> None:
+    assert member_client.get("/").headers["Location"] == "/system/"
 
 
-def test_a_probe_needs_a_post_with_a_csrf_token() -> None:
+def test_a_friend_may_not_see_the_system_page(friend_client: Client) -> None:
+    assert friend_client.get("/system/").status_code == 403
+    assert friend_client.post("/system/probe").status_code == 403
+
+
+def test_a_probe_needs_a_post_with_a_csrf_token(member: object) -> None:
     strict = Client(enforce_csrf_checks=True)
+    strict.force_login(member)  # type: ignore[arg-type]
 
     assert strict.get("/system/probe").status_code == 405
     assert strict.post("/system/probe").status_code == 403

@@ -14,6 +14,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from apps.identity import services as identity
 from sovereign.supervisor import Program, StartupFailed, Supervisor
 
 PROGRAMS = ("web", "worker")
@@ -82,3 +83,8 @@ class Command(BaseCommand):
         else:
             return
         self.stdout.write(f"Sovereign is running at {settings.PUBLIC_URL}/ (Ctrl-C stops it)")
+        if not identity.is_claimed():
+            self.stdout.write(
+                f"Claim it at {settings.PUBLIC_URL}/setup/ with the setup secret: "
+                f"{identity.setup_secret()}"
+            )

@@ -1,0 +1,83 @@
+"""Who may see what: the setup gate, role checks for pages, and API authentication."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from django.conf import settings
+from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect
+
+from apps.identity import services
+from apps.identity.models import Member, Role
+from apps.identity.nip98 import AuthRefused
+
+View = TypeVar("View", bound=Callable[..., HttpResponse])
+
+# What an unclaimed node still serves: the claim itself, health checks, static files.
+OPEN_BEFORE_CLAIM = ("/setup/", "/auth/", "/healthz", f"/{settings.STATIC_URL}")
+
+
+class SetupRequiredMiddleware:
+    """Until an owner exists, every page leads to setup."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if not request.path.startswith(OPEN_BEFORE_CLAIM) and not services.is_claimed():
+            return redirect("identity:setup")
+        return self.get_response(request)
+
+
+def role_required(*roles: str) -> Callable[[View], View]:
+    """A dashboard page for logged-in people in one of these roles; others get 403."""
+
+    def decorate(view: View) -> View:
+        @functools.wraps(view)
+        def guarded(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            if not request.user.is_authenticated:
+                return redirect_to_login(request.get_full_path())
+            if request.user.role not in roles:
+                raise PermissionDenied("Your role on this node does not include this page.")
+            return view(request, *args, **kwargs)
+
+        return guarded  # type: ignore[return-value]
+
+    return decorate
+
+
+owner_required = role_required(Role.OWNER)
+household_required = role_required(Role.OWNER, Role.MEMBER)
+anyone_required = role_required(Role.OWNER, Role.MEMBER, Role.FRIEND)
+
+
+def api_member(request: HttpRequest) -> Member:
+    """The member a program authenticates as (API key or NIP-98 signed request)."""
+    path = request.get_full_path()
+    return services.request_authenticate(
+        request.headers.get("Authorization", ""),
+        urls=services.login_urls(path),
+        method=request.method or "GET",
+        body=request.body,
+    )
+
+
+def api_authenticated(view: View) -> View:
+    """An API endpoint: 401 in OpenAI's error shape unless the caller authenticates."""
+
+    @functools.wraps(view)
+    def guarded(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        try:
+            request.api_member = api_member(request)  # type: ignore[attr-defined]
+        except AuthRefused as refusal:
+            error = {"message": str(refusal), "type": "invalid_request_error", "param": None,
+                     "code": "invalid_api_key"}  # fmt: skip
+            return JsonResponse({"error": error}, status=401)
+        return view(request, *args, **kwargs)
+
+    return guarded  # type: ignore[return-value]

@@ -1,0 +1,338 @@
+"""Identity workflows: claiming the node, logging in with a key, members, invites, API keys."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import hmac
+import secrets
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from nostr_sdk import Keys, PublicKey
+
+from apps.identity import nip98
+from apps.identity.models import (
+    ApiKey,
+    Attempt,
+    AuditEvent,
+    Invite,
+    LoginChallenge,
+    Member,
+    Role,
+    SeenEvent,
+)
+from apps.identity.nip98 import AuthRefused
+from sovereign.environment import secret_file
+
+CHALLENGE_LIFETIME = timedelta(minutes=5)
+LOGIN_ATTEMPTS_PER_WINDOW = 10
+ATTEMPT_WINDOW = timedelta(minutes=5)
+API_KEY_PREFIX = "sov_"
+Action = AuditEvent.Action
+
+
+class IdentityError(Exception):
+    """Bad input or a refused change; the message is for the person who asked."""
+
+
+# Keys and names
+
+
+def parse_pubkey(text: str) -> str:
+    """The hex public key of an npub or a 64-character hex key; anything else is refused."""
+    value = text.strip().removeprefix("nostr:")
+    if value.startswith("nsec"):
+        raise IdentityError("That is a secret key (nsec): never share it. Give the npub instead.")
+    is_hex = len(value) == 64 and all(c in "0123456789abcdefABCDEF" for c in value)
+    if not (value.startswith("npub1") or is_hex):
+        raise IdentityError(f"{text.strip()[:70]!r} is not an npub or a 64-character hex key.")
+    try:
+        return str(PublicKey.parse(value).to_hex())
+    except Exception:  # nostr-sdk's own error for a bad checksum or a point off the curve
+        raise IdentityError(f"{text.strip()[:70]!r} is not a valid Nostr public key.") from None
+
+
+@functools.cache
+def _node_keys(path: Path) -> Keys:
+    return Keys.parse(secret_file(path, lambda: str(Keys.generate().secret_key().to_hex())))
+
+
+def node_keys() -> Keys:
+    """The node's own Nostr key, made on first use and kept owner-only in the data directory."""
+    return _node_keys(settings.DATA_DIR / "node_key")
+
+
+def node_npub() -> str:
+    return str(node_keys().public_key().to_bech32())
+
+
+# Audit and rate limits
+
+
+def audit_record(action: str, actor: str = "", subject: str = "", detail: str = "") -> None:
+    AuditEvent.objects.create(action=action, actor=actor, subject=subject, detail=detail[:300])
+
+
+def attempt_allowed(key: str, limit: int, window: timedelta) -> bool:
+    """Count an attempt under key; False (and nothing counted) once the limit is reached."""
+    since = timezone.now() - window
+    with transaction.atomic():
+        Attempt.objects.filter(at__lt=since - window).delete()
+        if Attempt.objects.filter(key=key, at__gte=since).count() >= limit:
+            return False
+        Attempt.objects.create(key=key)
+    return True
+
+
+# Claiming the node
+
+
+def is_claimed() -> bool:
+    return Member.objects.filter(role=Role.OWNER).exists()
+
+
+def setup_secret() -> str:
+    """The one secret that lets the first visitor claim the node (printed by `make run`)."""
+    configured: str = settings.SETUP_SECRET
+    return configured or secret_file(
+        settings.DATA_DIR / "setup_secret", lambda: secrets.token_urlsafe(12)
+    )
+
+
+def setup_secret_matches(given: str) -> bool:
+    if is_claimed():
+        return False
+    return hmac.compare_digest(given.strip().encode(), setup_secret().encode())
+
+
+def node_claim(pubkey: str, actor: str = "") -> Member:
+    with transaction.atomic():
+        if is_claimed():
+            raise IdentityError("This node already has an owner.")
+        owner, _ = Member.objects.get_or_create(pubkey=pubkey, defaults={"role": Role.OWNER})
+        Member.objects.filter(pk=owner.pk).update(role=Role.OWNER)
+        owner.refresh_from_db()
+        audit_record(Action.NODE_CLAIMED, actor or pubkey, subject=pubkey)
+    # The secret has done its one job.
+    (settings.DATA_DIR / "setup_secret").unlink(missing_ok=True)
+    return owner
+
+
+# Members
+
+
+def member_add(pubkey: str, role: str, actor: str = "") -> Member:
+    if role not in (Role.MEMBER, Role.FRIEND):
+        raise IdentityError("A new person is a member or a friend; the owner claims the node.")
+    try:
+        with transaction.atomic():
+            member = Member.objects.create_user(pubkey=pubkey, role=role)
+            audit_record(Action.MEMBER_ADDED, actor, subject=pubkey, detail=role)
+    except IntegrityError:
+        raise IdentityError("That key is already a member of this node.") from None
+    return member
+
+
+def member_remove(pubkey: str, actor: str = "") -> None:
+    """Remove at once: their sessions end (they point at no one) and their keys go with them."""
+    with transaction.atomic():
+        member = _member(pubkey)
+        if member.is_owner:
+            raise IdentityError("The owner can't be removed.")
+        member.delete()
+        audit_record(Action.MEMBER_REMOVED, actor, subject=pubkey)
+
+
+def member_set_role(pubkey: str, role: str, actor: str = "") -> Member:
+    if role not in (Role.MEMBER, Role.FRIEND):
+        raise IdentityError("The role must be member or friend.")
+    with transaction.atomic():
+        member = _member(pubkey)
+        if member.is_owner:
+            raise IdentityError("The owner's role can't be changed.")
+        Member.objects.filter(pk=member.pk).update(role=role)
+        audit_record(Action.ROLE_CHANGED, actor, subject=pubkey, detail=f"{member.role} → {role}")
+    member.refresh_from_db()
+    return member
+
+
+def _member(pubkey: str) -> Member:
+    try:
+        return Member.objects.get(pubkey=pubkey)
+    except Member.DoesNotExist:
+        raise IdentityError("That key is not a member of this node.") from None
+
+
+# Invites
+
+
+def invite_create(role: str, actor: Member, days: int = 7) -> tuple[Invite, str]:
+    if role not in (Role.MEMBER, Role.FRIEND):
+        raise IdentityError("An invite makes a member or a friend.")
+    token = secrets.token_urlsafe(24)
+    with transaction.atomic():
+        invite = Invite.objects.create(
+            token_hash=_digest(token),
+            role=role,
+            created_by=actor,
+            expires_at=timezone.now() + timedelta(days=days),
+        )
+        audit_record(
+            Action.INVITE_CREATED, actor.pubkey, subject=f"invite {invite.pk}", detail=role
+        )
+    return invite, token
+
+
+def _invite_accept(token: str, pubkey: str) -> Member:
+    now = timezone.now()
+    invites = Invite.objects.filter(token_hash=_digest(token), used_at=None, expires_at__gt=now)
+    invite = invites.first()
+    # The conditional update makes the link single-use even when two people race for it.
+    if invite is None or not invites.filter(pk=invite.pk).update(used_at=now, used_by=pubkey):
+        raise AuthRefused("This invite link is used, expired or unknown.")
+    member, created = Member.objects.get_or_create(pubkey=pubkey, defaults={"role": invite.role})
+    if created:
+        member.set_unusable_password()
+        member.save(update_fields=["password"])
+    audit_record(Action.INVITE_USED, pubkey, subject=f"invite {invite.pk}", detail=invite.role)
+    return member
+
+
+# Logging in with a signed event (NIP-07 in the browser, or a remote signer)
+
+
+def login_urls(path: str) -> set[str]:
+    """Where a login may be addressed: the path on each of the node's trusted origins."""
+    return {f"{origin}{path}" for origin in settings.CSRF_TRUSTED_ORIGINS}
+
+
+def challenge_issue() -> str:
+    value = secrets.token_urlsafe(32)
+    LoginChallenge.objects.filter(expires_at__lt=timezone.now()).delete()
+    LoginChallenge.objects.create(value=value, expires_at=timezone.now() + CHALLENGE_LIFETIME)
+    return value
+
+
+def login_verify(
+    event_json: str,
+    *,
+    urls: set[str],
+    client: str,
+    may_claim: bool = False,
+    invite_token: str = "",
+) -> Member:
+    """The member a signed login event proves; refuses it with a message otherwise."""
+    if not attempt_allowed(f"login:{client}", LOGIN_ATTEMPTS_PER_WINDOW, ATTEMPT_WINDOW):
+        raise AuthRefused("Too many login attempts; wait a few minutes.")
+    try:
+        with transaction.atomic():
+            signed = nip98.verify(
+                event_json, urls=urls, method="POST", body=b"", now=int(time.time())
+            )
+            _consume_challenge(signed.challenge)
+            _remember_event(signed.event_id, signed.created_at)
+            member = _login_member(signed.pubkey, may_claim, invite_token)
+            audit_record(Action.LOGIN, member.pubkey)
+    except AuthRefused as refusal:
+        audit_record(Action.LOGIN_FAILED, detail=str(refusal))
+        raise
+    return member
+
+
+def _consume_challenge(value: str | None) -> None:
+    if not value:
+        raise AuthRefused("The event has no 'challenge' tag.")
+    used = LoginChallenge.objects.filter(
+        value=value, used_at=None, expires_at__gt=timezone.now()
+    ).update(used_at=timezone.now())
+    if not used:
+        raise AuthRefused("The challenge is used, expired or unknown; try again.")
+
+
+def _remember_event(event_id: str, created_at: int) -> None:
+    SeenEvent.objects.filter(expires_at__lt=timezone.now()).delete()
+    expires = datetime.fromtimestamp(created_at + 2 * nip98.MAX_AGE_SECONDS, tz=UTC)
+    try:
+        with transaction.atomic():
+            SeenEvent.objects.create(event_id=event_id, expires_at=expires)
+    except IntegrityError:
+        raise AuthRefused("This signed event was already used.") from None
+
+
+def _login_member(pubkey: str, may_claim: bool, invite_token: str) -> Member:
+    if may_claim and not is_claimed():
+        return node_claim(pubkey)
+    if invite_token:
+        return _invite_accept(invite_token, pubkey)
+    member = Member.objects.filter(pubkey=pubkey, is_active=True).first()
+    if member is None:
+        raise AuthRefused("This key is not a member of this node; ask the owner for an invite.")
+    return member
+
+
+# API keys and signed API requests
+
+
+def apikey_create(member: Member, name: str) -> tuple[ApiKey, str]:
+    """A new key, returned once in full; only its hash is kept."""
+    name = name.strip()
+    if not name or len(name) > 100:
+        raise IdentityError("Give the key a name of 1 to 100 characters.")
+    key = API_KEY_PREFIX + secrets.token_urlsafe(32)
+    with transaction.atomic():
+        api_key = ApiKey.objects.create(
+            member=member, name=name, prefix=key[:10], key_hash=_digest(key)
+        )
+        audit_record(Action.APIKEY_CREATED, member.pubkey, subject=name)
+    return api_key, key
+
+
+def apikey_revoke(member: Member, key_id: int) -> None:
+    with transaction.atomic():
+        revoked = ApiKey.objects.filter(id=key_id, member=member, revoked_at=None).update(
+            revoked_at=timezone.now()
+        )
+        if not revoked:
+            raise IdentityError("No such key, or it is already revoked.")
+        audit_record(Action.APIKEY_REVOKED, member.pubkey, subject=str(key_id))
+
+
+def request_authenticate(authorization: str, *, urls: set[str], method: str, body: bytes) -> Member:
+    """The member behind `Authorization: Bearer <API key>` or `Authorization: Nostr <event>`."""
+    scheme, _, credential = authorization.partition(" ")
+    if scheme.lower() == "bearer" and credential.strip():
+        return _apikey_member(credential.strip())
+    if scheme.lower() == "nostr":
+        event_json = nip98.event_from_authorization(authorization)
+        signed = nip98.verify(event_json, urls=urls, method=method, body=body, now=int(time.time()))
+        _remember_event(signed.event_id, signed.created_at)
+        member = Member.objects.filter(pubkey=signed.pubkey, is_active=True).first()
+        if member is None:
+            raise AuthRefused("The signing key is not a member of this node.")
+        return member
+    raise AuthRefused("Send 'Authorization: Bearer <API key>' or 'Authorization: Nostr <event>'.")
+
+
+def _apikey_member(key: str) -> Member:
+    api_key = (
+        ApiKey.objects.select_related("member")
+        .filter(key_hash=_digest(key), revoked_at=None, member__is_active=True)
+        .first()
+    )
+    if api_key is None:
+        raise AuthRefused("The API key is unknown or revoked.")
+    now = timezone.now()
+    # One write a minute is enough to show "last used", and keeps requests cheap.
+    if api_key.last_used_at is None or now - api_key.last_used_at > timedelta(minutes=1):
+        ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
+    return api_key.member
+
+
+def _digest(secret: str) -> str:
+    # Keys and tokens are 32 random bytes: a plain hash is enough, no stretching needed.
+    return hashlib.sha256(secret.encode()).hexdigest()

@@ -1,0 +1,15 @@
+from django.urls import path
+
+from apps.identity import views
+
+app_name = "identity"
+urlpatterns = [
+    path("setup/", views.setup, name="setup"),
+    path("login/", views.login_page, name="login"),
+    path("auth/challenge", views.challenge, name="challenge"),
+    path("auth/login", views.verify, name="verify"),
+    path("logout/", views.logout_view, name="logout"),
+    path("people/", views.people, name="people"),
+    path("keys/", views.api_keys, name="keys"),
+    path("api/me", views.api_me, name="api-me"),
+]

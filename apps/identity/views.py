@@ -1,0 +1,159 @@
+from __future__ import annotations
+
+import time
+
+from django.contrib import messages
+from django.contrib.auth import login, logout
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_POST
+
+from apps.identity import services
+from apps.identity.access import anyone_required, api_authenticated, owner_required
+from apps.identity.models import ApiKey, AuditEvent, Member, Role
+from apps.identity.nip98 import AuthRefused, event_from_authorization
+from apps.identity.services import IdentityError
+
+SETUP_OK = "identity.setup_ok"
+INVITE = "identity.invite"
+
+
+def _client(request: HttpRequest) -> str:
+    return str(request.META.get("REMOTE_ADDR", "unknown"))
+
+
+def home(request: HttpRequest) -> HttpResponse:
+    """Where each person starts: the household on the System page, friends at their keys."""
+    if not request.user.is_authenticated:
+        return redirect("identity:login")
+    return redirect("identity:keys" if request.user.role == Role.FRIEND else "system:page")
+
+
+@never_cache
+def setup(request: HttpRequest) -> HttpResponse:
+    if services.is_claimed():
+        return redirect("identity:login")
+    if request.method == "POST":
+        allowed = services.attempt_allowed(
+            f"setup:{_client(request)}", services.LOGIN_ATTEMPTS_PER_WINDOW, services.ATTEMPT_WINDOW
+        )
+        if allowed and services.setup_secret_matches(request.POST.get("secret", "")):
+            request.session[SETUP_OK] = True
+        else:
+            messages.error(request, "That is not the setup secret (or too many tries: wait).")
+    return render(request, "identity/setup.html", {"secret_ok": request.session.get(SETUP_OK)})
+
+
+@never_cache
+@require_GET
+def login_page(request: HttpRequest) -> HttpResponse:
+    if request.GET.get("invite"):
+        request.session[INVITE] = request.GET["invite"]
+    return render(request, "identity/login.html", {"invited": bool(request.session.get(INVITE))})
+
+
+@never_cache
+@require_POST
+def challenge(request: HttpRequest) -> JsonResponse:
+    if not services.attempt_allowed(f"challenge:{_client(request)}", 60, services.ATTEMPT_WINDOW):
+        return JsonResponse({"error": "Too many requests; wait a few minutes."}, status=429)
+    # The server's clock, so a browser whose clock is off still signs inside the window.
+    return JsonResponse(
+        {
+            "challenge": services.challenge_issue(),
+            "path": reverse("identity:verify"),
+            "now": int(time.time()),
+        }
+    )
+
+
+@never_cache
+@require_POST
+def verify(request: HttpRequest) -> JsonResponse:
+    """Log in with a signed kind-27235 event in `Authorization: Nostr <base64>`."""
+    try:
+        event_json = event_from_authorization(request.headers.get("Authorization", ""))
+        member = services.login_verify(
+            event_json,
+            urls=services.login_urls(request.path),
+            client=_client(request),
+            may_claim=bool(request.session.get(SETUP_OK)),
+            invite_token=request.session.get(INVITE, ""),
+        )
+    except AuthRefused as refusal:
+        return JsonResponse({"error": str(refusal)}, status=401)
+    login(request, member, backend="django.contrib.auth.backends.ModelBackend")
+    request.session.pop(INVITE, None)
+    return JsonResponse({"npub": member.npub, "role": member.role})
+
+
+@require_POST
+def logout_view(request: HttpRequest) -> HttpResponse:
+    if request.user.is_authenticated:
+        services.audit_record(AuditEvent.Action.LOGOUT, request.user.pubkey)
+    logout(request)
+    return redirect("identity:login")
+
+
+@owner_required
+def people(request: HttpRequest) -> HttpResponse:
+    owner: Member = request.user  # type: ignore[assignment]
+    invite_link = ""
+    if request.method == "POST":
+        invite_link = _people_change(request, owner)
+        if not invite_link:
+            return redirect("identity:people")
+    context = {
+        "members": Member.objects.order_by("joined_at"),
+        "roles": [Role.MEMBER, Role.FRIEND],
+        "audit": AuditEvent.objects.all()[:100],
+        "invite_link": invite_link,
+    }
+    return render(request, "identity/people.html", context)
+
+
+def _people_change(request: HttpRequest, owner: Member) -> str:
+    """Apply one change from the People page; returns an invite link when one was made."""
+    action, role = request.POST.get("action"), request.POST.get("role", "")
+    try:
+        if action == "invite_link":
+            _, token = services.invite_create(role, owner)
+            return request.build_absolute_uri(f"{reverse('identity:login')}?invite={token}")
+        pubkey = services.parse_pubkey(request.POST.get("pubkey", ""))
+        if action == "add":
+            services.member_add(pubkey, role, actor=owner.pubkey)
+        elif action == "set_role":
+            services.member_set_role(pubkey, role, actor=owner.pubkey)
+        elif action == "remove":
+            services.member_remove(pubkey, actor=owner.pubkey)
+        else:
+            raise IdentityError("Unknown change.")
+    except IdentityError as error:
+        messages.error(request, str(error))
+    return ""
+
+
+@anyone_required
+def api_keys(request: HttpRequest) -> HttpResponse:
+    member: Member = request.user  # type: ignore[assignment]
+    new_key = ""
+    try:
+        if request.POST.get("action") == "create":
+            _, new_key = services.apikey_create(member, request.POST.get("name", ""))
+        elif request.POST.get("action") == "revoke":
+            services.apikey_revoke(member, int(request.POST.get("key_id", "0")))
+    except (IdentityError, ValueError) as error:
+        messages.error(request, str(error))
+    keys = ApiKey.objects.filter(member=member).order_by("-created_at")
+    return render(request, "identity/keys.html", {"keys": keys, "new_key": new_key})
+
+
+@csrf_exempt  # programs authenticate each request with a key or a signature, not a cookie
+@require_GET
+@api_authenticated
+def api_me(request: HttpRequest) -> JsonResponse:
+    member: Member = request.api_member  # type: ignore[attr-defined]
+    return JsonResponse({"npub": member.npub, "role": member.role, "name": member.display_name})

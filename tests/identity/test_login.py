@@ -1,0 +1,163 @@
+"""Logging in with a signed NIP-98 event (what a NIP-07 extension produces), and each refusal."""
+
+from __future__ import annotations
+
+import base64
+import time
+from typing import Any
+
+import pytest
+from django.test import Client
+from nostr_sdk import EventBuilder, Keys, Kind, Tag, Timestamp
+
+from apps.identity.models import AuditEvent, Member
+from tests.instances import signed_login_header
+
+pytestmark = pytest.mark.django_db
+
+LOGIN_URL = "http://localhost:8000/auth/login"  # on the node's trusted origins by default
+
+
+def challenge(client: Client) -> str:
+    response = client.post("/auth/challenge")
+    assert response.status_code == 200
+    value: str = response.json()["challenge"]
+    return value
+
+
+def log_in(client: Client, header: str) -> Any:
+    return client.post("/auth/login", HTTP_AUTHORIZATION=header)
+
+
+def signed(
+    keys: Keys, tags: list[list[str]], kind: int = 27235, created_at: int | None = None
+) -> str:
+    builder = EventBuilder(Kind(kind), "").tags([Tag.parse(tag) for tag in tags])
+    builder = builder.custom_created_at(Timestamp.from_secs(created_at or int(time.time())))
+    return "Nostr " + base64.b64encode(builder.finalize(keys).as_json().encode()).decode()
+
+
+def logged_in_as(client: Client) -> str | None:
+    return client.session.get("_auth_user_id")
+
+
+def test_a_member_logs_in_with_a_signed_challenge(
+    client: Client, member: Member, keys: Any
+) -> None:
+    header = signed_login_header(keys["member"], LOGIN_URL, challenge(client))
+
+    response = log_in(client, header)
+
+    assert response.status_code == 200
+    assert response.json()["role"] == "member"
+    assert logged_in_as(client) == str(member.pk)
+    assert AuditEvent.objects.filter(action="login", actor=member.pubkey).exists()
+
+
+def refused(client: Client, header: str, message: str) -> None:
+    members_before = Member.objects.count()
+    response = log_in(client, header)
+    assert response.status_code == 401
+    assert message in response.json()["error"]
+    assert logged_in_as(client) is None
+    assert Member.objects.count() == members_before
+    assert AuditEvent.objects.filter(action="login_failed", detail__contains=message).exists()
+
+
+def test_it_refuses_a_replayed_event(client: Client, member: Member, keys: Any) -> None:
+    header = signed_login_header(keys["member"], LOGIN_URL, challenge(client))
+    assert log_in(client, header).status_code == 200
+    client.logout()
+    refused(client, header, "challenge is used")
+
+
+def test_it_refuses_a_second_event_for_a_used_challenge(
+    client: Client, member: Member, keys: Any
+) -> None:
+    value = challenge(client)
+    assert log_in(client, signed_login_header(keys["member"], LOGIN_URL, value)).status_code == 200
+    client.logout()
+    later = signed_login_header(keys["member"], LOGIN_URL, value, created_at=int(time.time()) - 1)
+    refused(client, later, "challenge is used")
+
+
+def test_it_refuses_an_unknown_challenge(client: Client, member: Member, keys: Any) -> None:
+    refused(client, signed_login_header(keys["member"], LOGIN_URL, "made-up"), "challenge is used")
+
+
+def test_it_refuses_a_stale_event(client: Client, member: Member, keys: Any) -> None:
+    old = int(time.time()) - 120
+    header = signed_login_header(keys["member"], LOGIN_URL, challenge(client), created_at=old)
+    refused(client, header, "not signed within the last 60 seconds")
+
+
+def test_it_refuses_an_event_from_the_future(client: Client, member: Member, keys: Any) -> None:
+    ahead = int(time.time()) + 120
+    header = signed_login_header(keys["member"], LOGIN_URL, challenge(client), created_at=ahead)
+    refused(client, header, "not signed within the last 60 seconds")
+
+
+def test_it_refuses_a_wrong_url(client: Client, member: Member, keys: Any) -> None:
+    header = signed_login_header(
+        keys["member"], "http://evil.example/auth/login", challenge(client)
+    )
+    refused(client, header, "'u' tag is not this request's URL")
+
+
+def test_it_refuses_the_url_of_an_untrusted_host_header(
+    client: Client, member: Member, keys: Any
+) -> None:
+    # The Host header is the attacker's to choose: it never makes a URL trusted.
+    header = signed_login_header(keys["member"], "http://testserver/auth/login", challenge(client))
+    refused(client, header, "'u' tag is not this request's URL")
+
+
+def test_it_refuses_a_wrong_method(client: Client, member: Member, keys: Any) -> None:
+    tags = [["u", LOGIN_URL], ["method", "GET"], ["challenge", challenge(client)]]
+    refused(client, signed(keys["member"], tags), "'method' tag is not POST")
+
+
+def test_it_refuses_a_wrong_kind(client: Client, member: Member, keys: Any) -> None:
+    tags = [["u", LOGIN_URL], ["method", "POST"], ["challenge", challenge(client)]]
+    refused(client, signed(keys["member"], tags, kind=1), "kind 1; NIP-98 needs 27235")
+
+
+def test_it_refuses_a_wrong_signature(client: Client, member: Member, keys: Any) -> None:
+    header = signed_login_header(keys["member"], LOGIN_URL, challenge(client))
+    event = base64.b64decode(header.removeprefix("Nostr ")).decode()
+    sig_start = event.index('"sig":"') + 7
+    flipped = "0" if event[sig_start] != "0" else "1"
+    tampered = event[:sig_start] + flipped + event[sig_start + 1 :]
+    refused(client, "Nostr " + base64.b64encode(tampered.encode()).decode(), "id or signature")
+
+
+def test_it_refuses_a_key_that_is_not_a_member(client: Client, owner: Member, keys: Any) -> None:
+    header = signed_login_header(keys["stranger"], LOGIN_URL, challenge(client))
+    refused(client, header, "not a member of this node")
+
+
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [
+        ("", "Authorization must be 'Nostr"),
+        ("Nostr !!!", "not valid base64"),
+        ("Nostr " + base64.b64encode(b'{"kind": 27235}').decode(), "not a valid Nostr event"),
+    ],
+)
+def test_it_refuses_a_malformed_authorization(
+    client: Client, member: Member, header: str, message: str
+) -> None:
+    response = log_in(client, header)
+    assert response.status_code == 401
+    assert message in response.json()["error"]
+    assert logged_in_as(client) is None
+
+
+def test_login_attempts_are_rate_limited(client: Client, owner: Member, keys: Any) -> None:
+    for _ in range(10):
+        log_in(client, signed_login_header(keys["stranger"], LOGIN_URL, challenge(client)))
+
+    response = log_in(client, signed_login_header(keys["owner"], LOGIN_URL, challenge(client)))
+
+    assert response.status_code == 401
+    assert "Too many login attempts" in response.json()["error"]
