@@ -5,6 +5,7 @@ from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
+from apps.identity import services as identity
 from apps.identity.access import household_required
 from apps.system import services
 
@@ -20,7 +21,8 @@ def healthz(request: HttpRequest) -> JsonResponse:
 @require_GET
 @household_required
 def system_page(request: HttpRequest) -> HttpResponse:
-    return render(request, "system/page.html", {"status": services.status_snapshot()})
+    context = {"status": services.status_snapshot(), "node_npub": identity.node_npub()}
+    return render(request, "system/page.html", context)
 
 
 @require_POST

@@ -8,6 +8,7 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
+from apps.identity import services as identity
 from apps.system import services
 from apps.system.models import WorkerHeartbeat, WorkerProbe
 
@@ -95,6 +96,7 @@ def test_the_system_page_shows_each_component(member_client: Client) -> None:
 
     assert 'data-component="worker" data-state="up"' in page
     assert 'data-component="broker" data-state="up"' in page
+    assert f'<code id="node-npub">{identity.node_npub()}</code>' in page
 
 
 def test_the_home_page_leads_the_household_to_the_system_page(member_client: Client) -> None:
