@@ -5,10 +5,12 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+import logging
 import secrets
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -16,12 +18,12 @@ from django.utils import timezone
 from nostr_sdk import Keys, PublicKey
 
 from apps.identity import nip98
+from apps.identity.backends import relays
 from apps.identity.models import (
     ApiKey,
     Attempt,
     AuditEvent,
     Invite,
-    LoginChallenge,
     Member,
     Role,
     SeenEvent,
@@ -29,7 +31,8 @@ from apps.identity.models import (
 from apps.identity.nip98 import AuthRefused
 from sovereign.environment import secret_file
 
-CHALLENGE_LIFETIME = timedelta(minutes=5)
+logger = logging.getLogger(__name__)
+
 LOGIN_ATTEMPTS_PER_WINDOW = 10
 ATTEMPT_WINDOW = timedelta(minutes=5)
 API_KEY_PREFIX = "sov_"
@@ -133,6 +136,7 @@ def member_add(pubkey: str, role: str, actor: str = "") -> Member:
         with transaction.atomic():
             member = Member.objects.create_user(pubkey=pubkey, role=role)
             audit_record(Action.MEMBER_ADDED, actor, subject=pubkey, detail=role)
+            profile_refresh_soon(member)
     except IntegrityError:
         raise IdentityError("That key is already a member of this node.") from None
     return member
@@ -188,7 +192,7 @@ def invite_create(role: str, actor: Member, days: int = 7) -> tuple[Invite, str]
     return invite, token
 
 
-def _invite_accept(token: str, pubkey: str) -> Member:
+def invite_accept(token: str, pubkey: str) -> Member:
     now = timezone.now()
     invites = Invite.objects.filter(token_hash=_digest(token), used_at=None, expires_at__gt=now)
     invite = invites.first()
@@ -203,58 +207,47 @@ def _invite_accept(token: str, pubkey: str) -> Member:
     return member
 
 
-# Logging in with a signed event (NIP-07 in the browser, or a remote signer)
-
-
 def login_urls(path: str) -> set[str]:
     """Where a login may be addressed: the path on each of the node's trusted origins."""
     return {f"{origin}{path}" for origin in settings.CSRF_TRUSTED_ORIGINS}
 
 
-def challenge_issue() -> str:
-    value = secrets.token_urlsafe(32)
-    LoginChallenge.objects.filter(expires_at__lt=timezone.now()).delete()
-    LoginChallenge.objects.create(value=value, expires_at=timezone.now() + CHALLENGE_LIFETIME)
-    return value
+# Profiles (kind-0 metadata), fetched in the background so no login waits on a relay
 
 
-def login_verify(
-    event_json: str,
-    *,
-    urls: set[str],
-    client: str,
-    may_claim: bool = False,
-    invite_token: str = "",
-) -> Member:
-    """The member a signed login event proves; refuses it with a message otherwise."""
-    if not attempt_allowed(f"login:{client}", LOGIN_ATTEMPTS_PER_WINDOW, ATTEMPT_WINDOW):
-        raise AuthRefused("Too many login attempts; wait a few minutes.")
+PROFILE_MAX_AGE = timedelta(days=1)
+
+
+def profile_refresh_soon(member: Member) -> None:
+    """Queue a profile fetch after this transaction commits, unless it is fresh enough."""
+    fetched = member.profile_fetched_at
+    if fetched is not None and timezone.now() - fetched < PROFILE_MAX_AGE:
+        return
+    from apps.identity.tasks import profile_refresh
+
+    transaction.on_commit(lambda: _enqueue(profile_refresh, member.pk))
+
+
+def _enqueue(task: Any, *args: Any) -> None:
     try:
-        with transaction.atomic():
-            signed = nip98.verify(
-                event_json, urls=urls, method="POST", body=b"", now=int(time.time())
-            )
-            _consume_challenge(signed.challenge)
-            _remember_event(signed.event_id, signed.created_at)
-            member = _login_member(signed.pubkey, may_claim, invite_token)
-            audit_record(Action.LOGIN, member.pubkey)
-    except AuthRefused as refusal:
-        audit_record(Action.LOGIN_FAILED, detail=str(refusal))
-        raise
-    return member
+        task.delay(*args)
+    except Exception:
+        # A broker outage must not fail the login that asked for it.
+        logger.warning("Could not queue %s", task.name, exc_info=True)
 
 
-def _consume_challenge(value: str | None) -> None:
-    if not value:
-        raise AuthRefused("The event has no 'challenge' tag.")
-    used = LoginChallenge.objects.filter(
-        value=value, used_at=None, expires_at__gt=timezone.now()
-    ).update(used_at=timezone.now())
-    if not used:
-        raise AuthRefused("The challenge is used, expired or unknown; try again.")
+def profile_refresh(member_id: int) -> None:
+    member = Member.objects.filter(pk=member_id).first()
+    if member is None:
+        return
+    profile = relays.fetch_profile(member.pubkey, settings.NOSTR_RELAYS)
+    fields: dict[str, Any] = {"profile_fetched_at": timezone.now()}
+    if profile is not None:
+        fields |= {"name": profile.name or "", "picture": profile.picture or ""}
+    Member.objects.filter(pk=member_id).update(**fields)
 
 
-def _remember_event(event_id: str, created_at: int) -> None:
+def event_remember(event_id: str, created_at: int) -> None:
     SeenEvent.objects.filter(expires_at__lt=timezone.now()).delete()
     expires = datetime.fromtimestamp(created_at + 2 * nip98.MAX_AGE_SECONDS, tz=UTC)
     try:
@@ -262,17 +255,6 @@ def _remember_event(event_id: str, created_at: int) -> None:
             SeenEvent.objects.create(event_id=event_id, expires_at=expires)
     except IntegrityError:
         raise AuthRefused("This signed event was already used.") from None
-
-
-def _login_member(pubkey: str, may_claim: bool, invite_token: str) -> Member:
-    if may_claim and not is_claimed():
-        return node_claim(pubkey)
-    if invite_token:
-        return _invite_accept(invite_token, pubkey)
-    member = Member.objects.filter(pubkey=pubkey, is_active=True).first()
-    if member is None:
-        raise AuthRefused("This key is not a member of this node; ask the owner for an invite.")
-    return member
 
 
 # API keys and signed API requests
@@ -310,7 +292,7 @@ def request_authenticate(authorization: str, *, urls: set[str], method: str, bod
     if scheme.lower() == "nostr":
         event_json = nip98.event_from_authorization(authorization)
         signed = nip98.verify(event_json, urls=urls, method=method, body=body, now=int(time.time()))
-        _remember_event(signed.event_id, signed.created_at)
+        event_remember(signed.event_id, signed.created_at)
         member = Member.objects.filter(pubkey=signed.pubkey, is_active=True).first()
         if member is None:
             raise AuthRefused("The signing key is not a member of this node.")

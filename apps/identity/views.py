@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import time
 
+import segno
 from django.contrib import messages
 from django.contrib.auth import login, logout
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -11,7 +12,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from apps.identity import services
+from apps.identity import logins, services
 from apps.identity.access import anyone_required, api_authenticated, owner_required
 from apps.identity.models import ApiKey, AuditEvent, Member, Role
 from apps.identity.nip98 import AuthRefused, event_from_authorization
@@ -63,7 +64,7 @@ def challenge(request: HttpRequest) -> JsonResponse:
     # The server's clock, so a browser whose clock is off still signs inside the window.
     return JsonResponse(
         {
-            "challenge": services.challenge_issue(),
+            "challenge": logins.challenge_issue(),
             "path": reverse("identity:verify"),
             "now": int(time.time()),
         }
@@ -76,15 +77,26 @@ def verify(request: HttpRequest) -> JsonResponse:
     """Log in with a signed kind-27235 event in `Authorization: Nostr <base64>`."""
     try:
         event_json = event_from_authorization(request.headers.get("Authorization", ""))
-        member = services.login_verify(
+        member = logins.login_verify(
             event_json,
             urls=services.login_urls(request.path),
-            client=_client(request),
-            may_claim=bool(request.session.get(SETUP_OK)),
-            invite_token=request.session.get(INVITE, ""),
+            context=_login_context(request),
+            how="browser extension",
         )
     except AuthRefused as refusal:
         return JsonResponse({"error": str(refusal)}, status=401)
+    return _logged_in(request, member)
+
+
+def _login_context(request: HttpRequest) -> logins.LoginContext:
+    return logins.LoginContext(
+        client=_client(request),
+        may_claim=bool(request.session.get(SETUP_OK)),
+        invite_token=request.session.get(INVITE, ""),
+    )
+
+
+def _logged_in(request: HttpRequest, member: Member) -> JsonResponse:
     login(request, member, backend="django.contrib.auth.backends.ModelBackend")
     request.session.pop(INVITE, None)
     return JsonResponse({"npub": member.npub, "role": member.role})
@@ -157,3 +169,68 @@ def api_keys(request: HttpRequest) -> HttpResponse:
 def api_me(request: HttpRequest) -> JsonResponse:
     member: Member = request.api_member  # type: ignore[attr-defined]
     return JsonResponse({"npub": member.npub, "role": member.role, "name": member.display_name})
+
+
+REMOTE_SESSION = "identity.remote_signer"
+
+
+@never_cache
+@require_POST
+def code_send(request: HttpRequest) -> JsonResponse:
+    try:
+        logins.code_send(services.parse_pubkey(request.POST.get("npub", "")), _client(request))
+    except IdentityError as error:
+        return JsonResponse({"error": str(error)}, status=400)
+    return JsonResponse(
+        {"message": "If this key is a member here, a code is on its way by Nostr DM."}
+    )
+
+
+@never_cache
+@require_POST
+def code_verify(request: HttpRequest) -> JsonResponse:
+    try:
+        pubkey = services.parse_pubkey(request.POST.get("npub", ""))
+        member = logins.code_verify(pubkey, request.POST.get("code", ""), _login_context(request))
+    except (IdentityError, AuthRefused) as refusal:
+        return JsonResponse({"error": str(refusal)}, status=401)
+    return _logged_in(request, member)
+
+
+@never_cache
+@require_POST
+def remote_start(request: HttpRequest) -> JsonResponse:
+    try:
+        session = logins.remote_login_start()
+    except IdentityError as error:
+        return JsonResponse({"error": str(error)}, status=503)
+    request.session[REMOTE_SESSION] = session.session_id
+    qr = segno.make(session.uri, error="m").svg_inline(scale=4, dark="#1d1f21")
+    return JsonResponse({"uri": session.uri, "qr_svg": qr})
+
+
+@never_cache
+@require_GET
+def remote_status(request: HttpRequest) -> JsonResponse:
+    session_id = request.session.get(REMOTE_SESSION)
+    if not session_id:
+        return JsonResponse({"error": "No remote-signer login was started here."}, status=400)
+    try:
+        member = logins.remote_login_finish(session_id, _login_context(request))
+    except AuthRefused as refusal:
+        request.session.pop(REMOTE_SESSION, None)
+        return JsonResponse({"error": str(refusal)}, status=401)
+    if member is None:
+        return JsonResponse({"state": "pending"})
+    request.session.pop(REMOTE_SESSION, None)
+    return _logged_in(request, member)
+
+
+@never_cache
+@require_POST
+def bunker(request: HttpRequest) -> JsonResponse:
+    try:
+        member = logins.bunker_login(request.POST.get("uri", ""), _login_context(request))
+    except AuthRefused as refusal:
+        return JsonResponse({"error": str(refusal)}, status=401)
+    return _logged_in(request, member)

@@ -1,0 +1,68 @@
+"""Plain results and errors of the Nostr relay gateway, free of nostr-sdk types.
+
+Callers (services, views, Celery tasks) only ever see these, so they can be built in
+tests and kept in caches without touching the Rust bindings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+SignerState = Literal["pending", "signed", "failed"]
+# ("pending", None) | ("signed", event JSON) | ("failed", a message for the person)
+SignerStatus = tuple[SignerState, str | None]
+
+
+@dataclass(frozen=True)
+class Profile:
+    """The parts of a kind-0 profile the node shows; both already checked."""
+
+    name: str | None
+    picture: str | None
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    """Where a NIP-17 message went.
+
+    `message_id` is the id of the kind-14 rumor: a reply carries it in an `e` tag, so it
+    is what to remember to match answers. `wrap_id` is the id of the published gift wrap.
+    """
+
+    message_id: str
+    wrap_id: str
+    accepted: tuple[str, ...]
+    refused: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RemoteSignerSession:
+    """A started `nostrconnect://` login: show `uri` (as a QR code), poll `session_id`."""
+
+    session_id: str
+    uri: str
+
+
+class RelayError(Exception):
+    """Talking to relays or to a remote signer failed; the message can be shown."""
+
+
+class DeliveryFailed(RelayError):
+    """No relay accepted a message; `result.refused` says why, relay by relay."""
+
+    def __init__(self, message: str, result: DeliveryResult) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+class RemoteSignerError(RelayError):
+    """A remote signer (NIP-46) refused, failed or did not answer in time."""
+
+
+class TooManySessions(RelayError):
+    """Too many `nostrconnect://` logins are waiting for their signer at once."""
+
+
+class BunkerUriInvalid(ValueError):
+    """A pasted `bunker://` address that cannot be used; the message says why."""

@@ -1,0 +1,218 @@
+"""Proving a key to log in: a signed challenge (extension or remote signer) or a DM code."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from urllib.parse import parse_qs, urlsplit
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.urls import reverse
+from django.utils import timezone
+
+from apps.identity import nip98
+from apps.identity.backends import relays
+from apps.identity.backends.base import BunkerUriInvalid, RelayError, RemoteSignerSession
+from apps.identity.models import AuditEvent, LoginChallenge, LoginCode, Member
+from apps.identity.nip98 import AuthRefused
+from apps.identity.services import (
+    ATTEMPT_WINDOW,
+    LOGIN_ATTEMPTS_PER_WINDOW,
+    IdentityError,
+    attempt_allowed,
+    audit_record,
+    event_remember,
+    invite_accept,
+    is_claimed,
+    login_urls,
+    node_claim,
+    node_keys,
+    profile_refresh_soon,
+)
+
+CHALLENGE_LIFETIME = timedelta(minutes=5)
+CODE_LIFETIME = timedelta(minutes=5)
+CODE_ATTEMPTS = 5
+CODES_PER_WINDOW = 3
+CODE_SEND_WINDOW = timedelta(minutes=15)
+Action = AuditEvent.Action
+
+
+def challenge_issue() -> str:
+    value = secrets.token_urlsafe(32)
+    LoginChallenge.objects.filter(expires_at__lt=timezone.now()).delete()
+    LoginChallenge.objects.create(value=value, expires_at=timezone.now() + CHALLENGE_LIFETIME)
+    return value
+
+
+@dataclass(frozen=True)
+class LoginContext:
+    """What a login request brings besides its proof of key."""
+
+    client: str  # the address it came from, for rate limits
+    may_claim: bool = False  # the setup secret was given in this session
+    invite_token: str = ""
+
+
+def login_verify(event_json: str, *, urls: set[str], context: LoginContext, how: str) -> Member:
+    """The member a signed login event proves; refuses it with a message otherwise."""
+
+    def prove() -> str:
+        now = int(time.time())
+        signed = nip98.verify(event_json, urls=urls, method="POST", body=b"", now=now)
+        _consume_challenge(signed.challenge)
+        event_remember(signed.event_id, signed.created_at)
+        return signed.pubkey
+
+    return _log_in(prove, context, how)
+
+
+def _log_in(prove: Callable[[], str], context: LoginContext, how: str) -> Member:
+    """Run a proof of key and log its member in, rate limited and audited either way."""
+    if not attempt_allowed(f"login:{context.client}", LOGIN_ATTEMPTS_PER_WINDOW, ATTEMPT_WINDOW):
+        raise AuthRefused("Too many login attempts; wait a few minutes.")
+    try:
+        with transaction.atomic():
+            pubkey = prove()
+            member = _login_member(pubkey, context.may_claim, context.invite_token)
+            audit_record(Action.LOGIN, member.pubkey, detail=how)
+            profile_refresh_soon(member)
+    except AuthRefused as refusal:
+        audit_record(Action.LOGIN_FAILED, detail=f"{how}: {refusal}")
+        raise
+    return member
+
+
+def _consume_challenge(value: str | None) -> None:
+    if not value:
+        raise AuthRefused("The event has no 'challenge' tag.")
+    used = LoginChallenge.objects.filter(
+        value=value, used_at=None, expires_at__gt=timezone.now()
+    ).update(used_at=timezone.now())
+    if not used:
+        raise AuthRefused("The challenge is used, expired or unknown; try again.")
+
+
+def _login_member(pubkey: str, may_claim: bool, invite_token: str) -> Member:
+    if may_claim and not is_claimed():
+        return node_claim(pubkey)
+    if invite_token:
+        return invite_accept(invite_token, pubkey)
+    member = Member.objects.filter(pubkey=pubkey, is_active=True).first()
+    if member is None:
+        raise AuthRefused("This key is not a member of this node; ask the owner for an invite.")
+    return member
+
+
+# From a phone: a code by Nostr DM, or a remote signer (NIP-46)
+
+
+def code_send(pubkey: str, client: str) -> None:
+    """DM a one-time login code to a member's key (NIP-17), from the node's own key."""
+    if not (
+        attempt_allowed(f"code-send:{pubkey}", CODES_PER_WINDOW, CODE_SEND_WINDOW)
+        and attempt_allowed(f"code-send:{client}", 3 * CODES_PER_WINDOW, CODE_SEND_WINDOW)
+    ):
+        raise IdentityError("Too many codes asked for; wait a quarter of an hour.")
+    if not Member.objects.filter(pubkey=pubkey, is_active=True).exists():
+        return  # strangers get no DM, and the answer does not tell them who is a member
+    code = f"{secrets.randbelow(10**6):06d}"
+    with transaction.atomic():
+        LoginCode.objects.filter(pubkey=pubkey, used_at=None).update(used_at=timezone.now())
+        login_code = LoginCode.objects.create(
+            pubkey=pubkey,
+            code_hash=_code_digest(pubkey, code),
+            expires_at=timezone.now() + CODE_LIFETIME,
+        )
+    text = (
+        f"Your Sovereign login code is {code}. It works once, for 5 minutes. "
+        "If you did not ask for it, ignore this message."
+    )
+    try:
+        relays.send_private_message(
+            str(node_keys().secret_key().to_hex()), pubkey, text, settings.NOSTR_RELAYS
+        )
+    except (RelayError, ValueError) as error:
+        login_code.delete()
+        raise IdentityError(f"The code could not be sent: {error}") from None
+    audit_record(Action.CODE_SENT, subject=pubkey)
+
+
+def code_verify(pubkey: str, code: str, context: LoginContext) -> Member:
+    waiting = LoginCode.objects.filter(
+        pubkey=pubkey, used_at=None, expires_at__gt=timezone.now()
+    ).first()
+    # Count the try before checking it, and outside the login's transaction, so a wrong
+    # guess stays counted and parallel guesses can't get past the limit.
+    counted = waiting is not None and bool(
+        LoginCode.objects.filter(pk=waiting.pk, attempts__lt=CODE_ATTEMPTS).update(
+            attempts=F("attempts") + 1
+        )
+    )
+
+    def prove() -> str:
+        if waiting is None:
+            raise AuthRefused("No code is waiting for this key; ask for a new one.")
+        if not counted:
+            raise AuthRefused("Too many wrong codes; ask for a new one.")
+        if not hmac.compare_digest(waiting.code_hash, _code_digest(pubkey, code.strip())):
+            raise AuthRefused("That code is wrong.")
+        if not LoginCode.objects.filter(pk=waiting.pk, used_at=None).update(used_at=timezone.now()):
+            raise AuthRefused("That code was already used.")
+        return pubkey
+
+    return _log_in(prove, context, "code by Nostr DM")
+
+
+def _code_digest(pubkey: str, code: str) -> str:
+    # Keyed: a leaked database does not give up codes to a quick brute force.
+    message = f"{pubkey}:{code}".encode()
+    return hmac.new(settings.SECRET_KEY.encode(), message, hashlib.sha256).hexdigest()
+
+
+def _remote_login_tags() -> list[list[str]]:
+    url = sorted(login_urls(reverse("identity:verify")))[0]
+    return [["u", url], ["method", "POST"], ["challenge", challenge_issue()]]
+
+
+def remote_login_start() -> RemoteSignerSession:
+    """A `nostrconnect://` address to scan; the signer signs a login challenge for it."""
+    try:
+        return relays.remote_signer_start(settings.NOSTR_RELAYS, _remote_login_tags())
+    except (RelayError, ValueError) as error:
+        raise IdentityError(str(error)) from None
+
+
+def remote_login_finish(session_id: str, context: LoginContext) -> Member | None:
+    """The member once their signer has signed; None while it has not yet."""
+    state, detail = relays.remote_signer_status(session_id)
+    if state == "pending":
+        return None
+    if state == "failed" or detail is None:
+        raise AuthRefused(detail or "The remote signer did not sign.")
+    urls = login_urls(reverse("identity:verify"))
+    return login_verify(detail, urls=urls, context=context, how="remote signer")
+
+
+def bunker_login(bunker_uri: str, context: LoginContext) -> Member:
+    """Log in through a pasted `bunker://` address: the signer signs a login challenge."""
+    if not attempt_allowed(f"login:{context.client}", LOGIN_ATTEMPTS_PER_WINDOW, ATTEMPT_WINDOW):
+        raise AuthRefused("Too many login attempts; wait a few minutes.")
+    # Anyone may paste an address before logging in: the node only dials out to public
+    # TLS relays or to the relays its owner configured, never to a plain ws:// of a stranger.
+    named = parse_qs(urlsplit(bunker_uri.strip()).query).get("relay", [])
+    if any(not (r.startswith("wss://") or r in settings.NOSTR_RELAYS) for r in named):
+        raise AuthRefused("A bunker:// address must name wss:// relays (or this node's own).")
+    try:
+        event_json = relays.bunker_sign(bunker_uri, _remote_login_tags())
+    except (BunkerUriInvalid, RelayError) as error:
+        raise AuthRefused(str(error)) from None
+    urls = login_urls(reverse("identity:verify"))
+    return login_verify(event_json, urls=urls, context=context, how="bunker")

@@ -1,0 +1,151 @@
+"""Logging in from a phone, against a real relay: a code by Nostr DM, and remote signers."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.test import Client
+from nostr_sdk import Keys, UnwrappedGift
+
+from apps.identity.models import AuditEvent, LoginCode, Member
+from tests.identity.peers import FakeSigner, gift_wraps_for
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def node_relays(settings: Any, relay_url: str) -> None:
+    settings.NOSTR_RELAYS = [relay_url]
+
+
+def code_in_dm(relay_url: str, keys: Keys) -> str:
+    """The newest login code in the person's DMs, read and unwrapped with their own key."""
+    texts = [
+        UnwrappedGift.from_gift_wrap(keys, wrap).rumor() for wrap in gift_wraps_for(relay_url, keys)
+    ]
+    newest = max(texts, key=lambda rumor: rumor.created_at().as_secs())
+    match = re.search(r"\b(\d{6})\b", newest.content())
+    assert match, newest.content()
+    return match.group(1)
+
+
+def send_code(client: Client, keys: Keys) -> Any:
+    return client.post("/auth/code/send", {"npub": keys.public_key().to_bech32()})
+
+
+def verify_code(client: Client, keys: Keys, code: str) -> Any:
+    return client.post("/auth/code/verify", {"npub": keys.public_key().to_bech32(), "code": code})
+
+
+def test_a_member_logs_in_with_a_code_sent_by_dm(
+    client: Client, member: Member, keys: Any, relay_url: str
+) -> None:
+    assert send_code(client, keys["member"]).status_code == 200
+    code = code_in_dm(relay_url, keys["member"])
+
+    response = verify_code(client, keys["member"], code)
+
+    assert response.status_code == 200
+    assert client.session["_auth_user_id"] == str(member.pk)
+    assert verify_code(Client(), keys["member"], code).status_code == 401  # works once
+
+
+def test_a_stranger_gets_no_dm_and_the_same_answer(
+    client: Client, owner: Member, stranger: Keys, relay_url: str
+) -> None:
+    response = send_code(client, stranger)
+
+    assert response.json()["message"].startswith("If this key is a member here")
+    assert gift_wraps_for(relay_url, stranger) == []
+    assert not LoginCode.objects.exists()
+
+
+def test_wrong_codes_lock_the_code_after_five_tries(
+    client: Client, member: Member, keys: Any, relay_url: str
+) -> None:
+    send_code(client, keys["member"])
+    code = code_in_dm(relay_url, keys["member"])
+    wrong = "000000" if code != "000000" else "111111"
+    for _ in range(5):
+        assert "wrong" in verify_code(client, keys["member"], wrong).json()["error"]
+
+    refused = verify_code(client, keys["member"], code)
+
+    assert refused.status_code == 401
+    assert "Too many wrong codes" in refused.json()["error"]
+
+
+def test_an_expired_code_is_refused(
+    client: Client, member: Member, keys: Any, relay_url: str
+) -> None:
+    send_code(client, keys["member"])
+    code = code_in_dm(relay_url, keys["member"])
+    LoginCode.objects.update(expires_at=LoginCode.objects.get().expires_at.replace(year=2000))
+
+    assert "No code is waiting" in verify_code(client, keys["member"], code).json()["error"]
+
+
+def test_asking_for_codes_is_rate_limited(client: Client, member: Member, keys: Any) -> None:
+    for _ in range(3):
+        assert send_code(client, keys["member"]).status_code == 200
+    assert "Too many codes" in send_code(client, keys["member"]).json()["error"]
+
+
+def test_a_code_request_with_a_secret_key_is_refused(client: Client, owner: Member) -> None:
+    response = client.post("/auth/code/send", {"npub": Keys.generate().secret_key().to_bech32()})
+    assert response.status_code == 400
+    assert "secret key" in response.json()["error"]
+
+
+@pytest.fixture
+def member_signer(relay_url: str, keys: Any) -> Iterator[FakeSigner]:
+    signer = FakeSigner(relay_url, keys["member"], secret="bunker-secret")
+    yield signer
+    signer.close()
+
+
+def test_a_member_logs_in_by_scanning_the_qr_code(
+    client: Client, member: Member, member_signer: FakeSigner
+) -> None:
+    started = client.post("/auth/remote/start").json()
+    assert "<svg" in started["qr_svg"]
+
+    member_signer.scan(started["uri"])
+
+    deadline = time.monotonic() + 15
+    while (status := client.get("/auth/remote/status")).json().get("state") == "pending":
+        assert time.monotonic() < deadline, "the signer never finished"
+        time.sleep(0.1)
+    assert status.status_code == 200
+    assert client.session["_auth_user_id"] == str(member.pk)
+    assert AuditEvent.objects.filter(action="login", detail="remote signer").exists()
+
+
+def test_a_member_logs_in_with_a_pasted_bunker_address(
+    client: Client, member: Member, member_signer: FakeSigner
+) -> None:
+    response = client.post("/auth/bunker", {"uri": member_signer.bunker_uri()})
+
+    assert response.status_code == 200
+    assert client.session["_auth_user_id"] == str(member.pk)
+
+
+def test_a_bunker_on_an_unknown_plain_relay_is_refused(client: Client, member: Member) -> None:
+    uri = f"bunker://{Keys.generate().public_key().to_hex()}?relay=ws://127.0.0.2:7777"
+    response = client.post("/auth/bunker", {"uri": uri})
+    assert response.status_code == 401
+    assert "wss://" in response.json()["error"]
+
+
+def test_a_malformed_bunker_address_is_refused(client: Client, member: Member) -> None:
+    response = client.post("/auth/bunker", {"uri": "bunker://nonsense"})
+    assert response.status_code == 401
+    assert Member.objects.count() == 2  # the owner and the member, no one new
+
+
+def test_status_without_a_started_login_is_refused(client: Client, owner: Member) -> None:
+    assert client.get("/auth/remote/status").status_code == 400
