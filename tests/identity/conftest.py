@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,6 +22,8 @@ def relay_url() -> Iterator[str]:
         await relay.run()
         return relay, str(await relay.url())
 
-    relay, url = asyncio.run(start())
+    # In a thread of its own: a browser test's event loop may be running in this one.
+    with concurrent.futures.ThreadPoolExecutor(1) as starter:
+        relay, url = starter.submit(asyncio.run, start()).result()
     yield url
     relay.shutdown()

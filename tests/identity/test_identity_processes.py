@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+import re
 from collections.abc import Callable
 
 import openai
 import pytest
-from nostr_sdk import Keys
-from playwright.sync_api import Page, expect
+from nostr_sdk import Keys, UnwrappedGift
+from playwright.sync_api import Browser, Page, expect
 
 from tests.browser import install_nostr_extension
+from tests.identity.peers import gift_wraps_for
 from tests.instances import Instance
 
 pytestmark = pytest.mark.processes
@@ -62,3 +65,56 @@ def test_an_api_key_works_in_the_official_openai_client(
     wrong = openai.OpenAI(base_url=f"{node.url}/api", api_key="sov_wrong", max_retries=0)
     with pytest.raises(openai.AuthenticationError, match="unknown or revoked"):
         wrong.get("/me", cast_to=object)
+
+
+def code_from_dm(relay_url: str, keys: Keys) -> str:
+    # Playwright's loop holds this thread; read the DM from another, as a phone would.
+    with concurrent.futures.ThreadPoolExecutor(1) as reader:
+        wraps = reader.submit(gift_wraps_for, relay_url, keys).result()
+    rumors = [UnwrappedGift.from_gift_wrap(keys, wrap).rumor() for wrap in wraps]
+    newest = max(rumors, key=lambda rumor: rumor.created_at().as_secs())
+    match = re.search(r"\b(\d{6})\b", newest.content())
+    assert match, newest.content()
+    return match.group(1)
+
+
+@pytest.mark.browser
+def test_the_owner_invites_a_member_and_a_friend_who_log_in_their_own_ways(
+    make_instance: Callable[..., Instance], browser: Browser, relay_url: str
+) -> None:
+    node = make_instance(SOVEREIGN_NOSTR_RELAYS=relay_url)
+    node.run("web")
+    node.wait_until("web", "up")
+    owner, member, friend = Keys.generate(), Keys.generate(), Keys.generate()
+    assert node.manage("claim", owner.public_key().to_bech32()).returncode == 0
+
+    owner_page = browser.new_context().new_page()
+    install_nostr_extension(owner_page, owner)
+    owner_page.goto(f"{node.url}/people/")
+    owner_page.get_by_role("button", name="Log in with my Nostr extension").click()
+    expect(owner_page).to_have_url(f"{node.url}/people/")
+    owner_page.get_by_label("npub").fill(member.public_key().to_bech32())
+    owner_page.get_by_role("button", name="Add").click()
+    expect(owner_page.locator("#members")).to_contain_text("member")
+    owner_page.get_by_label("Role of the invite").select_option("friend")
+    owner_page.get_by_role("button", name="Make an invite link").click()
+    invite_link = owner_page.locator("#invite-link").inner_text()
+
+    # The member, on a phone with no extension: a code by Nostr DM.
+    member_page = browser.new_context().new_page()
+    member_page.goto(f"{node.url}/login/")
+    member_page.get_by_label("Your npub").fill(member.public_key().to_bech32())
+    member_page.get_by_role("button", name="Send me a code").click()
+    expect(member_page.locator("#login-status")).to_contain_text("a code is on its way")
+    member_page.get_by_label("Code").fill(code_from_dm(relay_url, member))
+    member_page.locator("#code-verify-form").get_by_role("button", name="Log in").click()
+    expect(member_page.locator(".who")).to_contain_text("member")
+
+    # The friend follows the invite link and logs in with an extension.
+    friend_page = browser.new_context().new_page()
+    install_nostr_extension(friend_page, friend)
+    friend_page.goto(invite_link)
+    expect(friend_page.get_by_text("You have an invite")).to_be_visible()
+    friend_page.get_by_role("button", name="Log in with my Nostr extension").click()
+    expect(friend_page.locator(".who")).to_contain_text("friend")
+    assert friend_page.request.get(f"{node.url}/people/").status == 403
