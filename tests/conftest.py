@@ -103,7 +103,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server.stop()
 
 
-@pytest.fixture(scope="module")  # not longer: Playwright's loop would block asyncio.run()
+@pytest.fixture  # per test: while Playwright runs, its loop would block asyncio.run()
 def browser() -> Iterator[Browser]:
     with chromium() as browser:
         yield browser

@@ -30,6 +30,7 @@ from apps.identity.models import (
 )
 from apps.identity.nip98 import AuthRefused
 from sovereign.environment import secret_file
+from sovereign.live_events import publish_after_commit
 
 logger = logging.getLogger(__name__)
 
@@ -148,6 +149,7 @@ def member_remove(pubkey: str, actor: str = "") -> None:
         member = _member(pubkey)
         if member.is_owner:
             raise IdentityError("The owner can't be removed.")
+        member_sockets_close(member.pk)
         member.delete()
         audit_record(Action.MEMBER_REMOVED, actor, subject=pubkey)
 
@@ -160,9 +162,20 @@ def member_set_role(pubkey: str, role: str, actor: str = "") -> Member:
         if member.is_owner:
             raise IdentityError("The owner's role can't be changed.")
         Member.objects.filter(pk=member.pk).update(role=role)
+        member_sockets_close(member.pk)
         audit_record(Action.ROLE_CHANGED, actor, subject=pubkey, detail=f"{member.role} → {role}")
     member.refresh_from_db()
     return member
+
+
+def member_group(member_id: int) -> str:
+    """The channel-layer group of one member's open live pages."""
+    return f"member-{member_id}"
+
+
+def member_sockets_close(member_id: int) -> None:
+    """Close a member's open live pages after commit; they reconnect as who they now are."""
+    publish_after_commit(member_group(member_id), {"type": "session.end"})
 
 
 def _member(pubkey: str) -> Member:

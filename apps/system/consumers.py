@@ -8,6 +8,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
+from apps.identity import services as identity
 from apps.identity.models import Role
 from apps.system import services
 
@@ -26,7 +27,9 @@ class SystemStatusConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             await self.close(code=4403)
             return
         await self.accept()
-        await self.channel_layer.group_add(services.SYSTEM_GROUP, self.channel_name)
+        self.watched_groups = [services.SYSTEM_GROUP, identity.member_group(user.pk)]
+        for group in self.watched_groups:
+            await self.channel_layer.group_add(group, self.channel_name)
         self.refresher = asyncio.create_task(self._refresh_forever())
 
     async def disconnect(self, code: int) -> None:
@@ -35,7 +38,12 @@ class SystemStatusConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         self.refresher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self.refresher
-        await self.channel_layer.group_discard(services.SYSTEM_GROUP, self.channel_name)
+        for group in self.watched_groups:
+            await self.channel_layer.group_discard(group, self.channel_name)
+
+    async def session_end(self, event: dict[str, Any]) -> None:
+        # Removed, or no longer in a role that may watch: the page must reconnect.
+        await self.close(code=4403)
 
     async def system_event(self, event: dict[str, Any]) -> None:
         if event["kind"] == "probe":

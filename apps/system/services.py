@@ -11,13 +11,12 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import redis
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from apps.system.models import WorkerHeartbeat, WorkerProbe
+from sovereign.live_events import publish_after_commit
 
 logger = logging.getLogger(__name__)
 
@@ -156,14 +155,4 @@ def probe_wait(probe_id: str, timeout: float) -> WorkerProbe:
 
 def event_publish(kind: str, **data: Any) -> None:
     """Tell every open System page that something changed, once the transaction commits."""
-
-    def send() -> None:
-        try:
-            async_to_sync(get_channel_layer().group_send)(
-                SYSTEM_GROUP, {"type": "system.event", "kind": kind, "data": data}
-            )
-        except Exception:
-            # Live updates are a convenience: the page also refreshes on its own.
-            logger.warning("Could not publish the %s event", kind, exc_info=True)
-
-    transaction.on_commit(send)
+    publish_after_commit(SYSTEM_GROUP, {"type": "system.event", "kind": kind, "data": data})

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import re
 from collections.abc import Callable
 
 import openai
 import pytest
+import websockets
 from nostr_sdk import Keys, UnwrappedGift
 from playwright.sync_api import Browser, Page, expect
 
 from tests.browser import install_nostr_extension
 from tests.identity.peers import gift_wraps_for
-from tests.instances import Instance
+from tests.instances import Instance, log_in
 
 pytestmark = pytest.mark.processes
 
@@ -118,3 +120,32 @@ def test_the_owner_invites_a_member_and_a_friend_who_log_in_their_own_ways(
     friend_page.get_by_role("button", name="Log in with my Nostr extension").click()
     expect(friend_page.locator(".who")).to_contain_text("friend")
     assert friend_page.request.get(f"{node.url}/people/").status == 403
+
+
+def test_removing_a_member_closes_their_open_pages_at_once(
+    make_instance: Callable[..., Instance],
+) -> None:
+    node = make_instance()
+    node.run("web")
+    node.wait_until("web", "up")
+    owner, member = Keys.generate(), Keys.generate()
+    assert node.manage("claim", owner.public_key().to_bech32()).returncode == 0
+    assert node.manage("member", "add", member.public_key().to_bech32()).returncode == 0
+    cookie = log_in(node, member)
+
+    async def watch_until_closed() -> int | None:
+        address = f"ws://127.0.0.1:{node.port}/ws/system/"
+        async with websockets.connect(
+            address, origin=node.url, additional_headers={"Cookie": cookie}
+        ) as socket:
+            await socket.recv()
+            removed = await asyncio.to_thread(
+                node.manage, "member", "remove", member.public_key().to_bech32()
+            )
+            assert removed.returncode == 0, removed.stderr
+            with pytest.raises(websockets.ConnectionClosed):
+                while True:
+                    await asyncio.wait_for(socket.recv(), timeout=10)
+            return socket.close_code
+
+    assert asyncio.run(watch_until_closed()) == 4403

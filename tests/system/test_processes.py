@@ -70,6 +70,9 @@ def test_a_worker_on_the_embedded_broker_runs_a_task_end_to_end(
     node.run()
     node.wait_until("worker", "up")
     assert "Embedded" in node.wait_until("broker", "up")["detail"]
+    # First start of an unclaimed node: the setup secret is printed, and kept owner-only.
+    secret = (node.data_dir / "setup_secret").read_text()
+    wait_for(lambda: f"setup secret: {secret}" in node.logs(), 10, "the setup secret")
 
     event = probe_through_websocket(node)
 
