@@ -103,12 +103,12 @@ def _consume_challenge(value: str | None) -> None:
 def _login_member(pubkey: str, may_claim: bool, invite_token: str) -> Member:
     if may_claim and not is_claimed():
         return node_claim(pubkey)
+    member = Member.objects.filter(pubkey=pubkey, is_active=True).first()
+    if member is not None:
+        return member  # already here: an invite in hand stays unused for someone else
     if invite_token:
         return invite_accept(invite_token, pubkey)
-    member = Member.objects.filter(pubkey=pubkey, is_active=True).first()
-    if member is None:
-        raise AuthRefused("This key is not a member of this node; ask the owner for an invite.")
-    return member
+    raise AuthRefused("This key is not a member of this node; ask the owner for an invite.")
 
 
 # From a phone: a code by Nostr DM, or a remote signer (NIP-46)

@@ -217,3 +217,15 @@ def test_the_node_key_is_kept_owner_only_and_stable(settings: Any) -> None:
     services._node_keys.cache_clear()
     assert services.node_npub() == first
     assert (settings.DATA_DIR / "node_key").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_member_with_an_invite_in_hand_logs_in_without_using_it(
+    owner: Member, member: Member, keys: Any
+) -> None:
+    invite, token = services.invite_create("friend", owner)
+    guest = Client()
+    guest.get(f"/login/?invite={token}")
+
+    assert extension_login(guest, keys["member"]).json()["role"] == "member"
+    invite.refresh_from_db()
+    assert invite.used_at is None
