@@ -39,6 +39,9 @@ CSRF_TRUSTED_ORIGINS = env_origins(
     "SOVEREIGN_CSRF_TRUSTED_ORIGINS",
     sorted({PUBLIC_URL, f"http://localhost:{PORT}", f"http://127.0.0.1:{PORT}"}),
 )
+# Proxies whose X-Forwarded-For names the real client (for per-address login limits).
+# On Umbrel every request comes through app_proxy: without this, all share one address.
+TRUSTED_PROXIES = env_list("SOVEREIGN_TRUSTED_PROXIES", ["127.0.0.1"])
 # Behind the Umbrel/Start9 proxy that terminates HTTPS and says so in X-Forwarded-Proto.
 if env_bool("SOVEREIGN_TRUST_FORWARDED_PROTO", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

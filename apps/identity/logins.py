@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import secrets
 import time
 from collections.abc import Callable
@@ -27,6 +28,8 @@ from apps.identity.services import (
     LOGIN_ATTEMPTS_PER_WINDOW,
     IdentityError,
     attempt_allowed,
+    attempt_record,
+    attempts_exceeded,
     audit_record,
     event_remember,
     invite_accept,
@@ -42,6 +45,8 @@ CODE_LIFETIME = timedelta(minutes=5)
 CODE_ATTEMPTS = 5
 CODES_PER_WINDOW = 3
 CODE_SEND_WINDOW = timedelta(minutes=15)
+CODE_FAILURES_PER_DAY = 10
+BUNKER_TIMEOUT = 30
 Action = AuditEvent.Action
 
 
@@ -61,12 +66,17 @@ class LoginContext:
     invite_token: str = ""
 
 
-def login_verify(event_json: str, *, urls: set[str], context: LoginContext, how: str) -> Member:
-    """The member a signed login event proves; refuses it with a message otherwise."""
+def login_verify(
+    event_json: str, *, urls: set[str], context: LoginContext, how: str, now: int | None = None
+) -> Member:
+    """The member a signed login event proves; refuses it with a message otherwise.
+
+    `now` is when the event reached the node, if it came before this check did.
+    """
 
     def prove() -> str:
-        now = int(time.time())
-        signed = nip98.verify(event_json, urls=urls, method="POST", body=b"", now=now)
+        checked_at = now if now is not None else int(time.time())
+        signed = nip98.verify(event_json, urls=urls, method="POST", body=b"", now=checked_at)
         _consume_challenge(signed.challenge)
         event_remember(signed.event_id, signed.created_at)
         return signed.pubkey
@@ -74,10 +84,21 @@ def login_verify(event_json: str, *, urls: set[str], context: LoginContext, how:
     return _log_in(prove, context, how)
 
 
+def login_refuse(refusal: AuthRefused, context: LoginContext, how: str) -> AuthRefused:
+    """Count and audit a refusal that came before any proof could be checked."""
+    attempt_record(f"login-failed:{context.client}")
+    audit_record(Action.LOGIN_FAILED, detail=f"{how}: {refusal}")
+    return refusal
+
+
 def _log_in(prove: Callable[[], str], context: LoginContext, how: str) -> Member:
-    """Run a proof of key and log its member in, rate limited and audited either way."""
-    if not attempt_allowed(f"login:{context.client}", LOGIN_ATTEMPTS_PER_WINDOW, ATTEMPT_WINDOW):
-        raise AuthRefused("Too many login attempts; wait a few minutes.")
+    """Run a proof of key and log its member in; failures are counted, and all audited."""
+    if attempts_exceeded(
+        f"login-failed:{context.client}", LOGIN_ATTEMPTS_PER_WINDOW, ATTEMPT_WINDOW
+    ):
+        raise login_refuse(
+            AuthRefused("Too many failed logins from here; wait a few minutes."), context, how
+        )
     try:
         with transaction.atomic():
             pubkey = prove()
@@ -85,8 +106,7 @@ def _log_in(prove: Callable[[], str], context: LoginContext, how: str) -> Member
             audit_record(Action.LOGIN, member.pubkey, detail=how)
             profile_refresh_soon(member)
     except AuthRefused as refusal:
-        audit_record(Action.LOGIN_FAILED, detail=f"{how}: {refusal}")
-        raise
+        raise login_refuse(refusal, context, how) from None
     return member
 
 
@@ -149,23 +169,33 @@ def code_verify(pubkey: str, code: str, context: LoginContext) -> Member:
     waiting = LoginCode.objects.filter(
         pubkey=pubkey, used_at=None, expires_at__gt=timezone.now()
     ).first()
-    # Count the try before checking it, and outside the login's transaction, so a wrong
-    # guess stays counted and parallel guesses can't get past the limit.
+    # Each try is counted before it is checked, outside the login's transaction, so a
+    # wrong guess stays counted and parallel guesses can't get past the limits: 5 per
+    # code, and CODE_FAILURES_PER_DAY per key whatever the number of codes asked for.
     counted = waiting is not None and bool(
         LoginCode.objects.filter(pk=waiting.pk, attempts__lt=CODE_ATTEMPTS).update(
             attempts=F("attempts") + 1
         )
     )
+    failures = f"code-failed:{pubkey}"
+    correct = (
+        waiting is not None
+        and counted
+        and not attempts_exceeded(failures, CODE_FAILURES_PER_DAY, timedelta(days=1))
+        and hmac.compare_digest(waiting.code_hash, _code_digest(pubkey, code.strip()))
+    )
+    if waiting is not None and not correct:
+        attempt_record(failures)
 
     def prove() -> str:
-        if waiting is None:
-            raise AuthRefused("No code is waiting for this key; ask for a new one.")
-        if not counted:
-            raise AuthRefused("Too many wrong codes; ask for a new one.")
-        if not hmac.compare_digest(waiting.code_hash, _code_digest(pubkey, code.strip())):
-            raise AuthRefused("That code is wrong.")
-        if not LoginCode.objects.filter(pk=waiting.pk, used_at=None).update(used_at=timezone.now()):
-            raise AuthRefused("That code was already used.")
+        used = (
+            correct
+            and waiting is not None
+            and LoginCode.objects.filter(pk=waiting.pk, used_at=None).update(used_at=timezone.now())
+        )
+        if not used:
+            # One answer for every refusal, so it tells nobody whether a code was waiting.
+            raise AuthRefused("That code is wrong or no longer valid; ask for a new one.")
         return pubkey
 
     return _log_in(prove, context, "code by Nostr DM")
@@ -186,8 +216,12 @@ def remote_login_start() -> RemoteSignerSession:
     """A `nostrconnect://` address to scan; the signer signs a login challenge for it."""
     try:
         return relays.remote_signer_start(settings.NOSTR_RELAYS, _remote_login_tags())
-    except (RelayError, ValueError) as error:
+    except (RelayError, ValueError) as error:  # TooManySessions is a RelayError
         raise IdentityError(str(error)) from None
+
+
+def remote_login_cancel(session_id: str) -> None:
+    relays.remote_signer_cancel(session_id)
 
 
 def remote_login_finish(session_id: str, context: LoginContext) -> Member | None:
@@ -196,23 +230,54 @@ def remote_login_finish(session_id: str, context: LoginContext) -> Member | None
     if state == "pending":
         return None
     if state == "failed" or detail is None:
-        raise AuthRefused(detail or "The remote signer did not sign.")
+        raise login_refuse(
+            AuthRefused(detail or "The signer did not sign."), context, "remote signer"
+        )
     urls = login_urls(reverse("identity:verify"))
-    return login_verify(detail, urls=urls, context=context, how="remote signer")
+    arrived = relays.remote_signer_signed_at(session_id)
+    return login_verify(detail, urls=urls, context=context, how="remote signer", now=arrived)
 
 
 def bunker_login(bunker_uri: str, context: LoginContext) -> Member:
     """Log in through a pasted `bunker://` address: the signer signs a login challenge."""
-    if not attempt_allowed(f"login:{context.client}", LOGIN_ATTEMPTS_PER_WINDOW, ATTEMPT_WINDOW):
-        raise AuthRefused("Too many login attempts; wait a few minutes.")
-    # Anyone may paste an address before logging in: the node only dials out to public
-    # TLS relays or to the relays its owner configured, never to a plain ws:// of a stranger.
-    named = parse_qs(urlsplit(bunker_uri.strip()).query).get("relay", [])
-    if any(not (r.startswith("wss://") or r in settings.NOSTR_RELAYS) for r in named):
-        raise AuthRefused("A bunker:// address must name wss:// relays (or this node's own).")
+    how = "bunker"
+    if attempts_exceeded(
+        f"login-failed:{context.client}", LOGIN_ATTEMPTS_PER_WINDOW, ATTEMPT_WINDOW
+    ):
+        raise login_refuse(
+            AuthRefused("Too many failed logins from here; wait a few minutes."), context, how
+        )
     try:
-        event_json = relays.bunker_sign(bunker_uri, _remote_login_tags())
-    except (BunkerUriInvalid, RelayError) as error:
-        raise AuthRefused(str(error)) from None
+        _check_bunker_relays(bunker_uri)
+        # Outside any transaction: waiting for a phone must not hold the database.
+        event_json = relays.bunker_sign(bunker_uri, _remote_login_tags(), timeout=BUNKER_TIMEOUT)
+    except (AuthRefused, BunkerUriInvalid, RelayError) as error:
+        raise login_refuse(AuthRefused(str(error)), context, how) from None
     urls = login_urls(reverse("identity:verify"))
-    return login_verify(event_json, urls=urls, context=context, how="bunker")
+    return login_verify(event_json, urls=urls, context=context, how=how)
+
+
+def _check_bunker_relays(bunker_uri: str) -> None:
+    """Anyone may paste an address before logging in, so the node dials out only to its
+    own relays, or to TLS relays on public hosts: never to a stranger's internal address."""
+    try:
+        named = parse_qs(urlsplit(bunker_uri.strip()).query).get("relay", [])
+    except ValueError:
+        raise AuthRefused("That is not a bunker:// address.") from None
+    for relay in named:
+        if relay not in settings.NOSTR_RELAYS and not _public_tls_relay(relay):
+            raise AuthRefused("A bunker:// address must name wss:// relays on public hosts.")
+
+
+def _public_tls_relay(relay: str) -> bool:
+    try:
+        parts = urlsplit(relay)
+        host = parts.hostname or ""
+    except ValueError:
+        return False
+    if parts.scheme != "wss" or not host or host == "localhost" or host.endswith(".local"):
+        return False
+    try:
+        return ipaddress.ip_address(host).is_global
+    except ValueError:
+        return True  # a name, not an address

@@ -145,6 +145,7 @@ class AuditEvent(models.Model):
         ROLE_CHANGED = "role_changed", "Role changed"
         INVITE_CREATED = "invite_created", "Invite created"
         INVITE_USED = "invite_used", "Invite used"
+        INVITE_CANCELLED = "invite_cancelled", "Invite cancelled"
         APIKEY_CREATED = "apikey_created", "API key created"
         APIKEY_REVOKED = "apikey_revoked", "API key revoked"
 

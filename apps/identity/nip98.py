@@ -36,7 +36,7 @@ def event_from_authorization(header: str) -> str:
         raise AuthRefused("Authorization must be 'Nostr <base64 of the signed event>'.")
     try:
         return base64.b64decode(token.strip(), validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
+    except (binascii.Error, ValueError):  # ValueError: non-ASCII, UnicodeDecodeError: not text
         raise AuthRefused("The Nostr authorization is not valid base64.") from None
 
 

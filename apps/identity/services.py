@@ -48,17 +48,20 @@ class IdentityError(Exception):
 
 
 def parse_pubkey(text: str) -> str:
-    """The hex public key of an npub or a 64-character hex key; anything else is refused."""
+    """The hex public key of an npub or a 64-character hex key; anything else is refused.
+
+    Refusals never repeat the input: it may be a secret key pasted by mistake.
+    """
     value = text.strip().removeprefix("nostr:")
-    if value.startswith("nsec"):
+    if "nsec1" in text.lower():
         raise IdentityError("That is a secret key (nsec): never share it. Give the npub instead.")
     is_hex = len(value) == 64 and all(c in "0123456789abcdefABCDEF" for c in value)
     if not (value.startswith("npub1") or is_hex):
-        raise IdentityError(f"{text.strip()[:70]!r} is not an npub or a 64-character hex key.")
+        raise IdentityError("That is not an npub or a 64-character hex public key.")
     try:
         return str(PublicKey.parse(value).to_hex())
     except Exception:  # nostr-sdk's own error for a bad checksum or a point off the curve
-        raise IdentityError(f"{text.strip()[:70]!r} is not a valid Nostr public key.") from None
+        raise IdentityError("That npub or hex key is not a valid Nostr public key.") from None
 
 
 @functools.cache
@@ -82,14 +85,26 @@ def audit_record(action: str, actor: str = "", subject: str = "", detail: str = 
     AuditEvent.objects.create(action=action, actor=actor, subject=subject, detail=detail[:300])
 
 
+# Attempts are kept this long, longer than any window they are counted in.
+ATTEMPT_RETENTION = timedelta(days=1)
+
+
+def attempts_exceeded(key: str, limit: int, window: timedelta) -> bool:
+    since = timezone.now() - window
+    return Attempt.objects.filter(key=key, at__gte=since).count() >= limit
+
+
+def attempt_record(key: str) -> None:
+    Attempt.objects.filter(at__lt=timezone.now() - ATTEMPT_RETENTION).delete()
+    Attempt.objects.create(key=key)
+
+
 def attempt_allowed(key: str, limit: int, window: timedelta) -> bool:
     """Count an attempt under key; False (and nothing counted) once the limit is reached."""
-    since = timezone.now() - window
     with transaction.atomic():
-        Attempt.objects.filter(at__lt=since - window).delete()
-        if Attempt.objects.filter(key=key, at__gte=since).count() >= limit:
+        if attempts_exceeded(key, limit, window):
             return False
-        Attempt.objects.create(key=key)
+        attempt_record(key)
     return True
 
 
@@ -205,6 +220,19 @@ def invite_create(role: str, actor: Member, days: int = 7) -> tuple[Invite, str]
     return invite, token
 
 
+def invites_open() -> list[Invite]:
+    return list(Invite.objects.filter(used_at=None, expires_at__gt=timezone.now()))
+
+
+def invite_cancel(invite_id: int, actor: Member) -> None:
+    with transaction.atomic():
+        # Marked used by no one: the link stops working, and the row stays for the record.
+        cancelled = Invite.objects.filter(id=invite_id, used_at=None).update(used_at=timezone.now())
+        if not cancelled:
+            raise IdentityError("No such open invite.")
+        audit_record(Action.INVITE_CANCELLED, actor.pubkey, subject=f"invite {invite_id}")
+
+
 def invite_accept(token: str, pubkey: str) -> Member:
     now = timezone.now()
     invites = Invite.objects.filter(token_hash=_digest(token), used_at=None, expires_at__gt=now)
@@ -273,8 +301,8 @@ def event_remember(event_id: str, created_at: int) -> None:
 # API keys and signed API requests
 
 
-def apikey_create(member: Member, name: str) -> tuple[ApiKey, str]:
-    """A new key, returned once in full; only its hash is kept."""
+def apikey_create(member: Member, name: str, actor: str | None = None) -> tuple[ApiKey, str]:
+    """A new key, returned once in full; only its hash is kept. actor "" is the command line."""
     name = name.strip()
     if not name or len(name) > 100:
         raise IdentityError("Give the key a name of 1 to 100 characters.")
@@ -283,7 +311,7 @@ def apikey_create(member: Member, name: str) -> tuple[ApiKey, str]:
         api_key = ApiKey.objects.create(
             member=member, name=name, prefix=key[:10], key_hash=_digest(key)
         )
-        audit_record(Action.APIKEY_CREATED, member.pubkey, subject=name)
+        audit_record(Action.APIKEY_CREATED, member.pubkey if actor is None else actor, subject=name)
     return api_key, key
 
 

@@ -18,8 +18,10 @@ from apps.identity.models import ApiKey, AuditEvent, Member, Role
 from apps.identity.nip98 import AuthRefused, event_from_authorization
 from apps.identity.services import IdentityError
 
-SETUP_OK = "identity.setup_ok"
+SETUP_OK = "identity.setup_ok_until"
+SETUP_OK_SECONDS = 15 * 60
 INVITE = "identity.invite"
+REMOTE_SESSION = "identity.remote_signer"
 
 
 def _client(request: HttpRequest) -> str:
@@ -42,10 +44,16 @@ def setup(request: HttpRequest) -> HttpResponse:
             f"setup:{_client(request)}", services.LOGIN_ATTEMPTS_PER_WINDOW, services.ATTEMPT_WINDOW
         )
         if allowed and services.setup_secret_matches(request.POST.get("secret", "")):
-            request.session[SETUP_OK] = True
+            # A new session key: a session id planted before the secret was typed is useless.
+            request.session.cycle_key()
+            request.session[SETUP_OK] = int(time.time()) + SETUP_OK_SECONDS
         else:
             messages.error(request, "That is not the setup secret (or too many tries: wait).")
-    return render(request, "identity/setup.html", {"secret_ok": request.session.get(SETUP_OK)})
+    return render(request, "identity/setup.html", {"secret_ok": _setup_ok(request)})
+
+
+def _setup_ok(request: HttpRequest) -> bool:
+    return int(request.session.get(SETUP_OK, 0)) > time.time()
 
 
 @never_cache
@@ -75,14 +83,14 @@ def challenge(request: HttpRequest) -> JsonResponse:
 @require_POST
 def verify(request: HttpRequest) -> JsonResponse:
     """Log in with a signed kind-27235 event in `Authorization: Nostr <base64>`."""
+    context, how = _login_context(request), "browser extension"
     try:
         event_json = event_from_authorization(request.headers.get("Authorization", ""))
-        member = logins.login_verify(
-            event_json,
-            urls=services.login_urls(request.path),
-            context=_login_context(request),
-            how="browser extension",
-        )
+    except AuthRefused as refusal:
+        return JsonResponse({"error": str(logins.login_refuse(refusal, context, how))}, status=401)
+    try:
+        urls = services.login_urls(request.path)
+        member = logins.login_verify(event_json, urls=urls, context=context, how=how)
     except AuthRefused as refusal:
         return JsonResponse({"error": str(refusal)}, status=401)
     return _logged_in(request, member)
@@ -91,7 +99,7 @@ def verify(request: HttpRequest) -> JsonResponse:
 def _login_context(request: HttpRequest) -> logins.LoginContext:
     return logins.LoginContext(
         client=_client(request),
-        may_claim=bool(request.session.get(SETUP_OK)),
+        may_claim=_setup_ok(request),
         invite_token=request.session.get(INVITE, ""),
     )
 
@@ -122,6 +130,7 @@ def people(request: HttpRequest) -> HttpResponse:
         "members": Member.objects.order_by("joined_at"),
         "roles": [Role.MEMBER, Role.FRIEND],
         "audit": AuditEvent.objects.all()[:100],
+        "invites": services.invites_open(),
         "invite_link": invite_link,
     }
     return render(request, "identity/people.html", context)
@@ -134,6 +143,9 @@ def _people_change(request: HttpRequest, owner: Member) -> str:
         if action == "invite_link":
             _, token = services.invite_create(role, owner)
             return request.build_absolute_uri(f"{reverse('identity:login')}?invite={token}")
+        if action == "invite_cancel":
+            services.invite_cancel(int(request.POST.get("invite_id", "0")), owner)
+            return ""
         pubkey = services.parse_pubkey(request.POST.get("pubkey", ""))
         if action == "add":
             services.member_add(pubkey, role, actor=owner.pubkey)
@@ -143,7 +155,7 @@ def _people_change(request: HttpRequest, owner: Member) -> str:
             services.member_remove(pubkey, actor=owner.pubkey)
         else:
             raise IdentityError("Unknown change.")
-    except IdentityError as error:
+    except (IdentityError, ValueError) as error:
         messages.error(request, str(error))
     return ""
 
@@ -169,9 +181,6 @@ def api_keys(request: HttpRequest) -> HttpResponse:
 def api_me(request: HttpRequest) -> JsonResponse:
     member: Member = request.api_member  # type: ignore[attr-defined]
     return JsonResponse({"npub": member.npub, "role": member.role, "name": member.display_name})
-
-
-REMOTE_SESSION = "identity.remote_signer"
 
 
 @never_cache
@@ -200,6 +209,13 @@ def code_verify(request: HttpRequest) -> JsonResponse:
 @never_cache
 @require_POST
 def remote_start(request: HttpRequest) -> JsonResponse:
+    if not services.attempt_allowed(f"remote:{_client(request)}", 10, services.ATTEMPT_WINDOW):
+        return JsonResponse(
+            {"error": "Too many QR codes asked for; wait a few minutes."}, status=429
+        )
+    previous = request.session.pop(REMOTE_SESSION, None)
+    if previous:
+        logins.remote_login_cancel(previous)  # one waiting signer per browser at most
     try:
         session = logins.remote_login_start()
     except IdentityError as error:

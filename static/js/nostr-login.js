@@ -8,8 +8,9 @@
   const say = (text) => { status.textContent = text; };
 
   function nextPage() {
-    const wanted = new URLSearchParams(location.search).get("next") || "/";
-    return wanted.startsWith("/") && !wanted.startsWith("//") ? wanted : "/";
+    // Only a page of this node: `/\\evil.example` and the like resolve elsewhere.
+    const wanted = new URL(new URLSearchParams(location.search).get("next") || "/", location.origin);
+    return wanted.origin === location.origin ? wanted.pathname + wanted.search : "/";
   }
 
   async function post(path, fields = {}, headers = {}) {

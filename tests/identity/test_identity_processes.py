@@ -6,6 +6,7 @@ import asyncio
 import concurrent.futures
 import re
 from collections.abc import Callable
+from typing import Any
 
 import openai
 import pytest
@@ -122,8 +123,13 @@ def test_the_owner_invites_a_member_and_a_friend_who_log_in_their_own_ways(
     assert friend_page.request.get(f"{node.url}/people/").status == 403
 
 
-def test_removing_a_member_closes_their_open_pages_at_once(
-    make_instance: Callable[..., Instance],
+@pytest.mark.parametrize(
+    "change",
+    [["member", "remove"], ["member", "set-role", "--role", "friend"]],
+    ids=["removal", "demotion-to-friend"],
+)
+def test_a_change_of_standing_closes_the_members_open_pages_at_once(
+    make_instance: Callable[..., Instance], change: list[str]
 ) -> None:
     node = make_instance()
     node.run("web")
@@ -134,18 +140,40 @@ def test_removing_a_member_closes_their_open_pages_at_once(
     cookie = log_in(node, member)
 
     async def watch_until_closed() -> int | None:
-        address = f"ws://127.0.0.1:{node.port}/ws/system/"
-        async with websockets.connect(
-            address, origin=node.url, additional_headers={"Cookie": cookie}
-        ) as socket:
+        async with status_socket(node, cookie) as socket:
             await socket.recv()
-            removed = await asyncio.to_thread(
-                node.manage, "member", "remove", member.public_key().to_bech32()
-            )
-            assert removed.returncode == 0, removed.stderr
+            command = [*change[:2], member.public_key().to_bech32(), *change[2:]]
+            changed = await asyncio.to_thread(node.manage, *command)
+            assert changed.returncode == 0, changed.stderr
             with pytest.raises(websockets.ConnectionClosed):
                 while True:
                     await asyncio.wait_for(socket.recv(), timeout=10)
             return socket.close_code
 
     assert asyncio.run(watch_until_closed()) == 4403
+
+
+def test_a_friend_may_not_watch_the_system_status(make_instance: Callable[..., Instance]) -> None:
+    node = make_instance()
+    node.run("web")
+    node.wait_until("web", "up")
+    owner, friend = Keys.generate(), Keys.generate()
+    assert node.manage("claim", owner.public_key().to_bech32()).returncode == 0
+    npub = friend.public_key().to_bech32()
+    assert node.manage("member", "add", npub, "--role", "friend").returncode == 0
+    cookie = log_in(node, friend)
+
+    async def connect() -> None:
+        async with status_socket(node, cookie) as socket:
+            await socket.recv()
+
+    with pytest.raises(websockets.InvalidStatus, match="403"):
+        asyncio.run(connect())
+
+
+def status_socket(node: Instance, cookie: str) -> Any:
+    return websockets.connect(
+        f"ws://127.0.0.1:{node.port}/ws/system/",
+        origin=node.url,  # type: ignore[arg-type]
+        additional_headers={"Cookie": cookie},
+    )

@@ -10,7 +10,9 @@ import pytest
 from django.test import Client
 from nostr_sdk import EventBuilder, Keys, Kind, Tag, Timestamp
 
-from apps.identity.models import AuditEvent, Member
+from apps.identity import services
+from apps.identity.models import AuditEvent, LoginChallenge, Member, SeenEvent
+from apps.identity.nip98 import AuthRefused
 from tests.instances import signed_login_header
 
 pytestmark = pytest.mark.django_db
@@ -37,6 +39,11 @@ def signed(
     return "Nostr " + base64.b64encode(builder.finalize(keys).as_json().encode()).decode()
 
 
+def state() -> tuple[int, int, int]:
+    used_challenges = LoginChallenge.objects.exclude(used_at=None).count()
+    return Member.objects.count(), used_challenges, SeenEvent.objects.count()
+
+
 def logged_in_as(client: Client) -> str | None:
     return client.session.get("_auth_user_id")
 
@@ -55,12 +62,12 @@ def test_a_member_logs_in_with_a_signed_challenge(
 
 
 def refused(client: Client, header: str, message: str) -> None:
-    members_before = Member.objects.count()
+    before = state()
     response = log_in(client, header)
     assert response.status_code == 401
     assert message in response.json()["error"]
     assert logged_in_as(client) is None
-    assert Member.objects.count() == members_before
+    assert state() == before  # nothing changed: no member, no spent challenge, no seen event
     assert AuditEvent.objects.filter(action="login_failed", detail__contains=message).exists()
 
 
@@ -153,11 +160,36 @@ def test_it_refuses_a_malformed_authorization(
     assert logged_in_as(client) is None
 
 
-def test_login_attempts_are_rate_limited(client: Client, owner: Member, keys: Any) -> None:
+def test_failed_logins_are_rate_limited_per_address(
+    client: Client, owner: Member, keys: Any
+) -> None:
     for _ in range(10):
         log_in(client, signed_login_header(keys["stranger"], LOGIN_URL, challenge(client)))
 
     response = log_in(client, signed_login_header(keys["owner"], LOGIN_URL, challenge(client)))
 
     assert response.status_code == 401
-    assert "Too many login attempts" in response.json()["error"]
+    assert "Too many failed logins" in response.json()["error"]
+    elsewhere = Client(REMOTE_ADDR="192.0.2.7")
+    header = signed_login_header(keys["owner"], LOGIN_URL, challenge(elsewhere))
+    assert elsewhere.post("/auth/login", HTTP_AUTHORIZATION=header).status_code == 200
+
+
+def test_successful_logins_do_not_count_against_the_limit(
+    client: Client, owner: Member, keys: Any
+) -> None:
+    for _ in range(12):
+        header = signed_login_header(keys["owner"], LOGIN_URL, challenge(client))
+        assert log_in(client, header).status_code == 200
+
+
+def test_an_event_id_is_accepted_once(db: None) -> None:
+    services.event_remember("ab" * 32, int(time.time()))
+    with pytest.raises(AuthRefused, match="already used"):
+        services.event_remember("ab" * 32, int(time.time()))
+
+
+def test_a_non_ascii_authorization_is_refused_not_a_crash(client: Client, member: Member) -> None:
+    response = client.post("/auth/login", HTTP_AUTHORIZATION="Nostr é")
+    assert response.status_code == 401
+    assert AuditEvent.objects.filter(action="login_failed").exists()

@@ -33,17 +33,22 @@ def test_an_unclaimed_node_leads_every_page_to_setup(client: Client) -> None:
     assert client.get("/healthz").status_code == 200
 
 
-def test_the_setup_secret_then_a_login_claims_the_node(client: Client, keys: Any) -> None:
+def test_the_setup_secret_then_a_login_claims_the_node(
+    client: Client, keys: Any, settings: Any
+) -> None:
     refused = client.post("/setup/", {"secret": "wrong"})
     assert "not the setup secret" in refused.content.decode()
     assert extension_login(client, keys["owner"]).status_code == 401  # no secret: no claim
 
+    planted = client.session.session_key
     client.post("/setup/", {"secret": services.setup_secret()})
+    assert client.session.session_key != planted  # a session id known beforehand is useless
     response = extension_login(client, keys["owner"])
 
     assert response.status_code == 200
     assert response.json()["role"] == "owner"
     assert AuditEvent.objects.filter(action="node_claimed").count() == 1
+    assert not (settings.DATA_DIR / "setup_secret").exists()
 
 
 def test_the_setup_secret_works_once(client: Client, owner: Member, keys: Any) -> None:
@@ -134,6 +139,20 @@ def test_an_invite_link_works_once_and_gives_its_role(
     refused = extension_login(second, keys["stranger"])
     assert refused.status_code == 401
     assert "invite link is used" in refused.json()["error"]
+
+
+def test_the_owner_cancels_an_open_invite(owner_client: Client, owner: Member, keys: Any) -> None:
+    invite, token = services.invite_create("member", owner)
+    cancel_button = f'name="invite_id" value="{invite.pk}"'
+    assert cancel_button in owner_client.get("/people/").content.decode()
+
+    owner_client.post("/people/", {"action": "invite_cancel", "invite_id": invite.pk})
+
+    assert cancel_button not in owner_client.get("/people/").content.decode()
+    guest = Client()
+    guest.get(f"/login/?invite={token}")
+    assert extension_login(guest, keys["stranger"]).status_code == 401
+    assert AuditEvent.objects.filter(action="invite_cancelled").exists()
 
 
 def test_an_expired_invite_is_refused(owner: Member, keys: Any) -> None:

@@ -5,13 +5,15 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.test import Client
+from django.utils import timezone
 from nostr_sdk import Keys, UnwrappedGift
 
-from apps.identity.models import AuditEvent, LoginCode, Member
+from apps.identity.models import Attempt, AuditEvent, LoginCode, Member
 from tests.identity.peers import FakeSigner, gift_wraps_for
 
 pytestmark = pytest.mark.django_db
@@ -71,12 +73,40 @@ def test_wrong_codes_lock_the_code_after_five_tries(
     code = code_in_dm(relay_url, keys["member"])
     wrong = "000000" if code != "000000" else "111111"
     for _ in range(5):
-        assert "wrong" in verify_code(client, keys["member"], wrong).json()["error"]
+        assert (
+            "wrong or no longer valid" in verify_code(client, keys["member"], wrong).json()["error"]
+        )
 
-    refused = verify_code(client, keys["member"], code)
+    refused = verify_code(client, keys["member"], code)  # the right one, too late
 
     assert refused.status_code == 401
-    assert "Too many wrong codes" in refused.json()["error"]
+    assert "wrong or no longer valid" in refused.json()["error"]
+    assert client.session.get("_auth_user_id") is None
+
+
+def test_a_strangers_code_is_refused_in_the_same_words(
+    client: Client, owner: Member, stranger: Keys
+) -> None:
+    assert verify_code(client, stranger, "123456").json() == {
+        "error": "That code is wrong or no longer valid; ask for a new one."
+    }
+
+
+def test_wrong_guesses_are_capped_per_key_across_codes(
+    client: Client, member: Member, keys: Any, relay_url: str
+) -> None:
+    for _ in range(2):
+        send_code(client, keys["member"])
+        code = code_in_dm(relay_url, keys["member"])
+        wrong = "000000" if code != "000000" else "111111"
+        for _ in range(5):
+            verify_code(client, keys["member"], wrong)
+    LoginCode.objects.all().delete()
+    # Even a fresh code is refused for the rest of the day: 10 wrong guesses were made.
+    Attempt.objects.filter(key__startswith="code-send").delete()
+    send_code(client, keys["member"])
+    fresh = code_in_dm(relay_url, keys["member"])
+    assert verify_code(client, keys["member"], fresh).status_code == 401
 
 
 def test_an_expired_code_is_refused(
@@ -86,19 +116,34 @@ def test_an_expired_code_is_refused(
     code = code_in_dm(relay_url, keys["member"])
     LoginCode.objects.update(expires_at=LoginCode.objects.get().expires_at.replace(year=2000))
 
-    assert "No code is waiting" in verify_code(client, keys["member"], code).json()["error"]
+    assert "no longer valid" in verify_code(client, keys["member"], code).json()["error"]
 
 
-def test_asking_for_codes_is_rate_limited(client: Client, member: Member, keys: Any) -> None:
+def test_asking_for_codes_is_rate_limited_for_the_whole_quarter_hour(
+    client: Client, member: Member, keys: Any
+) -> None:
     for _ in range(3):
         assert send_code(client, keys["member"]).status_code == 200
+    ten_minutes_ago = timezone.now() - timedelta(minutes=11)
+    Attempt.objects.filter(key__startswith="code-send").update(at=ten_minutes_ago)
+    client.post("/auth/challenge")  # other attempts, and their clean-up, go on meanwhile
     assert "Too many codes" in send_code(client, keys["member"]).json()["error"]
 
 
-def test_a_code_request_with_a_secret_key_is_refused(client: Client, owner: Member) -> None:
-    response = client.post("/auth/code/send", {"npub": Keys.generate().secret_key().to_bech32()})
+@pytest.mark.parametrize(
+    "shape",
+    [str, str.upper, "nostr:{}".format, "my key is {}".format],
+    ids=["plain", "upper", "uri", "text"],
+)
+def test_a_pasted_secret_key_is_refused_and_never_repeated(
+    client: Client, owner: Member, shape: Any
+) -> None:
+    nsec = Keys.generate().secret_key().to_bech32()
+    pasted = shape(nsec)
+    response = client.post("/auth/code/send", {"npub": pasted})
     assert response.status_code == 400
     assert "secret key" in response.json()["error"]
+    assert nsec[5:].lower() not in response.content.decode().lower()
 
 
 @pytest.fixture
@@ -134,15 +179,22 @@ def test_a_member_logs_in_with_a_pasted_bunker_address(
     assert client.session["_auth_user_id"] == str(member.pk)
 
 
-def test_a_bunker_on_an_unknown_plain_relay_is_refused(client: Client, member: Member) -> None:
-    uri = f"bunker://{Keys.generate().public_key().to_hex()}?relay=ws://127.0.0.2:7777"
+@pytest.mark.parametrize(
+    "relay", ["ws://127.0.0.2:7777", "wss://127.0.0.2:7777", "wss://localhost", "wss://[::1]"]
+)
+def test_a_bunker_on_a_plain_or_private_relay_is_refused(
+    client: Client, member: Member, relay: str
+) -> None:
+    uri = f"bunker://{Keys.generate().public_key().to_hex()}?relay={relay}"
     response = client.post("/auth/bunker", {"uri": uri})
     assert response.status_code == 401
-    assert "wss://" in response.json()["error"]
+    assert "wss:// relays on public hosts" in response.json()["error"]
+    assert AuditEvent.objects.filter(action="login_failed", detail__startswith="bunker").exists()
 
 
-def test_a_malformed_bunker_address_is_refused(client: Client, member: Member) -> None:
-    response = client.post("/auth/bunker", {"uri": "bunker://nonsense"})
+@pytest.mark.parametrize("uri", ["bunker://nonsense", "bunker://[abc?relay=wss://x.example"])
+def test_a_malformed_bunker_address_is_refused(client: Client, member: Member, uri: str) -> None:
+    response = client.post("/auth/bunker", {"uri": uri})
     assert response.status_code == 401
     assert Member.objects.count() == 2  # the owner and the member, no one new
 

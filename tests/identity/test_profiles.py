@@ -49,17 +49,28 @@ def test_without_a_profile_the_short_npub_is_shown(
 
 
 def test_a_relay_outage_never_blocks_an_extension_login(
-    settings: Any, client: Client, member: Member, keys: Any
+    settings: Any,
+    client: Client,
+    member: Member,
+    keys: Any,
+    django_capture_on_commit_callbacks: Any,
 ) -> None:
     settings.NOSTR_RELAYS = [f"ws://127.0.0.1:{free_port()}"]  # nothing listens there
     challenge = client.post("/auth/challenge").json()["challenge"]
     header = signed_login_header(keys["member"], "http://localhost:8000/auth/login", challenge)
+    queued_before = set(settings.BROKER_DIR.glob("*.msg"))
 
     started = time.monotonic()
-    response = client.post("/auth/login", HTTP_AUTHORIZATION=header)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post("/auth/login", HTTP_AUTHORIZATION=header)
 
     assert response.status_code == 200
-    assert time.monotonic() - started < 2  # the profile fetch is queued, not awaited
+    assert time.monotonic() - started < 2
+    # The profile fetch went to the worker's queue instead of being awaited.
+    queued = set(settings.BROKER_DIR.glob("*.msg")) - queued_before
+    assert len(queued) == 1
+    assert "identity.profile_refresh" in next(iter(queued)).read_text()
     services.profile_refresh(member.pk)  # and when it runs, it gives up quietly
     member.refresh_from_db()
     assert member.name == ""
+    assert member.profile_fetched_at is not None

@@ -344,6 +344,11 @@ def remote_signer_status(session_id: str) -> SignerStatus:
     return relays().sessions.status(session_id)
 
 
+def remote_signer_signed_at(session_id: str) -> int | None:
+    """When the signed event reached the node (a phone may poll long after it signed)."""
+    return relays().sessions.signed_at(session_id)
+
+
 def remote_signer_cancel(session_id: str) -> None:
     """Stop waiting for a signer (the person left the page) and forget the session."""
     relays().sessions.cancel(session_id)
@@ -388,6 +393,7 @@ class _Session:
     state: SignerState = "pending"
     detail: str | None = None
     finished: float | None = None
+    signed_at: int | None = None  # wall-clock seconds, for the signed event's time window
     task: concurrent.futures.Future[None] | None = None
 
 
@@ -419,6 +425,7 @@ class _SignerSessions:
             if session is not None and session.state == "pending":
                 session.state, session.detail = state, detail
                 session.finished = time.monotonic()
+                session.signed_at = int(time.time()) if state == "signed" else None
 
     def status(self, session_id: str) -> SignerStatus:
         with self._lock:
@@ -427,6 +434,11 @@ class _SignerSessions:
             if session is None:
                 return ("failed", "This login has expired; start again.")
             return (session.state, session.detail)
+
+    def signed_at(self, session_id: str) -> int | None:
+        with self._lock:
+            session = self._sessions.get(session_id)
+            return session.signed_at if session is not None else None
 
     def cancel(self, session_id: str) -> None:
         with self._lock:

@@ -26,7 +26,7 @@ class Command(BaseCommand):
             member = Member.objects.filter(pubkey=pubkey).first()
             if member is None:
                 raise IdentityError("That key is not a member of this node.")
-            _, key = services.apikey_create(member, options["name"])
+            _, key = services.apikey_create(member, options["name"], actor="")
         except IdentityError as error:
             raise CommandError(str(error)) from None
         self.stdout.write(key)

@@ -27,6 +27,7 @@ def program_argv(name: str) -> list[str]:
             sys.executable, "-m", "uvicorn", "sovereign.asgi:application",
             "--host", settings.HOST, "--port", str(settings.PORT),
             "--lifespan", "off", "--no-access-log", "--log-level", level,
+            "--proxy-headers", "--forwarded-allow-ips", ",".join(settings.TRUSTED_PROXIES),
         ]  # fmt: skip
     return [
         sys.executable, "-m", "celery", "--app", "sovereign", "worker",
