@@ -108,6 +108,26 @@ class Instance:
     def run(self, *programs: str) -> subprocess.Popen[bytes]:
         return self.start(sys.executable, "manage.py", "run", *programs)
 
+    def serve_web(self) -> None:
+        """Start just the web server and wait until it answers."""
+        self.run("web")
+        self.wait_until("web", "up")
+
+    def claim(self, keys: Any) -> None:
+        """Make keys the owner, from the command line."""
+        claimed = self.manage("claim", keys.public_key().to_bech32())
+        assert claimed.returncode == 0, claimed.stderr
+
+    def status_socket(self, cookie: str = "", origin: str = "") -> Any:
+        """A websocket to the System page's live status, as a browser would open it."""
+        import websockets
+
+        return websockets.connect(
+            f"ws://127.0.0.1:{self.port}/ws/system/",
+            origin=origin or self.url,
+            additional_headers={"Cookie": cookie} if cookie else None,
+        )
+
     def manage(self, *argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "manage.py", *argv],

@@ -6,7 +6,6 @@ import asyncio
 import concurrent.futures
 import re
 from collections.abc import Callable
-from typing import Any
 
 import openai
 import pytest
@@ -26,8 +25,7 @@ def test_the_owner_claims_a_fresh_node_in_the_browser(
     make_instance: Callable[..., Instance], page: Page
 ) -> None:
     node = make_instance(SOVEREIGN_SETUP_SECRET="correct horse battery")
-    node.run("web")
-    node.wait_until("web", "up")
+    node.serve_web()
     owner = Keys.generate()
     install_nostr_extension(page, owner)
 
@@ -53,8 +51,7 @@ def test_an_api_key_works_in_the_official_openai_client(
     make_instance: Callable[..., Instance],
 ) -> None:
     node = make_instance()
-    node.run("web")
-    node.wait_until("web", "up")
+    node.serve_web()
     owner = Keys.generate().public_key().to_bech32()
     assert node.manage("claim", owner).returncode == 0
     created = node.manage("apikey", "create", owner, "--name", "scripts")
@@ -86,10 +83,9 @@ def test_the_owner_invites_a_member_and_a_friend_who_log_in_their_own_ways(
     make_instance: Callable[..., Instance], browser: Browser, relay_url: str
 ) -> None:
     node = make_instance(SOVEREIGN_NOSTR_RELAYS=relay_url)
-    node.run("web")
-    node.wait_until("web", "up")
+    node.serve_web()
     owner, member, friend = Keys.generate(), Keys.generate(), Keys.generate()
-    assert node.manage("claim", owner.public_key().to_bech32()).returncode == 0
+    node.claim(owner)
 
     owner_page = browser.new_context().new_page()
     install_nostr_extension(owner_page, owner)
@@ -132,15 +128,14 @@ def test_a_change_of_standing_closes_the_members_open_pages_at_once(
     make_instance: Callable[..., Instance], change: list[str]
 ) -> None:
     node = make_instance()
-    node.run("web")
-    node.wait_until("web", "up")
+    node.serve_web()
     owner, member = Keys.generate(), Keys.generate()
-    assert node.manage("claim", owner.public_key().to_bech32()).returncode == 0
+    node.claim(owner)
     assert node.manage("member", "add", member.public_key().to_bech32()).returncode == 0
     cookie = log_in(node, member)
 
     async def watch_until_closed() -> int | None:
-        async with status_socket(node, cookie) as socket:
+        async with node.status_socket(cookie) as socket:
             await socket.recv()
             command = [*change[:2], member.public_key().to_bech32(), *change[2:]]
             changed = await asyncio.to_thread(node.manage, *command)
@@ -155,25 +150,16 @@ def test_a_change_of_standing_closes_the_members_open_pages_at_once(
 
 def test_a_friend_may_not_watch_the_system_status(make_instance: Callable[..., Instance]) -> None:
     node = make_instance()
-    node.run("web")
-    node.wait_until("web", "up")
+    node.serve_web()
     owner, friend = Keys.generate(), Keys.generate()
-    assert node.manage("claim", owner.public_key().to_bech32()).returncode == 0
+    node.claim(owner)
     npub = friend.public_key().to_bech32()
     assert node.manage("member", "add", npub, "--role", "friend").returncode == 0
     cookie = log_in(node, friend)
 
     async def connect() -> None:
-        async with status_socket(node, cookie) as socket:
+        async with node.status_socket(cookie) as socket:
             await socket.recv()
 
     with pytest.raises(websockets.InvalidStatus, match="403"):
         asyncio.run(connect())
-
-
-def status_socket(node: Instance, cookie: str) -> Any:
-    return websockets.connect(
-        f"ws://127.0.0.1:{node.port}/ws/system/",
-        origin=node.url,  # type: ignore[arg-type]
-        additional_headers={"Cookie": cookie},
-    )

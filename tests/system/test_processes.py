@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 import websockets
@@ -32,17 +31,8 @@ pytestmark = pytest.mark.processes
 def owner_session(instance: Instance) -> str:
     """Claim the node for a fresh key and log in as its owner; returns the Cookie header."""
     keys = Keys.generate()
-    claimed = instance.manage("claim", keys.public_key().to_bech32())
-    assert claimed.returncode == 0, claimed.stderr
+    instance.claim(keys)
     return log_in(instance, keys)
-
-
-def status_socket(instance: Instance, cookie: str = "", origin: str = "") -> Any:
-    return websockets.connect(
-        f"ws://127.0.0.1:{instance.port}/ws/system/",
-        origin=origin or instance.url,  # type: ignore[arg-type]
-        additional_headers={"Cookie": cookie} if cookie else None,
-    )
 
 
 def probe_through_websocket(instance: Instance) -> dict[str, object]:
@@ -50,7 +40,7 @@ def probe_through_websocket(instance: Instance) -> dict[str, object]:
     cookie = owner_session(instance)
 
     async def watch() -> dict[str, object]:
-        async with status_socket(instance, cookie) as socket:
+        async with instance.status_socket(cookie) as socket:
             first = json.loads(await socket.recv())
             assert first["type"] == "status"
             probe = await asyncio.to_thread(instance.manage, "probe_worker")
@@ -100,12 +90,11 @@ def test_the_status_socket_refuses_another_origin_and_strangers(
     make_instance: Callable[..., Instance],
 ) -> None:
     node = make_instance()
-    node.run("web")
-    node.wait_until("web", "up")
+    node.serve_web()
     cookie = owner_session(node)
 
     async def connect(cookie: str, origin: str = "") -> None:
-        async with status_socket(node, cookie, origin) as socket:
+        async with node.status_socket(cookie, origin) as socket:
             await socket.recv()
 
     asyncio.run(connect(cookie))
@@ -160,8 +149,7 @@ def test_a_port_in_use_stops_the_start_with_a_clear_message(
     make_instance: Callable[..., Instance],
 ) -> None:
     first = make_instance()
-    first.run("web")
-    first.wait_until("web", "up")
+    first.serve_web()
     second = make_instance(SOVEREIGN_PORT=str(first.port))
 
     result = second.manage("run")

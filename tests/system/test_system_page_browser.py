@@ -23,12 +23,11 @@ def test_the_system_page_shows_the_worker_going_down_without_a_reload(
     make_instance: Callable[..., Instance], page: Page
 ) -> None:
     node = make_instance()
-    node.run("web")
-    node.wait_until("web", "up")
+    node.serve_web()
     worker = node.run("worker")
     node.wait_until("worker", "up")
     owner = Keys.generate()
-    assert node.manage("claim", owner.public_key().to_bech32()).returncode == 0
+    node.claim(owner)
     install_nostr_extension(page, owner)
 
     page.goto(f"{node.url}/system/")
