@@ -58,6 +58,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "apps.system",
     "apps.identity",
+    "apps.inference",
 ]
 
 MIDDLEWARE = [

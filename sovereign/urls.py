@@ -9,5 +9,6 @@ urlpatterns = [
     path("", identity_views.home, name="home"),
     path("healthz", system_views.healthz, name="healthz"),
     path("system/", include("apps.system.urls")),
+    path("models/", include("apps.inference.urls")),
     path("", include("apps.identity.urls")),
 ]

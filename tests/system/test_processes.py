@@ -63,6 +63,8 @@ def test_a_worker_on_the_embedded_broker_runs_a_task_end_to_end(
     # First start of an unclaimed node: the setup secret is printed, and kept owner-only.
     secret = (node.data_dir / "setup_secret").read_text()
     wait_for(lambda: f"setup secret: {secret}" in node.logs(), 10, "the setup secret")
+    # ... and the bundled model is in the catalog, ready to answer.
+    assert node.manage("models", "list").stdout.startswith("smollm2-135m-instruct\tllama")
 
     event = probe_through_websocket(node)
 

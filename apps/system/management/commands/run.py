@@ -15,6 +15,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from apps.identity import services as identity
+from apps.inference.services import catalog_sync
 from sovereign.supervisor import Program, StartupFailed, Supervisor
 
 PROGRAMS = ("web", "worker")
@@ -72,6 +73,7 @@ class Command(BaseCommand):
                 ) from None
         call_command("migrate", interactive=False, verbosity=0)
         call_command("collectstatic", interactive=False, verbosity=0)
+        catalog_sync()  # the bundled model on the first start, and files dropped in by hand
 
     def _announce_when_up(self, supervisor: Supervisor) -> None:
         url = f"http://127.0.0.1:{settings.PORT}/healthz"
