@@ -1,0 +1,175 @@
+"""An OpenAI chat-completions request, checked at the edge, and errors in OpenAI's shape.
+
+Every refusal names the field (`param`) and says what is wrong, with the status OpenAI
+would give, so any OpenAI client shows it as it would show OpenAI's own.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from django.http import JsonResponse
+from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
+
+ROLES = ("system", "user", "assistant")
+MAX_STOP_STRINGS = 4
+MAX_TOKENS_LIMIT = 32_768
+
+
+class OpenAIError(Exception):
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int = 400,
+        param: str | None = None,
+        code: str | None = None,
+        kind: str = "invalid_request_error",
+    ) -> None:
+        super().__init__(message)
+        self.status, self.param, self.code, self.kind = status, param, code, kind
+
+    def response(self, headers: dict[str, str] | None = None) -> JsonResponse:
+        body = {"message": str(self), "type": self.kind, "param": self.param, "code": self.code}
+        return JsonResponse({"error": body}, status=self.status, headers=headers)
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    model: str
+    messages: list[dict[str, str]]
+    stream: bool
+    max_tokens: int | None
+    temperature: float
+    top_p: float
+    stop: tuple[str, ...]
+    seed: int | None
+    grammar: str | None  # GBNF from response_format, if it asks for JSON
+
+
+def parse_chat_request(body: bytes) -> ChatRequest:
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise OpenAIError("The request body is not valid JSON.") from None
+    if not isinstance(data, dict):
+        raise OpenAIError("The request body must be a JSON object.")
+    return ChatRequest(
+        model=_model(data.get("model")),
+        messages=_messages(data.get("messages")),
+        stream=_boolean(data, "stream", False),
+        max_tokens=_max_tokens(data),
+        temperature=_number(data, "temperature", 1.0, 0.0, 2.0),
+        top_p=_number(data, "top_p", 1.0, 0.0, 1.0),
+        stop=_stop(data.get("stop")),
+        seed=_seed(data.get("seed")),
+        grammar=_grammar(data.get("response_format")),
+    )
+
+
+def _model(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise OpenAIError(
+            "'model' is required: the name of a model from GET /v1/models.", param="model"
+        )
+    return value
+
+
+def _messages(value: Any) -> list[dict[str, str]]:
+    if not isinstance(value, list) or not value:
+        raise OpenAIError("'messages' must be a non-empty list.", param="messages")
+    return [_message(message, index) for index, message in enumerate(value)]
+
+
+def _message(message: Any, index: int) -> dict[str, str]:
+    param = f"messages[{index}]"
+    if not isinstance(message, dict) or message.get("role") not in ROLES:
+        raise OpenAIError(f"{param} needs a 'role' of {', '.join(ROLES)}.", param=param)
+    content = message.get("content")
+    if isinstance(content, list):  # the parts form: only text parts are understood here
+        if not all(isinstance(p, dict) and p.get("type") == "text" for p in content):
+            raise OpenAIError(
+                f"{param}.content may only have text parts.", param=f"{param}.content"
+            )
+        content = "".join(str(part.get("text", "")) for part in content)
+    if not isinstance(content, str):
+        raise OpenAIError(f"{param}.content must be a string.", param=f"{param}.content")
+    return {"role": message["role"], "content": content}
+
+
+def _boolean(data: dict[str, Any], name: str, default: bool) -> bool:
+    value = data.get(name, default)
+    if not isinstance(value, bool):
+        raise OpenAIError(f"'{name}' must be true or false.", param=name)
+    return value
+
+
+def _max_tokens(data: dict[str, Any]) -> int | None:
+    value = data.get("max_completion_tokens", data.get("max_tokens"))
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_TOKENS_LIMIT:
+        raise OpenAIError(
+            f"'max_tokens' must be a whole number from 1 to {MAX_TOKENS_LIMIT}.", param="max_tokens"
+        )
+    return value
+
+
+def _number(data: dict[str, Any], name: str, default: float, low: float, high: float) -> float:
+    value = data.get(name, default)
+    if value is None:
+        return default
+    if not isinstance(value, int | float) or isinstance(value, bool) or not low <= value <= high:
+        raise OpenAIError(f"'{name}' must be a number from {low:g} to {high:g}.", param=name)
+    return float(value)
+
+
+def _stop(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    stops = [value] if isinstance(value, str) else value
+    if (
+        not isinstance(stops, list)
+        or len(stops) > MAX_STOP_STRINGS
+        or not all(isinstance(s, str) and s for s in stops)
+    ):
+        raise OpenAIError(
+            "'stop' must be a string or a list of up to 4 non-empty strings.", param="stop"
+        )
+    return tuple(stops)
+
+
+def _seed(value: Any) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**32:
+        raise OpenAIError("'seed' must be a whole number from 0 to 4294967295.", param="seed")
+    return value
+
+
+def _grammar(value: Any) -> str | None:
+    if value is None:
+        return None
+    kind = value.get("type") if isinstance(value, dict) else None
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return JSON_GBNF
+    if kind == "json_schema":
+        schema = (value.get("json_schema") or {}).get("schema")
+        if not isinstance(schema, dict):
+            raise OpenAIError(
+                "'response_format.json_schema.schema' must be a JSON schema object.",
+                param="response_format",
+            )
+        try:
+            return str(json_schema_to_gbnf(json.dumps(schema)))
+        except Exception as error:  # the converter raises plain errors for schemas it can't follow
+            raise OpenAIError(
+                f"The JSON schema can't be enforced: {error}", param="response_format"
+            ) from None
+    raise OpenAIError(
+        "'response_format.type' must be text, json_object or json_schema.", param="response_format"
+    )
