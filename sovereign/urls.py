@@ -10,5 +10,6 @@ urlpatterns = [
     path("healthz", system_views.healthz, name="healthz"),
     path("system/", include("apps.system.urls")),
     path("models/", include("apps.inference.urls")),
+    path("v1/", include("apps.inference.api_urls")),
     path("", include("apps.identity.urls")),
 ]

@@ -41,6 +41,7 @@ class ChatRequest:
     model: str
     messages: list[dict[str, str]]
     stream: bool
+    include_usage: bool  # stream_options.include_usage: a last chunk with the token counts
     max_tokens: int | None
     temperature: float
     top_p: float
@@ -60,6 +61,7 @@ def parse_chat_request(body: bytes) -> ChatRequest:
         model=_model(data.get("model")),
         messages=_messages(data.get("messages")),
         stream=_boolean(data, "stream", False),
+        include_usage=_include_usage(data.get("stream_options")),
         max_tokens=_max_tokens(data),
         temperature=_number(data, "temperature", 1.0, 0.0, 2.0),
         top_p=_number(data, "top_p", 1.0, 0.0, 1.0),
@@ -104,6 +106,14 @@ def _boolean(data: dict[str, Any], name: str, default: bool) -> bool:
     if not isinstance(value, bool):
         raise OpenAIError(f"'{name}' must be true or false.", param=name)
     return value
+
+
+def _include_usage(value: Any) -> bool:
+    if value is None:
+        return False
+    if not isinstance(value, dict):
+        raise OpenAIError("'stream_options' must be an object.", param="stream_options")
+    return _boolean(value, "include_usage", False)
 
 
 def _max_tokens(data: dict[str, Any]) -> int | None:

@@ -13,6 +13,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils.text import slugify
 
+from apps.inference.backends.engine import engine_status
 from apps.inference.gguf import GGUFError, read_info
 from apps.inference.models import LocalModel
 
@@ -126,3 +127,12 @@ def file_sha256(path: Path) -> str:
         while chunk := file.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def engine_state() -> tuple[bool, str]:
+    """Whether the engine process answers, and a line on what it is doing."""
+    status = engine_status()
+    if status is None:
+        return False, "Not answering (it restarts by itself when it stops)."
+    loaded = Path(status["loaded"]).name if status["loaded"] else "no model loaded (idle)"
+    return True, f"{loaded}; {status['running']} answering, {status['waiting']} waiting."

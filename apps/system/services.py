@@ -15,6 +15,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from apps.inference import services as inference
 from apps.system.models import WorkerHeartbeat, WorkerProbe
 from sovereign.live_events import publish_after_commit
 
@@ -34,7 +35,7 @@ class ComponentStatus:
 
 def status_snapshot() -> dict[str, Any]:
     """Every component's state, as the System page and /healthz show it."""
-    components = [web_status(), worker_status(), broker_status()]
+    components = [web_status(), worker_status(), broker_status(), engine_component()]
     return {
         "ok": all(component.state == "up" for component in components),
         "components": [asdict(component) for component in components],
@@ -61,6 +62,11 @@ def worker_status() -> ComponentStatus:
     else:
         detail = f"{last.hostname} has not reported since {last.last_seen:%Y-%m-%d %H:%M:%S} UTC."
     return ComponentStatus("worker", "Worker", "down", detail)
+
+
+def engine_component() -> ComponentStatus:
+    up, detail = inference.engine_state()
+    return ComponentStatus("engine", "Model engine", "up" if up else "down", detail)
 
 
 def broker_status() -> ComponentStatus:

@@ -25,7 +25,12 @@ def test_healthz_answers_json_with_every_component(client: Client) -> None:
 
     assert response.status_code == 200
     assert response["Content-Type"] == "application/json"
-    assert [c["name"] for c in response.json()["components"]] == ["web", "worker", "broker"]
+    assert [c["name"] for c in response.json()["components"]] == [
+        "web",
+        "worker",
+        "broker",
+        "engine",
+    ]
     assert "no-cache" in response["Cache-Control"]
 
 

@@ -18,7 +18,7 @@ from apps.identity import services as identity
 from apps.inference.services import catalog_sync
 from sovereign.supervisor import Program, StartupFailed, Supervisor
 
-PROGRAMS = ("web", "worker")
+PROGRAMS = ("web", "worker", "engine")
 
 
 def program_argv(name: str) -> list[str]:
@@ -30,6 +30,8 @@ def program_argv(name: str) -> list[str]:
             "--lifespan", "off", "--no-access-log", "--log-level", level,
             "--proxy-headers", "--forwarded-allow-ips", ",".join(settings.TRUSTED_PROXIES),
         ]  # fmt: skip
+    if name == "engine":
+        return [sys.executable, str(settings.BASE_DIR / "manage.py"), "engine"]
     return [
         sys.executable, "-m", "celery", "--app", "sovereign", "worker",
         "--loglevel", level, "--concurrency", str(settings.WORKER_CONCURRENCY),
@@ -42,7 +44,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
-            "programs", nargs="*", metavar="web|worker", help="which to run (default: both)"
+            "programs", nargs="*", metavar="web|worker|engine", help="which to run (default: all)"
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -50,7 +52,9 @@ class Command(BaseCommand):
         names = options["programs"] or list(PROGRAMS)
         unknown = sorted(set(names) - set(PROGRAMS))
         if unknown:
-            raise CommandError(f"Unknown program {', '.join(unknown)}: choose web or worker.")
+            raise CommandError(
+                f"Unknown program {', '.join(unknown)}: choose from {', '.join(PROGRAMS)}."
+            )
         if "web" in names:
             self._prepare_web()
         supervisor = Supervisor([Program(name, program_argv(name)) for name in names])

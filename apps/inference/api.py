@@ -1,0 +1,172 @@
+"""The OpenAI-compatible API under /v1: the models, and chat completions (streamed or not)."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
+from django.views.decorators.csrf import csrf_exempt
+
+from apps.identity.access import api_member
+from apps.identity.models import Member
+from apps.identity.nip98 import AuthRefused
+from apps.inference.backends.engine import EngineUnavailable, chat_events
+from apps.inference.chat_request import ChatRequest, OpenAIError, parse_chat_request
+from apps.inference.models import LocalModel
+
+# Engine error codes, as OpenAI would answer them.
+ENGINE_ERRORS = {
+    "context_length_exceeded": {"status": 400, "param": "messages"},
+    "bad_request": {"status": 400},
+    "overloaded": {"status": 429, "kind": "rate_limit_error"},
+    "engine_stopped": {"status": 503, "kind": "server_error"},
+    "model_unavailable": {"status": 503, "kind": "server_error"},
+}
+
+
+async def _authenticate(request: HttpRequest) -> Member:
+    try:
+        return await sync_to_async(api_member)(request)
+    except AuthRefused as refusal:
+        raise OpenAIError(str(refusal), status=401, code="invalid_api_key") from None
+
+
+@csrf_exempt  # programs authenticate each request with a key or a signature, not a cookie
+async def models_list(request: HttpRequest) -> HttpResponse:
+    try:
+        await _authenticate(request)
+    except OpenAIError as error:
+        return error.response()
+    models = [model async for model in LocalModel.objects.order_by("name")]
+    data = [{"id": m.name, "object": "model", "created": int(m.added_at.timestamp()),
+             "owned_by": "sovereign"} for m in models]  # fmt: skip
+    return JsonResponse({"object": "list", "data": data})
+
+
+@csrf_exempt
+async def chat_completions(request: HttpRequest) -> HttpResponseBase:
+    try:
+        if request.method != "POST":
+            raise OpenAIError("Use POST.", status=405)
+        member = await _authenticate(request)
+        chat = parse_chat_request(request.body)
+        model = await LocalModel.objects.filter(name=chat.model).afirst()
+        if model is None:
+            raise OpenAIError(f"The model '{chat.model}' does not exist.", status=404,
+                              param="model", code="model_not_found")  # fmt: skip
+        events, first = await _start(model, chat, user=str(member.pk))
+    except OpenAIError as error:
+        headers = {"Retry-After": "2"} if error.status == 429 else None
+        return error.response(headers)
+    answer = Answer(chat, model)
+    if chat.stream:
+        response = StreamingHttpResponse(
+            answer.sse(first, events), content_type="text/event-stream"
+        )
+        response["Cache-Control"] = "no-cache"
+        response["X-Accel-Buffering"] = "no"
+        return response
+    return JsonResponse(await answer.whole(first, events))
+
+
+async def _start(
+    model: LocalModel, chat: ChatRequest, user: str
+) -> tuple[AsyncGenerator[dict[str, Any], None], dict[str, Any]]:
+    """Open the engine stream and read its first event, so refusals come before any 200."""
+    params = {"max_tokens": chat.max_tokens or settings.ENGINE_DEFAULT_MAX_TOKENS,
+              "temperature": chat.temperature, "top_p": chat.top_p, "seed": chat.seed,
+              "stop": chat.stop, "grammar": chat.grammar}  # fmt: skip
+    events = chat_events(str(model.path), chat.messages, params, user=user)
+    try:
+        first = await anext(events)
+    except EngineUnavailable as error:
+        raise OpenAIError(str(error), status=503, kind="server_error") from None
+    if first["event"] == "error":
+        raise _engine_error(first)
+    return events, first
+
+
+def _engine_error(event: dict[str, Any]) -> OpenAIError:
+    shape = ENGINE_ERRORS.get(event["code"], {"status": 500, "kind": "server_error"})
+    return OpenAIError(event["message"], code=event["code"], **shape)  # type: ignore[arg-type]
+
+
+class Answer:
+    """Shapes engine events into OpenAI's chat.completion (chunks)."""
+
+    def __init__(self, chat: ChatRequest, model: LocalModel) -> None:
+        self.chat, self.model = chat, model
+        self.id, self.created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+
+    def provenance(self) -> dict[str, Any]:
+        # Which file answered, and how: clients may ignore it, the owner can check it.
+        chat = self.chat
+        sampling = {"temperature": chat.temperature, "top_p": chat.top_p, "seed": chat.seed,
+                    "max_tokens": chat.max_tokens, "stop": list(chat.stop)}  # fmt: skip
+        return {"model_sha256": self.model.sha256, "sampling": sampling}
+
+    def _envelope(self, kind: str) -> dict[str, Any]:
+        return {"id": self.id, "object": kind, "created": self.created, "model": self.model.name}
+
+    @staticmethod
+    def _usage(done: dict[str, Any]) -> dict[str, int]:
+        prompt, completion = done["prompt_tokens"], done["completion_tokens"]
+        return {"prompt_tokens": prompt, "completion_tokens": completion,
+                "total_tokens": prompt + completion}  # fmt: skip
+
+    async def whole(
+        self, first: dict[str, Any], events: AsyncGenerator[dict[str, Any], None]
+    ) -> dict[str, Any]:
+        parts, event = [], first
+        while event["event"] == "token":
+            parts.append(event["text"])
+            event = await anext(events)
+        if event["event"] == "error":
+            raise _engine_error(event)
+        message = {"role": "assistant", "content": "".join(parts)}
+        choice = {"index": 0, "message": message, "logprobs": None,
+                  "finish_reason": event["finish_reason"]}  # fmt: skip
+        return {**self._envelope("chat.completion"), "choices": [choice],
+                "usage": self._usage(event), "sovereign": self.provenance()}  # fmt: skip
+
+    async def sse(
+        self, first: dict[str, Any], events: AsyncGenerator[dict[str, Any], None]
+    ) -> AsyncIterator[bytes]:
+        yield self._chunk({"role": "assistant", "content": ""}, None)
+        event = first
+        try:
+            while event["event"] == "token":
+                yield self._chunk({"content": event["text"]}, None)
+                event = await anext(events)
+            if event["event"] == "error":
+                error = _engine_error(event)
+                body = {
+                    "message": str(error),
+                    "type": error.kind,
+                    "param": None,
+                    "code": error.code,
+                }
+                yield _data({"error": body})
+                return
+            yield self._chunk({}, event["finish_reason"], sovereign=self.provenance())
+            if self.chat.include_usage:
+                yield _data({**self._envelope("chat.completion.chunk"), "choices": [],
+                             "usage": self._usage(event)})  # fmt: skip
+            yield b"data: [DONE]\n\n"
+        finally:
+            await events.aclose()  # a client that left stops the generation at once
+
+    def _chunk(self, delta: dict[str, Any], finish: str | None, **extra: Any) -> bytes:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        return _data({**self._envelope("chat.completion.chunk"), "choices": [choice], **extra})
+
+
+def _data(payload: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(payload).encode() + b"\n\n"

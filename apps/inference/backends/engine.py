@@ -1,0 +1,64 @@
+"""Talking to the engine process over its unix socket (see apps/inference/engine.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import uuid
+from collections.abc import AsyncGenerator
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+
+
+class EngineUnavailable(Exception):
+    """The engine process is not answering (not started yet, or restarting)."""
+
+
+def socket_path() -> Path:
+    return Path(settings.DATA_DIR) / "engine.sock"
+
+
+async def chat_events(
+    model_path: str, messages: list[dict[str, str]], params: dict[str, Any], *, user: str
+) -> AsyncGenerator[dict[str, Any], None]:
+    """The engine's events for one chat: `token`s, then `done`, or an `error`.
+
+    Closing the iterator early closes the connection, which cancels the generation.
+    """
+    try:
+        reader, writer = await asyncio.open_unix_connection(str(socket_path()), limit=1 << 22)
+    except OSError:
+        raise EngineUnavailable("The model engine is not running; it restarts by itself.") from None
+    request = {"op": "chat", "id": uuid.uuid4().hex, "model_path": model_path,
+               "messages": messages, "params": params, "user": user}  # fmt: skip
+    try:
+        writer.write(json.dumps(request).encode() + b"\n")
+        await writer.drain()
+        while line := await reader.readline():
+            event: dict[str, Any] = json.loads(line)
+            yield event
+            if event["event"] in ("done", "error"):
+                return
+        yield {"event": "error", "code": "engine_stopped",
+               "message": "The model engine stopped while answering; try again."}  # fmt: skip
+    except ConnectionError:
+        yield {"event": "error", "code": "engine_stopped",
+               "message": "The model engine stopped while answering; try again."}  # fmt: skip
+    finally:
+        writer.close()
+
+
+def engine_status(timeout: float = 1.0) -> dict[str, Any] | None:
+    """What the engine holds and how busy it is; None when it does not answer."""
+    try:
+        with socket.socket(socket.AF_UNIX) as connection:
+            connection.settimeout(timeout)
+            connection.connect(str(socket_path()))
+            connection.sendall(b'{"op": "status"}\n')
+            status: dict[str, Any] = json.loads(connection.makefile().readline())
+            return status
+    except (OSError, ValueError):
+        return None

@@ -1,0 +1,266 @@
+"""The engine process: holds the local model and decodes every request in one batch.
+
+It runs apart from the web server (`manage.py run` starts it as the `engine` program), so
+a crash or out-of-memory in llama.cpp never takes the dashboard down; the supervisor
+starts it again. Clients speak newline-delimited JSON over a unix socket in the data
+directory: one request line, then event lines until `done` or `error`. A client that
+disconnects has its generation cancelled at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from apps.inference.batching import BatchedGenerator, PromptTooLong, SamplingParams, TokenEvent
+
+logger = logging.getLogger("sovereign.engine")
+
+
+@dataclass
+class Job:
+    request_id: str
+    model_path: str
+    messages: list[dict[str, str]]
+    params: SamplingParams
+    loop: asyncio.AbstractEventLoop
+    user: str = ""  # who asked: free slots go first to whoever has the fewest answers running
+    events: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)
+
+    def emit(self, event: dict[str, Any]) -> None:
+        self.loop.call_soon_threadsafe(self.events.put_nowait, event)
+
+
+class Decoder:
+    """The decoding thread: admits jobs, swaps models when idle, and steps the batch."""
+
+    def __init__(
+        self, *, slots: int, context_per_slot: int, max_waiting: int, idle_unload: float
+    ) -> None:
+        self.slots, self.context_per_slot = slots, context_per_slot
+        self.max_waiting, self.idle_unload = max_waiting, idle_unload
+        # A Job, a request id to cancel, or None to stop.
+        self.inbox: queue.Queue[Job | str | None] = queue.Queue()
+        self.waiting: deque[Job] = deque()
+        self.running: dict[str, Job] = {}
+        self.served: dict[str, int] = {}  # user -> when their last job started (a ticket)
+        self.tickets = itertools.count()
+        self.stopped = False
+        self.generator: BatchedGenerator | None = None
+        self.model_path = ""
+        self.last_busy = time.monotonic()
+        self.lock = threading.Lock()  # guards the counts read by `status`
+
+    def status(self) -> dict[str, Any]:
+        with self.lock:
+            return {
+                "loaded": self.model_path or None,
+                "running": len(self.running),
+                "waiting": len(self.waiting),
+                "pid": os.getpid(),
+            }
+
+    def submit(self, job: Job) -> bool:
+        """Queue a job, unless every slot is taken and max_waiting jobs already wait."""
+        with self.lock:
+            taken = len(self.running) + len(self.waiting) + self.inbox.qsize()
+            if taken >= self.slots + self.max_waiting:
+                return False
+        self.inbox.put(job)
+        return True
+
+    def stop(self) -> None:
+        self.inbox.put(None)
+
+    def run_forever(self) -> None:
+        while not self.stopped:
+            self._take_inbox(block=not (self.running or self.waiting))
+            self._admit()
+            if self.generator is not None and self.running:
+                for event in self.generator.step():
+                    self._deliver(event)
+                self.last_busy = time.monotonic()
+            elif (
+                self.generator is not None and time.monotonic() - self.last_busy > self.idle_unload
+            ):
+                self._unload()
+        self._unload()
+
+    def _take_inbox(self, block: bool) -> None:
+        try:
+            item = self.inbox.get(timeout=1.0) if block else self.inbox.get_nowait()
+        except queue.Empty:
+            return
+        while True:
+            if item is None:
+                self.stopped = True
+            elif isinstance(item, str):
+                self._cancel(item)
+            else:
+                with self.lock:
+                    self.waiting.append(item)
+            try:
+                item = self.inbox.get_nowait()
+            except queue.Empty:
+                return
+
+    def _admit(self) -> None:
+        while self.waiting and len(self.running) < self.slots:
+            job = self._next_waiting()
+            if job.model_path != self.model_path and self.running:
+                return  # another model is busy: swap once its requests are done
+            with self.lock:
+                self.waiting.remove(job)
+            if job.model_path == self.model_path or self._load(job):
+                self._start(job)
+
+    def _next_waiting(self) -> Job:
+        """Fair between users: whoever has the fewest answers running, then whoever was served
+        longest ago; first come among equals."""
+        running = Counter(job.user for job in self.running.values())
+        return min(self.waiting, key=lambda job: (running[job.user], self.served.get(job.user, -1)))
+
+    def _start(self, job: Job) -> None:
+        assert self.generator is not None
+        try:
+            tokens = self.generator.tokenize_chat(job.messages)
+            self.generator.add(job.request_id, tokens, job.params)
+        except PromptTooLong as error:
+            job.emit({"event": "error", "code": "context_length_exceeded", "message": str(error)})
+            return
+        except ValueError as error:  # a grammar llama.cpp cannot parse, say
+            job.emit({"event": "error", "code": "bad_request", "message": str(error)})
+            return
+        with self.lock:
+            self.running[job.request_id] = job
+        self.served[job.user] = next(self.tickets)
+
+    def _deliver(self, event: TokenEvent) -> None:
+        job = self.running.get(event.request_id)
+        if job is None:
+            return
+        if event.text:
+            job.emit({"event": "token", "text": event.text})
+        if event.finished:
+            with self.lock:
+                del self.running[event.request_id]
+            job.emit(
+                {
+                    "event": "done",
+                    "finish_reason": event.finish_reason,
+                    "prompt_tokens": event.prompt_tokens,
+                    "completion_tokens": event.completion_tokens,
+                }
+            )
+
+    def _cancel(self, request_id: str) -> None:
+        with self.lock:
+            self.waiting = deque(job for job in self.waiting if job.request_id != request_id)
+            running = request_id in self.running
+        if running and self.generator is not None:
+            self.generator.cancel(request_id)
+
+    def _load(self, job: Job) -> bool:
+        self._unload()
+        logger.info("Loading %s", Path(job.model_path).name)
+        try:
+            self.generator = BatchedGenerator(
+                job.model_path, slots=self.slots, context_per_slot=self.context_per_slot
+            )
+        except (OSError, ValueError, RuntimeError) as error:
+            logger.warning("Could not load %s: %s", Path(job.model_path).name, error)
+            message = f"The model file {Path(job.model_path).name} could not be loaded."
+            job.emit({"event": "error", "code": "model_unavailable", "message": message})
+            return False
+        self.model_path = job.model_path
+        return True
+
+    def _unload(self) -> None:
+        if self.generator is not None:
+            logger.info("Unloading %s", Path(self.model_path).name)
+            self.generator.close()
+        self.generator, self.model_path = None, ""
+
+
+class EngineServer:
+    def __init__(self, socket_path: Path, decoder: Decoder) -> None:
+        self.socket_path, self.decoder = socket_path, decoder
+
+    async def serve(self) -> None:
+        threading.Thread(target=self.decoder.run_forever, name="decoder", daemon=True).start()
+        self.socket_path.unlink(missing_ok=True)
+        server = await asyncio.start_unix_server(self._client, path=str(self.socket_path))
+        os.chmod(self.socket_path, 0o600)  # only the node's own processes may ask
+        logger.info("Engine listening on %s", self.socket_path.name)
+        async with server:
+            await server.serve_forever()
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request = json.loads(await reader.readline())
+            if request.get("op") == "status":
+                await self._send(writer, self.decoder.status())
+            elif request.get("op") == "chat":
+                await self._chat(request, reader, writer)
+        except (ValueError, KeyError, TypeError):
+            await self._send(
+                writer, {"event": "error", "code": "bad_request", "message": "Malformed request."}
+            )
+        except ConnectionError:
+            pass
+        finally:
+            with contextlib.suppress(ConnectionError):
+                writer.close()
+
+    async def _chat(
+        self, request: dict[str, Any], reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        job = Job(
+            request_id=str(request["id"]),
+            model_path=str(request["model_path"]),
+            messages=list(request["messages"]),
+            params=SamplingParams(
+                **{**request["params"], "stop": tuple(request["params"]["stop"])}
+            ),
+            loop=asyncio.get_running_loop(),
+            user=str(request.get("user", "")),
+        )
+        if not self.decoder.submit(job):
+            await self._send(
+                writer,
+                {"event": "error", "code": "overloaded", "message": "The engine's queue is full."},
+            )
+            return
+        # The client sends nothing more: its end of the stream means it went away.
+        gone = asyncio.ensure_future(reader.read())
+        finished = False
+        try:
+            while not finished:
+                next_event = asyncio.ensure_future(job.events.get())
+                await asyncio.wait({next_event, gone}, return_when=asyncio.FIRST_COMPLETED)
+                if not next_event.done():
+                    next_event.cancel()
+                    return
+                event = next_event.result()
+                finished = event["event"] in ("done", "error")
+                await self._send(writer, event)
+        finally:
+            gone.cancel()
+            if not finished:  # gone, or a write failed: stop decoding for nobody
+                self.decoder.inbox.put(job.request_id)
+
+    @staticmethod
+    async def _send(writer: asyncio.StreamWriter, message: dict[str, Any]) -> None:
+        writer.write(json.dumps(message).encode() + b"\n")
+        await writer.drain()

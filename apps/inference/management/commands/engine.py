@@ -1,0 +1,27 @@
+"""`manage.py engine`: the model engine process (`manage.py run` starts and watches it)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+from apps.inference.backends.engine import socket_path
+from apps.inference.engine import Decoder, EngineServer
+
+
+class Command(BaseCommand):
+    help = "Run the model engine: one copy of the weights, every request decoded in one batch."
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        logging.basicConfig(level=settings.LOG_LEVEL, format="%(levelname)s %(name)s: %(message)s")
+        decoder = Decoder(
+            slots=settings.ENGINE_SLOTS,
+            context_per_slot=settings.ENGINE_CONTEXT_PER_SLOT,
+            max_waiting=settings.ENGINE_QUEUE,
+            idle_unload=settings.ENGINE_IDLE_SECONDS,
+        )
+        asyncio.run(EngineServer(socket_path(), decoder).serve())

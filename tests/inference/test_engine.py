@@ -1,0 +1,73 @@
+"""The engine's decoder on the real model: who gets a free slot, and what a bad model file gives."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+from apps.inference.batching import SamplingParams
+from apps.inference.engine import Decoder, Job
+from apps.inference.services import bundled_model_file
+
+QUESTION = [{"role": "user", "content": "Count to five."}]
+
+
+async def answer_order(decoder: Decoder, requests: list[tuple[str, str, str]]) -> list[str]:
+    """Submit (request id, user, model path) jobs together; the ids in the order they end."""
+    loop = asyncio.get_running_loop()
+    params = SamplingParams(max_tokens=6, temperature=0)
+    jobs = [Job(rid, path, QUESTION, params, loop, user=user) for rid, user, path in requests]
+    for job in jobs:
+        assert decoder.submit(job)
+    ended: list[str] = []
+
+    async def wait(job: Job) -> None:
+        while (event := await job.events.get())["event"] not in ("done", "error"):
+            pass
+        ended.append(job.request_id if event["event"] == "done" else f"{job.request_id}!")
+
+    await asyncio.gather(*(wait(job) for job in jobs))
+    return ended
+
+
+def run_decoder(slots: int) -> tuple[Decoder, threading.Thread]:
+    decoder = Decoder(slots=slots, context_per_slot=512, max_waiting=16, idle_unload=60)
+    return decoder, threading.Thread(target=decoder.run_forever, daemon=True)
+
+
+def test_a_free_slot_goes_to_the_user_who_has_waited_unserved() -> None:
+    model = str(bundled_model_file())
+    decoder, thread = run_decoder(slots=1)
+    asks = [("alice-1", "alice", model), ("alice-2", "alice", model),
+            ("alice-3", "alice", model), ("bob-1", "bob", model)]  # fmt: skip
+
+    async def scenario() -> list[str]:
+        ordered = asyncio.ensure_future(answer_order(decoder, asks))
+        await asyncio.sleep(0)  # every job is queued before the decoder looks
+        thread.start()
+        return await ordered
+
+    try:
+        assert asyncio.run(scenario()) == ["alice-1", "bob-1", "alice-2", "alice-3"]
+    finally:
+        decoder.stop()
+        thread.join(timeout=30)
+
+
+def test_a_model_file_that_will_not_load_fails_its_request_and_not_the_engine(
+    tmp_path: Path,
+) -> None:
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"GGUF" + bytes(64))
+    model = str(bundled_model_file())
+    decoder, thread = run_decoder(slots=2)
+    thread.start()
+    try:
+        ended = asyncio.run(answer_order(decoder, [("bad", "alice", str(broken))]))
+        assert ended == ["bad!"]
+        assert asyncio.run(answer_order(decoder, [("good", "alice", model)])) == ["good"]
+    finally:
+        decoder.stop()
+        thread.join(timeout=30)
+    assert not thread.is_alive()
