@@ -147,6 +147,11 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# Periodic work, run by the worker's embedded beat (`manage.py run` starts it with --beat).
+CELERY_BEAT_SCHEDULE = {
+    "chat-retention": {"task": "inference.chat_retention_sweep", "schedule": 3600.0},
+}
+CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 
 # Live events (worker -> web -> browser). Without Redis, a SQLite file both processes open.
 if REDIS_URL:

@@ -9,6 +9,7 @@ urlpatterns = [
     path("", identity_views.home, name="home"),
     path("healthz", system_views.healthz, name="healthz"),
     path("system/", include("apps.system.urls")),
+    path("chat/", include("apps.inference.chat_urls")),
     path("models/", include("apps.inference.urls")),
     path("v1/", include("apps.inference.api_urls")),
     path("", include("apps.identity.urls")),

@@ -29,10 +29,10 @@ def _client(request: HttpRequest) -> str:
 
 
 def home(request: HttpRequest) -> HttpResponse:
-    """Where each person starts: the household on the System page, friends at their keys."""
+    """Where each person starts: the household in the chat, friends at their keys."""
     if not request.user.is_authenticated:
         return redirect("identity:login")
-    return redirect("identity:keys" if request.user.role == Role.FRIEND else "system:page")
+    return redirect("identity:keys" if request.user.role == Role.FRIEND else "chat:new")
 
 
 @never_cache

@@ -17,7 +17,7 @@ from django.views.decorators.csrf import csrf_exempt
 from apps.identity.access import api_member
 from apps.identity.models import Member
 from apps.identity.nip98 import AuthRefused
-from apps.inference.backends.engine import EngineUnavailable, chat_events
+from apps.inference.answering import AnswerRefused, Events, Sampling, open_answer, provenance
 from apps.inference.chat_request import ChatRequest, OpenAIError, parse_chat_request
 from apps.inference.models import LocalModel
 
@@ -61,11 +61,11 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
         if model is None:
             raise OpenAIError(f"The model '{chat.model}' does not exist.", status=404,
                               param="model", code="model_not_found")  # fmt: skip
-        events, first = await _start(model, chat, user=str(member.pk))
+        sampling, first, events = await _start(model, chat, user=str(member.pk))
     except OpenAIError as error:
         headers = {"Retry-After": "2"} if error.status == 429 else None
         return error.response(headers)
-    answer = Answer(chat, model)
+    answer = Answer(chat, model, sampling)
     if chat.stream:
         response = StreamingHttpResponse(
             answer.sse(first, events), content_type="text/event-stream"
@@ -78,39 +78,34 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
 
 async def _start(
     model: LocalModel, chat: ChatRequest, user: str
-) -> tuple[AsyncGenerator[dict[str, Any], None], dict[str, Any]]:
+) -> tuple[Sampling, dict[str, Any], Events]:
     """Open the engine stream and read its first event, so refusals come before any 200."""
-    params = {"max_tokens": chat.max_tokens or settings.ENGINE_DEFAULT_MAX_TOKENS,
-              "temperature": chat.temperature, "top_p": chat.top_p, "seed": chat.seed,
-              "stop": chat.stop, "grammar": chat.grammar}  # fmt: skip
-    events = chat_events(str(model.path), chat.messages, params, user=user)
+    sampling = Sampling(
+        max_tokens=chat.max_tokens or settings.ENGINE_DEFAULT_MAX_TOKENS,
+        temperature=chat.temperature,
+        top_p=chat.top_p,
+        seed=chat.seed,
+        stop=chat.stop,
+        grammar=chat.grammar,
+    )
     try:
-        first = await anext(events)
-    except EngineUnavailable as error:
-        raise OpenAIError(str(error), status=503, kind="server_error") from None
-    if first["event"] == "error":
-        raise _engine_error(first)
-    return events, first
+        first, events = await open_answer(model, chat.messages, sampling, user=user)
+    except AnswerRefused as refusal:
+        raise _engine_error(refusal.code, str(refusal)) from None
+    return sampling, first, events
 
 
-def _engine_error(event: dict[str, Any]) -> OpenAIError:
-    shape = ENGINE_ERRORS.get(event["code"], {"status": 500, "kind": "server_error"})
-    return OpenAIError(event["message"], code=event["code"], **shape)  # type: ignore[arg-type]
+def _engine_error(code: str, message: str) -> OpenAIError:
+    shape = ENGINE_ERRORS.get(code, {"status": 500, "kind": "server_error"})
+    return OpenAIError(message, code=code, **shape)  # type: ignore[arg-type]
 
 
 class Answer:
     """Shapes engine events into OpenAI's chat.completion (chunks)."""
 
-    def __init__(self, chat: ChatRequest, model: LocalModel) -> None:
-        self.chat, self.model = chat, model
+    def __init__(self, chat: ChatRequest, model: LocalModel, sampling: Sampling) -> None:
+        self.chat, self.model, self.sampling = chat, model, sampling
         self.id, self.created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
-
-    def provenance(self) -> dict[str, Any]:
-        # Which file answered, and how: clients may ignore it, the owner can check it.
-        chat = self.chat
-        sampling = {"temperature": chat.temperature, "top_p": chat.top_p, "seed": chat.seed,
-                    "max_tokens": chat.max_tokens, "stop": list(chat.stop)}  # fmt: skip
-        return {"model_sha256": self.model.sha256, "sampling": sampling}
 
     def _envelope(self, kind: str) -> dict[str, Any]:
         return {"id": self.id, "object": kind, "created": self.created, "model": self.model.name}
@@ -129,12 +124,13 @@ class Answer:
             parts.append(event["text"])
             event = await anext(events)
         if event["event"] == "error":
-            raise _engine_error(event)
+            raise _engine_error(event["code"], event["message"])
         message = {"role": "assistant", "content": "".join(parts)}
         choice = {"index": 0, "message": message, "logprobs": None,
                   "finish_reason": event["finish_reason"]}  # fmt: skip
         return {**self._envelope("chat.completion"), "choices": [choice],
-                "usage": self._usage(event), "sovereign": self.provenance()}  # fmt: skip
+                "usage": self._usage(event),
+                "sovereign": provenance(self.model, self.sampling)}  # fmt: skip
 
     async def sse(
         self, first: dict[str, Any], events: AsyncGenerator[dict[str, Any], None]
@@ -146,7 +142,7 @@ class Answer:
                 yield self._chunk({"content": event["text"]}, None)
                 event = await anext(events)
             if event["event"] == "error":
-                error = _engine_error(event)
+                error = _engine_error(event["code"], event["message"])
                 body = {
                     "message": str(error),
                     "type": error.kind,
@@ -155,7 +151,9 @@ class Answer:
                 }
                 yield _data({"error": body})
                 return
-            yield self._chunk({}, event["finish_reason"], sovereign=self.provenance())
+            yield self._chunk(
+                {}, event["finish_reason"], sovereign=provenance(self.model, self.sampling)
+            )
             if self.chat.include_usage:
                 yield _data({**self._envelope("chat.completion.chunk"), "choices": [],
                              "usage": self._usage(event)})  # fmt: skip

@@ -59,7 +59,7 @@ def parse_chat_request(body: bytes) -> ChatRequest:
         raise OpenAIError("The request body must be a JSON object.")
     return ChatRequest(
         model=_model(data.get("model")),
-        messages=_messages(data.get("messages")),
+        messages=parse_messages(data.get("messages")),
         stream=_boolean(data, "stream", False),
         include_usage=_include_usage(data.get("stream_options")),
         max_tokens=_max_tokens(data),
@@ -79,7 +79,7 @@ def _model(value: Any) -> str:
     return value
 
 
-def _messages(value: Any) -> list[dict[str, str]]:
+def parse_messages(value: Any) -> list[dict[str, str]]:
     if not isinstance(value, list) or not value:
         raise OpenAIError("'messages' must be a non-empty list.", param="messages")
     return [_message(message, index) for index, message in enumerate(value)]

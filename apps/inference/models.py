@@ -39,3 +39,53 @@ class LocalModel(models.Model):
             if self.parameters >= size:
                 return f"{self.parameters / size:.1f}{unit}".replace(".0", "")
         return str(self.parameters)
+
+
+class Conversation(models.Model):
+    """One member's chat with the local models; only its member ever sees it."""
+
+    member = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations"
+    )
+    title = models.CharField(max_length=80)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True, db_index=True)
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class ChatMessage(models.Model):
+    class Role(models.TextChoices):
+        USER = "user"
+        ASSISTANT = "assistant"
+
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="messages"
+    )
+    role = models.CharField(max_length=10, choices=Role.choices)
+    content = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    # For answers: which file answered and how (the model may be removed later; this stays).
+    model_name = models.CharField(max_length=100, blank=True)
+    model_sha256 = models.CharField(max_length=64, blank=True)
+    sampling = models.JSONField(null=True, blank=True)
+    finish_reason = models.CharField(max_length=20, blank=True)  # stop, length, cancelled, error
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:  # never the content: messages may end up in logs
+        return f"{self.role} message {self.pk}"
+
+
+class ChatPreferences(models.Model):
+    """How long a member's conversations are kept (0: until they delete them)."""
+
+    member = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="chat_preferences"
+    )
+    retention_days = models.PositiveIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"keep {self.retention_days or 'all'} days"

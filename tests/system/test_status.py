@@ -105,8 +105,8 @@ def test_the_system_page_shows_each_component(member_client: Client) -> None:
     assert f'<code id="node-npub">{identity.node_npub()}</code>' in page
 
 
-def test_the_home_page_leads_the_household_to_the_system_page(member_client: Client) -> None:
-    assert member_client.get("/").headers["Location"] == "/system/"
+def test_the_home_page_leads_the_household_to_the_chat(member_client: Client) -> None:
+    assert member_client.get("/").headers["Location"] == "/chat/"
 
 
 def test_a_friend_may_not_see_the_system_page(friend_client: Client) -> None:

@@ -36,6 +36,7 @@ def program_argv(name: str) -> list[str]:
         sys.executable, "-m", "celery", "--app", "sovereign", "worker",
         "--loglevel", level, "--concurrency", str(settings.WORKER_CONCURRENCY),
         "--hostname", "worker@%h", "--without-mingle", "--without-gossip",
+        "--beat", "--schedule", settings.CELERY_BEAT_SCHEDULE_FILENAME,
     ]  # fmt: skip
 
 

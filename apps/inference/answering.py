@@ -1,0 +1,60 @@
+"""One answer from the local engine, for every caller (the /v1 API and the dashboard's chat).
+
+`open_answer` reads the engine's first event before returning, so a refusal (queue full, prompt
+too long, engine down) comes before anything is sent to the caller; it raises `AnswerRefused`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from apps.inference.backends.engine import EngineUnavailable, chat_events
+from apps.inference.models import LocalModel
+
+Events = AsyncGenerator[dict[str, Any], None]
+
+
+@dataclass(frozen=True)
+class Sampling:
+    max_tokens: int
+    temperature: float
+    top_p: float
+    seed: int | None
+    stop: tuple[str, ...] = ()
+    grammar: str | None = None  # GBNF; recorded as whether one constrained the answer
+
+    def shown(self) -> dict[str, Any]:
+        """The parameters as recorded with the answer and returned to the caller."""
+        shown = asdict(self)
+        shown["stop"] = list(self.stop)
+        shown["grammar"] = self.grammar is not None
+        return shown
+
+
+class AnswerRefused(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def provenance(model: LocalModel, sampling: Sampling) -> dict[str, Any]:
+    """Which file answered, and how: clients may ignore it, the owner can check it."""
+    return {"model": model.name, "model_sha256": model.sha256, "sampling": sampling.shown()}
+
+
+async def open_answer(
+    model: LocalModel, messages: list[dict[str, str]], sampling: Sampling, *, user: str
+) -> tuple[dict[str, Any], Events]:
+    """The engine's first event (a token or `done`) and the rest of its events."""
+    params = asdict(sampling)
+    events = chat_events(str(model.path), messages, params, user=user)
+    try:
+        first = await anext(events)
+    except EngineUnavailable as error:
+        raise AnswerRefused("engine_stopped", str(error)) from None
+    if first["event"] == "error":
+        await events.aclose()
+        raise AnswerRefused(first["code"], first["message"])
+    return first, events

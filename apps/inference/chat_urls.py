@@ -1,0 +1,13 @@
+from django.urls import path
+
+from apps.inference import chat_views
+
+app_name = "chat"
+urlpatterns = [
+    path("", chat_views.chat_page, name="new"),
+    path("private/", chat_views.chat_page, {"private": True}, name="private"),
+    path("<int:conversation_id>/", chat_views.chat_page, name="conversation"),
+    path("<int:conversation_id>/delete", chat_views.conversation_delete, name="delete"),
+    path("ask", chat_views.ask, name="ask"),
+    path("retention", chat_views.retention, name="retention"),
+]

@@ -1,0 +1,117 @@
+"""Members' conversations with the local models: kept per member, deleted by their retention.
+
+A private chat never reaches this module: nothing of it is written anywhere.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from apps.identity.models import Member
+from apps.inference.models import ChatMessage, ChatPreferences, Conversation
+
+RETENTION_CHOICES = {0: "Until I delete them", 1: "1 day", 7: "7 days", 30: "30 days",
+                     90: "90 days", 365: "1 year"}  # fmt: skip
+TITLE_LENGTH = 60
+MAX_QUESTION_CHARS = 32_000
+
+
+class ChatError(Exception):
+    """A request the chat refuses; the message says why and nothing was changed."""
+
+
+def conversations_of(member: Member) -> QuerySet[Conversation]:
+    return Conversation.objects.filter(member=member).order_by("-updated_at")
+
+
+def conversation_of(member: Member, conversation_id: Any) -> Conversation:
+    """The member's own conversation; another member's is as absent as a missing one."""
+    try:
+        return Conversation.objects.get(pk=int(conversation_id), member=member)
+    except (TypeError, ValueError, Conversation.DoesNotExist):
+        raise ChatError("There is no such conversation.") from None
+
+
+def question_checked(text: Any) -> str:
+    if not isinstance(text, str) or not text.strip():
+        raise ChatError("Write a question first.")
+    if len(text) > MAX_QUESTION_CHARS:
+        raise ChatError(f"A question may be at most {MAX_QUESTION_CHARS:,} characters.")
+    return text
+
+
+def history(conversation: Conversation) -> list[dict[str, str]]:
+    """The messages so far, as the model reads them (answers that gave no text left out)."""
+    return [
+        {"role": message.role, "content": message.content}
+        for message in conversation.messages.all()
+        if message.content
+    ]
+
+
+def conversation_start(member: Member, question: str) -> Conversation:
+    title = " ".join(question.split())
+    if len(title) > TITLE_LENGTH:
+        title = title[: TITLE_LENGTH - 1].rstrip() + "…"
+    return Conversation.objects.create(member=member, title=title)
+
+
+def question_save(conversation: Conversation, question: str) -> ChatMessage:
+    return ChatMessage.objects.create(
+        conversation=conversation, role=ChatMessage.Role.USER, content=question
+    )
+
+
+def answer_save(
+    conversation: Conversation, text: str, provenance: dict[str, Any], finish_reason: str
+) -> ChatMessage:
+    answer = ChatMessage.objects.create(
+        conversation=conversation,
+        role=ChatMessage.Role.ASSISTANT,
+        content=text,
+        model_name=provenance["model"],
+        model_sha256=provenance["model_sha256"],
+        sampling=provenance["sampling"],
+        finish_reason=finish_reason,
+    )
+    conversation.save(update_fields=["updated_at"])
+    return answer
+
+
+def conversation_delete(member: Member, conversation_id: Any) -> None:
+    conversation_of(member, conversation_id).delete()
+
+
+def retention_of(member: Member) -> int:
+    preferences = ChatPreferences.objects.filter(member=member).first()
+    return preferences.retention_days if preferences else 0
+
+
+def retention_set(member: Member, days: Any) -> int:
+    """Keep the member's conversations `days` days after their last message; 0 keeps them."""
+    kept = int(days) if isinstance(days, int | str) and str(days).isdigit() else -1
+    if kept not in RETENTION_CHOICES:
+        raise ChatError("Choose how long to keep conversations from the list.")
+    ChatPreferences.objects.update_or_create(member=member, defaults={"retention_days": kept})
+    retention_sweep(members=[member])
+    return kept
+
+
+def retention_sweep(now: datetime | None = None, members: list[Member] | None = None) -> int:
+    """Delete the conversations older than their member's retention; how many went."""
+    now = now or timezone.now()
+    preferences = ChatPreferences.objects.filter(retention_days__gt=0)
+    if members is not None:
+        preferences = preferences.filter(member__in=members)
+    deleted = 0
+    for preference in preferences:
+        expired = Conversation.objects.filter(
+            member_id=preference.member_id,
+            updated_at__lt=now - timedelta(days=preference.retention_days),
+        )
+        deleted += int(expired.delete()[1].get("inference.Conversation", 0))
+    return deleted
