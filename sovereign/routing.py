@@ -2,8 +2,10 @@ from __future__ import annotations
 
 from django.urls import path
 
+from apps.inference.consumers import ModelDownloadsConsumer
 from apps.system.consumers import SystemStatusConsumer
 
 websocket_urlpatterns = [
     path("ws/system/", SystemStatusConsumer.as_asgi()),
+    path("ws/models/downloads/", ModelDownloadsConsumer.as_asgi()),
 ]

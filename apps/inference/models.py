@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import models
+from django.template.defaultfilters import filesizeformat
 
 
 class LocalModel(models.Model):
@@ -89,3 +91,74 @@ class ChatPreferences(models.Model):
 
     def __str__(self) -> str:
         return f"keep {self.retention_days or 'all'} days"
+
+
+class ModelDownload(models.Model):
+    """A model file being fetched from a URL into the models folder, and how far it got."""
+
+    class State(models.TextChoices):
+        DOWNLOADING = "downloading", "Downloading"
+        FAILED = "failed", "Failed"
+        DONE = "done", "Done"
+
+    url = models.URLField(max_length=2048)
+    name = models.SlugField(max_length=100)  # the model's name in the catalog once done
+    expected_sha256 = models.CharField(max_length=64, blank=True)
+    bytes_done = models.BigIntegerField(default=0)
+    total_bytes = models.BigIntegerField(null=True, blank=True)  # until the server says
+    state = models.CharField(max_length=12, choices=State.choices, default=State.DOWNLOADING)
+    error = models.TextField(blank=True)
+    # Who is fetching it now (a worker's name, or the command line); empty while queued.
+    runner = models.CharField(max_length=255, blank=True)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["name"],
+                condition=models.Q(state__in=["downloading", "failed"]),
+                name="one_open_download_per_name",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def file_name(self) -> str:
+        return f"{self.name}.gguf"
+
+    @property
+    def part_path(self) -> Path:
+        # Not *.gguf, so the catalog never takes in a file still being written; the id keeps
+        # a cancelled download's late writes apart from a new download of the same name.
+        return Path(settings.DATA_DIR) / "models" / f"{self.name}-{self.pk}.gguf.part"
+
+    @property
+    def url_without_secrets(self) -> str:
+        """The URL without user, password or query, as pages and logs may show it."""
+        parts = urlsplit(self.url)
+        host = parts.netloc.rpartition("@")[2]
+        return f"{parts.scheme}://{host}{parts.path}"
+
+    def detail(self, bytes_per_second: float | None = None) -> str:
+        """One line on where the download stands, as the page and the command show it."""
+        if self.state == self.State.FAILED:
+            return self.error
+        if self.state == self.State.DONE:
+            return f"In the catalog as {self.name}."
+        done = filesizeformat(self.bytes_done)
+        if self.total_bytes:
+            percent = 100 * self.bytes_done // self.total_bytes
+            line = f"{done} of {filesizeformat(self.total_bytes)} ({percent}%)"
+        else:
+            line = f"{done} so far"
+        return f"{line}, {filesizeformat(bytes_per_second)}/s" if bytes_per_second else line

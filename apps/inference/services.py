@@ -1,4 +1,5 @@
-"""The model catalog: registering GGUF files, their hashes and metadata, and removing them."""
+"""The model catalog: registering GGUF files (from a path or a URL), their hashes and
+metadata, and removing them."""
 
 from __future__ import annotations
 
@@ -6,16 +7,31 @@ import hashlib
 import importlib.metadata
 import logging
 import os
+import re
 import shutil
-from pathlib import Path
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import URLValidator
 from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.template.defaultfilters import filesizeformat
+from django.utils import timezone
 from django.utils.text import slugify
 
 from apps.inference.backends.engine import engine_status
+from apps.inference.download import DownloadError, DownloadStopped, Progress, Reporter, fetch
 from apps.inference.gguf import GGUFError, read_info
-from apps.inference.models import LocalModel
+from apps.inference.models import LocalModel, ModelDownload
+from sovereign.live_events import publish_after_commit
+
+if TYPE_CHECKING:
+    from apps.identity.models import Member
 
 logger = logging.getLogger(__name__)
 
@@ -65,8 +81,13 @@ def catalog_sync() -> None:
                 logger.warning("Skipping %s in the models folder: %s", path.name, error)
 
 
-def model_add_path(path: Path, name: str = "", source: str = LocalModel.Source.PATH) -> LocalModel:
-    """Register a GGUF file (placed into the models folder if it is elsewhere)."""
+def model_add_path(
+    path: Path, name: str = "", source: str = LocalModel.Source.PATH, sha256: str = ""
+) -> LocalModel:
+    """Register a GGUF file (placed into the models folder if it is elsewhere).
+
+    sha256 is for a caller that computed it while writing the file, so it is not read twice.
+    """
     path = Path(path).expanduser()
     if not path.is_file():
         raise CatalogError(f"There is no file at {path}.")
@@ -86,7 +107,7 @@ def model_add_path(path: Path, name: str = "", source: str = LocalModel.Source.P
                 name=name,
                 file_name=stored.name,
                 size=stored.stat().st_size,
-                sha256=file_sha256(stored),
+                sha256=sha256 or file_sha256(stored),
                 architecture=info.architecture,
                 parameters=info.parameters,
                 quantization=info.quantization,
@@ -136,3 +157,254 @@ def engine_state() -> tuple[bool, str]:
         return False, "Not answering (it restarts by itself when it stops)."
     loaded = Path(status["loaded"]).name if status["loaded"] else "no model loaded (idle)"
     return True, f"{loaded}; {status['running']} answering, {status['waiting']} waiting."
+
+
+# Models downloaded from a URL: fetched by the worker (or the command line) into a part file.
+
+DOWNLOADS_GROUP = "model-downloads"
+# How long a finished download stays listed on the Models page.
+RECENT_DOWNLOADS = timedelta(days=1)
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def download_create(
+    url: str, name: str = "", expected_sha256: str = "", requested_by: Member | None = None
+) -> ModelDownload:
+    """Check what the owner asked for and write the download down; nothing is fetched yet."""
+    url = _checked_url(url.strip())
+    expected_sha256 = _checked_sha256(expected_sha256)
+    name = _new_model_name(name or PurePosixPath(unquote(urlsplit(url).path)).stem)
+    try:
+        with transaction.atomic():
+            return ModelDownload.objects.create(
+                url=url, name=name, expected_sha256=expected_sha256, requested_by=requested_by
+            )
+    except IntegrityError:
+        raise CatalogError(f"A download named {name} is already under way or failed.") from None
+
+
+def download_start(
+    url: str, name: str = "", expected_sha256: str = "", requested_by: Member | None = None
+) -> ModelDownload:
+    """Write the download down and hand it to the worker."""
+    with transaction.atomic():
+        download = download_create(url, name, expected_sha256, requested_by)
+        _download_enqueue(download.pk)
+    return download
+
+
+def download_retry(download_id: int) -> None:
+    """Try a failed download again: it goes on from its part file if the server allows."""
+    with transaction.atomic():
+        retried = ModelDownload.objects.filter(
+            id=download_id, state=ModelDownload.State.FAILED
+        ).update(state=ModelDownload.State.DOWNLOADING, error="", runner="", finished_at=None)
+        if not retried:
+            raise CatalogError("Only a download that failed can be retried.")
+        _download_publish(ModelDownload.objects.get(id=download_id))
+        _download_enqueue(download_id)
+
+
+def download_cancel(download_id: int) -> None:
+    """Forget a download and its part file; a runner still fetching it stops on its own."""
+    with transaction.atomic():
+        download = (
+            ModelDownload.objects.filter(id=download_id)
+            .exclude(state=ModelDownload.State.DONE)
+            .first()
+        )
+        if download is None:
+            raise CatalogError("No such download is under way or failed.")
+        part = download.part_path
+        download.delete()
+    part.unlink(missing_ok=True)
+
+
+def downloads_resume(worker: str) -> None:
+    """At a worker's start: go on with what it was fetching when it stopped, and with
+    downloads whose task never reached a worker (the broker was down)."""
+    with transaction.atomic():
+        interrupted = ModelDownload.objects.filter(
+            state=ModelDownload.State.DOWNLOADING, runner__in=["", worker]
+        )
+        download_ids = list(interrupted.values_list("id", flat=True))
+        interrupted.update(runner="")
+        for download_id in download_ids:
+            _download_enqueue(download_id)
+
+
+def downloads_recent() -> list[ModelDownload]:
+    """What the Models page lists: downloads under way or failed, and those done lately."""
+    open_states = [ModelDownload.State.DOWNLOADING, ModelDownload.State.FAILED]
+    recent = Q(finished_at__gte=timezone.now() - RECENT_DOWNLOADS)
+    return list(ModelDownload.objects.filter(Q(state__in=open_states) | recent).order_by("id"))
+
+
+def download_summary(
+    download: ModelDownload, bytes_per_second: float | None = None
+) -> dict[str, Any]:
+    """A download as the Models page shows it."""
+    return {
+        "id": download.pk,
+        "state": download.state,
+        "state_label": download.get_state_display(),
+        "bytes_done": download.bytes_done,
+        "total_bytes": download.total_bytes,
+        "detail": download.detail(bytes_per_second),
+    }
+
+
+def download_run(
+    download_id: int, runner: str, watch: Callable[[str], None] | None = None
+) -> ModelDownload | None:
+    """Fetch a download as runner (a worker, or the command line), then register the model.
+
+    watch, if given, receives each progress line. Returns the download as it ended, or None
+    if it was not this runner's to fetch (another has it, or it was cancelled).
+    """
+    claimed = ModelDownload.objects.filter(
+        id=download_id, state=ModelDownload.State.DOWNLOADING, runner=""
+    ).update(runner=runner)
+    if not claimed:
+        return None
+    download = ModelDownload.objects.get(id=download_id)
+    logger.info("Downloading %s from %s", download.name, download.url_without_secrets)
+    try:
+        _download_fetch_and_register(download, runner, watch)
+    except DownloadStopped:
+        download.part_path.unlink(missing_ok=True)
+    except DownloadError as error:
+        _download_fail(download, runner, error)
+    except KeyboardInterrupt:  # Ctrl-C on the command line
+        _download_fail(download, runner, DownloadError("Stopped.", resumable=True))
+        raise
+    return ModelDownload.objects.filter(id=download_id).first()
+
+
+def _download_fetch_and_register(
+    download: ModelDownload, runner: str, watch: Callable[[str], None] | None
+) -> None:
+    record = _download_recorder(download, runner, watch)
+    sha256 = fetch(download.url, download.part_path, record, known_total=download.total_bytes)
+    if download.expected_sha256 and sha256 != download.expected_sha256:
+        raise DownloadError(
+            f"The file's SHA-256 is {sha256}, not the expected {download.expected_sha256}, "
+            "so it was not kept.",
+            resumable=False,
+        )
+    model = _download_register(download, sha256)
+    finished = ModelDownload.objects.filter(id=download.pk, runner=runner).update(
+        state=ModelDownload.State.DONE, runner="", finished_at=timezone.now(),
+        bytes_done=model.size, total_bytes=model.size,
+    )  # fmt: skip
+    if finished:
+        download.refresh_from_db()
+        _download_publish(download)
+        logger.info("Downloaded %s (sha256 %s)", download.name, sha256)
+
+
+def _download_recorder(
+    download: ModelDownload, runner: str, watch: Callable[[str], None] | None
+) -> Reporter:
+    """Writes progress down and tells the page; stops when the download is no longer ours."""
+
+    def record(progress: Progress) -> bool:
+        still_ours = ModelDownload.objects.filter(
+            id=download.pk, state=ModelDownload.State.DOWNLOADING, runner=runner
+        ).update(bytes_done=progress.bytes_done, total_bytes=progress.total_bytes)
+        if still_ours:
+            download.bytes_done, download.total_bytes = progress.bytes_done, progress.total_bytes
+            _download_publish(download, progress.bytes_per_second)
+            if watch is not None:
+                watch(download.detail(progress.bytes_per_second))
+        return bool(still_ours)
+
+    return record
+
+
+def _download_register(download: ModelDownload, sha256: str) -> LocalModel:
+    target = models_dir() / download.file_name
+    if target.exists():
+        raise DownloadError(
+            f"The models folder already has a file named {target.name}: move it away and retry.",
+            resumable=True,
+        )
+    download.part_path.rename(target)
+    try:
+        return model_add_path(target, download.name, LocalModel.Source.URL, sha256=sha256)
+    except CatalogError as error:
+        if not LocalModel.objects.filter(file_name=target.name).exists():
+            target.unlink(missing_ok=True)
+        raise DownloadError(str(error), resumable=False) from None
+
+
+def _download_fail(download: ModelDownload, runner: str, error: DownloadError) -> None:
+    part = download.part_path
+    if not error.resumable:
+        part.unlink(missing_ok=True)
+    kept = part.stat().st_size if part.exists() else 0
+    message = f"{error} Retry goes on from the {filesizeformat(kept)} kept." if kept else str(error)
+    failed = ModelDownload.objects.filter(
+        id=download.pk, state=ModelDownload.State.DOWNLOADING, runner=runner
+    ).update(
+        state=ModelDownload.State.FAILED, error=message, bytes_done=kept, runner="",
+        finished_at=timezone.now(),
+    )  # fmt: skip
+    if not failed:  # cancelled meanwhile
+        part.unlink(missing_ok=True)
+        return
+    download.refresh_from_db()
+    _download_publish(download)
+    logger.warning(
+        "Download of %s from %s failed: %s", download.name, download.url_without_secrets, message
+    )
+
+
+def _download_enqueue(download_id: int) -> None:
+    from apps.inference.tasks import model_download  # the tasks module imports this one
+
+    def send() -> None:
+        try:
+            model_download.delay(download_id)
+        except Exception:
+            # Not lost: the row says downloading, and the worker's next start takes it up.
+            logger.warning("Could not queue download %s", download_id, exc_info=True)
+
+    transaction.on_commit(send)
+
+
+def _download_publish(download: ModelDownload, bytes_per_second: float | None = None) -> None:
+    publish_after_commit(
+        DOWNLOADS_GROUP,
+        {"type": "download.progress", "download": download_summary(download, bytes_per_second)},
+    )
+
+
+def _checked_url(url: str) -> str:
+    if not url:
+        raise CatalogError("Give the URL of a GGUF file.")
+    if urlsplit(url).scheme.lower() not in ("http", "https"):
+        raise CatalogError("Only http:// and https:// URLs can be downloaded.")
+    try:
+        URLValidator(schemes=["http", "https"])(url)
+    except ValidationError:
+        raise CatalogError(f"This is not a valid URL: {url}") from None
+    return url
+
+
+def _checked_sha256(text: str) -> str:
+    sha256 = text.strip().lower()
+    if sha256 and not _SHA256.fullmatch(sha256):
+        raise CatalogError("The expected SHA-256 must be exactly 64 hexadecimal digits (0-9, a-f).")
+    return sha256
+
+
+def _new_model_name(text: str) -> str:
+    name = slugify(text)[:100]
+    if not name:
+        raise CatalogError("Give the model a name made of letters, digits or dashes.")
+    if LocalModel.objects.filter(name=name).exists():
+        raise CatalogError(f"A model named {name} is already in the catalog.")
+    if (models_dir() / f"{name}.gguf").exists():
+        raise CatalogError(f"The models folder already has a file named {name}.gguf.")
+    return name
