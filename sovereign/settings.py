@@ -59,6 +59,7 @@ INSTALLED_APPS = [
     "apps.system",
     "apps.identity",
     "apps.inference",
+    "apps.wallet",
 ]
 
 MIDDLEWARE = [
@@ -150,6 +151,8 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # Periodic work, run by the worker's embedded beat (`manage.py run` starts it with --beat).
 CELERY_BEAT_SCHEDULE = {
     "chat-retention": {"task": "inference.chat_retention_sweep", "schedule": 3600.0},
+    "payments-reconcile": {"task": "wallet.reconcile", "schedule": 30.0},
+    "invoices-sync": {"task": "wallet.invoices_sync", "schedule": 15.0},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 
@@ -183,6 +186,14 @@ ENGINE_SLOTS = env_int("SOVEREIGN_ENGINE_SLOTS", 4, minimum=1, maximum=64)
 ENGINE_CONTEXT_PER_SLOT = env_int("SOVEREIGN_ENGINE_CONTEXT", 2048, minimum=256, maximum=131072)
 ENGINE_QUEUE = env_int("SOVEREIGN_ENGINE_QUEUE", 16, minimum=0, maximum=1024)
 ENGINE_IDLE_SECONDS = env_int("SOVEREIGN_ENGINE_IDLE_SECONDS", 600, minimum=10, maximum=86400)
+
+# Core Lightning's JSON-RPC socket (<lightning-dir>/<network>/lightning-rpc); empty: no node,
+# and paying is refused while everything else works.
+LIGHTNING_RPC = env_str("SOVEREIGN_LIGHTNING_RPC", "")
+LIGHTNING_TIMEOUT = 10.0  # seconds for an answer to a question (getinfo, listpays, …)
+# How long xpay may look for a route (its retry_for); a payment the node has no record of is
+# failed only this long (plus a margin) after it was asked.
+LIGHTNING_PAY_SECONDS = env_int("SOVEREIGN_LIGHTNING_PAY_SECONDS", 60, minimum=1, maximum=600)
 ENGINE_DEFAULT_MAX_TOKENS = 512
 
 # How often the worker reports that it is alive; three missed reports mean down.

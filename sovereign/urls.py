@@ -11,6 +11,7 @@ urlpatterns = [
     path("system/", include("apps.system.urls")),
     path("chat/", include("apps.inference.chat_urls")),
     path("models/", include("apps.inference.urls")),
+    path("wallet/", include("apps.wallet.urls")),
     path("v1/", include("apps.inference.api_urls")),
     path("", include("apps.identity.urls")),
 ]

@@ -10,3 +10,7 @@ atexit.register(shutil.rmtree, _data_dir, ignore_errors=True)
 os.environ["SOVEREIGN_DATA_DIR"] = _data_dir
 
 from sovereign.settings import *  # noqa: E402, F403
+
+# A file, as on a real node: an in-memory SQLite shares a cache whose table locks fail at once
+# instead of waiting, which is not how concurrent writers behave on the node.
+DATABASES["default"]["TEST"] = {"NAME": os.path.join(_data_dir, "tests.sqlite3")}  # noqa: F405

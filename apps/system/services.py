@@ -17,12 +17,13 @@ from django.utils import timezone
 
 from apps.inference import services as inference
 from apps.system.models import WorkerHeartbeat, WorkerProbe
+from apps.wallet import services as wallet
 from sovereign.live_events import publish_after_commit
 
 logger = logging.getLogger(__name__)
 
 SYSTEM_GROUP = "system"
-State = Literal["up", "down"]
+State = Literal["up", "down", "off"]  # off: not configured on this node, and not needed
 
 
 @dataclass(frozen=True)
@@ -35,9 +36,11 @@ class ComponentStatus:
 
 def status_snapshot() -> dict[str, Any]:
     """Every component's state, as the System page and /healthz show it."""
-    components = [web_status(), worker_status(), broker_status(), engine_component()]
+    components = [
+        web_status(), worker_status(), broker_status(), engine_component(), lightning_component()
+    ]  # fmt: skip
     return {
-        "ok": all(component.state == "up" for component in components),
+        "ok": all(component.state != "down" for component in components),
         "components": [asdict(component) for component in components],
     }
 
@@ -67,6 +70,19 @@ def worker_status() -> ComponentStatus:
 def engine_component() -> ComponentStatus:
     up, detail = inference.engine_state()
     return ComponentStatus("engine", "Model engine", "up" if up else "down", detail)
+
+
+def lightning_component() -> ComponentStatus:
+    if not settings.LIGHTNING_RPC:
+        return ComponentStatus(
+            "lightning", "Lightning node", "off", "Not connected: paying is off."
+        )
+    node = wallet.node_summary()
+    if not node["connected"]:
+        return ComponentStatus("lightning", "Lightning node", "down", node["error"])
+    detail = (f"{node['alias'] or node['id'][:16]} on {node['network']}, {node['channels']} "
+              f"channel(s), {node['spendable_msat'] // 1000:,} sat to spend")  # fmt: skip
+    return ComponentStatus("lightning", "Lightning node", "up", detail)
 
 
 def broker_status() -> ComponentStatus:

@@ -30,8 +30,16 @@ def test_healthz_answers_json_with_every_component(client: Client) -> None:
         "worker",
         "broker",
         "engine",
+        "lightning",
     ]
     assert "no-cache" in response["Cache-Control"]
+
+
+def test_a_node_without_lightning_shows_it_off(client: Client) -> None:
+    lightning = component(client, "lightning")
+
+    assert lightning["state"] == "off"
+    assert "paying is off" in lightning["detail"]
 
 
 def test_the_worker_is_down_until_one_reports(client: Client) -> None:

@@ -1,0 +1,72 @@
+"""`manage.py wallet status|pay|invoice|reconcile|budget`: the wallet from a shell."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from apps.wallet import budgets, services
+from apps.wallet.models import Budget
+from apps.wallet.services import PaymentRefused, PayOrder
+
+
+class Command(BaseCommand):
+    help = "Look at the Lightning node, pay an invoice, make one, settle pending payments."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        actions = parser.add_subparsers(dest="action", required=True)
+        actions.add_parser("status", help="the node, as the Wallet page shows it")
+        pay = actions.add_parser("pay", help="pay a BOLT11 invoice through the journal")
+        pay.add_argument("bolt11")
+        pay.add_argument("--purpose", required=True, help="paying the same purpose twice pays once")
+        pay.add_argument("--max-sat", type=int, required=True, help="the most the invoice may ask")
+        pay.add_argument(
+            "--max-fee-sat", type=int, help="default: 5 sat or 1 %%, whichever is more"
+        )
+        pay.add_argument("--caller", default="owner:shell")
+        invoice = actions.add_parser("invoice", help="make an invoice to be paid to this node")
+        invoice.add_argument("amount_sat", type=int)
+        invoice.add_argument("description")
+        invoice.add_argument("--purpose", required=True)
+        actions.add_parser("reconcile", help="settle pending payments from the node's records")
+        budget = actions.add_parser("budget", help="set a budget in sats (members': on the page)")
+        scopes = [Budget.Scope.HOUSEHOLD, Budget.Scope.CALLER, Budget.Scope.REQUEST]
+        budget.add_argument("scope", choices=scopes)
+        budget.add_argument("limit_sat", type=int)
+        budget.add_argument("--period", choices=Budget.Period.values, default="month")
+        budget.add_argument("--caller", default="")
+
+    def handle(self, *args: Any, action: str, **options: Any) -> None:
+        try:
+            getattr(self, f"_{action}")(**options)
+        except (PaymentRefused, ValueError) as error:
+            raise CommandError(str(error)) from None
+
+    def _status(self, **_: Any) -> None:
+        self.stdout.write(json.dumps(services.node_summary(), indent=2))
+
+    def _pay(self, bolt11: str, purpose: str, max_sat: int, max_fee_sat: int | None,
+             caller: str, **_: Any) -> None:  # fmt: skip
+        fee = None if max_fee_sat is None else max_fee_sat * 1000
+        order = PayOrder(bolt11=bolt11, purpose=purpose, caller=caller,
+                         max_amount_msat=max_sat * 1000, max_fee_msat=fee)  # fmt: skip
+        payment = services.pay(order)
+        self.stdout.write(f"{payment.state}\t{payment.amount_msat} msat\tfee {payment.fee_msat}"
+                          f"\t{payment.preimage or payment.error}")  # fmt: skip
+
+    def _invoice(self, amount_sat: int, description: str, purpose: str, **_: Any) -> None:
+        made = services.invoice_create(
+            amount_sat * 1000, description, purpose=purpose, caller="owner:shell"
+        )
+        self.stdout.write(made.bolt11)
+
+    def _reconcile(self, **_: Any) -> None:
+        self.stdout.write(json.dumps(services.reconcile()))
+
+    def _budget(self, scope: str, limit_sat: int, period: str, caller: str, **_: Any) -> None:
+        if scope == Budget.Scope.REQUEST:
+            period = Budget.Period.EACH
+        budgets.budget_set(scope, period, limit_sat * 1000, caller=caller)
+        self.stdout.write(f"{scope} budget: {limit_sat} sat per {period}")

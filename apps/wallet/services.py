@@ -1,0 +1,260 @@
+"""Paying and being paid through Core Lightning, with a journal that never pays twice.
+
+pay(): checks the invoice, reserves within every budget and writes the payment as pending,
+then asks the node (xpay, labelled with the payment's label). An unknown outcome (no answer,
+a dropped socket, a crash) leaves it pending; settle() decides it later from the node's own
+records (listpays, listsendpays), following lightning.md §4.4: any complete part means paid;
+any pending part means in flight; failed only once nothing is pending and either the node
+answered the xpay call or the call is long past its deadline with no record at all.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError
+from django.utils import timezone
+
+from apps.wallet import budgets
+from apps.wallet.backends import cln
+from apps.wallet.backends.cln import NodeMissing, NodeRefused, NodeSilent
+from apps.wallet.models import Invoice, Payment, preimage_matches
+
+logger = logging.getLogger(__name__)
+
+# The bolt11 prefix each network's invoices carry (BOLT 11), as `decode` gives it in `currency`.
+CURRENCIES = {"bitcoin": "bc", "testnet": "tb", "testnet4": "tb", "signet": "tbs",
+              "regtest": "bcrt"}  # fmt: skip
+DUPLICATE_LABEL = 900
+DEADLINE_MARGIN = 30  # seconds past xpay's retry_for before a silent, unrecorded call is over
+
+
+class PaymentRefused(Exception):
+    """A check failed before anything was reserved or paid; the message says which."""
+
+
+@dataclass(frozen=True)
+class PayOrder:
+    bolt11: str
+    purpose: str  # paying the same purpose again returns the first payment
+    caller: str  # who or what causes it: "member:3", "agent:42", "provider:…"
+    max_amount_msat: int  # the quote, or the most the caller will pay
+    max_fee_msat: int | None = None  # default: 5 sat or 1 %, whichever is more (as xpay's)
+    member: Any = None  # whose allowance it counts against
+    token_may_be_live: bool = False  # the preimage will be a credential (L402)
+
+
+def pay(order: PayOrder) -> Payment:
+    existing = Payment.objects.filter(purpose=order.purpose).first()
+    if existing is not None:
+        return existing
+    invoice = invoice_checked(order)
+    fee_limit = order.max_fee_msat
+    if fee_limit is None:
+        fee_limit = max(5000, invoice["amount_msat"] // 100)
+    try:
+        payment = budgets.reserve(
+            purpose=order.purpose, label=f"sovereign:{order.purpose}", caller=order.caller,
+            member=order.member, bolt11=order.bolt11, payment_hash=invoice["payment_hash"],
+            destination=invoice.get("payee", ""), description=invoice.get("description", ""),
+            amount_msat=invoice["amount_msat"], max_fee_msat=fee_limit,
+            token_may_be_live=order.token_may_be_live,
+        )  # fmt: skip
+    except budgets.OverBudget as refusal:
+        raise PaymentRefused(str(refusal)) from None
+    except IntegrityError:  # the same purpose, paid at this very moment by another caller
+        return Payment.objects.get(purpose=order.purpose)
+    return send(payment)
+
+
+def invoice_checked(order: PayOrder) -> dict[str, Any]:
+    """The node's decoding of the invoice, once every check before paying has passed."""
+    if order.max_fee_msat is not None and order.max_fee_msat < 0:
+        raise PaymentRefused("The fee limit cannot be negative.")
+    try:
+        network = node_network()
+        invoice = cln.call("decode", string=order.bolt11.strip())
+    except NodeRefused as refusal:
+        raise PaymentRefused(f"The invoice does not decode: {refusal}") from None
+    except (NodeMissing, NodeSilent) as error:
+        raise PaymentRefused(f"Cannot pay now: {error}") from None
+    if not invoice.get("valid") or invoice.get("type") != "bolt11 invoice":
+        raise PaymentRefused("The node says this is not a valid BOLT11 invoice.")
+    if invoice.get("currency") != CURRENCIES.get(network):
+        raise PaymentRefused(
+            f"The invoice is for another network ({invoice.get('currency')}); "
+            f"the node is on {network}."
+        )
+    _check_terms(invoice, order)
+    return invoice
+
+
+def _check_terms(invoice: dict[str, Any], order: PayOrder) -> None:
+    expires = invoice["created_at"] + invoice["expiry"]
+    now = int(timezone.now().timestamp())
+    if expires <= now:
+        raise PaymentRefused(f"The invoice expired {now - expires} seconds ago.")
+    if "amount_msat" not in invoice:
+        raise PaymentRefused("The invoice has no amount; invoices without one are refused.")
+    if invoice["amount_msat"] > order.max_amount_msat:
+        raise PaymentRefused(
+            f"The invoice asks {invoice['amount_msat']} msat, more than the "
+            f"{order.max_amount_msat} msat agreed."
+        )
+
+
+_network_cache: dict[str, str] = {}
+
+
+def node_network() -> str:
+    if "network" not in _network_cache:
+        _network_cache["network"] = str(cln.call("getinfo")["network"])
+    return _network_cache["network"]
+
+
+def send(payment: Payment) -> Payment:
+    """Ask the node to pay; whatever happens, the journal row says what is known."""
+    try:
+        result = cln.call(
+            "xpay", timeout=settings.LIGHTNING_PAY_SECONDS + DEADLINE_MARGIN,
+            invstring=payment.bolt11, maxfee=payment.max_fee_msat,
+            retry_for=settings.LIGHTNING_PAY_SECONDS, label=payment.label,
+        )  # fmt: skip
+    except NodeRefused as refusal:
+        payment.node_answered, payment.error = True, f"{refusal} ({refusal.code})"
+        payment.save(update_fields=["node_answered", "error"])
+        return settle(payment)
+    except (NodeSilent, NodeMissing) as error:
+        logger.warning("Payment %s: outcome unknown for now (%s)", payment.label, error)
+        return payment  # pending: the reconciler settles it from the node's records
+    return _complete(payment, result["payment_preimage"], result["amount_sent_msat"])
+
+
+def settle(payment: Payment) -> Payment:
+    """Decide a pending payment from the node's records; it stays pending while unsure."""
+    try:
+        pays = cln.call("listpays", payment_hash=payment.payment_hash)["pays"]
+        parts = cln.call("listsendpays", payment_hash=payment.payment_hash)["payments"]
+    except (NodeMissing, NodeSilent, NodeRefused):
+        return payment
+    done = [p for p in pays if p["status"] == "complete"]
+    if done:
+        return _complete(payment, done[0]["preimage"], done[0]["amount_sent_msat"])
+    done_parts = [p for p in parts if p["status"] == "complete"]
+    if done_parts:
+        sent = sum(p["amount_sent_msat"] for p in parts if p["status"] == "complete")
+        return _complete(payment, done_parts[0]["payment_preimage"], sent)
+    if any(p["status"] == "pending" for p in [*pays, *parts]):
+        return payment
+    if payment.node_answered or _past_deadline(payment):
+        return _fail(payment)
+    return payment
+
+
+def _past_deadline(payment: Payment) -> bool:
+    deadline = settings.LIGHTNING_PAY_SECONDS + DEADLINE_MARGIN
+    return timezone.now() - payment.created_at > timedelta(seconds=deadline)
+
+
+def _complete(payment: Payment, preimage: str, amount_sent_msat: int) -> Payment:
+    if not preimage_matches(preimage, payment.payment_hash):
+        logger.error("Payment %s: the node's preimage does not match the hash", payment.label)
+        return payment  # never take a wrong proof; stays pending for a person to look at
+    Payment.objects.filter(pk=payment.pk, state=Payment.State.PENDING).update(
+        state=Payment.State.COMPLETE, preimage=preimage,
+        fee_msat=amount_sent_msat - payment.amount_msat, settled_at=timezone.now(),
+    )  # fmt: skip
+    payment.refresh_from_db()
+    return payment
+
+
+def _fail(payment: Payment) -> Payment:
+    Payment.objects.filter(pk=payment.pk, state=Payment.State.PENDING).update(
+        state=Payment.State.FAILED, settled_at=timezone.now(),
+        error=payment.error or "The node has no record of paying it: nothing was paid.",
+    )  # fmt: skip
+    payment.refresh_from_db()
+    return payment
+
+
+def reconcile() -> dict[str, int]:
+    """Settle every pending payment (at the worker's start and periodically)."""
+    counts = {"complete": 0, "failed": 0, "pending": 0}
+    for payment in Payment.objects.filter(state=Payment.State.PENDING).order_by("id"):
+        counts[settle(payment).state] += 1
+    return counts
+
+
+def node_summary() -> dict[str, Any]:
+    """The node as the System and Wallet pages show it; `error` when it cannot be reached."""
+    try:
+        info = cln.call("getinfo")
+        channels = cln.call("listpeerchannels")["channels"]
+    except (NodeMissing, NodeSilent, NodeRefused) as error:
+        return {"connected": False, "error": str(error)}
+    usable = [c for c in channels if c.get("state") == "CHANNELD_NORMAL"]
+    return {
+        "connected": True, "id": info["id"], "alias": info.get("alias", ""),
+        "network": info["network"], "channels": len(usable),
+        "spendable_msat": sum(int(c.get("spendable_msat", 0)) for c in usable),
+        "receivable_msat": sum(int(c.get("receivable_msat", 0)) for c in usable),
+    }  # fmt: skip
+
+
+def timestamp(seconds: int) -> datetime:
+    return datetime.fromtimestamp(seconds, tz=UTC)
+
+
+def invoice_create(
+    amount_msat: int, description: str, *, purpose: str, caller: str, expiry: int = 3600
+) -> Invoice:
+    """An invoice from the node, to be paid to this node; the same purpose gives the same one."""
+    existing = Invoice.objects.filter(purpose=purpose).first()
+    if existing is not None:
+        return existing
+    if amount_msat <= 0:
+        raise PaymentRefused("An invoice needs an amount of at least 1 msat.")
+    label = f"sovereign:{purpose}"
+    try:
+        made = cln.call("invoice", amount_msat=amount_msat, label=label,
+                        description=description, expiry=expiry)  # fmt: skip
+    except NodeRefused as refusal:
+        if refusal.code != DUPLICATE_LABEL:
+            raise PaymentRefused(f"The node would not make the invoice: {refusal}") from None
+        made = cln.call("listinvoices", label=label)["invoices"][0]  # made before a crash
+    except (NodeMissing, NodeSilent) as error:
+        raise PaymentRefused(f"Cannot make an invoice now: {error}") from None
+    return Invoice.objects.create(
+        purpose=purpose, label=label, caller=caller, bolt11=made["bolt11"],
+        payment_hash=made["payment_hash"], description=description, amount_msat=amount_msat,
+        expires_at=timestamp(made["expires_at"]),
+    )  # fmt: skip
+
+
+def invoices_sync() -> int:
+    """Learn which unpaid invoices were paid or expired (listinvoices); how many changed."""
+    changed = 0
+    for invoice in Invoice.objects.filter(state=Invoice.State.UNPAID):
+        try:
+            found = cln.call("listinvoices", label=invoice.label)["invoices"]
+        except (NodeMissing, NodeSilent, NodeRefused):
+            return changed
+        if found and found[0]["status"] != "unpaid":
+            _invoice_settled(invoice, found[0])
+            changed += 1
+    return changed
+
+
+def _invoice_settled(invoice: Invoice, found: dict[str, Any]) -> None:
+    if found["status"] == "paid":
+        invoice.state = Invoice.State.PAID
+        invoice.preimage = found["payment_preimage"]
+        invoice.amount_received_msat = found["amount_received_msat"]
+        invoice.paid_at = timestamp(found["paid_at"])
+    else:
+        invoice.state = Invoice.State.EXPIRED
+    invoice.save()

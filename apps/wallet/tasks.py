@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import shared_task
+from celery.signals import worker_ready
+
+from apps.wallet import services
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(name="wallet.reconcile")
+def reconcile() -> None:
+    counts = services.reconcile()
+    if counts["complete"] or counts["failed"] or counts["pending"]:
+        logger.info("Reconciled payments: %s", counts)
+
+
+@shared_task(name="wallet.invoices_sync")
+def invoices_sync() -> None:
+    services.invoices_sync()
+
+
+@worker_ready.connect
+def reconcile_at_start(**_: Any) -> None:
+    """Payments left pending by a crash are settled as soon as a worker is back."""
+    reconcile.delay()
