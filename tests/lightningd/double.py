@@ -1,0 +1,143 @@
+"""`LightningdDouble`: a Core Lightning node for tests, serving lightning-rpc from a thread."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from pyln.client import LightningRpc
+
+from tests.lightningd import control, info, listing, paying, receiving
+from tests.lightningd.control import DEFAULT_CHANNEL_SAT
+from tests.lightningd.faults import Faults
+from tests.lightningd.node import Node, RoutingFee
+from tests.lightningd.wire import RpcServer
+
+COMMANDS = {
+    **info.COMMANDS,
+    **receiving.COMMANDS,
+    **paying.COMMANDS,
+    **listing.COMMANDS,
+    **control.COMMANDS,
+}
+DEFAULT_ONCHAIN_SAT = 100_000_000
+
+
+class LightningdDouble:
+    """A lightningd that listens on `<directory>/<network>/lightning-rpc`, the real layout.
+
+        with LightningdDouble(tmp_path / "payer", alias="payer") as payer:
+            payer.rpc.getinfo()
+
+    Its key, invoices, payments and channels persist in that directory, so a double started
+    again on the same directory is the same node. `faults` holds the fault switches.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        network: str = "regtest",
+        alias: str = "sovereign-double",
+        *,
+        routing_fee: RoutingFee | None = None,
+        onchain_sat: int = DEFAULT_ONCHAIN_SAT,
+    ) -> None:
+        self.directory = Path(directory)
+        self.lightning_dir = self.directory / network
+        self.lightning_dir.mkdir(parents=True, exist_ok=True)
+        self.node = Node(
+            self.lightning_dir, network, alias, routing_fee or RoutingFee(), onchain_sat, COMMANDS
+        )
+        self._server: RpcServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def rpc_file(self) -> Path:
+        return self.node.rpc_file
+
+    @property
+    def node_id(self) -> str:
+        return self.node.node_id
+
+    @property
+    def faults(self) -> Faults:
+        return self.node.faults
+
+    @property
+    def rpc(self) -> LightningRpc:
+        """A pyln-client for this node, as the wallet will make one."""
+        return LightningRpc(str(self.rpc_file))
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None
+
+    def start(self) -> LightningdDouble:
+        if self._server is not None:
+            return self
+        with contextlib.suppress(FileNotFoundError):
+            self.rpc_file.unlink()
+        self.node.closed = False
+        self._server = RpcServer(self.rpc_file, self.node.dispatch)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"lightningd-double {self.node.state.alias}",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop answering, as a node that goes offline; calls in progress are cut off."""
+        if self._server is None:
+            return
+        with self.node.changed:
+            self.node.closed = True
+            self.node.changed.notify_all()
+        self._server.shutdown()
+        self._server.server_close()
+        self._server.close_connections()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._server = None
+        self._thread = None
+        with contextlib.suppress(FileNotFoundError):
+            self.rpc_file.unlink()
+
+    def connect(
+        self,
+        other: LightningdDouble | Any,
+        amount_sat: int = DEFAULT_CHANNEL_SAT,
+        push_msat: int = 0,
+    ) -> str:
+        """Open a channel of `amount_sat` from this node to `other` (both must be running).
+
+        `other` is another double, in this process or its own, or the path of its socket.
+        Returns the channel id.
+        """
+        return open_channel(self.rpc, other, amount_sat, push_msat)
+
+    def __enter__(self) -> LightningdDouble:
+        return self.start()
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def open_channel(rpc: LightningRpc, other: Any, amount_sat: int, push_msat: int) -> str:
+    """`dev-double-connect` from the node behind `rpc` to `other` (a double or a socket path)."""
+    rpc_file = str(getattr(other, "rpc_file", other))
+    opened = rpc.call(
+        "dev-double-connect",
+        {"rpc_file": rpc_file, "amount_sat": amount_sat, "push_msat": push_msat},
+    )
+    return str(opened["channel_id"])
