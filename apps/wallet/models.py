@@ -44,7 +44,7 @@ class Payment(models.Model):
     state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
     preimage = models.CharField(max_length=64, blank=True)  # the proof, once complete
     token_may_be_live = models.BooleanField(default=False)  # then the preimage is a credential
-    node_answered = models.BooleanField(default=False)  # xpay returned (a result or an error)
+    node_answered = models.BooleanField(default=False)  # xpay gave its verdict: it stopped trying
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     settled_at = models.DateTimeField(null=True, blank=True)

@@ -4,8 +4,8 @@ pay(): checks the invoice, reserves within every budget and writes the payment a
 then asks the node (xpay, labelled with the payment's label). An unknown outcome (no answer,
 a dropped socket, a crash) leaves it pending; settle() decides it later from the node's own
 records (listpays, listsendpays), following lightning.md §4.4: any complete part means paid;
-any pending part means in flight; failed only once nothing is pending and either the node
-answered the xpay call or the call is long past its deadline with no record at all.
+any pending part means in flight; failed only once nothing is pending and either xpay gave
+its verdict (an error saying it stopped trying) or the call is long past its deadline.
 """
 
 from __future__ import annotations
@@ -30,6 +30,9 @@ logger = logging.getLogger(__name__)
 CURRENCIES = {"bitcoin": "bc", "testnet": "tb", "testnet4": "tb", "signet": "tbs",
               "regtest": "bcrt"}  # fmt: skip
 DUPLICATE_LABEL = 900
+# xpay's own verdicts: it has stopped trying (lightning.md §4.2). Any other error (-4 "Plugin
+# terminated", -1, a dropped socket) says nothing about HTLCs that may still be out.
+XPAY_GAVE_UP = {-32602, 201, 203, 205, 206, 207, 209, 210}
 DEADLINE_MARGIN = 30  # seconds past xpay's retry_for before a silent, unrecorded call is over
 
 
@@ -125,7 +128,8 @@ def send(payment: Payment) -> Payment:
             retry_for=settings.LIGHTNING_PAY_SECONDS, label=payment.label,
         )  # fmt: skip
     except NodeRefused as refusal:
-        payment.node_answered, payment.error = True, f"{refusal} ({refusal.code})"
+        payment.node_answered = refusal.code in XPAY_GAVE_UP
+        payment.error = f"{refusal} ({refusal.code})"
         payment.save(update_fields=["node_answered", "error"])
         return settle(payment)
     except (NodeSilent, NodeMissing) as error:

@@ -54,6 +54,8 @@ def call(method: str, timeout: float | None = None, **params: Any) -> dict[str, 
     except concurrent.futures.TimeoutError:
         raise NodeSilent(f"The node did not answer {method} in time.") from None
     except RpcError as error:  # never str(error): it holds the whole payload
+        if not isinstance(error.error, dict):  # pyln's "Connection to RPC server lost."
+            raise NodeSilent(f"The connection to the node broke during {method}.") from None
         raise NodeRefused(
             int(error.error.get("code", -1)), str(error.error.get("message"))
         ) from None
