@@ -33,7 +33,7 @@ DUPLICATE_LABEL = 900
 # xpay's own verdicts: it has stopped trying (lightning.md §4.2). Any other error (-4 "Plugin
 # terminated", -1, a dropped socket) says nothing about HTLCs that may still be out.
 XPAY_GAVE_UP = {-32602, 201, 203, 205, 206, 207, 209, 210}
-DEADLINE_MARGIN = 30  # seconds past xpay's retry_for before a silent, unrecorded call is over
+DEADLINE_MARGIN = 5  # seconds past xpay's retry_for before the wallet stops waiting for it
 
 
 class PaymentRefused(Exception):
@@ -160,7 +160,8 @@ def settle(payment: Payment) -> Payment:
 
 
 def _past_deadline(payment: Payment) -> bool:
-    deadline = settings.LIGHTNING_PAY_SECONDS + DEADLINE_MARGIN
+    """Long enough after the request that any xpay it started has recorded parts or ended."""
+    deadline = 2 * settings.LIGHTNING_PAY_SECONDS + DEADLINE_MARGIN
     return timezone.now() - payment.created_at > timedelta(seconds=deadline)
 
 

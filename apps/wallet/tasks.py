@@ -18,6 +18,19 @@ def reconcile() -> None:
         logger.info("Reconciled payments: %s", counts)
 
 
+@shared_task(name="wallet.pay")
+def pay(bolt11: str, purpose: str, caller: str, max_amount_msat: int,
+        max_fee_msat: int | None = None) -> str:  # fmt: skip
+    """Pay for a caller in the background (agents, providers); the journal keeps the outcome."""
+    order = services.PayOrder(bolt11=bolt11, purpose=purpose, caller=caller,
+                              max_amount_msat=max_amount_msat, max_fee_msat=max_fee_msat)  # fmt: skip
+    try:
+        return services.pay(order).state
+    except services.PaymentRefused as refusal:
+        logger.warning("Payment for %s refused: %s", purpose, refusal)
+        return "refused"
+
+
 @shared_task(name="wallet.invoices_sync")
 def invoices_sync() -> None:
     services.invoices_sync()

@@ -1,0 +1,135 @@
+"""A worker paying is killed outright (SIGKILL) at each point of a payment; after the restart
+the reconciler settles the payment from the node's records, and nothing is paid twice.
+
+The node is a lightningd double in its own process; the worker is a real Celery worker.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.instances import Instance, children, command_line, is_running, wait_for
+from tests.lightningd import LightningdDouble, ProcessDouble
+
+pytestmark = pytest.mark.processes
+AMOUNT = 21_000
+
+
+@pytest.fixture
+def household_node(tmp_path: Path, payee: LightningdDouble) -> Iterator[ProcessDouble]:
+    with ProcessDouble(tmp_path / "household", alias="household") as double:
+        double.connect(payee)
+        yield double
+
+
+@pytest.fixture
+def node(make_instance: Callable[..., Instance], household_node: ProcessDouble) -> Instance:
+    instance = make_instance(SOVEREIGN_LIGHTNING_RPC=str(household_node.rpc_file),
+                             SOVEREIGN_LIGHTNING_PAY_SECONDS="1")  # fmt: skip
+    instance.serve_web()  # prepares the database; and tells whether the worker is up
+    return instance
+
+
+def ask_to_pay(node: Instance, bolt11: str, purpose: str = "crash") -> None:
+    code = (f"from apps.wallet.tasks import pay; pay.delay({bolt11!r}, {purpose!r}, 'agent:1',"
+            f" {AMOUNT}, 1000)")  # fmt: skip
+    sent = node.manage("shell", "-c", code)
+    assert sent.returncode == 0, sent.stderr
+
+
+def journal(node: Instance) -> list[dict[str, Any]]:
+    code = ("import json; from apps.wallet.models import Payment; print(json.dumps(list("
+            "Payment.objects.values('purpose', 'state', 'preimage'))))")  # fmt: skip
+    return json.loads(node.manage("shell", "-c", code).stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def states(node: Instance) -> list[str]:
+    return [row["state"] for row in journal(node)]
+
+
+def statuses(double: Any) -> list[str]:
+    return [pay["status"] for pay in double.rpc.listpays()["pays"]]
+
+
+def reconcile(node: Instance) -> dict[str, int]:
+    return json.loads(node.manage("wallet", "reconcile").stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def kill_worker(supervisor: Any) -> int:
+    """SIGKILL the worker and its pool processes at once; the supervisor starts a new one."""
+    worker = next(pid for pid in children(supervisor.pid) if b"celery" in command_line(pid))
+    os.killpg(worker, signal.SIGKILL)
+    return worker
+
+
+def wait_for_new_worker(node: Instance, supervisor: Any, old: int) -> None:
+    def restarted() -> int | None:
+        workers = [p for p in children(supervisor.pid) if b"celery" in command_line(p)]
+        return next((p for p in workers if p != old and is_running(p)), None)
+
+    wait_for(restarted, 30, "a new worker process")
+    node.wait_until("worker", "up")
+
+
+def paid_once(household_node: ProcessDouble, payee: LightningdDouble, node: Instance) -> None:
+    assert statuses(household_node) == ["complete"]
+    [invoice] = payee.rpc.listinvoices()["invoices"]
+    assert (invoice["status"], invoice["amount_received_msat"]) == ("paid", AMOUNT)
+    [row] = journal(node)
+    assert row["state"] == "complete" and row["preimage"] == invoice["payment_preimage"]
+
+
+def test_killed_after_the_pending_row_is_written(
+    node: Instance, household_node: ProcessDouble, payee: LightningdDouble
+) -> None:
+    crashing = node.start(sys.executable, "-m", "tests.wallet.crashing_worker")
+    ask_to_pay(node, payee.rpc.invoice(AMOUNT, "a", "crash")["bolt11"])
+    assert crashing.wait(timeout=60) == -signal.SIGKILL
+    assert states(node) == ["pending"] and statuses(household_node) == []
+
+    node.run("worker")
+    node.wait_until("worker", "up")
+    wait_for(lambda: reconcile(node)["failed"] == 1, 30, "the payment to be settled as failed")
+
+    assert statuses(household_node) == []  # it never reached the node: nothing was paid
+    assert payee.rpc.listinvoices()["invoices"][0]["status"] == "unpaid"
+
+
+def test_killed_during_the_node_call(
+    node: Instance, household_node: ProcessDouble, payee: LightningdDouble
+) -> None:
+    supervisor = node.run("worker")
+    node.wait_until("worker", "up")
+    household_node.faults.next_xpay("pending_then_complete", after=4.0)
+    ask_to_pay(node, payee.rpc.invoice(AMOUNT, "b", "crash")["bolt11"])
+    wait_for(lambda: statuses(household_node) == ["pending"], 30, "the payment in flight")
+
+    wait_for_new_worker(node, supervisor, kill_worker(supervisor))
+    wait_for(lambda: reconcile(node)["complete"] == 1, 30, "the payment to be settled")
+
+    paid_once(household_node, payee, node)
+
+
+def test_killed_after_the_node_paid_before_the_row_was_updated(
+    node: Instance, household_node: ProcessDouble, payee: LightningdDouble
+) -> None:
+    supervisor = node.run("worker")
+    node.wait_until("worker", "up")
+    household_node.faults.next_xpay("slow", seconds=5.0)  # paid at once, answer held back
+    ask_to_pay(node, payee.rpc.invoice(AMOUNT, "c", "crash")["bolt11"])
+    wait_for(lambda: statuses(household_node) == ["complete"], 30, "the node to pay")
+    assert states(node) == ["pending"]
+
+    wait_for_new_worker(node, supervisor, kill_worker(supervisor))
+
+    # The new worker reconciles as it starts: no one needs to ask.
+    wait_for(lambda: states(node) == ["complete"], 60, "the reconciler at the worker's start")
+    paid_once(household_node, payee, node)
