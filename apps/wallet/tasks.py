@@ -22,8 +22,13 @@ def reconcile() -> None:
 def pay(bolt11: str, purpose: str, caller: str, max_amount_msat: int,
         max_fee_msat: int | None = None) -> str:  # fmt: skip
     """Pay for a caller in the background (agents, providers); the journal keeps the outcome."""
-    order = services.PayOrder(bolt11=bolt11, purpose=purpose, caller=caller,
-                              max_amount_msat=max_amount_msat, max_fee_msat=max_fee_msat)  # fmt: skip
+    order = services.PayOrder(
+        bolt11=bolt11,
+        purpose=purpose,
+        caller=caller,
+        max_amount_msat=max_amount_msat,
+        max_fee_msat=max_fee_msat,
+    )
     try:
         return services.pay(order).state
     except services.PaymentRefused as refusal:
