@@ -25,7 +25,7 @@ def payee(tmp_path: Path) -> Iterator[LightningdDouble]:
 def node(tmp_path: Path, payee: LightningdDouble, settings: Any) -> Iterator[LightningdDouble]:
     """The household's node, which Sovereign pays through."""
     with LightningdDouble(tmp_path / "node", alias="household") as household:
-        household.connect(payee, amount_sat=1_000_000)
+        household.connect(payee, amount_sat=1_000_000, push_msat=100_000_000)  # both can pay
         settings.LIGHTNING_RPC = str(household.rpc_file)
         services._network_cache.clear()
         yield household
