@@ -7,6 +7,7 @@ the double's node key, so any BOLT11 reader, a real node included, accepts it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from dataclasses import dataclass
@@ -144,6 +145,7 @@ def canonical(text: str) -> str:
     return text.lower()
 
 
+@functools.lru_cache(maxsize=4096)  # a pure function; pyln-proto's signature check is slow
 def decode(text: str, *, network: str | None = None) -> Bolt11:
     """Read and check an invoice as `bolt11_decode` does; `network` pins the chain like xpay."""
     if len(text) < 8:
