@@ -80,8 +80,9 @@ def lightning_component() -> ComponentStatus:
     node = wallet.node_summary()
     if not node["connected"]:
         return ComponentStatus("lightning", "Lightning node", "down", node["error"])
-    detail = (f"{node['alias'] or node['id'][:16]} on {node['network']}, {node['channels']} "
-              f"channel(s), {node['spendable_msat'] // 1000:,} sat to spend")  # fmt: skip
+    detail = (f"{node['alias'] or node['id'][:16]} ({node['id'][:12]}…) on {node['network']}, "
+              f"{node['channels']} channel(s), {node['spendable_msat'] // 1000:,} sat to spend, "
+              f"{node['receivable_msat'] // 1000:,} sat to receive")  # fmt: skip
     return ComponentStatus("lightning", "Lightning node", "up", detail)
 
 

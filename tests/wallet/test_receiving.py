@@ -64,7 +64,8 @@ def test_the_pages_show_the_node(
 
     assert node.node_id in page and "regtest" in page and "holds" in page
     component = lightning_component()
-    assert component.state == "up" and "household on regtest, 1 channel(s)" in component.detail
+    assert component.state == "up" and node.node_id[:12] in component.detail
+    assert "on regtest, 1 channel(s)" in component.detail and "sat to receive" in component.detail
 
 
 def test_a_node_that_stopped_shows_down(node: LightningdDouble, settings: Any) -> None:
