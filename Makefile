@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
+INSTALLED_BENCH := $(VENV)/.installed-bench
 
-.PHONY: run test check format
+.PHONY: run test check format bench
 
 # Installs (again) only when pyproject.toml changes; pip's own cache keeps rebuilds cheap.
 $(INSTALLED): pyproject.toml
@@ -14,11 +15,21 @@ $(INSTALLED): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	@touch $@
 
+# The benchmarks also need llama-cpp-python's own server, to measure against.
+$(INSTALLED_BENCH): $(INSTALLED)
+	$(BIN)/python -m pip install --quiet -e ".[dev,bench]"
+	@touch $@
+
 run: $(INSTALLED)
 	$(BIN)/python manage.py run
 
 test: $(INSTALLED)
 	$(BIN)/python -m pytest
+
+# By hand, on a quiet machine: each script rewrites its section of docs/benchmarks.md.
+bench: $(INSTALLED_BENCH)
+	$(BIN)/python bench/brokers.py
+	$(BIN)/python bench/inference.py
 
 check: $(INSTALLED)
 	$(BIN)/ruff check .

@@ -181,11 +181,13 @@ NOSTR_RELAYS = env_relays(
 )
 
 # The model engine: how many requests it decodes together, the context each may use, how
-# many may wait beyond those (then the API answers 429), and when an idle model is unloaded.
+# many may wait beyond those (then the API answers 429), when an idle model is unloaded, and
+# how many CPU threads llama.cpp uses (0: half the cores for one sequence, all for batches).
 ENGINE_SLOTS = env_int("SOVEREIGN_ENGINE_SLOTS", 4, minimum=1, maximum=64)
 ENGINE_CONTEXT_PER_SLOT = env_int("SOVEREIGN_ENGINE_CONTEXT", 2048, minimum=256, maximum=131072)
 ENGINE_QUEUE = env_int("SOVEREIGN_ENGINE_QUEUE", 16, minimum=0, maximum=1024)
 ENGINE_IDLE_SECONDS = env_int("SOVEREIGN_ENGINE_IDLE_SECONDS", 600, minimum=10, maximum=86400)
+ENGINE_THREADS = env_int("SOVEREIGN_ENGINE_THREADS", 0, minimum=0, maximum=256)
 
 # Core Lightning's JSON-RPC socket (<lightning-dir>/<network>/lightning-rpc); empty: no node,
 # and paying is refused while everything else works.

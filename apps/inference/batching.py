@@ -263,6 +263,13 @@ class BatchedGenerator:
             return bool(self._queue or self._active or self._pending_events)
 
     @property
+    def thread_counts(self) -> tuple[int, int]:
+        """The CPU threads llama.cpp uses: for a single token, and for a batch of several."""
+        with self._lock:
+            self._check_open()
+            return llama.llama_n_threads(self._ctx), llama.llama_n_threads_batch(self._ctx)
+
+    @property
     def n_active(self) -> int:
         with self._lock:
             return len(self._active)

@@ -36,7 +36,8 @@ class Job:
     params: SamplingParams
     loop: asyncio.AbstractEventLoop
     user: str = ""  # who asked: free slots go first to whoever has the fewest answers running
-    events: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)
+    # The engine's events for the job, then None if the client goes away first.
+    events: asyncio.Queue[dict[str, Any] | None] = field(default_factory=asyncio.Queue)
 
     def emit(self, event: dict[str, Any]) -> None:
         self.loop.call_soon_threadsafe(self.events.put_nowait, event)
@@ -46,9 +47,15 @@ class Decoder:
     """The decoding thread: admits jobs, swaps models when idle, and steps the batch."""
 
     def __init__(
-        self, *, slots: int, context_per_slot: int, max_waiting: int, idle_unload: float
+        self,
+        *,
+        slots: int,
+        context_per_slot: int,
+        max_waiting: int,
+        idle_unload: float,
+        threads: int | None = None,  # None: BatchedGenerator's choice from the cores
     ) -> None:
-        self.slots, self.context_per_slot = slots, context_per_slot
+        self.slots, self.context_per_slot, self.threads = slots, context_per_slot, threads
         self.max_waiting, self.idle_unload = max_waiting, idle_unload
         # A Job, a request id to cancel, or None to stop.
         self.inbox: queue.Queue[Job | str | None] = queue.Queue()
@@ -176,7 +183,10 @@ class Decoder:
         logger.info("Loading %s", Path(job.model_path).name)
         try:
             self.generator = BatchedGenerator(
-                job.model_path, slots=self.slots, context_per_slot=self.context_per_slot
+                job.model_path,
+                slots=self.slots,
+                context_per_slot=self.context_per_slot,
+                threads=self.threads,
             )
         except (OSError, ValueError, RuntimeError) as error:
             logger.warning("Could not load %s: %s", Path(job.model_path).name, error)
@@ -242,17 +252,16 @@ class EngineServer:
                 {"event": "error", "code": "overloaded", "message": "The engine's queue is full."},
             )
             return
-        # The client sends nothing more: its end of the stream means it went away.
+        # The client sends nothing more: its end of the stream means it went away. That
+        # arrives as a None event, so each token costs one queue read, not a task and a wait.
         gone = asyncio.ensure_future(reader.read())
+        gone.add_done_callback(lambda _: job.events.put_nowait(None))
         finished = False
         try:
             while not finished:
-                next_event = asyncio.ensure_future(job.events.get())
-                await asyncio.wait({next_event, gone}, return_when=asyncio.FIRST_COMPLETED)
-                if not next_event.done():
-                    next_event.cancel()
+                event = await job.events.get()
+                if event is None:
                     return
-                event = next_event.result()
                 finished = event["event"] in ("done", "error")
                 await self._send(writer, event)
         finally:

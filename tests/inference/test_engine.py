@@ -71,3 +71,17 @@ def test_a_model_file_that_will_not_load_fails_its_request_and_not_the_engine(
         decoder.stop()
         thread.join(timeout=30)
     assert not thread.is_alive()
+
+
+def test_the_model_is_loaded_with_the_threads_the_engine_is_given() -> None:
+    decoder = Decoder(slots=1, context_per_slot=512, max_waiting=16, idle_unload=60, threads=3)
+    thread = threading.Thread(target=decoder.run_forever, daemon=True)
+    thread.start()
+    try:
+        asked = [("one", "alice", str(bundled_model_file()))]
+        assert asyncio.run(answer_order(decoder, asked)) == ["one"]
+        assert decoder.generator is not None
+        assert decoder.generator.thread_counts == (3, 3)  # never what the cores alone give
+    finally:
+        decoder.stop()
+        thread.join(timeout=30)

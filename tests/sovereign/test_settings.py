@@ -37,6 +37,7 @@ def start_with(tmp_path: Path, **variables: str) -> subprocess.CompletedProcess[
         ("SOVEREIGN_CSRF_TRUSTED_ORIGINS", "umbrel.local", "SOVEREIGN_CSRF_TRUSTED_ORIGINS has"),
         ("SOVEREIGN_LOG_LEVEL", "loud", "SOVEREIGN_LOG_LEVEL='LOUD' is not one of"),
         ("SOVEREIGN_SECRET_KEY", "short", "SOVEREIGN_SECRET_KEY is too short"),
+        ("SOVEREIGN_ENGINE_THREADS", "-1", "SOVEREIGN_ENGINE_THREADS=-1 is out of range (0..256)."),
     ],
 )
 def test_it_refuses_to_start_with_a_malformed_value_and_names_the_variable(

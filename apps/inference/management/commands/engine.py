@@ -23,5 +23,6 @@ class Command(BaseCommand):
             context_per_slot=settings.ENGINE_CONTEXT_PER_SLOT,
             max_waiting=settings.ENGINE_QUEUE,
             idle_unload=settings.ENGINE_IDLE_SECONDS,
+            threads=settings.ENGINE_THREADS or None,
         )
         asyncio.run(EngineServer(socket_path(), decoder).serve())
