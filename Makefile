@@ -30,6 +30,7 @@ test: $(INSTALLED)
 bench: $(INSTALLED_BENCH)
 	$(BIN)/python bench/brokers.py
 	$(BIN)/python bench/inference.py
+	$(BIN)/python bench/wallet.py
 
 check: $(INSTALLED)
 	$(BIN)/ruff check .

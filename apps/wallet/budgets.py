@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import BigIntegerField, Case, F, Q, Sum, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -68,7 +68,20 @@ def _budgets_for(caller: str, member_id: int | None) -> list[Budget]:
     return list(Budget.objects.filter(applies))
 
 
-def _check(budget: Budget, need: int) -> None:
+def _committed_under(periodic: list[Budget]) -> dict[int, int]:
+    """What is committed under each budget, all in one query."""
+    if not periodic:
+        return {}
+    sums = {}
+    for budget in periodic:
+        scope, since = _scope_of(budget), period_start(budget.period)
+        within = scope & Q(created_at__gte=since) if since is not None else scope
+        sums[f"b{budget.pk}"] = Coalesce(Sum(COMMITTED, filter=within), 0)
+    totals = Payment.objects.aggregate(**sums)
+    return {budget.pk: int(totals[f"b{budget.pk}"]) for budget in periodic}
+
+
+def _check(budget: Budget, need: int, spent: int) -> None:
     if budget.scope == Budget.Scope.REQUEST:
         if need > budget.limit_msat:
             raise OverBudget(
@@ -76,7 +89,6 @@ def _check(budget: Budget, need: int) -> None:
                 f"{need} msat with its maximum fee."
             )
         return
-    spent = committed(_scope_of(budget), period_start(budget.period))
     if spent + need > budget.limit_msat:
         raise OverBudget(
             f"The {budget.get_scope_display().lower()} of {budget.limit_msat} msat per "
@@ -91,14 +103,18 @@ def reserve(**payment: Any) -> Payment:
     with transaction.atomic():
         _serialise()
         member = payment.get("member")
-        for budget in _budgets_for(payment["caller"], member.pk if member else None):
-            _check(budget, need)
+        applying = _budgets_for(payment["caller"], member.pk if member else None)
+        spent = _committed_under([b for b in applying if b.scope != Budget.Scope.REQUEST])
+        for budget in applying:
+            _check(budget, need, spent.get(budget.pk, 0))
         return Payment.objects.create(**payment)
 
 
 def _serialise() -> None:
-    """Hold the one spending lock until the transaction ends (a no-op on SQLite, whose
-    IMMEDIATE transactions already hold the database's write lock)."""
+    """Hold the one spending lock until the transaction ends (on SQLite, the IMMEDIATE
+    transaction already holds the database's write lock)."""
+    if connection.vendor == "sqlite":
+        return
     if not SpendingLock.objects.select_for_update().filter(pk=1).exists():
         SpendingLock.objects.get_or_create(pk=1)
         SpendingLock.objects.select_for_update().get(pk=1)

@@ -52,9 +52,9 @@ class PayOrder:
 
 
 def pay(order: PayOrder) -> Payment:
-    existing = Payment.objects.filter(purpose=order.purpose).first()
-    if existing is not None:
-        return existing
+    existing = Payment.objects.filter(purpose=order.purpose).order_by()[:1]
+    if existing:
+        return existing[0]
     invoice = invoice_checked(order)
     fee_limit = order.max_fee_msat
     if fee_limit is None:
@@ -169,11 +169,17 @@ def _complete(payment: Payment, preimage: str, amount_sent_msat: int) -> Payment
     if not preimage_matches(preimage, payment.payment_hash):
         logger.error("Payment %s: the node's preimage does not match the hash", payment.label)
         return payment  # never take a wrong proof; stays pending for a person to look at
-    Payment.objects.filter(pk=payment.pk, state=Payment.State.PENDING).update(
-        state=Payment.State.COMPLETE, preimage=preimage,
-        fee_msat=amount_sent_msat - payment.amount_msat, settled_at=timezone.now(),
-    )  # fmt: skip
-    payment.refresh_from_db()
+    settled = {
+        "state": Payment.State.COMPLETE,
+        "preimage": preimage,
+        "fee_msat": amount_sent_msat - payment.amount_msat,
+        "settled_at": timezone.now(),
+    }
+    if Payment.objects.filter(pk=payment.pk, state=Payment.State.PENDING).update(**settled):
+        for name, value in settled.items():
+            setattr(payment, name, value)
+    else:  # settled meanwhile by another process: theirs stands
+        payment.refresh_from_db()
     return payment
 
 

@@ -145,21 +145,24 @@ def canonical(text: str) -> str:
     return text.lower()
 
 
-@functools.lru_cache(maxsize=4096)  # a pure function; pyln-proto's signature check is slow
 def decode(text: str, *, network: str | None = None) -> Bolt11:
     """Read and check an invoice as `bolt11_decode` does; `network` pins the chain like xpay."""
     if len(text) < 8:
         raise InvoiceError("Bad bech32 string")
     try:
-        hrp, data = bech32_decode(text)
+        hrp, _ = bech32_decode(text)
     except ValueError:
         raise InvoiceError("Bad bech32 string") from None
-    currency = _currency_of(hrp, network)
+    return _parsed(text, _currency_of(hrp, network))
+
+
+@functools.lru_cache(maxsize=4096)  # pyln-proto's signature check is slow; the result is pure
+def _parsed(text: str, currency: str) -> Bolt11:
     try:
         invoice = Invoice.decode(text)
     except Exception as error:  # pyln-proto raises many kinds; CLN calls them all bad
         raise InvoiceError(f"Invalid invoice: {error}") from None
-    return _bolt11_from(invoice, currency, u5_to_bitarray(data))
+    return _bolt11_from(invoice, currency, u5_to_bitarray(bech32_decode(text)[1]))
 
 
 def _currency_of(hrp: str, network: str | None) -> str:

@@ -112,3 +112,15 @@ def test_without_a_node_paying_is_refused_saying_so(settings: Any, payee: Lightn
     with pytest.raises(PaymentRefused, match="No Lightning node is connected"):
         services.pay(order(invoice(payee, 1_000)["bolt11"]))
     assert not Payment.objects.exists()
+
+
+def test_a_members_allowance_holds_for_them_and_not_for_others(
+    node: LightningdDouble, payee: LightningdDouble, member: Any, owner: Any
+) -> None:
+    budgets.budget_set("member", "week", 10_000, member=member)
+
+    with pytest.raises(PaymentRefused, match="allowance of 10000 msat"):
+        services.pay(order(invoice(payee, 9_500)["bolt11"], member=member, max_fee_msat=1_000))
+    owners = services.pay(order(invoice(payee, 9_500)["bolt11"], member=owner, max_fee_msat=1_000))
+
+    assert owners.state == "complete" and Payment.objects.count() == 1
