@@ -1,13 +1,13 @@
 """Core Lightning over its JSON-RPC unix socket, through pyln-client.
 
-Every call has a deadline: past it the caller learns the outcome is unknown (`NodeSilent`),
-never that it failed. pyln-client logs whole payloads and answers at DEBUG (preimages among
-them), so it gets a logger of its own that never logs below WARNING.
+Every call has a deadline (a timeout on the socket pyln-client reads the answer from): past
+it the caller learns the outcome is unknown (`NodeSilent`), never that it failed.
+pyln-client logs whole payloads and answers at DEBUG (preimages among them), so it gets a
+logger of its own that never logs below WARNING.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import logging
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,19 @@ from pyln.client import LightningRpc, RpcError
 
 _quiet = logging.getLogger("sovereign.wallet.rpc")
 _quiet.setLevel(logging.WARNING)
-_calls = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="lightning")
+
+
+class _DeadlineRpc(LightningRpc):  # type: ignore[misc]
+    """pyln-client's client, with a timeout on the wait for each part of the answer."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__(path, logger=_quiet)
+        self.timeout = timeout
+
+    def _readobj(self, sock: Any, buff: bytes = b"") -> Any:
+        if sock.sock is not None:
+            sock.sock.settimeout(self.timeout)
+        return super()._readobj(sock, buff)
 
 
 class NodeMissing(Exception):
@@ -47,11 +59,10 @@ def call(method: str, timeout: float | None = None, **params: Any) -> dict[str, 
         raise NodeMissing("No Lightning node is connected (set SOVEREIGN_LIGHTNING_RPC).")
     if not path.exists():
         raise NodeMissing(f"The Lightning node's socket is not there ({path.name}).")
-    rpc = LightningRpc(str(path), logger=_quiet)
-    future = _calls.submit(rpc.call, method, params)
+    rpc = _DeadlineRpc(str(path), timeout or settings.LIGHTNING_TIMEOUT)
     try:
-        result: dict[str, Any] = future.result(timeout or settings.LIGHTNING_TIMEOUT)
-    except concurrent.futures.TimeoutError:
+        result: dict[str, Any] = rpc.call(method, params)
+    except TimeoutError:
         raise NodeSilent(f"The node did not answer {method} in time.") from None
     except RpcError as error:  # never str(error): it holds the whole payload
         if not isinstance(error.error, dict):  # pyln's "Connection to RPC server lost."
