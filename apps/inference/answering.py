@@ -33,10 +33,19 @@ class Sampling:
         return shown
 
 
+# How each of the engine's refusals is answered over HTTP; anything else is the engine's fault.
+REFUSAL_STATUS = {"context_length_exceeded": 400, "bad_request": 400, "overloaded": 429,
+                  "engine_stopped": 503, "model_unavailable": 503}  # fmt: skip
+
+
 class AnswerRefused(Exception):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
+
+    @property
+    def status(self) -> int:
+        return REFUSAL_STATUS.get(self.code, 503)
 
 
 def provenance(model: LocalModel, sampling: Sampling) -> dict[str, Any]:

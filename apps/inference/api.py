@@ -21,15 +21,6 @@ from apps.inference.answering import AnswerRefused, Events, Sampling, open_answe
 from apps.inference.chat_request import ChatRequest, OpenAIError, parse_chat_request
 from apps.inference.models import LocalModel
 
-# Engine error codes, as OpenAI would answer them.
-ENGINE_ERRORS = {
-    "context_length_exceeded": {"status": 400, "param": "messages"},
-    "bad_request": {"status": 400},
-    "overloaded": {"status": 429, "kind": "rate_limit_error"},
-    "engine_stopped": {"status": 503, "kind": "server_error"},
-    "model_unavailable": {"status": 503, "kind": "server_error"},
-}
-
 
 async def _authenticate(request: HttpRequest) -> Member:
     try:
@@ -91,13 +82,19 @@ async def _start(
     try:
         first, events = await open_answer(model, chat.messages, sampling, user=user)
     except AnswerRefused as refusal:
-        raise _engine_error(refusal.code, str(refusal)) from None
+        raise _engine_error(refusal) from None
     return sampling, first, events
 
 
-def _engine_error(code: str, message: str) -> OpenAIError:
-    shape = ENGINE_ERRORS.get(code, {"status": 500, "kind": "server_error"})
-    return OpenAIError(message, code=code, **shape)  # type: ignore[arg-type]
+def _engine_error(refusal: AnswerRefused) -> OpenAIError:
+    """An engine refusal as OpenAI would answer it."""
+    status = refusal.status
+    if status == 429:
+        kind = "rate_limit_error"
+    else:
+        kind = "server_error" if status >= 500 else "invalid_request_error"
+    param = "messages" if refusal.code == "context_length_exceeded" else None
+    return OpenAIError(str(refusal), status=status, param=param, code=refusal.code, kind=kind)
 
 
 class Answer:
@@ -124,7 +121,7 @@ class Answer:
             parts.append(event["text"])
             event = await anext(events)
         if event["event"] == "error":
-            raise _engine_error(event["code"], event["message"])
+            raise _engine_error(AnswerRefused(event["code"], event["message"]))
         message = {"role": "assistant", "content": "".join(parts)}
         choice = {"index": 0, "message": message, "logprobs": None,
                   "finish_reason": event["finish_reason"]}  # fmt: skip
@@ -142,7 +139,7 @@ class Answer:
                 yield self._chunk({"content": event["text"]}, None)
                 event = await anext(events)
             if event["event"] == "error":
-                error = _engine_error(event["code"], event["message"])
+                error = _engine_error(AnswerRefused(event["code"], event["message"]))
                 body = {
                     "message": str(error),
                     "type": error.kind,

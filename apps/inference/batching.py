@@ -56,8 +56,8 @@ class SamplingParams:
             raise ValueError(f"max_tokens must be at least 1, not {self.max_tokens}.")
         if self.temperature < 0:
             raise ValueError(f"temperature must not be negative, not {self.temperature}.")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], not {self.top_p}.")
+        if not 0 <= self.top_p <= 1:  # 0 keeps only the likeliest token: greedy
+            raise ValueError(f"top_p must be from 0 to 1, not {self.top_p}.")
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import asyncio
 import json
 import secrets
 from collections.abc import AsyncIterator, Callable
-from typing import Any, cast
+from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -31,7 +31,6 @@ CHAT_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
-REFUSAL_STATUS = {"overloaded": 429, "context_length_exceeded": 400, "bad_request": 400}
 
 
 def with_policy(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
@@ -112,8 +111,7 @@ async def ask(request: HttpRequest) -> HttpResponseBase:
     except ChatError as error:
         return JsonResponse({"error": str(error)}, status=400)
     except AnswerRefused as refusal:
-        status = REFUSAL_STATUS.get(refusal.code, 503)
-        return JsonResponse({"error": _refusal_text(refusal)}, status=status)
+        return JsonResponse({"error": _refusal_text(refusal)}, status=refusal.status)
     response = StreamingHttpResponse(
         turn.stream(first, events), content_type="application/x-ndjson"
     )
@@ -135,7 +133,8 @@ class Turn:
 
     def __init__(self, member: Member, model: LocalModel, question: str) -> None:
         self.member, self.model, self.question = member, model, question
-        self.stored, self.conversation = True, cast(Conversation | None, None)
+        self.stored = True
+        self.conversation: Conversation | None = None
         self.earlier: list[dict[str, str]] = []
         self.sampling = Sampling(
             max_tokens=settings.ENGINE_DEFAULT_MAX_TOKENS,

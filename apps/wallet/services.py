@@ -110,13 +110,14 @@ def _check_terms(invoice: dict[str, Any], order: PayOrder) -> None:
         )
 
 
-_network_cache: dict[str, str] = {}
+_networks: dict[str, str] = {}  # socket path -> the network of the node behind it
 
 
 def node_network() -> str:
-    if "network" not in _network_cache:
-        _network_cache["network"] = str(cln.call("getinfo")["network"])
-    return _network_cache["network"]
+    path = settings.LIGHTNING_RPC
+    if path not in _networks:
+        _networks[path] = str(cln.call("getinfo")["network"])
+    return _networks[path]
 
 
 def send(payment: Payment) -> Payment:

@@ -293,3 +293,12 @@ def test_close_frees_everything() -> None:
     assert not generator.busy
     with pytest.raises(RuntimeError, match="closed"):
         generator.step()
+
+
+def test_top_p_zero_keeps_only_the_likeliest_token(gen: BatchedGenerator) -> None:
+    prompt = chat(gen, PROMPTS[1])
+    greedy = run_alone(gen, prompt, GREEDY).text
+
+    hot_but_narrow = SamplingParams(max_tokens=32, temperature=1.5, top_p=0, seed=7)
+
+    assert run_alone(gen, prompt, hot_but_narrow).text == greedy

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from apps.wallet import services
 from tests.lightningd import LightningdDouble
 
 _labels = itertools.count()
@@ -27,9 +26,7 @@ def node(tmp_path: Path, payee: LightningdDouble, settings: Any) -> Iterator[Lig
     with LightningdDouble(tmp_path / "node", alias="household") as household:
         household.connect(payee, amount_sat=1_000_000, push_msat=100_000_000)  # both can pay
         settings.LIGHTNING_RPC = str(household.rpc_file)
-        services._network_cache.clear()
         yield household
-    services._network_cache.clear()
 
 
 def invoice(payee: LightningdDouble, msat: int | str, expiry: int = 3600) -> dict[str, Any]:
