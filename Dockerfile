@@ -6,7 +6,7 @@
 # The default command runs web and worker together; the Umbrel compose file runs them as
 # two containers from this same image (`manage.py run web`, `manage.py run worker`).
 
-# --- builder: compilers for packages with native code (llama-cpp-python later) ---------
+# --- builder: compilers for packages with native code (llama-cpp-python) ---------------
 FROM python:3.11-slim AS builder
 
 ENV PIP_NO_CACHE_DIR=1 \
@@ -25,6 +25,9 @@ WORKDIR /src
 COPY pyproject.toml ./
 COPY sovereign/ sovereign/
 COPY apps/ apps/
+# llama-cpp-python compiled without Intel AMX code, and refused if any is found in it (the
+# README's "Processors" says why); then the rest, which finds it already installed.
+RUN python sovereign/llama_build.py --venv /opt/venv --cache /tmp/wheels && rm -rf /tmp/wheels
 RUN pip install .
 
 # --- final: no compilers, runs as uid/gid 1000 ------------------------------------------

@@ -5,15 +5,22 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 INSTALLED_BENCH := $(VENV)/.installed-bench
 
-.PHONY: run test check format bench
+.PHONY: run test check format bench rebuild-llama
 
-# Installs (again) only when pyproject.toml changes; pip's own cache keeps rebuilds cheap.
-$(INSTALLED): pyproject.toml
+# Installs (again) only when pyproject.toml or the llama.cpp build changes. llama-cpp-python is
+# compiled for this processor without Intel AMX code, and its wheel kept under a key of the
+# flags, compiler and processor (sovereign/llama_build.py says why pip's cache is not used).
+$(INSTALLED): pyproject.toml sovereign/llama_build.py
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Sovereign needs Python 3.11 or newer.")'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python sovereign/llama_build.py --venv $(VENV)
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	@touch $@
+
+# Builds llama-cpp-python from source again, ignoring the kept wheel.
+rebuild-llama: $(INSTALLED)
+	$(BIN)/python sovereign/llama_build.py --venv $(VENV) --rebuild
 
 # The benchmarks also need llama-cpp-python's own server, to measure against.
 $(INSTALLED_BENCH): $(INSTALLED)

@@ -35,7 +35,8 @@ class Sampling:
 
 # How each of the engine's refusals is answered over HTTP; anything else is the engine's fault.
 REFUSAL_STATUS = {"context_length_exceeded": 400, "bad_request": 400, "overloaded": 429,
-                  "engine_stopped": 503, "model_unavailable": 503}  # fmt: skip
+                  "engine_stopped": 503, "engine_broken": 503,
+                  "model_unavailable": 503}  # fmt: skip
 
 
 class AnswerRefused(Exception):

@@ -19,11 +19,13 @@ import queue
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from apps.inference.batching import BatchedGenerator, PromptTooLong, SamplingParams, TokenEvent
+from apps.inference.self_check import SelfCheck
 
 logger = logging.getLogger("sovereign.engine")
 
@@ -54,8 +56,12 @@ class Decoder:
         max_waiting: int,
         idle_unload: float,
         threads: int | None = None,  # None: BatchedGenerator's choice from the cores
+        self_check: Callable[[], SelfCheck] | None = None,  # run before the first request
     ) -> None:
         self.slots, self.context_per_slot, self.threads = slots, context_per_slot, threads
+        self.self_check = self_check
+        self.checking = self_check is not None
+        self.broken = ""  # why llama.cpp cannot run here, when its check said so
         self.max_waiting, self.idle_unload = max_waiting, idle_unload
         # A Job, a request id to cancel, or None to stop.
         self.inbox: queue.Queue[Job | str | None] = queue.Queue()
@@ -76,6 +82,8 @@ class Decoder:
                 "running": len(self.running),
                 "waiting": len(self.waiting),
                 "pid": os.getpid(),
+                "checking": self.checking,
+                "broken": self.broken or None,
             }
 
     def submit(self, job: Job) -> bool:
@@ -91,6 +99,7 @@ class Decoder:
         self.inbox.put(None)
 
     def run_forever(self) -> None:
+        self._check_llama()
         while not self.stopped:
             self._take_inbox(block=not (self.running or self.waiting))
             self._admit()
@@ -122,7 +131,23 @@ class Decoder:
             except queue.Empty:
                 return
 
+    def _check_llama(self) -> None:
+        """Requests that arrive meanwhile wait in the queue; after a crash they are refused."""
+        if self.self_check is None:
+            return
+        result = self.self_check()
+        if result.outcome == "broken":
+            logger.error("%s", result.message)
+        elif result.outcome == "unknown":
+            logger.warning("llama.cpp's check was inconclusive: %s", result.message)
+        with self.lock:
+            self.broken = result.message if result.outcome == "broken" else ""
+            self.checking = False
+
     def _admit(self) -> None:
+        if self.broken:
+            self._refuse_waiting()
+            return
         while self.waiting and len(self.running) < self.slots:
             job = self._next_waiting()
             if job.model_path != self.model_path and self.running:
@@ -131,6 +156,12 @@ class Decoder:
                 self.waiting.remove(job)
             if job.model_path == self.model_path or self._load(job):
                 self._start(job)
+
+    def _refuse_waiting(self) -> None:
+        with self.lock:
+            refused, self.waiting = list(self.waiting), deque()
+        for job in refused:
+            job.emit({"event": "error", "code": "engine_broken", "message": self.broken})
 
     def _next_waiting(self) -> Job:
         """Fair between users: whoever has the fewest answers running, then whoever was served

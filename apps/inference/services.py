@@ -155,6 +155,10 @@ def engine_state() -> tuple[bool, str]:
     status = engine_status()
     if status is None:
         return False, "Not answering (it restarts by itself when it stops)."
+    if status.get("broken"):
+        return False, str(status["broken"])
+    if status.get("checking"):
+        return True, "Checking llama.cpp on this processor (one tiny decode)."
     loaded = Path(status["loaded"]).name if status["loaded"] else "no model loaded (idle)"
     return True, f"{loaded}; {status['running']} answering, {status['waiting']} waiting."
 

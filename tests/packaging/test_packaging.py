@@ -68,13 +68,21 @@ def readme_settings_table() -> set[str]:
     return {name for name in names if name.startswith("SOVEREIGN_") or name == "REDIS_URL"}
 
 
-def dockerfile_final_stage() -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) after the last FROM, with continuation lines joined."""
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments), with continuation lines joined."""
     text = re.sub(r"\\\n", " ", (ROOT / "Dockerfile").read_text())
     lines = [line.strip() for line in text.splitlines()]
-    instructions = [tuple(line.split(None, 1)) for line in lines if line and line[0] != "#"]
-    last_from = max(i for i, (word, *_) in enumerate(instructions) if word.upper() == "FROM")
-    return [(word.upper(), rest) for word, rest in instructions[last_from + 1 :]]
+    return [
+        (word.upper(), rest)
+        for word, rest in (line.split(None, 1) for line in lines if line and line[0] != "#")
+    ]
+
+
+def dockerfile_final_stage() -> list[tuple[str, str]]:
+    """The instructions after the last FROM."""
+    instructions = dockerfile_instructions()
+    last_from = max(i for i, (word, _) in enumerate(instructions) if word == "FROM")
+    return instructions[last_from + 1 :]
 
 
 def test_it_has_the_services_umbrel_runs() -> None:
@@ -187,6 +195,13 @@ def test_it_builds_an_image_that_runs_sovereign_as_a_non_root_user() -> None:
     assert env["SOVEREIGN_PORT"] in exposed
     command = json.loads(next(rest for word, rest in stage if word == "CMD"))
     assert command[command.index("manage.py") + 1] == "run"
+
+
+def test_the_image_installs_llama_cpp_from_the_build_that_leaves_amx_out() -> None:
+    runs = [rest for word, rest in dockerfile_instructions() if word == "RUN"]
+    built = next(i for i, run in enumerate(runs) if "sovereign/llama_build.py" in run)
+    installed = next(i for i, run in enumerate(runs) if re.search(r"pip install \S*\.", run))
+    assert built < installed  # otherwise pip compiles llama.cpp itself, with AMX
 
 
 def test_it_bakes_no_data_directory_into_the_image() -> None:

@@ -11,6 +11,8 @@ from django.core.management.base import BaseCommand
 
 from apps.inference.backends.engine import socket_path
 from apps.inference.engine import Decoder, EngineServer
+from apps.inference.self_check import check_llama
+from apps.inference.services import bundled_model_file
 
 
 class Command(BaseCommand):
@@ -24,5 +26,6 @@ class Command(BaseCommand):
             max_waiting=settings.ENGINE_QUEUE,
             idle_unload=settings.ENGINE_IDLE_SECONDS,
             threads=settings.ENGINE_THREADS or None,
+            self_check=lambda: check_llama(bundled_model_file(), settings.ENGINE_THREADS),
         )
         asyncio.run(EngineServer(socket_path(), decoder).serve())
