@@ -21,11 +21,11 @@ from typing import Literal
 logger = logging.getLogger("sovereign.engine")
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-REBUILD_HINT = "Rebuild it with `make rebuild-llama` (the README's 'Processors' says why)."
+REBUILD_HINT = "Rebuild it with: make rebuild-llama (the README's Processors section says why)."
 CHECK_TIMEOUT_SECONDS = 120.0
 # Signals that say the library itself is broken (an OOM kill or a stop says nothing of it).
 BROKEN_LIBRARY_SIGNALS = {
-    signal.SIGILL: "an illegal instruction (SIGILL): it was built with instructions this "
+    signal.SIGILL: "an illegal instruction (SIGILL), so it was built with instructions this "
     "processor cannot run",
     signal.SIGSEGV: "a segmentation fault (SIGSEGV)",
     signal.SIGBUS: "a bus error (SIGBUS)",
@@ -66,8 +66,8 @@ def _outcome(returncode: int, stderr: str) -> SelfCheck:
         what = BROKEN_LIBRARY_SIGNALS[signal.Signals(-returncode)]
         return SelfCheck(
             "broken",
-            f"The model engine is off: llama.cpp died of {what}, on its first decode on this "
-            f"machine. {REBUILD_HINT}",
+            f"The model engine is off: llama.cpp died of {what} on its first decode here. "
+            f"{REBUILD_HINT}",
         )
     last_line = stderr.strip().splitlines()[-1] if stderr.strip() else f"exit code {returncode}"
     return SelfCheck("unknown", f"The check could not run: {last_line}")
