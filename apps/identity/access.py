@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import ipaddress
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -32,6 +33,41 @@ class SetupRequiredMiddleware:
         if not request.path.startswith(OPEN_BEFORE_CLAIM) and not services.is_claimed():
             return redirect("identity:setup")
         return self.get_response(request)
+
+
+def client_address(request: HttpRequest) -> str:
+    """The address a request came from, for per-address limits.
+
+    Behind a trusted proxy, the rightmost X-Forwarded-For entry that is not itself a trusted
+    proxy: each proxy appends the address it saw, and anything left of that is written by
+    the client. "*" trusts whoever connects, never an address written in the header.
+    """
+    peer = str(request.META.get("REMOTE_ADDR") or "unknown")
+    trusted = settings.TRUSTED_PROXIES
+    if "*" not in trusted and not _is_proxy(peer, trusted):
+        return peer
+    forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
+    hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
+    for hop in reversed(hops):
+        if not _is_proxy(hop, trusted):
+            return hop
+    return peer
+
+
+def _is_proxy(address: str, trusted: list[str]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    for proxy in trusted:
+        if proxy == "*":
+            continue
+        try:
+            if ip in ipaddress.ip_network(proxy, strict=False):
+                return True
+        except ValueError:
+            continue
+    return False
 
 
 def role_required(*roles: str) -> Callable[[View], View]:

@@ -13,7 +13,12 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 from apps.identity import logins, services
-from apps.identity.access import anyone_required, api_authenticated, owner_required
+from apps.identity.access import (
+    anyone_required,
+    api_authenticated,
+    client_address,
+    owner_required,
+)
 from apps.identity.models import ApiKey, AuditEvent, Member, Role
 from apps.identity.nip98 import AuthRefused, event_from_authorization
 from apps.identity.services import IdentityError
@@ -25,7 +30,7 @@ REMOTE_SESSION = "identity.remote_signer"
 
 
 def _client(request: HttpRequest) -> str:
-    return str(request.META.get("REMOTE_ADDR", "unknown"))
+    return client_address(request)
 
 
 def home(request: HttpRequest) -> HttpResponse:

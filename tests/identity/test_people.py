@@ -207,6 +207,17 @@ def test_a_signed_request_must_match_its_body(member: Member, keys: Any) -> None
     assert "payload" in response.json()["error"]["message"]
 
 
+def test_a_request_signed_by_a_key_not_on_the_node_is_refused(
+    member: Member, stranger: Any
+) -> None:
+    header = nip98_header(stranger, "http://localhost:8000/api/me", "GET")
+
+    response = Client().get("/api/me", HTTP_AUTHORIZATION=header)
+
+    assert response.status_code == 401
+    assert response.json()["error"]["message"] == "The signing key is not a member of this node."
+
+
 def test_the_commands_claim_add_remove_and_make_keys(keys: Any, capsys: Any) -> None:
     owner_npub = keys["owner"].public_key().to_bech32()
     call_command("claim", owner_npub)

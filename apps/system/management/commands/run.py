@@ -29,7 +29,9 @@ def program_argv(name: str) -> list[str]:
             sys.executable, "-m", "uvicorn", "sovereign.asgi:application",
             "--host", settings.HOST, "--port", str(settings.PORT),
             "--lifespan", "off", "--no-access-log", "--log-level", level,
-            "--proxy-headers", "--forwarded-allow-ips", ",".join(settings.TRUSTED_PROXIES),
+            # The client's address is read by the node (apps.identity.access.client_address):
+            # uvicorn's would take the leftmost X-Forwarded-For, which the client writes.
+            "--no-proxy-headers",
         ]  # fmt: skip
     if name == "engine":
         return [sys.executable, str(settings.BASE_DIR / "manage.py"), "engine"]
