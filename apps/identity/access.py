@@ -103,8 +103,30 @@ def api_member(request: HttpRequest) -> Member:
     )
 
 
+class NothingShared(AuthRefused):
+    """A friend asked for a model: friends get only what the owner shares, nothing yet."""
+
+    status = 403
+    code = "model_not_shared"
+
+
+def models_user(member: Member) -> Member:
+    """The member, if they may use the node's models; friends may not until sharing exists."""
+    if member.role not in (Role.OWNER, Role.MEMBER):
+        raise NothingShared(
+            "The owner has not shared any model with friends on this node yet: "
+            "friends can make API keys, and use models once the owner shares them."
+        )
+    return member
+
+
+def api_models_user(request: HttpRequest) -> Member:
+    """The member a program asking for a model authenticates as; friends are refused."""
+    return models_user(api_member(request))
+
+
 def api_authenticated(view: View) -> View:
-    """An API endpoint: 401 in OpenAI's error shape unless the caller authenticates."""
+    """An API endpoint: 401 (or 403) in OpenAI's error shape unless the caller authenticates."""
 
     @functools.wraps(view)
     def guarded(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
@@ -112,8 +134,8 @@ def api_authenticated(view: View) -> View:
             request.api_member = api_member(request)  # type: ignore[attr-defined]
         except AuthRefused as refusal:
             error = {"message": str(refusal), "type": "invalid_request_error", "param": None,
-                     "code": "invalid_api_key"}  # fmt: skip
-            return JsonResponse({"error": error}, status=401)
+                     "code": refusal.code}  # fmt: skip
+            return JsonResponse({"error": error}, status=refusal.status)
         return view(request, *args, **kwargs)
 
     return guarded  # type: ignore[return-value]
