@@ -5,7 +5,6 @@ from __future__ import annotations
 import concurrent.futures
 import hashlib
 import hmac
-import ipaddress
 import logging
 import secrets
 import time
@@ -21,6 +20,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from apps.identity import nip98
+from apps.identity.addresses import NotPublic, public_addresses
 from apps.identity.backends import relays
 from apps.identity.backends.base import BunkerUriInvalid, RelayError, RemoteSignerSession
 from apps.identity.models import AuditEvent, LoginChallenge, LoginCode, Member
@@ -292,14 +292,20 @@ def _check_bunker_relays(bunker_uri: str) -> None:
 
 
 def _public_tls_relay(relay: str) -> bool:
+    """A wss:// relay whose host resolves to public addresses only.
+
+    The relay library resolves the name again when it connects, so a name that changes its
+    answer in between could still point elsewhere; it is checked as late as possible.
+    """
     try:
         parts = urlsplit(relay)
-        host = parts.hostname or ""
+        host, port = parts.hostname or "", parts.port or 443
     except ValueError:
         return False
-    if parts.scheme != "wss" or not host or host == "localhost" or host.endswith(".local"):
+    if parts.scheme != "wss":
         return False
     try:
-        return ipaddress.ip_address(host).is_global
-    except ValueError:
-        return True  # a name, not an address
+        public_addresses(host, port)
+    except NotPublic:
+        return False
+    return True

@@ -224,7 +224,22 @@ def test_a_member_logs_in_with_a_pasted_bunker_address(
 
 
 @pytest.mark.parametrize(
-    "relay", ["ws://127.0.0.2:7777", "wss://127.0.0.2:7777", "wss://localhost", "wss://[::1]"]
+    "relay",
+    [
+        "ws://127.0.0.2:7777",
+        "wss://127.0.0.2:7777",
+        "wss://localhost",
+        "wss://[::1]",
+        "wss://127.1:7777",  # the short forms inet_aton reads as 127.0.0.1
+        "wss://0x7f000001:7777",
+        "wss://2130706433:7777",
+        "wss://0177.0.0.1:7777",
+        "wss://localhost.:7777",
+        "wss://[::ffff:127.0.0.1]:7777",
+        "wss://192.168.1.20:7777",
+        f"wss://{socket.gethostname()}:7777",  # a name that resolves to this machine
+        "wss://relay.invalid:7777",  # a name that resolves to nothing
+    ],
 )
 def test_a_bunker_on_a_plain_or_private_relay_is_refused(
     client: Client, member: Member, relay: str
