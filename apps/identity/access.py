@@ -46,11 +46,11 @@ def client_address(request: HttpRequest) -> str:
     trusted = settings.TRUSTED_PROXIES
     if "*" not in trusted and not _is_proxy(peer, trusted):
         return peer
-    forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
+    forwarded = str(request.META.get("HTTP_X_FORWARDED_FOR", ""))
     hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
     for hop in reversed(hops):
         if not _is_proxy(hop, trusted):
-            return hop
+            return hop[:64]  # a key for the limits, of bounded length
     return peer
 
 

@@ -17,8 +17,9 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from nostr_sdk import Keys, PublicKey
 
-from apps.identity import nip98
+from apps.identity import nip98, pictures
 from apps.identity.backends import relays
+from apps.identity.backends.base import RelayError
 from apps.identity.models import (
     ApiKey,
     Attempt,
@@ -167,6 +168,7 @@ def member_remove(pubkey: str, actor: str = "") -> None:
         member_sockets_close(member.pk)
         member.delete()
         audit_record(Action.MEMBER_REMOVED, actor, subject=pubkey)
+    pictures.picture_forget(pubkey)
 
 
 def member_set_role(pubkey: str, role: str, actor: str = "") -> Member:
@@ -278,14 +280,38 @@ def _enqueue(task: Any, *args: Any) -> None:
 
 
 def profile_refresh(member_id: int) -> None:
+    """Fetch a member's name and picture; an outage leaves them due for the next login."""
     member = Member.objects.filter(pk=member_id).first()
     if member is None:
         return
-    profile = relays.fetch_profile(member.pubkey, settings.NOSTR_RELAYS)
+    try:
+        profile = relays.fetch_profile(member.pubkey, settings.NOSTR_RELAYS)
+    except RelayError as error:
+        logger.info("A profile was not fetched: %s", error)
+        return  # not marked as fetched, so it is not taken as "no profile" for a day
     fields: dict[str, Any] = {"profile_fetched_at": timezone.now()}
     if profile is not None:
-        fields |= {"name": profile.name or "", "picture": profile.picture or ""}
+        fields |= {"name": _name_of_its_own(profile.name), "picture": profile.picture or ""}
     Member.objects.filter(pk=member_id).update(**fields)
+    if profile is not None:
+        _picture_refresh(member.pubkey, profile.picture)
+
+
+def _name_of_its_own(name: str | None) -> str:
+    """A profile name, unless it looks like a key: nobody may pass for someone else's npub."""
+    if not name or name.lower().removeprefix("nostr:").startswith(("npub1", "npub…")):
+        return ""
+    return name
+
+
+def _picture_refresh(pubkey: str, url: str | None) -> None:
+    if not url:
+        pictures.picture_forget(pubkey)
+        return
+    try:
+        pictures.picture_store(pubkey, url)
+    except pictures.PictureRefused as refusal:
+        logger.info("A profile picture was not kept: %s", refusal)
 
 
 def event_remember(event_id: str, created_at: int) -> None:
