@@ -8,6 +8,7 @@ import hmac
 import logging
 import secrets
 import time
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,46 @@ def node_npub() -> str:
 
 def audit_record(action: str, actor: str = "", subject: str = "", detail: str = "") -> None:
     AuditEvent.objects.create(action=action, actor=actor, subject=subject, detail=detail[:300])
+
+
+NOBODY = "nobody logged in"
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    """One line of the audit view: an event, or a run of anonymous refused logins."""
+
+    at: datetime
+    action: str
+    who: str
+    about: str
+    detail: str
+    count: int = 1
+
+
+def audit_rows(limit: int = 100, scanned: int = 2000) -> list[AuditRow]:
+    """The newest audit events for people to read: keys as npubs, and refused logins by
+    nobody in particular folded into one line per run, so they cannot bury the rest."""
+    rows: list[AuditRow] = []
+    for event in AuditEvent.objects.all()[:scanned]:
+        anonymous_refusal = event.action == Action.LOGIN_FAILED and not event.actor
+        if anonymous_refusal and rows and rows[-1].who == NOBODY:
+            rows[-1] = replace(rows[-1], count=rows[-1].count + 1, detail="")
+            continue
+        if len(rows) == limit:
+            break
+        who = NOBODY if anonymous_refusal else _audit_name(event.actor)
+        label = event.get_action_display()
+        rows.append(AuditRow(event.at, label, who, _audit_name(event.subject), event.detail))
+    return rows
+
+
+def _audit_name(value: str) -> str:
+    """A key as a short npub; "shell" and other words as they are."""
+    if len(value) == 64 and all(c in "0123456789abcdef" for c in value):
+        npub = str(PublicKey.parse(value).to_bech32())
+        return f"{npub[:12]}…{npub[-6:]}"
+    return value or "the node"
 
 
 # Attempts are kept this long, longer than any window they are counted in.
@@ -328,7 +369,7 @@ def event_remember(event_id: str, created_at: int) -> None:
 
 
 def apikey_create(member: Member, name: str, actor: str | None = None) -> tuple[ApiKey, str]:
-    """A new key, returned once in full; only its hash is kept. actor "" is the command line."""
+    """A new key, returned once in full; only its hash is kept. actor "shell": a command."""
     name = name.strip()
     if not name or len(name) > 100:
         raise IdentityError("Give the key a name of 1 to 100 characters.")

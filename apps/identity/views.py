@@ -137,7 +137,7 @@ def people(request: HttpRequest) -> HttpResponse:
         "members": members,
         "pictured": {m.pubkey for m in members if pictures.picture_path(m.pubkey).exists()},
         "roles": [Role.MEMBER, Role.FRIEND],
-        "audit": AuditEvent.objects.all()[:100],
+        "audit": services.audit_rows(),
         "invites": services.invites_open(),
         "invite_link": invite_link,
     }
