@@ -116,6 +116,22 @@ def env_directory(name: str, default: Path) -> Path:
     return directory
 
 
+def files_owner_only() -> None:
+    """Every file and directory this process creates from now on is the owner's alone."""
+    os.umask(0o077)
+
+
+def directory_tighten(directory: Path) -> None:
+    """Make an existing directory and all in it owner-only (made by an older version)."""
+    for path in [directory, *directory.rglob("*")]:
+        if path.is_symlink():
+            continue  # a link's own mode means nothing; its target may be anyone's file
+        mode = path.lstat().st_mode & 0o777
+        tight = mode & 0o700
+        if mode != tight:
+            path.chmod(tight)
+
+
 def secret_key(name: str, key_file: Path) -> str:
     """The secret key from the environment, or one generated once and kept in key_file."""
     value = _raw(name)

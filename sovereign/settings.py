@@ -17,6 +17,7 @@ from sovereign.environment import (
     env_redis_url,
     env_relays,
     env_str,
+    files_owner_only,
     secret_key,
 )
 
@@ -24,6 +25,8 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 
 # Where the node keeps everything it must not lose: database, keys, broker queue.
 DATA_DIR = env_directory("SOVEREIGN_DATA_DIR", BASE_DIR / "data")
+# Database, keys, conversations, broker queue: nobody else on the box may read them.
+files_owner_only()
 
 HOST = env_str("SOVEREIGN_HOST", "127.0.0.1")
 PORT = env_int("SOVEREIGN_PORT", 8000, minimum=1, maximum=65535)
@@ -64,6 +67,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "sovereign.middleware.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -103,7 +107,11 @@ DATABASES = {
             # writers (web and worker) queue up instead of failing mid-transaction.
             "transaction_mode": "IMMEDIATE",
             "timeout": 20,
-            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            # secure_delete: a deleted conversation is overwritten at once, not left in
+            # free pages of the file until they happen to be reused.
+            "init_command": (
+                "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA secure_delete=ON;"
+            ),
         },
     }
 }
@@ -207,4 +215,10 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    # No access log: Django would log every 4xx with its path, and each 403 with a traceback.
+    # Server errors (5xx) are still logged.
+    "loggers": {
+        "django.request": {"level": "ERROR"},
+        "django.security.csrf": {"level": "ERROR"},
+    },
 }

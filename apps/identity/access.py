@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import ipaddress
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -32,6 +33,41 @@ class SetupRequiredMiddleware:
         if not request.path.startswith(OPEN_BEFORE_CLAIM) and not services.is_claimed():
             return redirect("identity:setup")
         return self.get_response(request)
+
+
+def client_address(request: HttpRequest) -> str:
+    """The address a request came from, for per-address limits.
+
+    Behind a trusted proxy, the rightmost X-Forwarded-For entry that is not itself a trusted
+    proxy: each proxy appends the address it saw, and anything left of that is written by
+    the client. "*" trusts whoever connects, never an address written in the header.
+    """
+    peer = str(request.META.get("REMOTE_ADDR") or "unknown")
+    trusted = settings.TRUSTED_PROXIES
+    if "*" not in trusted and not _is_proxy(peer, trusted):
+        return peer
+    forwarded = str(request.META.get("HTTP_X_FORWARDED_FOR", ""))
+    hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
+    for hop in reversed(hops):
+        if not _is_proxy(hop, trusted):
+            return hop[:64]  # a key for the limits, of bounded length
+    return peer
+
+
+def _is_proxy(address: str, trusted: list[str]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    for proxy in trusted:
+        if proxy == "*":
+            continue
+        try:
+            if ip in ipaddress.ip_network(proxy, strict=False):
+                return True
+        except ValueError:
+            continue
+    return False
 
 
 def role_required(*roles: str) -> Callable[[View], View]:
@@ -67,8 +103,30 @@ def api_member(request: HttpRequest) -> Member:
     )
 
 
+class NothingShared(AuthRefused):
+    """A friend asked for a model: friends get only what the owner shares, nothing yet."""
+
+    status = 403
+    code = "model_not_shared"
+
+
+def models_user(member: Member) -> Member:
+    """The member, if they may use the node's models; friends may not until sharing exists."""
+    if member.role not in (Role.OWNER, Role.MEMBER):
+        raise NothingShared(
+            "The owner has not shared any model with friends on this node yet: "
+            "friends can make API keys, and use models once the owner shares them."
+        )
+    return member
+
+
+def api_models_user(request: HttpRequest) -> Member:
+    """The member a program asking for a model authenticates as; friends are refused."""
+    return models_user(api_member(request))
+
+
 def api_authenticated(view: View) -> View:
-    """An API endpoint: 401 in OpenAI's error shape unless the caller authenticates."""
+    """An API endpoint: 401 (or 403) in OpenAI's error shape unless the caller authenticates."""
 
     @functools.wraps(view)
     def guarded(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
@@ -76,8 +134,8 @@ def api_authenticated(view: View) -> View:
             request.api_member = api_member(request)  # type: ignore[attr-defined]
         except AuthRefused as refusal:
             error = {"message": str(refusal), "type": "invalid_request_error", "param": None,
-                     "code": "invalid_api_key"}  # fmt: skip
-            return JsonResponse({"error": error}, status=401)
+                     "code": refusal.code}  # fmt: skip
+            return JsonResponse({"error": error}, status=refusal.status)
         return view(request, *args, **kwargs)
 
     return guarded  # type: ignore[return-value]

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import hmac
-import ipaddress
+import logging
 import secrets
 import time
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from apps.identity import nip98
+from apps.identity.addresses import NotPublic, public_addresses
 from apps.identity.backends import relays
 from apps.identity.backends.base import BunkerUriInvalid, RelayError, RemoteSignerSession
 from apps.identity.models import AuditEvent, LoginChallenge, LoginCode, Member
@@ -39,6 +41,8 @@ from apps.identity.services import (
     node_keys,
     profile_refresh_soon,
 )
+
+logger = logging.getLogger(__name__)
 
 CHALLENGE_LIFETIME = timedelta(minutes=5)
 CODE_LIFETIME = timedelta(minutes=5)
@@ -134,35 +138,53 @@ def _login_member(pubkey: str, may_claim: bool, invite_token: str) -> Member:
 # From a phone: a code by Nostr DM, or a remote signer (NIP-46)
 
 
+# Codes go out on threads of their own, after the answer: a relay's delay or outage must not
+# show in the answer or its timing, or it would tell a stranger who is a member.
+_code_sender = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="code-dm")
+
+
 def code_send(pubkey: str, client: str) -> None:
-    """DM a one-time login code to a member's key (NIP-17), from the node's own key."""
+    """DM a one-time login code to a member's key (NIP-17), from the node's own key.
+
+    A member and a stranger get the same answer at the same speed: the DM leaves later.
+    """
     if not (
         attempt_allowed(f"code-send:{pubkey}", CODES_PER_WINDOW, CODE_SEND_WINDOW)
         and attempt_allowed(f"code-send:{client}", 3 * CODES_PER_WINDOW, CODE_SEND_WINDOW)
     ):
         raise IdentityError("Too many codes asked for; wait a quarter of an hour.")
+    code = _code_issue(pubkey)
+    if code is not None:
+        _code_sender.submit(_code_deliver, pubkey, code)
+
+
+def _code_issue(pubkey: str) -> str | None:
+    """A new code for a member, replacing any waiting one; None for anyone else."""
     if not Member.objects.filter(pubkey=pubkey, is_active=True).exists():
-        return  # strangers get no DM, and the answer does not tell them who is a member
+        return None
     code = f"{secrets.randbelow(10**6):06d}"
     with transaction.atomic():
         LoginCode.objects.filter(pubkey=pubkey, used_at=None).update(used_at=timezone.now())
-        login_code = LoginCode.objects.create(
+        LoginCode.objects.create(
             pubkey=pubkey,
             code_hash=_code_digest(pubkey, code),
             expires_at=timezone.now() + CODE_LIFETIME,
         )
+        audit_record(Action.CODE_SENT, subject=pubkey)
+    return code
+
+
+def _code_deliver(pubkey: str, code: str) -> None:
     text = (
         f"Your Sovereign login code is {code}. It works once, for 5 minutes. "
         "If you did not ask for it, ignore this message."
     )
     try:
-        relays.send_private_message(
-            str(node_keys().secret_key().to_hex()), pubkey, text, settings.NOSTR_RELAYS
-        )
-    except (RelayError, ValueError) as error:
-        login_code.delete()
-        raise IdentityError(f"The code could not be sent: {error}") from None
-    audit_record(Action.CODE_SENT, subject=pubkey)
+        secret = str(node_keys().secret_key().to_hex())
+        relays.send_private_message(secret, pubkey, text, settings.NOSTR_RELAYS)
+    except (RelayError, ValueError, RuntimeError) as error:
+        # The code stays unusable to anyone without the DM and expires in minutes.
+        logger.warning("A login code could not be sent by DM: %s", error)
 
 
 def code_verify(pubkey: str, code: str, context: LoginContext) -> Member:
@@ -270,14 +292,20 @@ def _check_bunker_relays(bunker_uri: str) -> None:
 
 
 def _public_tls_relay(relay: str) -> bool:
+    """A wss:// relay whose host resolves to public addresses only.
+
+    The relay library resolves the name again when it connects, so a name that changes its
+    answer in between could still point elsewhere; it is checked as late as possible.
+    """
     try:
         parts = urlsplit(relay)
-        host = parts.hostname or ""
+        host, port = parts.hostname or "", parts.port or 443
     except ValueError:
         return False
-    if parts.scheme != "wss" or not host or host == "localhost" or host.endswith(".local"):
+    if parts.scheme != "wss":
         return False
     try:
-        return ipaddress.ip_address(host).is_global
-    except ValueError:
-        return True  # a name, not an address
+        public_addresses(host, port)
+    except NotPublic:
+        return False
+    return True

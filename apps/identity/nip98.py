@@ -20,6 +20,9 @@ MAX_AGE_SECONDS = 60
 class AuthRefused(Exception):
     """A login or signed request refused; the message says which check failed."""
 
+    status = 401
+    code = "invalid_api_key"
+
 
 @dataclass(frozen=True)
 class SignedRequest:

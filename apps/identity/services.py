@@ -8,6 +8,7 @@ import hmac
 import logging
 import secrets
 import time
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,9 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from nostr_sdk import Keys, PublicKey
 
-from apps.identity import nip98
+from apps.identity import nip98, pictures
 from apps.identity.backends import relays
+from apps.identity.backends.base import RelayError
 from apps.identity.models import (
     ApiKey,
     Attempt,
@@ -83,6 +85,46 @@ def node_npub() -> str:
 
 def audit_record(action: str, actor: str = "", subject: str = "", detail: str = "") -> None:
     AuditEvent.objects.create(action=action, actor=actor, subject=subject, detail=detail[:300])
+
+
+NOBODY = "nobody logged in"
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    """One line of the audit view: an event, or a run of anonymous refused logins."""
+
+    at: datetime
+    action: str
+    who: str
+    about: str
+    detail: str
+    count: int = 1
+
+
+def audit_rows(limit: int = 100, scanned: int = 2000) -> list[AuditRow]:
+    """The newest audit events for people to read: keys as npubs, and refused logins by
+    nobody in particular folded into one line per run, so they cannot bury the rest."""
+    rows: list[AuditRow] = []
+    for event in AuditEvent.objects.all()[:scanned]:
+        anonymous_refusal = event.action == Action.LOGIN_FAILED and not event.actor
+        if anonymous_refusal and rows and rows[-1].who == NOBODY:
+            rows[-1] = replace(rows[-1], count=rows[-1].count + 1, detail="")
+            continue
+        if len(rows) == limit:
+            break
+        who = NOBODY if anonymous_refusal else _audit_name(event.actor)
+        label = event.get_action_display()
+        rows.append(AuditRow(event.at, label, who, _audit_name(event.subject), event.detail))
+    return rows
+
+
+def _audit_name(value: str) -> str:
+    """A key as a short npub; "shell" and other words as they are."""
+    if len(value) == 64 and all(c in "0123456789abcdef" for c in value):
+        npub = str(PublicKey.parse(value).to_bech32())
+        return f"{npub[:12]}…{npub[-6:]}"
+    return value or "the node"
 
 
 # Attempts are kept this long, longer than any window they are counted in.
@@ -167,6 +209,7 @@ def member_remove(pubkey: str, actor: str = "") -> None:
         member_sockets_close(member.pk)
         member.delete()
         audit_record(Action.MEMBER_REMOVED, actor, subject=pubkey)
+    pictures.picture_forget(pubkey)
 
 
 def member_set_role(pubkey: str, role: str, actor: str = "") -> Member:
@@ -278,14 +321,38 @@ def _enqueue(task: Any, *args: Any) -> None:
 
 
 def profile_refresh(member_id: int) -> None:
+    """Fetch a member's name and picture; an outage leaves them due for the next login."""
     member = Member.objects.filter(pk=member_id).first()
     if member is None:
         return
-    profile = relays.fetch_profile(member.pubkey, settings.NOSTR_RELAYS)
+    try:
+        profile = relays.fetch_profile(member.pubkey, settings.NOSTR_RELAYS)
+    except RelayError as error:
+        logger.info("A profile was not fetched: %s", error)
+        return  # not marked as fetched, so it is not taken as "no profile" for a day
     fields: dict[str, Any] = {"profile_fetched_at": timezone.now()}
     if profile is not None:
-        fields |= {"name": profile.name or "", "picture": profile.picture or ""}
+        fields |= {"name": _name_of_its_own(profile.name), "picture": profile.picture or ""}
     Member.objects.filter(pk=member_id).update(**fields)
+    if profile is not None:
+        _picture_refresh(member.pubkey, profile.picture)
+
+
+def _name_of_its_own(name: str | None) -> str:
+    """A profile name, unless it looks like a key: nobody may pass for someone else's npub."""
+    if not name or name.lower().removeprefix("nostr:").startswith(("npub1", "npub…")):
+        return ""
+    return name
+
+
+def _picture_refresh(pubkey: str, url: str | None) -> None:
+    if not url:
+        pictures.picture_forget(pubkey)
+        return
+    try:
+        pictures.picture_store(pubkey, url)
+    except pictures.PictureRefused as refusal:
+        logger.info("A profile picture was not kept: %s", refusal)
 
 
 def event_remember(event_id: str, created_at: int) -> None:
@@ -302,7 +369,7 @@ def event_remember(event_id: str, created_at: int) -> None:
 
 
 def apikey_create(member: Member, name: str, actor: str | None = None) -> tuple[ApiKey, str]:
-    """A new key, returned once in full; only its hash is kept. actor "" is the command line."""
+    """A new key, returned once in full; only its hash is kept. actor "shell": a command."""
     name = name.strip()
     if not name or len(name) > 100:
         raise IdentityError("Give the key a name of 1 to 100 characters.")

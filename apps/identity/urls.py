@@ -15,6 +15,7 @@ urlpatterns = [
     path("auth/bunker", views.bunker, name="bunker"),
     path("logout/", views.logout_view, name="logout"),
     path("people/", views.people, name="people"),
+    path("people/<str:pubkey>/picture", views.picture, name="picture"),
     path("keys/", views.api_keys, name="keys"),
     path("api/me", views.api_me, name="api-me"),
 ]

@@ -5,15 +5,20 @@ import time
 import segno
 from django.contrib import messages
 from django.contrib.auth import login, logout
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from apps.identity import logins, services
-from apps.identity.access import anyone_required, api_authenticated, owner_required
+from apps.identity import logins, pictures, services
+from apps.identity.access import (
+    anyone_required,
+    api_authenticated,
+    client_address,
+    owner_required,
+)
 from apps.identity.models import ApiKey, AuditEvent, Member, Role
 from apps.identity.nip98 import AuthRefused, event_from_authorization
 from apps.identity.services import IdentityError
@@ -25,7 +30,7 @@ REMOTE_SESSION = "identity.remote_signer"
 
 
 def _client(request: HttpRequest) -> str:
-    return str(request.META.get("REMOTE_ADDR", "unknown"))
+    return client_address(request)
 
 
 def home(request: HttpRequest) -> HttpResponse:
@@ -118,6 +123,7 @@ def logout_view(request: HttpRequest) -> HttpResponse:
     return redirect("identity:login")
 
 
+@never_cache  # an invite link shown here works for whoever holds it
 @owner_required
 def people(request: HttpRequest) -> HttpResponse:
     owner: Member = request.user  # type: ignore[assignment]
@@ -126,10 +132,12 @@ def people(request: HttpRequest) -> HttpResponse:
         invite_link = _people_change(request, owner)
         if not invite_link:
             return redirect("identity:people")
+    members = list(Member.objects.order_by("joined_at"))
     context = {
-        "members": Member.objects.order_by("joined_at"),
+        "members": members,
+        "pictured": {m.pubkey for m in members if pictures.picture_path(m.pubkey).exists()},
         "roles": [Role.MEMBER, Role.FRIEND],
-        "audit": AuditEvent.objects.all()[:100],
+        "audit": services.audit_rows(),
         "invites": services.invites_open(),
         "invite_link": invite_link,
     }
@@ -160,6 +168,21 @@ def _people_change(request: HttpRequest, owner: Member) -> str:
     return ""
 
 
+@owner_required
+@require_GET
+def picture(request: HttpRequest, pubkey: str) -> HttpResponse:
+    """A member's profile picture, as the node fetched and checked it."""
+    try:
+        content = pictures.picture_path(services.parse_pubkey(pubkey)).read_bytes()
+    except (IdentityError, OSError):
+        raise Http404("No picture.") from None
+    response = HttpResponse(content, content_type=pictures.picture_type(content))
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Cache-Control"] = "private, max-age=3600"
+    return response
+
+
+@never_cache  # a new key is shown once, and must not stay in any cache
 @anyone_required
 def api_keys(request: HttpRequest) -> HttpResponse:
     member: Member = request.user  # type: ignore[assignment]

@@ -14,7 +14,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpRe
 from django.http.response import HttpResponseBase
 from django.views.decorators.csrf import csrf_exempt
 
-from apps.identity.access import api_member
+from apps.identity.access import api_models_user
 from apps.identity.models import Member
 from apps.identity.nip98 import AuthRefused
 from apps.inference.answering import AnswerRefused, Events, Sampling, open_answer, provenance
@@ -24,9 +24,9 @@ from apps.inference.models import LocalModel
 
 async def _authenticate(request: HttpRequest) -> Member:
     try:
-        return await sync_to_async(api_member)(request)
-    except AuthRefused as refusal:
-        raise OpenAIError(str(refusal), status=401, code="invalid_api_key") from None
+        return await sync_to_async(api_models_user)(request)
+    except AuthRefused as refusal:  # 401, or 403 for a friend: nothing is shared with them
+        raise OpenAIError(str(refusal), status=refusal.status, code=refusal.code) from None
 
 
 @csrf_exempt  # programs authenticate each request with a key or a signature, not a cookie

@@ -14,6 +14,7 @@ from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
@@ -96,7 +97,13 @@ def retention(request: HttpRequest) -> HttpResponse:
         conversations.retention_set(request.user, request.POST.get("days"))  # type: ignore[arg-type]
     except ChatError as error:
         messages.error(request, str(error))
-    return redirect(request.POST.get("back") or "chat:new")
+    back = request.POST.get("back", "")
+    # Only back to a page of this node: a form posted from elsewhere must not send people off.
+    if not url_has_allowed_host_and_scheme(
+        back, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        back = "chat:new"
+    return redirect(back)
 
 
 @require_POST

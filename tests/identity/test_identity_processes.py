@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import http.cookiejar
+import json
 import re
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 
 import openai
@@ -15,7 +19,7 @@ from playwright.sync_api import Browser, Page, expect
 
 from tests.browser import install_nostr_extension
 from tests.identity.peers import gift_wraps_for
-from tests.instances import Instance, log_in
+from tests.instances import Instance, log_in, signed_login_header
 
 pytestmark = pytest.mark.processes
 
@@ -163,3 +167,46 @@ def test_a_friend_may_not_watch_the_system_status(make_instance: Callable[..., I
 
     with pytest.raises(websockets.InvalidStatus, match="403"):
         asyncio.run(connect())
+
+
+def login_refusal_behind_a_proxy(node: Instance, forwarded_for: str) -> str:
+    """A stranger's login through the real server, with an X-Forwarded-For header."""
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    opener.open(f"{node.url}/login/").read()
+    csrf = next(cookie.value for cookie in jar if cookie.name == "csrftoken")
+    headers = {
+        "X-CSRFToken": csrf,
+        "Referer": f"{node.url}/login/",
+        "X-Forwarded-For": forwarded_for,
+    }
+    issued = json.load(
+        opener.open(
+            urllib.request.Request(f"{node.url}/auth/challenge", method="POST", headers=headers)
+        )
+    )
+    url = f"{node.url}{issued['path']}"
+    header = signed_login_header(Keys.generate(), url, issued["challenge"])
+    request = urllib.request.Request(
+        url, method="POST", headers={**headers, "Authorization": header}
+    )
+    try:
+        opener.open(request)
+    except urllib.error.HTTPError as refusal:
+        return str(json.load(refusal)["error"])
+    raise AssertionError("a stranger was let in")
+
+
+def test_behind_a_trusted_proxy_the_client_cannot_choose_its_address(
+    make_instance: Callable[..., Instance],
+) -> None:
+    node = make_instance(SOVEREIGN_TRUSTED_PROXIES="*")
+    node.serve_web()
+    node.claim(Keys.generate())
+    for attempt in range(10):
+        login_refusal_behind_a_proxy(node, f"203.0.113.{attempt}, 198.51.100.7")
+
+    spoofed = login_refusal_behind_a_proxy(node, "203.0.113.99, 198.51.100.7")
+
+    assert "Too many failed logins" in spoofed
+    assert "Too many" not in login_refusal_behind_a_proxy(node, "198.51.100.8")

@@ -193,3 +193,48 @@ def test_a_non_ascii_authorization_is_refused_not_a_crash(client: Client, member
     response = client.post("/auth/login", HTTP_AUTHORIZATION="Nostr é")
     assert response.status_code == 401
     assert AuditEvent.objects.filter(action="login_failed").exists()
+
+
+def refused_behind_the_proxy(forwarded_for: str) -> Any:
+    """A failed login arriving through the proxy, which appended the address it saw."""
+    proxied = Client(REMOTE_ADDR="172.17.0.1", HTTP_X_FORWARDED_FOR=forwarded_for)
+    header = signed_login_header(Keys.generate(), LOGIN_URL, challenge(proxied))
+    return proxied.post("/auth/login", HTTP_AUTHORIZATION=header)
+
+
+@pytest.mark.parametrize("trusted", [["*"], ["172.17.0.0/16"]])
+def test_a_spoofed_forwarded_for_does_not_escape_the_login_limit(
+    settings: Any, owner: Member, trusted: list[str]
+) -> None:
+    settings.TRUSTED_PROXIES = trusted
+    for attempt in range(10):
+        spoofed = f"203.0.113.{attempt}, 198.51.100.7"  # the client wrote the left part
+        assert refused_behind_the_proxy(spoofed).status_code == 401
+
+    response = refused_behind_the_proxy("203.0.113.99, 198.51.100.7")
+
+    assert "Too many failed logins" in response.json()["error"]
+    assert "Too many" not in refused_behind_the_proxy("198.51.100.8").json()["error"]
+
+
+def test_trusted_proxies_in_the_chain_are_skipped(settings: Any, owner: Member) -> None:
+    settings.TRUSTED_PROXIES = ["172.17.0.0/16", "10.0.0.5"]
+    for _ in range(10):
+        refused_behind_the_proxy("203.0.113.1, 198.51.100.7, 10.0.0.5")
+
+    assert "Too many" in refused_behind_the_proxy("198.51.100.7").json()["error"]
+    assert "Too many" not in refused_behind_the_proxy("203.0.113.1").json()["error"]
+
+
+def test_a_forwarded_for_from_an_untrusted_peer_is_ignored(settings: Any, owner: Member) -> None:
+    settings.TRUSTED_PROXIES = ["10.0.0.5"]
+    for attempt in range(10):
+        spoofing = Client(REMOTE_ADDR="192.0.2.50", HTTP_X_FORWARDED_FOR=f"203.0.113.{attempt}")
+        header = signed_login_header(Keys.generate(), LOGIN_URL, challenge(spoofing))
+        spoofing.post("/auth/login", HTTP_AUTHORIZATION=header)
+
+    plain = Client(REMOTE_ADDR="192.0.2.50")
+    header = signed_login_header(Keys.generate(), LOGIN_URL, challenge(plain))
+    response = plain.post("/auth/login", HTTP_AUTHORIZATION=header)
+
+    assert "Too many failed logins" in response.json()["error"]

@@ -207,6 +207,17 @@ def test_a_signed_request_must_match_its_body(member: Member, keys: Any) -> None
     assert "payload" in response.json()["error"]["message"]
 
 
+def test_a_request_signed_by_a_key_not_on_the_node_is_refused(
+    member: Member, stranger: Any
+) -> None:
+    header = nip98_header(stranger, "http://localhost:8000/api/me", "GET")
+
+    response = Client().get("/api/me", HTTP_AUTHORIZATION=header)
+
+    assert response.status_code == 401
+    assert response.json()["error"]["message"] == "The signing key is not a member of this node."
+
+
 def test_the_commands_claim_add_remove_and_make_keys(keys: Any, capsys: Any) -> None:
     owner_npub = keys["owner"].public_key().to_bech32()
     call_command("claim", owner_npub)
@@ -248,3 +259,55 @@ def test_a_member_with_an_invite_in_hand_logs_in_without_using_it(
     assert extension_login(guest, keys["member"]).json()["role"] == "member"
     invite.refresh_from_db()
     assert invite.used_at is None
+
+
+def test_the_audit_shows_npubs_and_the_shell_and_folds_anonymous_refusals(
+    owner_client: Client, owner: Member, keys: Any
+) -> None:
+    friend_hex = keys["friend"].public_key().to_hex()
+    call_command("member", "add", friend_hex, "--role", "friend")
+    for _ in range(30):
+        Client().post("/auth/login", HTTP_AUTHORIZATION="Nostr !!!")
+    owner_client.post("/keys/", {"action": "create", "name": "laptop"})
+
+    rows = services.audit_rows()
+    page = owner_client.get("/people/").content.decode()
+    audit = page[page.index('id="audit"') :]
+
+    assert [(row.action, row.count) for row in rows[:2]] == [
+        ("API key created", 1),
+        ("Login refused", 30),
+    ]
+    added = next(row for row in rows if row.action == "Member added")
+    assert added.who == "shell"
+    assert added.about.startswith("npub1")
+    assert friend_hex not in audit
+    assert owner.pubkey not in audit
+    assert "× 30" in audit
+
+
+def test_member_list_shows_everyone_with_their_role(
+    owner: Member, member: Member, capsys: Any
+) -> None:
+    call_command("member", "list")
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[:2] for line in lines] == [[owner.npub, "owner"], [member.npub, "member"]]
+
+
+def test_the_role_help_reads_as_plain_words(capsys: Any) -> None:
+    with pytest.raises(SystemExit):
+        call_command("member", "add", "--help")
+    shown = capsys.readouterr().out
+    assert "{member,friend}" in shown
+    assert "Role." not in shown
+
+
+def test_member_add_before_the_database_is_set_up_says_what_to_do(tmp_path: Any, keys: Any) -> None:
+    from tests.instances import Instance
+
+    fresh = Instance(tmp_path)
+    result = fresh.manage("member", "add", keys["member"].public_key().to_bech32())
+
+    assert result.returncode == 1
+    assert "The database is not set up yet" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -61,22 +63,65 @@ def test_it_refuses_a_data_directory_it_cannot_create(tmp_path: Path) -> None:
     assert "cannot be created" in result.stderr
 
 
+# Each variable the README documents, the setting it gives, and its value when unset.
+DEFAULTS: dict[str, tuple[str, object]] = {
+    "SOVEREIGN_HOST": ("HOST", "127.0.0.1"),
+    "SOVEREIGN_PORT": ("PORT", 8000),
+    "SOVEREIGN_ALLOWED_HOSTS": ("ALLOWED_HOSTS", ["127.0.0.1", "[::1]", "localhost"]),
+    "SOVEREIGN_CSRF_TRUSTED_ORIGINS": (
+        "CSRF_TRUSTED_ORIGINS",
+        ["http://127.0.0.1:8000", "http://localhost:8000"],
+    ),
+    "SOVEREIGN_TRUSTED_PROXIES": ("TRUSTED_PROXIES", ["127.0.0.1"]),
+    "SOVEREIGN_TRUST_FORWARDED_PROTO": ("SECURE_PROXY_SSL_HEADER", None),
+    "SOVEREIGN_DEBUG": ("DEBUG", False),
+    "REDIS_URL": ("REDIS_URL", ""),
+    "SOVEREIGN_SETUP_SECRET": ("SETUP_SECRET", ""),
+    "SOVEREIGN_NOSTR_RELAYS": (
+        "NOSTR_RELAYS",
+        ["wss://relay.damus.io", "wss://nos.lol", "wss://relay.primal.net"],
+    ),
+    "SOVEREIGN_ENGINE_SLOTS": ("ENGINE_SLOTS", 4),
+    "SOVEREIGN_ENGINE_CONTEXT": ("ENGINE_CONTEXT_PER_SLOT", 2048),
+    "SOVEREIGN_ENGINE_QUEUE": ("ENGINE_QUEUE", 16),
+    "SOVEREIGN_ENGINE_IDLE_SECONDS": ("ENGINE_IDLE_SECONDS", 600),
+    "SOVEREIGN_ENGINE_THREADS": ("ENGINE_THREADS", 0),
+    "SOVEREIGN_LIGHTNING_RPC": ("LIGHTNING_RPC", ""),
+    "SOVEREIGN_LIGHTNING_PAY_SECONDS": ("LIGHTNING_PAY_SECONDS", 60),
+    "SOVEREIGN_WORKER_CONCURRENCY": ("WORKER_CONCURRENCY", 2),
+    "SOVEREIGN_LOG_LEVEL": ("LOG_LEVEL", "INFO"),
+}
+# Checked on their own below: they depend on the data directory.
+BY_DATA_DIRECTORY = {"SOVEREIGN_DATA_DIR", "SOVEREIGN_SECRET_KEY"}
+
+
+def test_the_readme_documents_exactly_the_variables_checked_here() -> None:
+    readme = (ROOT / "README.md").read_text()
+    documented = set(re.findall(r"^\| `([A-Z_]+)` \|", readme, flags=re.MULTILINE))
+    assert documented == set(DEFAULTS) | BY_DATA_DIRECTORY
+
+
 def test_every_other_variable_has_a_working_default(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SOVEREIGN_")}
     env.pop("REDIS_URL", None)
     env.pop("DJANGO_SETTINGS_MODULE", None)
     env["SOVEREIGN_DATA_DIR"] = str(tmp_path / "data")
+    names = sorted({name for name, _ in DEFAULTS.values()})
     code = (
-        "import django, os; os.environ['DJANGO_SETTINGS_MODULE'] = 'sovereign.settings'; "
+        "import django, json, os; os.environ['DJANGO_SETTINGS_MODULE'] = 'sovereign.settings'; "
         "django.setup(); from django.conf import settings as s; "
-        "print(s.DEBUG, s.HOST, s.PORT, repr(s.REDIS_URL), s.CSRF_TRUSTED_ORIGINS[0])"
+        f"print(json.dumps({{n: getattr(s, n, None) for n in {names!r}}}))"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True
     )
 
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["False", "127.0.0.1", "8000", "''", "http://127.0.0.1:8000"]
+    values = json.loads(result.stdout)
+    for variable, (name, default) in DEFAULTS.items():
+        value = sorted(values[name]) if isinstance(default, list) else values[name]
+        expected = sorted(default) if isinstance(default, list) else default
+        assert value == expected, f"{variable}: {name} is {value!r}, not {expected!r}"
     assert (tmp_path / "data" / "secret_key").exists()
 
 

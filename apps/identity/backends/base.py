@@ -48,6 +48,10 @@ class RelayError(Exception):
     """Talking to relays or to a remote signer failed; the message can be shown."""
 
 
+class RelaysUnreachable(RelayError):
+    """No relay answered in time: nothing is known, so nothing may be taken as settled."""
+
+
 class DeliveryFailed(RelayError):
     """No relay accepted a message; `result.refused` says why, relay by relay."""
 

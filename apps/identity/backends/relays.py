@@ -55,6 +55,7 @@ from .base import (
     DeliveryResult,
     Profile,
     RelayError,
+    RelaysUnreachable,
     RemoteSignerError,
     RemoteSignerSession,
     SignerState,
@@ -231,19 +232,19 @@ async def _publish(
 
 
 def fetch_profile(pubkey_hex: str, relay_urls: Sequence[str], timeout: float = 5) -> Profile | None:
-    """The newest kind-0 profile of `pubkey_hex`, checked; None if no relay has one in time.
+    """The newest kind-0 profile of `pubkey_hex`, checked; None if the relays have none.
 
-    Relay outages give None, never an exception; only a malformed key raises ValueError.
+    RelaysUnreachable when no relay could be asked in time (an outage is not "no profile");
+    a malformed key raises ValueError.
     """
     author = _public_key(pubkey_hex)
     urls, _ = _relay_urls(relay_urls)
     if not urls:
-        return None
+        raise RelaysUnreachable("No usable relay is configured.")
     try:
         content = relays().run(_newest_metadata(author, urls, timeout), timeout + GRACE_SECONDS)
     except (TimeoutError, NostrSdkError) as exc:
-        log.info("No profile fetched for %s: %s", pubkey_hex, exc)
-        return None
+        raise RelaysUnreachable(f"No profile fetched: {_sdk_message(exc)}") from None
     return None if content is None else _profile(content)
 
 
@@ -253,7 +254,7 @@ async def _newest_metadata(author: PublicKey, urls: list[RelayUrl], timeout: flo
     try:
         connected, _ = await _connect(client, urls, deadline)
         if not connected:
-            return None
+            raise RelaysUnreachable("No relay could be reached.")
         wanted = Filter().author(author).kind(Kind(METADATA_KIND)).limit(1)
         target = ReqTarget.manual({url: [wanted] for url in connected})
         events = await client.fetch_events(target, deadline.left())

@@ -7,6 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from apps.identity import services
+from apps.identity.management.database import SHELL, database_ready
 from apps.identity.models import Member
 from apps.identity.services import IdentityError
 
@@ -21,12 +22,13 @@ class Command(BaseCommand):
         create.add_argument("--name", required=True, help="what the key is for")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        database_ready()
         try:
             pubkey = services.parse_pubkey(options["pubkey"])
             member = Member.objects.filter(pubkey=pubkey).first()
             if member is None:
                 raise IdentityError("That key is not a member of this node.")
-            _, key = services.apikey_create(member, options["name"], actor="")
+            _, key = services.apikey_create(member, options["name"], actor=SHELL)
         except IdentityError as error:
             raise CommandError(str(error)) from None
         self.stdout.write(key)

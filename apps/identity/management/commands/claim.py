@@ -7,6 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from apps.identity import services
+from apps.identity.management.database import SHELL, database_ready
 from apps.identity.services import IdentityError
 
 
@@ -17,8 +18,9 @@ class Command(BaseCommand):
         parser.add_argument("pubkey", help="npub1… or 64-character hex public key")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        database_ready()
         try:
-            owner = services.node_claim(services.parse_pubkey(options["pubkey"]))
+            owner = services.node_claim(services.parse_pubkey(options["pubkey"]), actor=SHELL)
         except IdentityError as error:
             raise CommandError(str(error)) from None
         self.stdout.write(f"{owner.npub} now owns this node.")

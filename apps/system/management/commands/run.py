@@ -16,6 +16,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from apps.identity import services as identity
 from apps.inference.services import catalog_sync
+from sovereign.environment import directory_tighten
 from sovereign.supervisor import Program, StartupFailed, Supervisor
 
 PROGRAMS = ("web", "worker", "engine")
@@ -28,7 +29,9 @@ def program_argv(name: str) -> list[str]:
             sys.executable, "-m", "uvicorn", "sovereign.asgi:application",
             "--host", settings.HOST, "--port", str(settings.PORT),
             "--lifespan", "off", "--no-access-log", "--log-level", level,
-            "--proxy-headers", "--forwarded-allow-ips", ",".join(settings.TRUSTED_PROXIES),
+            # The client's address is read by the node (apps.identity.access.client_address):
+            # uvicorn's would take the leftmost X-Forwarded-For, which the client writes.
+            "--no-proxy-headers",
         ]  # fmt: skip
     if name == "engine":
         return [sys.executable, str(settings.BASE_DIR / "manage.py"), "engine"]
@@ -38,6 +41,23 @@ def program_argv(name: str) -> list[str]:
         "--hostname", "worker@%h", "--without-mingle", "--without-gossip",
         "--beat", "--schedule", settings.CELERY_BEAT_SCHEDULE_FILENAME,
     ]  # fmt: skip
+
+
+def _check_port_free() -> None:
+    """Fail early, with a sentence, when another program holds the port.
+
+    SO_REUSEADDR as uvicorn binds: connections the last run closed wait in TIME_WAIT for a
+    minute, and they must not stop a restart.
+    """
+    with socket.socket(socket.AF_INET6 if ":" in settings.HOST else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((settings.HOST, settings.PORT))
+        except OSError as error:
+            raise CommandError(
+                f"Cannot listen on {settings.HOST}:{settings.PORT} ({error.strerror}). "
+                "Set SOVEREIGN_PORT to a free port."
+            ) from None
 
 
 class Command(BaseCommand):
@@ -50,6 +70,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         logging.basicConfig(level=settings.LOG_LEVEL, format="%(levelname)s %(name)s: %(message)s")
+        directory_tighten(settings.DATA_DIR)
         names = options["programs"] or list(PROGRAMS)
         unknown = sorted(set(names) - set(PROGRAMS))
         if unknown:
@@ -68,14 +89,7 @@ class Command(BaseCommand):
         self.stdout.write("Sovereign stopped.")
 
     def _prepare_web(self) -> None:
-        with socket.socket(socket.AF_INET6 if ":" in settings.HOST else socket.AF_INET) as probe:
-            try:
-                probe.bind((settings.HOST, settings.PORT))
-            except OSError as error:
-                raise CommandError(
-                    f"Cannot listen on {settings.HOST}:{settings.PORT} ({error.strerror}). "
-                    "Set SOVEREIGN_PORT to a free port."
-                ) from None
+        _check_port_free()
         call_command("migrate", interactive=False, verbosity=0)
         call_command("collectstatic", interactive=False, verbosity=0)
         catalog_sync()  # the bundled model on the first start, and files dropped in by hand

@@ -1,0 +1,123 @@
+"""Members' profile pictures, fetched once by the node and served from it.
+
+A browser showing the People page then asks no other host for anything: a picture URL in a
+profile is anyone's choice, and loading it from there would tell that host who looks, when.
+"""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import ssl
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from django.conf import settings
+
+from apps.identity.addresses import Address, NotPublic, public_addresses
+
+MAX_PICTURE_BYTES = 512 * 1024
+FETCH_SECONDS = 10
+# The image types browsers show that cannot carry a script (so no SVG), by their first bytes.
+SIGNATURES = {
+    b"\x89PNG\r\n\x1a\n": "image/png",
+    b"\xff\xd8\xff": "image/jpeg",
+    b"GIF87a": "image/gif",
+    b"GIF89a": "image/gif",
+}
+
+
+class PictureRefused(Exception):
+    """The picture could not be fetched, or is not an image within the limits."""
+
+
+def picture_path(pubkey: str) -> Path:
+    return settings.DATA_DIR / "pictures" / pubkey
+
+
+def picture_type(content: bytes) -> str | None:
+    """The image type of these bytes, or None if they are not a picture the node keeps."""
+    if content[:4] == b"RIFF" and content[8:12] == b"WEBP":
+        return "image/webp"
+    return next((kind for magic, kind in SIGNATURES.items() if content.startswith(magic)), None)
+
+
+def picture_store(pubkey: str, url: str) -> None:
+    """Fetch the picture at url and keep it for pubkey; a refused one removes the old."""
+    path = picture_path(pubkey)
+    try:
+        content = picture_fetch(url)
+    except PictureRefused:
+        path.unlink(missing_ok=True)
+        raise
+    path.parent.mkdir(mode=0o700, exist_ok=True)
+    partial = path.with_suffix(".part")
+    partial.write_bytes(content)
+    partial.replace(path)
+
+
+def picture_forget(pubkey: str) -> None:
+    picture_path(pubkey).unlink(missing_ok=True)
+
+
+def picture_fetch(url: str) -> bytes:
+    """The image at url: http(s) on a public address, at most MAX_PICTURE_BYTES, no redirect."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise PictureRefused("Only http and https pictures are fetched.")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        address = public_addresses(parts.hostname, port)[0]
+    except NotPublic as error:
+        raise PictureRefused(str(error)) from None
+    connection = _connection(parts.scheme, parts.hostname, address, port)
+    try:
+        return _read_image(connection, parts.path or "/", parts.query)
+    except (OSError, http.client.HTTPException) as error:
+        raise PictureRefused(f"The picture could not be fetched: {error}") from None
+    finally:
+        connection.close()
+
+
+def _read_image(connection: http.client.HTTPConnection, path: str, query: str) -> bytes:
+    connection.request("GET", f"{path}?{query}" if query else path, headers=_HEADERS)
+    response = connection.getresponse()
+    if response.status != 200:
+        raise PictureRefused(f"The picture's host answered {response.status}.")
+    content = response.read(MAX_PICTURE_BYTES + 1)
+    if len(content) > MAX_PICTURE_BYTES:
+        raise PictureRefused(f"The picture is larger than {MAX_PICTURE_BYTES // 1024} KiB.")
+    if picture_type(content) is None:
+        raise PictureRefused("That is not a PNG, JPEG, GIF or WebP picture.")
+    return content
+
+
+_HEADERS = {"User-Agent": "Sovereign", "Accept": "image/png,image/jpeg,image/gif,image/webp"}
+
+
+def _connection(scheme: str, host: str, address: Address, port: int) -> http.client.HTTPConnection:
+    if scheme == "https":
+        return _PinnedHTTPS(host, address, port)
+    return _PinnedHTTP(host, address, port)
+
+
+class _PinnedHTTP(http.client.HTTPConnection):
+    """Connects to the address that was checked, not to whatever the name says next time."""
+
+    def __init__(self, host: str, address: Address, port: int) -> None:
+        super().__init__(host, port, timeout=FETCH_SECONDS)
+        self.address = address
+
+    def connect(self) -> None:
+        self.sock = socket.create_connection((str(self.address), self.port), self.timeout)
+
+
+class _PinnedHTTPS(http.client.HTTPSConnection):
+    def __init__(self, host: str, address: Address, port: int) -> None:
+        super().__init__(host, port, timeout=FETCH_SECONDS, context=ssl.create_default_context())
+        self.address = address
+
+    def connect(self) -> None:
+        raw = socket.create_connection((str(self.address), self.port), self.timeout)
+        # The certificate is checked against the name, as a browser would.
+        self.sock = self._context.wrap_socket(raw, server_hostname=self.host)  # type: ignore[attr-defined]
