@@ -36,7 +36,8 @@ class Others:
                 stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             except OSError:
                 continue
-            ours += int(stat[11]) + int(stat[12])  # utime and stime, all threads
+            # utime and stime of all its threads, and of its children that have ended
+            ours += sum(int(ticks) for ticks in stat[11:15])
         return total, total - idle, ours
 
     def share(self) -> float:
