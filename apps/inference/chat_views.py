@@ -21,7 +21,7 @@ from apps.identity.access import household_required
 from apps.identity.models import Member, Role
 from apps.inference import conversations
 from apps.inference.answering import AnswerRefused, Events, Sampling, open_answer, provenance
-from apps.inference.chat_request import OpenAIError, parse_messages
+from apps.inference.chat_request import OpenAIError, parse_messages, read_body
 from apps.inference.conversations import ChatError
 from apps.inference.markdown import render_markdown
 from apps.inference.models import Conversation, LocalModel
@@ -106,9 +106,9 @@ async def ask(request: HttpRequest) -> HttpResponseBase:
     if not member.is_authenticated or member.role not in (Role.OWNER, Role.MEMBER):
         return JsonResponse({"error": "Log in as a member of the household."}, status=403)
     try:
-        turn = await sync_to_async(Turn.from_request)(member, request.body)
+        turn = await sync_to_async(Turn.from_request)(member, read_body(request))
         first, events = await turn.open()
-    except ChatError as error:
+    except (ChatError, OpenAIError) as error:
         return JsonResponse({"error": str(error)}, status=400)
     except AnswerRefused as refusal:
         return JsonResponse({"error": _refusal_text(refusal)}, status=refusal.status)
