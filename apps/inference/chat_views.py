@@ -70,13 +70,15 @@ def chat_page(
 
 
 def _model_chosen(conversation: Conversation | None, models: list[LocalModel]) -> str:
-    """The model that answered last in this conversation, else the first in the catalog."""
+    """The model that answered last in this conversation, else the one added first: a model
+    added later never silently becomes everyone's default."""
     names = {model.name for model in models}
     if conversation is not None:
         last = conversation.messages.exclude(model_name="").order_by("-id").first()
         if last is not None and last.model_name in names:
             return last.model_name
-    return models[0].name if models else ""
+    first = min(models, key=lambda model: (model.added_at, model.pk), default=None)
+    return first.name if first is not None else ""
 
 
 @require_POST

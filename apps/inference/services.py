@@ -100,6 +100,8 @@ def model_add_path(
         raise CatalogError("Give the model a name made of letters, digits or dashes.")
     if LocalModel.objects.filter(name=name).exists():
         raise CatalogError(f"A model named {name} is already in the catalog.")
+    sha256 = sha256 or file_sha256(path)
+    _refuse_known_file(sha256)
     stored = _place_in_models_dir(path)
     try:
         with transaction.atomic():
@@ -107,7 +109,7 @@ def model_add_path(
                 name=name,
                 file_name=stored.name,
                 size=stored.stat().st_size,
-                sha256=sha256 or file_sha256(stored),
+                sha256=sha256,
                 architecture=info.architecture,
                 parameters=info.parameters,
                 quantization=info.quantization,
@@ -117,6 +119,16 @@ def model_add_path(
             )
     except IntegrityError:
         raise CatalogError(f"{stored.name} is already in the catalog.") from None
+
+
+def _refuse_known_file(sha256: str) -> None:
+    """The same file twice would be two names for one model, and twice the disk."""
+    known = LocalModel.objects.filter(sha256=sha256).first()
+    if known is not None:
+        raise CatalogError(
+            f"This file is already in the catalog as {known.name} (the same SHA-256, "
+            f"{sha256[:12]}…)."
+        )
 
 
 def _place_in_models_dir(path: Path) -> Path:

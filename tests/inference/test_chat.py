@@ -142,3 +142,17 @@ def test_a_retention_not_offered_is_refused_and_changes_nothing(
 
     assert "Choose how long to keep" in page.content.decode()
     assert ChatPreferences.objects.get(member=member).retention_days == 30
+
+
+def test_a_model_added_later_does_not_become_the_default(
+    member_client: Client, model: LocalModel
+) -> None:
+    LocalModel.objects.create(
+        name="aaa-newer", file_name="aaa.gguf", size=1, sha256="b" * 64, architecture="llama",
+        parameters=1, quantization="Q8_0", source=LocalModel.Source.URL,
+    )  # fmt: skip
+
+    page = member_client.get("/chat/").content.decode()
+
+    assert f'<option value="{MODEL}" selected>' in page
+    assert '<option value="aaa-newer">' in page
