@@ -122,6 +122,26 @@ async def ask(request: HttpRequest) -> HttpResponseBase:
     return response
 
 
+@require_POST
+@household_required
+def answer_stopped(request: HttpRequest) -> HttpResponse:
+    """After Stop the page says what it had shown, and only that is kept of the answer."""
+    try:
+        data = json.loads(request.body)
+        trimmed = conversations.answer_trim(
+            request.user,  # type: ignore[arg-type]
+            data.get("conversation"),
+            data.get("shown"),
+        )
+    except (ValueError, AttributeError):
+        return JsonResponse({"error": "The request is not a JSON object."}, status=400)
+    except ChatError as error:
+        return JsonResponse({"error": str(error)}, status=400)
+    if not trimmed:
+        return JsonResponse({"error": "The stopped answer is not saved yet."}, status=409)
+    return JsonResponse({"kept": len(data["shown"])})
+
+
 def _refusal_text(refusal: AnswerRefused) -> str:
     if refusal.code == "context_length_exceeded":
         return f"{refusal} Start a new conversation to go on."

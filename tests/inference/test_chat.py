@@ -156,3 +156,27 @@ def test_a_model_added_later_does_not_become_the_default(
 
     assert f'<option value="{MODEL}" selected>' in page
     assert '<option value="aaa-newer">' in page
+
+
+def stopped(client: Client, **body: Any) -> Any:
+    return client.post("/chat/stopped", json.dumps(body), content_type="application/json")
+
+
+def test_a_stopped_answer_keeps_only_what_the_page_showed(
+    member: Any, owner: Any, member_client: Client, owner_client: Client
+) -> None:
+    conversation = conversations.conversation_start(member, "Tell me a story")
+    conversations.question_save(conversation, "Tell me a story")
+    assert stopped(member_client, conversation=conversation.pk, shown="Once").status_code == 409
+    provenance = {"model": MODEL, "model_sha256": "b" * 64, "sampling": {}}
+    conversations.answer_save(conversation, "Once upon a time", provenance, "cancelled")
+
+    assert stopped(owner_client, conversation=conversation.pk, shown="Once").status_code == 400
+    assert stopped(member_client, conversation=conversation.pk, shown="Twice").status_code == 400
+    assert stopped(member_client, conversation=conversation.pk, shown="Once").status_code == 200
+
+    answer = conversation.messages.get(role="assistant")
+    assert answer.content == "Once"
+    longer = stopped(member_client, conversation=conversation.pk, shown="Once upon")
+    assert longer.status_code == 400  # never lengthened
+    assert conversation.messages.get(role="assistant").content == "Once"

@@ -14,7 +14,7 @@ from playwright.sync_api import Browser, Page, Route, expect
 
 from apps.inference.markdown import render_markdown
 from tests.browser import install_nostr_extension
-from tests.instances import Instance
+from tests.instances import Instance, wait_for
 
 pytestmark = [pytest.mark.processes, pytest.mark.browser]
 HOSTILE = '<script>window.pwned = 1</script> and <img src=x onerror="window.pwned = 1">'
@@ -82,17 +82,36 @@ def test_a_member_chats_and_the_answer_says_which_file_made_it(
     assert not [name for name in files_holding(node.data_dir, question) if name.endswith(".log")]
 
 
-def test_stop_ends_the_generation_and_keeps_what_was_said(
+def stored_answer(node: Instance, conversation_id: str) -> str:
+    code = ("from apps.inference.models import ChatMessage;"
+            f"m = ChatMessage.objects.filter(conversation_id={conversation_id}, role='assistant')"
+            ".last(); print(repr(m.content) if m else 'None')")  # fmt: skip
+    return str(node.manage("shell", "-c", code).stdout.strip().splitlines()[-1])
+
+
+def test_stop_ends_the_generation_and_keeps_exactly_what_was_shown(
     node: Instance, member_page: Page
 ) -> None:
     send(member_page, "Write a very long story about a dragon, in ten chapters.")
     streaming = member_page.locator(".answer .streaming")
     expect(streaming).not_to_be_empty(timeout=60_000)
+    # The page is busy for a moment (a slow phone) while the answer goes on arriving, then
+    # Stop is pressed before what arrived meanwhile was shown: the server has sent more than
+    # the page showed, and must keep only what was shown.
+    member_page.evaluate(
+        """() => {
+            const until = Date.now() + 3000;
+            while (Date.now() < until);
+            document.getElementById("stop").click();
+        }"""
+    )
 
-    member_page.get_by_role("button", name="Stop").click()
-
+    shown = streaming.text_content() or ""
     expect(member_page.locator(".answer .provenance")).to_have_text("stopped")
     expect(member_page.get_by_role("button", name="Send")).to_be_visible()
+    conversation_id = member_page.url.rstrip("/").rsplit("/", 1)[-1]
+    wait_for(lambda: stored_answer(node, conversation_id) == repr(shown), 60,
+             "the stored answer to be what was shown")  # fmt: skip
     node.wait_until("engine", "up")
     assert re.search(r"\b0 answering", node.component("engine")["detail"])  # type: ignore[index]
     member_page.reload()
