@@ -180,3 +180,15 @@ def test_a_stopped_answer_keeps_only_what_the_page_showed(
     longer = stopped(member_client, conversation=conversation.pk, shown="Once upon")
     assert longer.status_code == 400  # never lengthened
     assert conversation.messages.get(role="assistant").content == "Once"
+
+
+def test_a_question_over_the_size_limit_is_refused_saying_so(
+    member_client: Client, model: LocalModel, settings: Any
+) -> None:
+    settings.ENGINE_REQUEST_BYTES = 10_000
+
+    refused = ask(member_client, model=MODEL, question="é" * 20_000)
+
+    assert refused.status_code == 400
+    assert "at most 10000 bytes" in refused.json()["error"]
+    assert stored() == (0, 0)
