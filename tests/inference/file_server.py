@@ -24,6 +24,8 @@ class FileServer:
         self.without_length = False  # no Content-Length: the body ends when the line closes
         self.status: int | None = None  # answer every request with this error status
         self.redirect_to: str | None = None  # answer every request with a 302 to this URL
+        self.pause_after: int | None = None  # send this many bytes, then wait for `resume`
+        self.resume = threading.Event()
         handler = type("Handler", (_Handler,), {"files": self})
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.httpd.daemon_threads = True
@@ -31,6 +33,7 @@ class FileServer:
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
     def stop(self) -> None:
+        self.resume.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -86,6 +89,9 @@ class _Handler(BaseHTTPRequestHandler):
                 self.close_connection = True
                 return
             files.bytes_sent += len(piece)
+            if files.pause_after is not None and files.bytes_sent >= files.pause_after:
+                files.pause_after = None
+                files.resume.wait(timeout=120)
             if files.bytes_per_second:
                 time.sleep(len(piece) / files.bytes_per_second)
         if drop is not None:
