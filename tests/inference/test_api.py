@@ -99,7 +99,7 @@ def test_four_requests_at_once_are_answered_together(node: Instance) -> None:
     for stream in streams:
         stream.close()
     wait_for(lambda: engine_status(node)["running"] == 0, 60, "the engine to stop generating")
-    assert engine_status(node)["finished"]["cancelled"] == before + 4
+    assert engine_status(node)["finished"].get("cancelled", 0) == before + 4
 
 
 def test_an_unknown_model_is_404_in_openais_shape(client: openai.OpenAI) -> None:
@@ -155,7 +155,7 @@ def test_a_client_that_disconnects_stops_its_generation(
 
     wait_for(lambda: engine_status(node)["running"] == 0, 60, "the engine to stop generating")
     after = engine_status(node)["finished"]
-    assert after["cancelled"] == before.get("cancelled", 0) + 1  # not ended by itself
+    assert after.get("cancelled", 0) == before.get("cancelled", 0) + 1  # not ended by itself
     assert after.get("length", 0) == before.get("length", 0)
     assert after.get("stop", 0) == before.get("stop", 0)
 
