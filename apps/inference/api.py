@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
+import secrets
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -18,8 +21,37 @@ from apps.identity.access import api_models_user
 from apps.identity.models import Member
 from apps.identity.nip98 import AuthRefused
 from apps.inference.answering import AnswerRefused, Events, Sampling, open_answer, provenance
-from apps.inference.chat_request import ChatRequest, OpenAIError, parse_chat_request
+from apps.inference.chat_request import ChatRequest, OpenAIError, parse_chat_request, read_body
 from apps.inference.models import LocalModel
+
+logger = logging.getLogger(__name__)
+View = Callable[..., Coroutine[Any, Any, HttpResponseBase]]
+
+
+def openai_errors(view: View) -> View:
+    """Every answer under /v1 in OpenAI's shape, an unforeseen failure too (a 500 that says
+    only that, with nothing of the request in the log)."""
+
+    @functools.wraps(view)
+    async def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        try:
+            return await view(request, *args, **kwargs)
+        except OpenAIError as error:
+            headers = {"Retry-After": "2"} if error.status == 429 else None
+            return error.response(headers)
+        except Exception as error:
+            logger.error("%s %s failed: %s", request.method, request.path, type(error).__name__)
+            return OpenAIError(
+                "The node failed to answer this request.", status=500, kind="server_error"
+            ).response()
+
+    return csrf_exempt(wrapped)  # programs authenticate with a key or a signature, not a cookie
+
+
+def _allow(request: HttpRequest, method: str) -> None:
+    if request.method != method:
+        message = f"Use {method} for {request.path}."
+        raise OpenAIError(message, status=405, code="method_not_allowed")
 
 
 async def _authenticate(request: HttpRequest) -> Member:
@@ -29,33 +61,34 @@ async def _authenticate(request: HttpRequest) -> Member:
         raise OpenAIError(str(refusal), status=refusal.status, code=refusal.code) from None
 
 
-@csrf_exempt  # programs authenticate each request with a key or a signature, not a cookie
+@openai_errors
+async def unknown(request: HttpRequest, path: str = "") -> HttpResponse:
+    raise OpenAIError(
+        f"Invalid URL ({request.method} {request.path}).", status=404, code="unknown_url"
+    )
+
+
+@openai_errors
 async def models_list(request: HttpRequest) -> HttpResponse:
-    try:
-        await _authenticate(request)
-    except OpenAIError as error:
-        return error.response()
+    _allow(request, "GET")
+    await _authenticate(request)
     models = [model async for model in LocalModel.objects.order_by("name")]
     data = [{"id": m.name, "object": "model", "created": int(m.added_at.timestamp()),
              "owned_by": "sovereign"} for m in models]  # fmt: skip
     return JsonResponse({"object": "list", "data": data})
 
 
-@csrf_exempt
+@openai_errors
 async def chat_completions(request: HttpRequest) -> HttpResponseBase:
-    try:
-        if request.method != "POST":
-            raise OpenAIError("Use POST.", status=405)
-        member = await _authenticate(request)
-        chat = parse_chat_request(request.body)
-        model = await LocalModel.objects.filter(name=chat.model).afirst()
-        if model is None:
-            raise OpenAIError(f"The model '{chat.model}' does not exist.", status=404,
-                              param="model", code="model_not_found")  # fmt: skip
-        sampling, first, events = await _start(model, chat, user=str(member.pk))
-    except OpenAIError as error:
-        headers = {"Retry-After": "2"} if error.status == 429 else None
-        return error.response(headers)
+    _allow(request, "POST")
+    body = read_body(request)  # refused by its size before anything reads it
+    member = await _authenticate(request)
+    chat = parse_chat_request(body)
+    model = await LocalModel.objects.filter(name=chat.model).afirst()
+    if model is None:
+        raise OpenAIError(f"The model '{chat.model}' does not exist.", status=404,
+                          param="model", code="model_not_found")  # fmt: skip
+    sampling, first, events = await _start(model, chat, user=str(member.pk))
     answer = Answer(chat, model, sampling)
     if chat.stream:
         response = StreamingHttpResponse(
@@ -75,7 +108,8 @@ async def _start(
         max_tokens=chat.max_tokens or settings.ENGINE_DEFAULT_MAX_TOKENS,
         temperature=chat.temperature,
         top_p=chat.top_p,
-        seed=chat.seed,
+        # Drawn when the client sent none, and recorded: the same answer can be had again.
+        seed=secrets.randbelow(2**31) if chat.seed is None else chat.seed,
         stop=chat.stop,
         grammar=chat.grammar,
     )
@@ -117,9 +151,12 @@ class Answer:
         self, first: dict[str, Any], events: AsyncGenerator[dict[str, Any], None]
     ) -> dict[str, Any]:
         parts, event = [], first
-        while event["event"] == "token":
-            parts.append(event["text"])
-            event = await anext(events)
+        try:
+            while event["event"] == "token":
+                parts.append(event["text"])
+                event = await anext(events)
+        finally:
+            await events.aclose()
         if event["event"] == "error":
             raise _engine_error(AnswerRefused(event["code"], event["message"]))
         message = {"role": "assistant", "content": "".join(parts)}

@@ -10,12 +10,29 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from django.http import JsonResponse
+from django.conf import settings
+from django.http import HttpRequest, JsonResponse
 from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
 
 ROLES = ("system", "user", "assistant")
 MAX_STOP_STRINGS = 4
 MAX_TOKENS_LIMIT = 32_768
+# The largest request follows the context: a token is rarely more than 8 characters, each at
+# most 6 bytes in JSON (\uXXXX), and long runs of one symbol reach 48 bytes; the envelope
+# (roles, parameters, a JSON schema) gets a fixed allowance on top.
+BYTES_PER_TOKEN = 64
+ENVELOPE_BYTES = 64 * 1024
+
+FIELDS = {"model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens",
+          "temperature", "top_p", "stop", "seed", "response_format"}  # fmt: skip
+IGNORED = {"user", "metadata", "store", "service_tier"}  # about the caller, not the answer
+# Accepted only with the value that changes nothing; otherwise the answer would silently
+# differ from what the client asked for.
+NEUTRAL: dict[str, tuple[Any, ...]] = {
+    "n": (1,), "logprobs": (False,), "top_logprobs": (0,), "presence_penalty": (0,),
+    "frequency_penalty": (0,), "logit_bias": ({},), "tools": ([],), "functions": ([],),
+    "tool_choice": ("none",), "function_call": ("none",), "parallel_tool_calls": (True, False),
+}  # fmt: skip
 
 
 class OpenAIError(Exception):
@@ -50,13 +67,34 @@ class ChatRequest:
     grammar: str | None  # GBNF from response_format, if it asks for JSON
 
 
-def parse_chat_request(body: bytes) -> ChatRequest:
+def read_body(request: HttpRequest) -> bytes:
+    """The request's body, refused by its size (which follows the context) before it is read."""
+    limit = int(settings.ENGINE_REQUEST_BYTES)
+    declared = str(request.META.get("CONTENT_LENGTH") or "0")
+    if declared.isdigit() and int(declared) > limit:
+        raise OpenAIError(
+            f"The request is {int(declared)} bytes; this node takes at most {limit} bytes, "
+            f"which follows its context of {settings.ENGINE_CONTEXT_PER_SLOT} tokens "
+            "(SOVEREIGN_ENGINE_CONTEXT).",
+            code="request_too_large",
+        )
+    return request.body  # within DATA_UPLOAD_MAX_MEMORY_SIZE, which settings keep above limit
+
+
+def load_json(body: bytes) -> Any:
     try:
-        data = json.loads(body)
+        return json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise OpenAIError("The request body is not valid JSON.") from None
+    except RecursionError:
+        raise OpenAIError("The request body's JSON is nested too deeply.") from None
+
+
+def parse_chat_request(body: bytes) -> ChatRequest:
+    data = load_json(body)
     if not isinstance(data, dict):
         raise OpenAIError("The request body must be a JSON object.")
+    _refuse_unsupported(data)
     return ChatRequest(
         model=_model(data.get("model")),
         messages=parse_messages(data.get("messages")),
@@ -69,6 +107,25 @@ def parse_chat_request(body: bytes) -> ChatRequest:
         seed=_seed(data.get("seed")),
         grammar=_grammar(data.get("response_format")),
     )
+
+
+def _refuse_unsupported(data: dict[str, Any]) -> None:
+    for name, value in data.items():
+        if name in FIELDS or name in IGNORED or value is None:
+            continue
+        if name not in NEUTRAL:
+            raise OpenAIError(
+                f"Unrecognized request argument supplied: {name}.",
+                param=name,
+                code="unsupported_parameter",
+            )
+        neutral = NEUTRAL[name]
+        if value not in neutral or isinstance(value, bool) != isinstance(neutral[0], bool):
+            raise OpenAIError(
+                f"'{name}' is not supported by this node; leave it out.",
+                param=name,
+                code="unsupported_parameter",
+            )
 
 
 def _model(value: Any) -> str:

@@ -9,5 +9,6 @@ urlpatterns = [
     path("<int:conversation_id>/", chat_views.chat_page, name="conversation"),
     path("<int:conversation_id>/delete", chat_views.conversation_delete, name="delete"),
     path("ask", chat_views.ask, name="ask"),
+    path("stopped", chat_views.answer_stopped, name="stopped"),
     path("retention", chat_views.retention, name="retention"),
 ]

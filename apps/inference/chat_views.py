@@ -22,7 +22,7 @@ from apps.identity.access import household_required
 from apps.identity.models import Member, Role
 from apps.inference import conversations
 from apps.inference.answering import AnswerRefused, Events, Sampling, open_answer, provenance
-from apps.inference.chat_request import OpenAIError, parse_messages
+from apps.inference.chat_request import OpenAIError, parse_messages, read_body
 from apps.inference.conversations import ChatError
 from apps.inference.markdown import render_markdown
 from apps.inference.models import Conversation, LocalModel
@@ -71,13 +71,15 @@ def chat_page(
 
 
 def _model_chosen(conversation: Conversation | None, models: list[LocalModel]) -> str:
-    """The model that answered last in this conversation, else the first in the catalog."""
+    """The model that answered last in this conversation, else the one added first: a model
+    added later never silently becomes everyone's default."""
     names = {model.name for model in models}
     if conversation is not None:
         last = conversation.messages.exclude(model_name="").order_by("-id").first()
         if last is not None and last.model_name in names:
             return last.model_name
-    return models[0].name if models else ""
+    first = min(models, key=lambda model: (model.added_at, model.pk), default=None)
+    return first.name if first is not None else ""
 
 
 @require_POST
@@ -113,9 +115,9 @@ async def ask(request: HttpRequest) -> HttpResponseBase:
     if not member.is_authenticated or member.role not in (Role.OWNER, Role.MEMBER):
         return JsonResponse({"error": "Log in as a member of the household."}, status=403)
     try:
-        turn = await sync_to_async(Turn.from_request)(member, request.body)
+        turn = await sync_to_async(Turn.from_request)(member, read_body(request))
         first, events = await turn.open()
-    except ChatError as error:
+    except (ChatError, OpenAIError) as error:
         return JsonResponse({"error": str(error)}, status=400)
     except AnswerRefused as refusal:
         return JsonResponse({"error": _refusal_text(refusal)}, status=refusal.status)
@@ -125,6 +127,26 @@ async def ask(request: HttpRequest) -> HttpResponseBase:
     response["Cache-Control"] = "no-store"
     response["X-Accel-Buffering"] = "no"
     return response
+
+
+@require_POST
+@household_required
+def answer_stopped(request: HttpRequest) -> HttpResponse:
+    """After Stop the page says what it had shown, and only that is kept of the answer."""
+    try:
+        data = json.loads(request.body)
+        trimmed = conversations.answer_trim(
+            request.user,  # type: ignore[arg-type]
+            data.get("conversation"),
+            data.get("shown"),
+        )
+    except (ValueError, AttributeError):
+        return JsonResponse({"error": "The request is not a JSON object."}, status=400)
+    except ChatError as error:
+        return JsonResponse({"error": str(error)}, status=400)
+    if not trimmed:
+        return JsonResponse({"error": "The stopped answer is not saved yet."}, status=409)
+    return JsonResponse({"kept": len(data["shown"])})
 
 
 def _refusal_text(refusal: AnswerRefused) -> str:

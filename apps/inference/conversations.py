@@ -82,6 +82,22 @@ def answer_save(
     return answer
 
 
+def answer_trim(member: Member, conversation_id: Any, shown: Any) -> bool:
+    """Keep of a stopped answer only what the page had shown: the server sent more than had
+    arrived when Stop was pressed. False while that answer is not saved yet (the server
+    saves it once it notices the page went away). Never lengthens or changes an answer."""
+    conversation = conversation_of(member, conversation_id)
+    if not isinstance(shown, str):
+        raise ChatError("Say what was shown of the answer.")
+    last = conversation.messages.order_by("-id").first()
+    if last is None or last.role != ChatMessage.Role.ASSISTANT:
+        return False
+    if last.finish_reason != "cancelled" or not last.content.startswith(shown):
+        raise ChatError("Only a stopped answer can be cut, and only to what it began with.")
+    ChatMessage.objects.filter(pk=last.pk).update(content=shown)
+    return True
+
+
 def conversation_delete(member: Member, conversation_id: Any) -> None:
     conversation_of(member, conversation_id).delete()
 

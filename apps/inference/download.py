@@ -4,20 +4,29 @@ Resuming asks for `Range: bytes=N-` from where the part file ends. A server that
 206 sends the rest; one that answers 200 sends the whole file again, and the part starts
 over. The SHA-256 is computed while writing (over the part already there when resuming),
 so the finished file is never read twice.
+
+What will not fit is refused: the size the server announces before a byte is written, and
+the free space again while the file streams in, always keeping FREE_SPACE_MARGIN free for
+the rest of the box (a Bitcoin node's blocks, the database). Errors say what went wrong in
+plain words, never the remote server's own status line or content type.
 """
 
 from __future__ import annotations
 
 import hashlib
 import http.client
+import ipaddress
 import re
+import shutil
+import socket
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, BinaryIO
+from urllib.parse import urlsplit
 
 from apps.inference.gguf import MAGIC
 
@@ -25,15 +34,39 @@ CHUNK_BYTES = 1 << 16
 TIMEOUT_SECONDS = 60
 REPORT_EVERY_SECONDS = 0.25
 USER_AGENT = "Sovereign (model download)"
+FREE_SPACE_MARGIN = 2 << 30  # bytes always left free on the disk of the models folder
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-\d+/(\d+|\*)")
 
 
 class DownloadError(Exception):
-    """The download stopped; the message says why, and whether the part is worth keeping."""
+    """The download stopped; the message says why, whether the part is worth keeping, and
+    whether trying again can help (not for a wrong file, one too big, or a 4xx)."""
 
-    def __init__(self, message: str, *, resumable: bool) -> None:
+    def __init__(self, message: str, *, resumable: bool, permanent: bool = False) -> None:
         super().__init__(message)
-        self.resumable = resumable
+        self.resumable, self.permanent = resumable, permanent
+
+
+def free_bytes(directory: Path) -> int:
+    return shutil.disk_usage(directory).free
+
+
+def check_room(directory: Path, still_to_come: int | None) -> None:
+    """Refuse a file that would leave less than FREE_SPACE_MARGIN free (size unknown: refuse
+    once the margin itself would be eaten into)."""
+    room = free_bytes(directory) - FREE_SPACE_MARGIN
+    if room < 0 or (still_to_come is not None and still_to_come > room):
+        need = "" if still_to_come is None else f" needs {_size(still_to_come)} more and"
+        raise DownloadError(
+            f"The file does not fit: it{need} would leave less than {_size(FREE_SPACE_MARGIN)} "
+            f"free on the disk ({_size(max(room, 0))} can be used).",
+            resumable=False,
+            permanent=True,
+        )
+
+
+def _size(count: int) -> str:
+    return f"{count / 1e9:.1f} GB" if count >= 10**8 else f"{count / 1e6:.1f} MB"
 
 
 class DownloadStopped(Exception):
@@ -51,8 +84,66 @@ class Progress:
 Reporter = Callable[[Progress], bool]
 
 
-def fetch(url: str, part: Path, report: Reporter, known_total: int | None = None) -> str:
+def check_target(url: str, own_ports: Collection[int]) -> None:
+    """Refuse a URL that reaches one of the node's own ports on this machine (its web server,
+    say): the download runs with the node's own standing, and must not be turned on it."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    if port not in own_ports or not parts.hostname:
+        return
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(parts.hostname, port)}
+    except OSError:
+        return  # not resolvable: the fetch itself says it cannot connect
+    if any(_is_this_machine(str(address)) for address in addresses):
+        raise DownloadError(
+            f"Port {port} on this machine is the node's own: it is not downloaded from.",
+            resumable=False,
+            permanent=True,
+        )
+
+
+def _is_this_machine(address: str) -> bool:
+    ip = ipaddress.ip_address(address.split("%")[0])
+    if ip.is_loopback or ip.is_unspecified:
+        return True
+    family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((address, 0))  # only an address of this machine can be bound
+        except OSError:
+            return False
+    return True
+
+
+class _CheckedRedirects(urllib.request.HTTPRedirectHandler):
+    """Each redirect's target is checked as the first URL was."""
+
+    def __init__(self, own_ports: Collection[int]) -> None:
+        self.own_ports = own_ports
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: IO[bytes],
+        code: int,
+        msg: str,
+        headers: http.client.HTTPMessage,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        check_target(newurl, self.own_ports)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def fetch(
+    url: str,
+    part: Path,
+    report: Reporter,
+    known_total: int | None = None,
+    own_ports: Collection[int] = (),
+) -> str:
     """Download url into part, resuming from where part ends; returns the file's SHA-256."""
+    check_target(url, own_ports)
     offset = part.stat().st_size if part.exists() else 0
     if offset and offset == known_total:
         return _sha256_of(part).hexdigest()  # whole already: stopped before it was registered
@@ -61,14 +152,22 @@ def fetch(url: str, part: Path, report: Reporter, known_total: int | None = None
     if offset:
         request.add_header("Range", f"bytes={offset}-")
     try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as response:  # noqa: S310
+        opener = urllib.request.build_opener(_CheckedRedirects(own_ports))
+        with opener.open(request, timeout=TIMEOUT_SECONDS) as response:
             offset, total = _resume_point(response, offset)
+            check_room(part.parent, None if total is None else total - offset)
             digest = _sha256_of(part) if offset else hashlib.sha256()
             with part.open("ab" if offset else "wb") as file:
                 _copy(response, file, digest, Progress(offset, total), report)
     except urllib.error.HTTPError as error:
+        if 400 <= error.code < 500:
+            raise DownloadError(
+                "The server refused to send the file (a client error: check the URL).",
+                resumable=False,
+                permanent=True,
+            ) from None
         raise DownloadError(
-            f"The server answered HTTP {error.code} ({error.reason}).", resumable=True
+            "The server failed to send the file; retry later.", resumable=True
         ) from None
     except (OSError, http.client.HTTPException) as error:
         raise DownloadError(f"The download broke off ({_reason(error)}).", resumable=True) from None
@@ -100,11 +199,13 @@ def _copy(
     done, total = progress.bytes_done, progress.total_bytes
     while chunk := response.read(CHUNK_BYTES):
         if done == 0:
-            _refuse_unless_gguf(chunk, response.headers.get("Content-Type", "unknown"))
+            _refuse_unless_gguf(chunk)
         file.write(chunk)
         digest.update(chunk)
         done += len(chunk)
         now = time.monotonic()
+        # Every chunk: the disk is shared, and others may be filling it meanwhile.
+        check_room(file_directory(file), None if total is None else total - done)
         if now - reported_at >= REPORT_EVERY_SECONDS:
             reported_at = now
             elapsed = now - started_at
@@ -121,13 +222,17 @@ def _report_or_stop(report: Reporter, progress: Progress) -> None:
         raise DownloadStopped
 
 
-def _refuse_unless_gguf(first_bytes: bytes, content_type: str) -> None:
+def file_directory(file: BinaryIO) -> Path:
+    return Path(file.name).parent
+
+
+def _refuse_unless_gguf(first_bytes: bytes) -> None:
     # Before gigabytes of an error page are fetched: a GGUF file starts with its magic.
     if not first_bytes.startswith(MAGIC):
         raise DownloadError(
-            f"This is not a GGUF file (it does not start with 'GGUF'; the server sent "
-            f"{content_type.split(';')[0][:100]}).",
+            "This is not a GGUF file (it does not start with 'GGUF').",
             resumable=False,
+            permanent=True,
         )
 
 

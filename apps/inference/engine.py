@@ -68,6 +68,7 @@ class Decoder:
         self.waiting: deque[Job] = deque()
         self.running: dict[str, Job] = {}
         self.served: dict[str, int] = {}  # user -> when their last job started (a ticket)
+        self.finished: Counter[str] = Counter()  # answers ended since start, by finish reason
         self.tickets = itertools.count()
         self.stopped = False
         self.generator: BatchedGenerator | None = None
@@ -84,6 +85,7 @@ class Decoder:
                 "pid": os.getpid(),
                 "checking": self.checking,
                 "broken": self.broken or None,
+                "finished": dict(self.finished),
             }
 
     def submit(self, job: Job) -> bool:
@@ -193,6 +195,7 @@ class Decoder:
         if event.finished:
             with self.lock:
                 del self.running[event.request_id]
+                self.finished[event.finish_reason or "error"] += 1
             job.emit(
                 {
                     "event": "done",
@@ -235,13 +238,18 @@ class Decoder:
 
 
 class EngineServer:
-    def __init__(self, socket_path: Path, decoder: Decoder) -> None:
+    def __init__(self, socket_path: Path, decoder: Decoder, request_bytes: int = 1 << 20) -> None:
         self.socket_path, self.decoder = socket_path, decoder
+        # A request line holds the messages, re-encoded, and a grammar that may outgrow the
+        # schema it came from: room for four times the largest request the web server takes.
+        self.line_limit = 4 * request_bytes
 
     async def serve(self) -> None:
         threading.Thread(target=self.decoder.run_forever, name="decoder", daemon=True).start()
         self.socket_path.unlink(missing_ok=True)
-        server = await asyncio.start_unix_server(self._client, path=str(self.socket_path))
+        server = await asyncio.start_unix_server(
+            self._client, path=str(self.socket_path), limit=self.line_limit
+        )
         os.chmod(self.socket_path, 0o600)  # only the node's own processes may ask
         logger.info("Engine listening on %s", self.socket_path.name)
         async with server:

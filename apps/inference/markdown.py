@@ -4,13 +4,19 @@ Two layers: markdown-it never passes raw HTML through (it is escaped as text) an
 images (an answer must not make the browser fetch anything); bleach then keeps only the tags
 and attributes listed here, and links only to http(s) and mailto. The chat page also forbids
 inline scripts in its Content-Security-Policy.
+
+Bare URLs become links in the same pass as the cleaning (a filter of the cleaner's token
+stream): bleach's separate `Linker` re-serialises the text it skips in `pre` and `code`
+escaped a second time, so `a < b` in code showed as `a &lt; b`.
 """
 
 from __future__ import annotations
 
 from collections.abc import MutableMapping
+from functools import partial
 
 import bleach
+from bleach.linkifier import LinkifyFilter
 from markdown_it import MarkdownIt
 
 _markdown = (
@@ -30,10 +36,7 @@ Attributes = MutableMapping[tuple[str | None, str], str]
 
 def render_markdown(text: str) -> str:
     """Safe HTML for an answer's Markdown; whatever HTML the answer holds shows as text."""
-    html = bleach.clean(
-        _markdown.render(text), tags=TAGS, attributes=ATTRIBUTES, protocols=PROTOCOLS, strip=True
-    )
-    return str(_linker.linkify(html))
+    return str(_cleaner.clean(_markdown.render(text)))
 
 
 def _external(attrs: Attributes, new: bool = False) -> Attributes:
@@ -43,4 +46,11 @@ def _external(attrs: Attributes, new: bool = False) -> Attributes:
     return attrs
 
 
-_linker = bleach.linkifier.Linker(callbacks=[_external], skip_tags={"pre", "code"})
+_cleaner = bleach.sanitizer.Cleaner(
+    tags=TAGS,
+    attributes=ATTRIBUTES,
+    protocols=PROTOCOLS,
+    strip=True,
+    # After the sanitiser in the stream, so the rel and target it adds are kept.
+    filters=[partial(LinkifyFilter, callbacks=[_external], skip_tags={"pre", "code"})],
+)

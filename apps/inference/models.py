@@ -108,6 +108,8 @@ class ModelDownload(models.Model):
     total_bytes = models.BigIntegerField(null=True, blank=True)  # until the server says
     state = models.CharField(max_length=12, choices=State.choices, default=State.DOWNLOADING)
     error = models.TextField(blank=True)
+    # False once it failed for a reason a retry cannot mend (a wrong or too big file, a 4xx).
+    retryable = models.BooleanField(default=True)
     # Who is fetching it now (a worker's name, or the command line); empty while queued.
     runner = models.CharField(max_length=255, blank=True)
     requested_by = models.ForeignKey(

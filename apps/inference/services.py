@@ -25,7 +25,14 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from apps.inference.backends.engine import engine_status
-from apps.inference.download import DownloadError, DownloadStopped, Progress, Reporter, fetch
+from apps.inference.download import (
+    DownloadError,
+    DownloadStopped,
+    Progress,
+    Reporter,
+    check_target,
+    fetch,
+)
 from apps.inference.gguf import GGUFError, read_info
 from apps.inference.models import LocalModel, ModelDownload
 from sovereign.live_events import publish_after_commit
@@ -100,6 +107,8 @@ def model_add_path(
         raise CatalogError("Give the model a name made of letters, digits or dashes.")
     if LocalModel.objects.filter(name=name).exists():
         raise CatalogError(f"A model named {name} is already in the catalog.")
+    sha256 = sha256 or file_sha256(path)
+    _refuse_known_file(sha256)
     stored = _place_in_models_dir(path)
     try:
         with transaction.atomic():
@@ -107,7 +116,7 @@ def model_add_path(
                 name=name,
                 file_name=stored.name,
                 size=stored.stat().st_size,
-                sha256=sha256 or file_sha256(stored),
+                sha256=sha256,
                 architecture=info.architecture,
                 parameters=info.parameters,
                 quantization=info.quantization,
@@ -117,6 +126,16 @@ def model_add_path(
             )
     except IntegrityError:
         raise CatalogError(f"{stored.name} is already in the catalog.") from None
+
+
+def _refuse_known_file(sha256: str) -> None:
+    """The same file twice would be two names for one model, and twice the disk."""
+    known = LocalModel.objects.filter(sha256=sha256).first()
+    if known is not None:
+        raise CatalogError(
+            f"This file is already in the catalog as {known.name} (the same SHA-256, "
+            f"{sha256[:12]}…)."
+        )
 
 
 def _place_in_models_dir(path: Path) -> Path:
@@ -176,6 +195,10 @@ def download_create(
 ) -> ModelDownload:
     """Check what the owner asked for and write the download down; nothing is fetched yet."""
     url = _checked_url(url.strip())
+    try:
+        check_target(url, own_ports())
+    except DownloadError as error:
+        raise CatalogError(str(error)) from None
     expected_sha256 = _checked_sha256(expected_sha256)
     name = _new_model_name(name or PurePosixPath(unquote(urlsplit(url).path)).stem)
     try:
@@ -201,10 +224,13 @@ def download_retry(download_id: int) -> None:
     """Try a failed download again: it goes on from its part file if the server allows."""
     with transaction.atomic():
         retried = ModelDownload.objects.filter(
-            id=download_id, state=ModelDownload.State.FAILED
+            id=download_id, state=ModelDownload.State.FAILED, retryable=True
         ).update(state=ModelDownload.State.DOWNLOADING, error="", runner="", finished_at=None)
         if not retried:
-            raise CatalogError("Only a download that failed can be retried.")
+            raise CatalogError(
+                "Only a download that failed for a passing reason can be retried: cancel "
+                "this one and ask again once what it says is put right."
+            )
         _download_publish(ModelDownload.objects.get(id=download_id))
         _download_enqueue(download_id)
 
@@ -254,7 +280,9 @@ def download_summary(
         "state_label": download.get_state_display(),
         "bytes_done": download.bytes_done,
         "total_bytes": download.total_bytes,
+        "retryable": download.retryable,
         "detail": download.detail(bytes_per_second),
+        "progress": download.detail(),  # without the speed, for the page to show a stall
     }
 
 
@@ -289,12 +317,19 @@ def _download_fetch_and_register(
     download: ModelDownload, runner: str, watch: Callable[[str], None] | None
 ) -> None:
     record = _download_recorder(download, runner, watch)
-    sha256 = fetch(download.url, download.part_path, record, known_total=download.total_bytes)
+    sha256 = fetch(
+        download.url,
+        download.part_path,
+        record,
+        known_total=download.total_bytes,
+        own_ports=own_ports(),
+    )
     if download.expected_sha256 and sha256 != download.expected_sha256:
         raise DownloadError(
             f"The file's SHA-256 is {sha256}, not the expected {download.expected_sha256}, "
             "so it was not kept.",
             resumable=False,
+            permanent=True,
         )
     model = _download_register(download, sha256)
     finished = ModelDownload.objects.filter(id=download.pk, runner=runner).update(
@@ -339,7 +374,7 @@ def _download_register(download: ModelDownload, sha256: str) -> LocalModel:
     except CatalogError as error:
         if not LocalModel.objects.filter(file_name=target.name).exists():
             target.unlink(missing_ok=True)
-        raise DownloadError(str(error), resumable=False) from None
+        raise DownloadError(str(error), resumable=False, permanent=True) from None
 
 
 def _download_fail(download: ModelDownload, runner: str, error: DownloadError) -> None:
@@ -352,7 +387,7 @@ def _download_fail(download: ModelDownload, runner: str, error: DownloadError) -
         id=download.pk, state=ModelDownload.State.DOWNLOADING, runner=runner
     ).update(
         state=ModelDownload.State.FAILED, error=message, bytes_done=kept, runner="",
-        finished_at=timezone.now(),
+        finished_at=timezone.now(), retryable=not error.permanent,
     )  # fmt: skip
     if not failed:  # cancelled meanwhile
         part.unlink(missing_ok=True)
@@ -382,6 +417,14 @@ def _download_publish(download: ModelDownload, bytes_per_second: float | None = 
         DOWNLOADS_GROUP,
         {"type": "download.progress", "download": download_summary(download, bytes_per_second)},
     )
+
+
+def own_ports() -> set[int]:
+    """The ports the node itself listens on (and its Redis, when that is on this box)."""
+    ports = {int(settings.PORT)}
+    if settings.REDIS_URL:
+        ports.add(urlsplit(settings.REDIS_URL).port or 6379)
+    return ports
 
 
 def _checked_url(url: str) -> str:

@@ -92,6 +92,20 @@
     stopButton.hidden = !controller;
   }
 
+  // The server saved what it sent before it noticed Stop, which may be more than had arrived
+  // here: it is told what was shown, and keeps only that (409 while it has not saved yet).
+  async function keepShown(conversationId, shown) {
+    for (let attempt = 0; attempt < 40; attempt += 1) {
+      const response = await fetch(chat.dataset.stopped, {
+        method: "POST",
+        headers: { "Content-Type": "application/json", "X-CSRFToken": form.csrfmiddlewaretoken.value },
+        body: JSON.stringify({ conversation: conversationId, shown }),
+      }).catch(() => null);
+      if (!response || response.status !== 409) return;
+      await new Promise((resolve) => setTimeout(resolve, 250));
+    }
+  }
+
   async function ask(question) {
     errorOutput.textContent = "";
     const body = { model: form.model.value, question, conversation, private: isPrivate };
@@ -121,6 +135,7 @@
       });
     } catch (error) {
       if (error.name === "AbortError") {
+        if (!isPrivate && conversation !== null) keepShown(conversation, said);
         answer.dataset.finish = "cancelled";
         answer.append(Object.assign(document.createElement("p"), { className: "provenance", textContent: "stopped" }));
       } else if (answer.textContent === "") {  // refused before any answer: nothing was kept

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import os
 import signal
+import socket
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,6 +21,11 @@ from tests.instances import Instance, children, command_line, wait_for
 pytestmark = pytest.mark.processes
 MODEL = "smollm2-135m-instruct"
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+# With this seed SmolLM2 tells a story of hundreds of tokens: it is still answering when a
+# test cancels it or kills the engine under it, so no test leans on luck for the length.
+STORY = [{"role": "user", "content": "Write a very long story about a dragon, in ten chapters."}]
+LONG: dict[str, Any] = {"model": MODEL, "messages": STORY, "max_tokens": 2000,
+                        "temperature": 1.0, "seed": 1}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +65,7 @@ def test_a_whole_answer_names_the_file_that_gave_it(client: openai.OpenAI, node:
     listed = node.manage("models", "list").stdout.split("\t")
     assert extra["sovereign"]["model_sha256"] == listed[-1].strip()
     assert extra["sovereign"]["sampling"]["temperature"] == 0
+    assert isinstance(extra["sovereign"]["sampling"]["seed"], int)  # drawn, and recorded
 
 
 def test_a_streamed_answer_arrives_in_chunks_and_ends(client: openai.OpenAI) -> None:
@@ -74,21 +84,22 @@ def test_a_streamed_answer_arrives_in_chunks_and_ends(client: openai.OpenAI) -> 
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
 
 
-def test_four_requests_at_once_all_complete(client: openai.OpenAI) -> None:
-    prompts = ["Name a colour.", "Name a fruit.", "Name an animal.", "Name a country."]
+def test_four_requests_at_once_are_answered_together(node: Instance) -> None:
+    client = openai.OpenAI(base_url=f"{node.url}/v1", api_key=node.api_key, max_retries=0,  # type: ignore[attr-defined]
+                           timeout=120)  # fmt: skip
+    before = engine_status(node)["finished"].get("cancelled", 0)
+    # Each stream opens once its request gives its first token: with one answered at a time,
+    # the second would wait for the first's 2000 tokens.
+    streams = [client.chat.completions.create(**{**LONG, "seed": seed}, stream=True)
+               for seed in (1, 3, 4, 5)]  # fmt: skip
+    firsts = [next(iter(stream)) for stream in streams]
 
-    def ask(prompt: str) -> str:
-        answer = client.chat.completions.create(
-            model=MODEL,
-            messages=[{"role": "user", "content": prompt}],
-            max_tokens=16,  # type: ignore[list-item]
-        )
-        return answer.choices[0].message.content or ""
-
-    with concurrent.futures.ThreadPoolExecutor(4) as pool:
-        answers = list(pool.map(ask, prompts))
-
-    assert all(answer.strip() for answer in answers), answers
+    assert engine_status(node)["running"] == 4
+    assert all(first.choices[0].delta.role == "assistant" for first in firsts)
+    for stream in streams:
+        stream.close()
+    wait_for(lambda: engine_status(node)["running"] == 0, 60, "the engine to stop generating")
+    assert engine_status(node)["finished"].get("cancelled", 0) == before + 4
 
 
 def test_an_unknown_model_is_404_in_openais_shape(client: openai.OpenAI) -> None:
@@ -121,40 +132,38 @@ def engine_pid(node: Instance) -> int:
     return next(p for p in children(supervisor) if command_line(p).endswith(b"engine\x00"))
 
 
-def running(node: Instance) -> int:
-    detail = node.component("engine")["detail"]  # type: ignore[index]
-    return int(detail.split("; ")[1].split(" ")[0])
+def engine_status(node: Instance) -> dict[str, Any]:
+    """What the engine says of itself over its socket: answers running, and ended by reason."""
+    with socket.socket(socket.AF_UNIX) as connection:
+        connection.settimeout(10)
+        connection.connect(str(node.data_dir / "engine.sock"))
+        connection.sendall(b'{"op": "status"}\n')
+        status: dict[str, Any] = json.loads(connection.makefile().readline())
+        return status
 
 
 def test_a_client_that_disconnects_stops_its_generation(
     client: openai.OpenAI, node: Instance
 ) -> None:
-    stream = client.chat.completions.create(
-        model=MODEL,
-        messages=QUESTION,
-        max_tokens=2000,
-        temperature=1.0,
-        stream=True,  # type: ignore[arg-type]
-    )
+    before = engine_status(node)["finished"]
+    stream = client.chat.completions.create(**LONG, stream=True)
     for _, _chunk in zip(range(3), stream, strict=False):
         pass
-    assert running(node) == 1
+    assert engine_status(node)["running"] == 1
 
     stream.close()
 
-    wait_for(lambda: running(node) == 0, 5, "the engine to stop generating")
+    wait_for(lambda: engine_status(node)["running"] == 0, 60, "the engine to stop generating")
+    after = engine_status(node)["finished"]
+    assert after.get("cancelled", 0) == before.get("cancelled", 0) + 1  # not ended by itself
+    assert after.get("length", 0) == before.get("length", 0)
+    assert after.get("stop", 0) == before.get("stop", 0)
 
 
 def test_killing_the_engine_mid_answer_fails_that_answer_clearly_then_recovers(
     client: openai.OpenAI, node: Instance
 ) -> None:
-    stream = client.chat.completions.create(
-        model=MODEL,
-        messages=QUESTION,
-        max_tokens=2000,
-        temperature=1.0,
-        stream=True,  # type: ignore[arg-type]
-    )
+    stream = client.chat.completions.create(**LONG, stream=True)
     next(iter(stream))
     os.kill(engine_pid(node), signal.SIGKILL)
 
@@ -167,6 +176,23 @@ def test_killing_the_engine_mid_answer_fails_that_answer_clearly_then_recovers(
     assert answer.choices[0].message.content
 
 
+def test_killing_the_engine_under_a_whole_answer_is_503_engine_stopped(
+    client: openai.OpenAI, node: Instance
+) -> None:
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        whole = pool.submit(client.chat.completions.create, **LONG)
+        wait_for(lambda: engine_status(node)["running"] == 1, 60, "the answer to start")
+        os.kill(engine_pid(node), signal.SIGKILL)
+
+        with pytest.raises(openai.InternalServerError) as refusal:
+            whole.result(timeout=60)
+
+    assert refusal.value.status_code == 503
+    assert refusal.value.code == "engine_stopped"
+    assert refusal.value.response.headers["Content-Type"] == "application/json"
+    node.wait_until("engine", "up", timeout=60)
+
+
 def test_beyond_the_queue_the_api_answers_429_with_retry_after(make_instance: Any) -> None:
     small = make_instance(SOVEREIGN_ENGINE_SLOTS="1", SOVEREIGN_ENGINE_QUEUE="0")
     small.run("web", "engine")
@@ -177,14 +203,9 @@ def test_beyond_the_queue_the_api_answers_429_with_retry_after(make_instance: An
         "apikey", "create", owner.public_key().to_bech32(), "--name", "t"
     ).stdout.split()[-1]
     client = openai.OpenAI(base_url=f"{small.url}/v1", api_key=key, max_retries=0)
-    busy = client.chat.completions.create(
-        model=MODEL,
-        messages=QUESTION,
-        max_tokens=2000,
-        temperature=1.0,
-        stream=True,  # type: ignore[arg-type]
-    )
+    busy = client.chat.completions.create(**LONG, stream=True)
     next(iter(busy))
+    assert engine_status(small)["running"] == 1
 
     with pytest.raises(openai.RateLimitError) as refusal:
         client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=4)  # type: ignore[arg-type]
@@ -192,3 +213,102 @@ def test_beyond_the_queue_the_api_answers_429_with_retry_after(make_instance: An
     assert refusal.value.response.headers["Retry-After"] == "2"
     assert refusal.value.code == "overloaded"
     busy.close()
+
+
+def call(node: Instance, method: str, path: str, body: bytes = b"") -> tuple[int, dict[str, Any]]:
+    """A raw request with the node's key: the status and the JSON body (which it must be)."""
+    request = urllib.request.Request(f"{node.url}{path}", data=body or None, method=method)
+    request.add_header("Authorization", f"Bearer {node.api_key}")  # type: ignore[attr-defined]
+    request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            status, content_type, raw = (
+                response.status,
+                response.headers["Content-Type"],
+                response.read(),
+            )
+    except urllib.error.HTTPError as error:
+        status, content_type, raw = error.code, error.headers["Content-Type"], error.read()
+    assert content_type == "application/json", (status, raw[:200])
+    return status, json.loads(raw)
+
+
+def ask(**fields: Any) -> bytes:
+    return json.dumps({"model": MODEL, "messages": QUESTION, **fields}).encode()
+
+
+ERRORS = [
+    ("POST", "/v1/chat/completions", b"x" * 5_000_000, 400, "request_too_large", None),
+    ("POST", "/v1/chat/completions", b"[" * 50_000 + b"]" * 50_000, 400, None, None),
+    ("GET", "/v1/unknown", b"", 404, "unknown_url", None),
+    ("GET", "/v1/models/", b"", 404, "unknown_url", None),
+    ("POST", "/v1/models", b"{}", 405, "method_not_allowed", None),
+    ("GET", "/v1/chat/completions", b"", 405, "method_not_allowed", None),
+    ("POST", "/v1/chat/completions", ask(n=3), 400, "unsupported_parameter", "n"),
+    ("POST", "/v1/chat/completions", ask(tools=[{"type": "function", "function": {"name": "f"}}]),
+     400, "unsupported_parameter", "tools"),
+    ("POST", "/v1/chat/completions", ask(logit_bias={"1": 5}), 400, "unsupported_parameter",
+     "logit_bias"),
+    ("POST", "/v1/chat/completions", ask(frobnicate=True), 400, "unsupported_parameter",
+     "frobnicate"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("method", "path", "body", "status", "code", "param"), ERRORS)
+def test_every_v1_error_is_in_openais_shape(
+    node: Instance, method: str, path: str, body: bytes, status: int, code: str | None,
+    param: str | None,
+) -> None:  # fmt: skip
+    answered, payload = call(node, method, path, body)
+
+    assert answered == status
+    assert set(payload) == {"error"}
+    assert set(payload["error"]) == {"message", "type", "param", "code"}
+    assert payload["error"]["message"] and payload["error"]["type"] == "invalid_request_error"
+    assert (payload["error"]["code"], payload["error"]["param"]) == (code, param)
+    assert "Traceback" not in node.logs()
+
+
+def test_fields_that_change_nothing_are_accepted(node: Instance) -> None:
+    body = ask(n=1, tools=[], user="someone", presence_penalty=0, max_tokens=2)
+
+    status, payload = call(node, "POST", "/v1/chat/completions", body)
+
+    assert status == 200 and payload["choices"][0]["message"]["content"] is not None
+
+
+BOX = "\u2500" * 8  # one token of SmolLM2's: 24 bytes of UTF-8, 48 as escaped JSON
+
+
+def test_a_prompt_over_64_kib_that_fits_the_context_is_answered(node: Instance) -> None:
+    fits = [{"role": "user", "content": BOX * 1500}]  # 1500 of the context's 2048 tokens
+    body = ask(messages=fits, max_tokens=1)
+    assert len(body) > 64 * 1024  # once refused as "Malformed request." by the engine's socket
+
+    status, payload = call(node, "POST", "/v1/chat/completions", body)
+
+    assert status == 200, payload
+    assert 1500 <= payload["usage"]["prompt_tokens"] < 2048
+
+
+def test_a_request_over_the_size_limit_is_400_naming_it(node: Instance) -> None:
+    over = [{"role": "user", "content": BOX * 4200}]  # 2048 * 64 bytes + 64 KiB is the limit
+
+    status, payload = call(node, "POST", "/v1/chat/completions", ask(messages=over))
+
+    assert status == 400
+    assert payload["error"]["code"] == "request_too_large"
+    assert "at most 196608 bytes" in payload["error"]["message"]
+    assert "2048 tokens (SOVEREIGN_ENGINE_CONTEXT)" in payload["error"]["message"]
+
+
+def test_the_size_limit_follows_the_configured_context(make_instance: Any) -> None:
+    wide = make_instance(SOVEREIGN_ENGINE_CONTEXT="65536")
+    code = ("from django.conf import settings as s;"
+            "print(s.ENGINE_REQUEST_BYTES, s.DATA_UPLOAD_MAX_MEMORY_SIZE)")  # fmt: skip
+
+    printed = wide.manage("shell", "-c", code)
+    limit, django_limit = map(int, printed.stdout.split()[-2:])
+
+    assert limit == 65536 * 64 + 64 * 1024
+    assert django_limit >= limit  # Django's own check must not refuse first, in HTML

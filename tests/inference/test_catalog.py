@@ -142,3 +142,14 @@ def test_the_models_command_lists_adds_and_removes(smollm2: Path, capsys: Any) -
     assert "tiny\tllama\t134.5M\tQ4_1\t8192" in capsys.readouterr().out
     with pytest.raises(CommandError, match="No model named nope"):
         call_command("models", "remove", "nope")
+
+
+def test_the_same_file_is_not_registered_twice(smollm2: Path, tmp_path: Path) -> None:
+    services.catalog_sync()
+    copy = write(tmp_path / "another-name.gguf", smollm2.read_bytes())
+
+    with pytest.raises(services.CatalogError, match="already in the catalog as smollm2-135m"):
+        services.model_add_path(copy, name="another-name")
+
+    assert list(LocalModel.objects.values_list("name", flat=True)) == ["smollm2-135m-instruct"]
+    assert not (services.models_dir() / "another-name.gguf").exists()

@@ -142,3 +142,53 @@ def test_a_retention_not_offered_is_refused_and_changes_nothing(
 
     assert "Choose how long to keep" in page.content.decode()
     assert ChatPreferences.objects.get(member=member).retention_days == 30
+
+
+def test_a_model_added_later_does_not_become_the_default(
+    member_client: Client, model: LocalModel
+) -> None:
+    LocalModel.objects.create(
+        name="aaa-newer", file_name="aaa.gguf", size=1, sha256="b" * 64, architecture="llama",
+        parameters=1, quantization="Q8_0", source=LocalModel.Source.URL,
+    )  # fmt: skip
+
+    page = member_client.get("/chat/").content.decode()
+
+    assert f'<option value="{MODEL}" selected>' in page
+    assert '<option value="aaa-newer">' in page
+
+
+def stopped(client: Client, **body: Any) -> Any:
+    return client.post("/chat/stopped", json.dumps(body), content_type="application/json")
+
+
+def test_a_stopped_answer_keeps_only_what_the_page_showed(
+    member: Any, owner: Any, member_client: Client, owner_client: Client
+) -> None:
+    conversation = conversations.conversation_start(member, "Tell me a story")
+    conversations.question_save(conversation, "Tell me a story")
+    assert stopped(member_client, conversation=conversation.pk, shown="Once").status_code == 409
+    provenance = {"model": MODEL, "model_sha256": "b" * 64, "sampling": {}}
+    conversations.answer_save(conversation, "Once upon a time", provenance, "cancelled")
+
+    assert stopped(owner_client, conversation=conversation.pk, shown="Once").status_code == 400
+    assert stopped(member_client, conversation=conversation.pk, shown="Twice").status_code == 400
+    assert stopped(member_client, conversation=conversation.pk, shown="Once").status_code == 200
+
+    answer = conversation.messages.get(role="assistant")
+    assert answer.content == "Once"
+    longer = stopped(member_client, conversation=conversation.pk, shown="Once upon")
+    assert longer.status_code == 400  # never lengthened
+    assert conversation.messages.get(role="assistant").content == "Once"
+
+
+def test_a_question_over_the_size_limit_is_refused_saying_so(
+    member_client: Client, model: LocalModel, settings: Any
+) -> None:
+    settings.ENGINE_REQUEST_BYTES = 10_000
+
+    refused = ask(member_client, model=MODEL, question="é" * 20_000)
+
+    assert refused.status_code == 400
+    assert "at most 10000 bytes" in refused.json()["error"]
+    assert stored() == (0, 0)

@@ -97,3 +97,26 @@ def test_a_body_that_is_not_a_json_object_is_refused(body: bytes) -> None:
     error = json.loads(refusal.value.response().content)["error"]
     assert set(error) == {"message", "type", "param", "code"}
     assert error["type"] == "invalid_request_error"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("n", 3), ("n", True), ("tools", [{"type": "function"}]), ("logprobs", True),
+     ("presence_penalty", 0.5), ("tool_choice", "auto"), ("mystery", 1)],
+)  # fmt: skip
+def test_a_field_that_would_change_the_answer_unseen_is_refused_by_name(
+    field: str, value: Any
+) -> None:
+    with pytest.raises(OpenAIError) as refusal:
+        parse(**{field: value})
+    assert (refusal.value.param, refusal.value.code) == (field, "unsupported_parameter")
+
+
+def test_fields_with_the_value_that_changes_nothing_are_accepted() -> None:
+    request = parse(n=1, tools=[], logprobs=False, presence_penalty=0.0, user="x", n_ignored=None)
+    assert request.model == "smollm2-135m-instruct"
+
+
+def test_json_nested_too_deeply_is_refused_not_a_crash() -> None:
+    with pytest.raises(OpenAIError, match="nested too deeply"):
+        parse_chat_request(b"[" * 100_000 + b"]" * 100_000)

@@ -15,9 +15,10 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.test import Client
 
-from apps.inference import services
+from apps.inference import download, services
 from apps.inference.models import LocalModel, ModelDownload
 from tests.inference.file_server import FileServer
+from tests.instances import free_port
 
 pytestmark = pytest.mark.django_db
 
@@ -158,9 +159,9 @@ def test_an_html_page_is_refused_after_its_first_bytes_and_nothing_is_kept() -> 
         server.stop()
 
     assert ended.state == "failed"
-    assert ended.error == (
-        "This is not a GGUF file (it does not start with 'GGUF'; the server sent text/html)."
-    )
+    assert ended.error == ("This is not a GGUF file (it does not start with 'GGUF').")
+    assert "html" not in ended.error  # nothing of what the server said is passed on
+    assert not ended.retryable
     assert ended.bytes_done == 0
     assert server.bytes_sent < len(page)  # it stopped reading long before the end
     assert models_folder() == []
@@ -321,3 +322,98 @@ def test_the_models_command_downloads_in_the_foreground_showing_progress(
     with pytest.raises(CommandError, match="is not a GGUF file"):
         server.body = HTML_PAGE
         call_command("models", "add-url", server.url, "--name", "html")
+
+
+GB = 10**9
+
+
+def small_disk(monkeypatch: pytest.MonkeyPatch, free: int) -> None:
+    """A disk with `free` bytes free before the download, less what the download writes."""
+
+    def free_bytes(directory: Path) -> int:
+        written = sum(path.stat().st_size for path in directory.glob("*.part"))
+        return free - written
+
+    monkeypatch.setattr("apps.inference.download.free_bytes", free_bytes)
+
+
+def test_a_file_announced_bigger_than_the_free_space_is_refused_before_it_is_written(
+    server: FileServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    small_disk(monkeypatch, free=5 * GB)
+    server.announced_length = 10 * GB
+
+    ended = run(services.download_create(server.url))
+
+    assert ended.state == "failed"
+    assert ended.error.startswith("The file does not fit: it needs 10.0 GB more")
+    assert "2.1 GB free on the disk (2.9 GB can be used)" in ended.error
+    assert not ended.retryable and ended.bytes_done == 0
+    assert models_folder() == []
+    with pytest.raises(services.CatalogError, match="Only a download that failed for a passing"):
+        services.download_retry(ended.pk)
+
+
+def test_a_file_of_unknown_size_that_outgrows_the_free_space_is_stopped_while_streaming(
+    server: FileServer, model_bytes: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    small_disk(monkeypatch, free=download.FREE_SPACE_MARGIN + 5_000_000)
+    server.without_length = True
+
+    ended = run(services.download_create(server.url))
+
+    assert ended.state == "failed"
+    assert ended.error.startswith("The file does not fit: it would leave less than")
+    assert not ended.retryable
+    assert server.bytes_sent < len(model_bytes)  # it stopped reading long before the end
+    assert models_folder() == []
+
+
+def test_a_file_that_fits_is_downloaded_on_a_small_disk(
+    server: FileServer, model_bytes: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    small_disk(monkeypatch, free=download.FREE_SPACE_MARGIN + len(model_bytes) + 1)
+
+    assert run(services.download_create(server.url)).state == "done"
+
+
+@pytest.mark.parametrize(("status", "retryable"), [(404, False), (403, False), (503, True)])
+def test_an_error_from_the_server_is_told_plainly_and_retry_only_when_it_may_pass(
+    server: FileServer, status: int, retryable: bool, owner_client: Client
+) -> None:
+    server.status = status
+
+    ended = run(services.download_create(server.url))
+
+    assert ended.state == "failed"
+    assert ended.retryable is retryable
+    assert ended.error in (
+        "The server refused to send the file (a client error: check the URL).",
+        "The server failed to send the file; retry later.",
+    )
+    page = owner_client.get("/models/").content.decode()
+    assert f'data-state="failed" data-retryable="{str(retryable).lower()}"' in page
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "[::1]", "0.0.0.0", "127.0.0.2"])  # noqa: S104
+def test_the_nodes_own_port_is_refused_and_said_so(settings: Any, host: str) -> None:
+    settings.PORT = 8733
+
+    with pytest.raises(services.CatalogError, match="Port 8733 on this machine is the node's own"):
+        services.download_create(f"http://{host}:8733/v1/models")
+
+    assert not ModelDownload.objects.exists()
+
+
+def test_a_redirect_to_the_nodes_own_port_is_refused(server: FileServer, settings: Any) -> None:
+    settings.PORT = free_port()
+    server.redirect_to = f"http://localhost:{settings.PORT}/setup/"
+
+    ended = run(services.download_create(server.url))
+
+    assert ended.state == "failed"
+    assert (
+        ended.error
+        == f"Port {settings.PORT} on this machine is the node's own: it is not downloaded from."
+    )
+    assert not ended.retryable

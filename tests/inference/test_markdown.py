@@ -64,3 +64,25 @@ def test_links_open_apart_and_images_are_never_fetched() -> None:
         '<a href="https://example.org" rel="noopener noreferrer nofollow" target="_blank">' in html
     )
     assert "<img" not in html
+
+
+CODE = 'if (a < b && c > d) {\n  <script>alert("a4")</script>\n}'
+
+
+def test_code_is_escaped_once_and_reads_as_written() -> None:
+    html = render_markdown(f"```js\n{CODE}\n```\n\nInline: `{CODE.splitlines()[0]}` and `<script>`")
+
+    assert "&amp;lt;" not in html and "&amp;amp;" not in html and "&amp;quot;" not in html
+    assert "if (a &lt; b &amp;&amp; c &gt; d)" in html
+    built = Elements(html)
+    assert CODE in built.text
+    assert "if (a < b && c > d)" in built.text.split("Inline:")[1]
+    assert "<script>" in built.text.split("Inline:")[1]
+    assert set(built.tags) == {"pre", "code", "p"}  # the script is text, not an element
+
+
+def test_bare_links_outside_code_become_links_but_not_inside_code() -> None:
+    html = render_markdown("See https://example.org and `https://example.com`")
+
+    assert '<a href="https://example.org" rel="noopener noreferrer nofollow"' in html
+    assert "<code>https://example.com</code>" in html

@@ -35,7 +35,7 @@ async def chat_events(
     request = {"op": "chat", "id": uuid.uuid4().hex, "model_path": model_path,
                "messages": messages, "params": params, "user": user}  # fmt: skip
     try:
-        writer.write(json.dumps(request).encode() + b"\n")
+        writer.write(json.dumps(request, ensure_ascii=False).encode() + b"\n")
         await writer.drain()
         while line := await reader.readline():
             event: dict[str, Any] = json.loads(line)

@@ -28,4 +28,5 @@ class Command(BaseCommand):
             threads=settings.ENGINE_THREADS or None,
             self_check=lambda: check_llama(bundled_model_file(), settings.ENGINE_THREADS),
         )
-        asyncio.run(EngineServer(socket_path(), decoder).serve())
+        server = EngineServer(socket_path(), decoder, request_bytes=settings.ENGINE_REQUEST_BYTES)
+        asyncio.run(server.serve())
