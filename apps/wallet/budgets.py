@@ -23,6 +23,15 @@ class OverBudget(Exception):
     """Paying would pass a budget; the message names which. Nothing was reserved."""
 
 
+class InvoiceTaken(Exception):
+    """The invoice is pending or paid under another purpose. Nothing was reserved."""
+
+    def __init__(self, purpose: str, state: str) -> None:
+        super().__init__(f"The invoice is {state} under the purpose {purpose!r}.")
+        self.purpose = purpose
+        self.state = state
+
+
 COMMITTED = Case(
     When(state=Payment.State.PENDING, then=F("amount_msat") + F("max_fee_msat")),
     When(state=Payment.State.COMPLETE, then=F("amount_msat") + Coalesce(F("fee_msat"), 0)),
@@ -98,10 +107,22 @@ def _check(budget: Budget, need: int, spent: int) -> None:
 
 
 def reserve(**payment: Any) -> Payment:
-    """Check every budget that applies and write the pending payment, all or nothing."""
+    """Check every budget that applies and write the pending payment, all or nothing.
+
+    The invoice's own check sits in the same serialised transaction: the node pays an invoice
+    once, so it may be pending or paid under one purpose only, however many payers race."""
     need = payment["amount_msat"] + payment["max_fee_msat"]
     with transaction.atomic():
         _serialise()
+        taken = (
+            Payment.objects.filter(payment_hash=payment["payment_hash"])
+            .exclude(state=Payment.State.FAILED)
+            .exclude(purpose=payment["purpose"])
+            .values_list("purpose", "state")
+            .first()
+        )
+        if taken is not None:
+            raise InvoiceTaken(*taken)
         member = payment.get("member")
         applying = _budgets_for(payment["caller"], member.pk if member else None)
         spent = _committed_under([b for b in applying if b.scope != Budget.Scope.REQUEST])
