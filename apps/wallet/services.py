@@ -97,10 +97,7 @@ def pay(order: PayOrder) -> Payment:
     except budgets.InvoiceTaken as taken:
         raise PaymentRefused(_taken_message(taken)) from None
     except IntegrityError:  # the same purpose, paid at this very moment by another caller
-        earlier = payment_for(order.purpose)
-        if earlier is None:  # the database's own guard: the invoice was taken meanwhile
-            raise PaymentRefused("This invoice is being paid under another purpose.") from None
-        return _same_invoice(earlier, order)
+        return _same_invoice(Payment.objects.get(purpose=order.purpose), order)
     return send(payment)
 
 
@@ -311,8 +308,8 @@ class _NodeWatch:
                 return {**self.last, "stale": False}
             waited = time.monotonic() - self.asked_at
             if self.last is None:
-                return {"connected": False, "stale": True,
-                        "error": f"The node has not answered for {waited:.0f} s."}  # fmt: skip
+                error = f"The node has not answered for {waited:.0f} s."
+                return {"connected": False, "stale": True, "error": error}
             age = time.monotonic() - self.last_at
             return {**self.last, "stale": True, "answered_seconds_ago": round(age)}
 
@@ -352,8 +349,8 @@ def invoice_create(
     gives the same one, and different terms under a used purpose are refused."""
     existing = Invoice.objects.filter(purpose=purpose).first()
     if existing is not None:
-        _same_terms(f"The purpose '{purpose}' already has an invoice", existing.amount_msat,
-                    existing.description, amount_msat, description)  # fmt: skip
+        what = f"The purpose '{purpose}' already has an invoice"
+        _same_terms(what, (existing.amount_msat, existing.description), amount_msat, description)
         return existing
     if amount_msat <= 0:
         raise PaymentRefused("An invoice needs an amount of at least 1 msat.")
@@ -381,18 +378,16 @@ def _made_before_a_crash(label: str, amount_msat: int, description: str) -> dict
         made: dict[str, Any] = cln.call("listinvoices", label=label)["invoices"][0]
     except (NodeMissing, NodeSilent, NodeRefused, IndexError) as error:
         raise PaymentRefused(f"Cannot take up the node's invoice {label}: {error}") from None
-    _same_terms(f"The node already has an invoice labelled '{label}'",
-                made.get("amount_msat"), made.get("description"), amount_msat,
-                description)  # fmt: skip
+    what = f"The node already has an invoice labelled '{label}'"
+    _same_terms(what, (made.get("amount_msat"), made.get("description")), amount_msat, description)
     return made
 
 
-def _same_terms(what: str, amount: Any, description: Any, wanted_amount: int,
-                wanted_description: str) -> None:  # fmt: skip
-    if (amount, description) != (wanted_amount, wanted_description):
+def _same_terms(what: str, found: tuple[Any, Any], amount_msat: int, description: str) -> None:
+    if found != (amount_msat, description):
         raise PaymentRefused(
-            f"{what} for {amount} msat ({description!r}), not {wanted_amount} msat "
-            f"({wanted_description!r}); it is not reused. Give this invoice a purpose of its own."
+            f"{what} for {found[0]} msat ({found[1]!r}), not {amount_msat} msat "
+            f"({description!r}); it is not reused. Give this invoice a purpose of its own."
         )
 
 

@@ -28,8 +28,9 @@ PURPOSES = 5
 
 
 def order(bolt11: str, purpose: str) -> PayOrder:
-    return PayOrder(bolt11=bolt11, purpose=purpose, caller="test", max_amount_msat=AMOUNT,
-                    max_fee_msat=1_000)  # fmt: skip
+    return PayOrder(
+        bolt11=bolt11, purpose=purpose, caller="test", max_amount_msat=AMOUNT, max_fee_msat=1_000
+    )
 
 
 def journal_paid_msat() -> int:
@@ -131,10 +132,18 @@ def test_rows_settled_from_another_purposes_payment_are_rechecked(
     made = invoice(payee, AMOUNT)
     real = services.pay(order(made["bolt11"], "real"))
     phantom = Payment.objects.create(
-        purpose="phantom", label="sovereign:phantom", caller="test", bolt11=made["bolt11"],
-        payment_hash=made["payment_hash"], destination=payee.node_id, amount_msat=AMOUNT,
-        max_fee_msat=1_000, fee_msat=0, state="complete", preimage=real.preimage,
-    )  # fmt: skip
+        purpose="phantom",
+        label="sovereign:phantom",
+        caller="test",
+        bolt11=made["bolt11"],
+        payment_hash=made["payment_hash"],
+        destination=payee.node_id,
+        amount_msat=AMOUNT,
+        max_fee_msat=1_000,
+        fee_msat=0,
+        state="complete",
+        preimage=real.preimage,
+    )
     assert journal_paid_msat() == 2 * AMOUNT  # overstated
 
     migration = importlib.import_module(

@@ -21,9 +21,13 @@ def reopen(apps, schema_editor):  # type: ignore[no-untyped-def]
         .values_list("payment_hash", flat=True)
     )
     Payment.objects.filter(state="complete", payment_hash__in=list(shared)).update(
-        state="pending", preimage="", fee_msat=None, settled_at=None, node_answered=True,
+        state="pending",
+        preimage="",
+        fee_msat=None,
+        settled_at=None,
+        node_answered=True,
         error="Re-checked: the invoice was paid under several purposes.",
-    )  # fmt: skip
+    )
 
 
 class Migration(migrations.Migration):
