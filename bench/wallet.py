@@ -141,8 +141,11 @@ part), and summed the whole journal, every period, every failed row (a table sca
 with each payment: 2 ms at 3,600 rows). It is now one SQL statement written once, reading
 only this period's live rows through the `created_at` index, and it also answers which other
 purpose holds the invoice (the check against paying one invoice twice), so that costs no
-query of its own. The reservation went from 3.4 to 1.7 ms alone, and the wallet's own time
-at the median from 8.8 to 5.0 ms in bench runs at the same (high) load.
+query of its own. Measured on 2026-11-29, with another build keeping both cores busy: the
+reservation alone went from 3.4 to 1.7 ms; run back to back at a load average of 7 to 9, the
+wallet's own time at the median went from 18.7 ms (before) to 4.1 ms. What remains of the
+overhead is the node's answer to `decode`, one more call on a new socket: about 0.6 ms on a
+quiet machine (the 2026-11-24 run), but tens of ms when the doubles wait for a core.
 """
 
 
