@@ -150,3 +150,16 @@ def test_wallet_status_does_not_wait_on_a_hung_node(node: LightningdDouble, sett
 
     assert code == 0 and json.loads(printed)["connected"] is False
     assert time.monotonic() - started < HANG / 3
+
+
+def test_the_wallet_page_shows_a_hung_nodes_last_answer(
+    node: LightningdDouble, settings: Any, owner_client: Client
+) -> None:
+    assert node.node_id in owner_client.get("/wallet/").content.decode()
+    hang(node, settings)
+
+    started = time.monotonic()
+    page = owner_client.get("/wallet/").content.decode()
+
+    assert node.node_id in page and "slow to answer now" in page
+    assert time.monotonic() - started < HANG / 3
