@@ -141,11 +141,12 @@ part), and summed the whole journal, every period, every failed row (a table sca
 with each payment: 2 ms at 3,600 rows). It is now one SQL statement written once, reading
 only this period's live rows through the `created_at` index, and it also answers which other
 purpose holds the invoice (the check against paying one invoice twice), so that costs no
-query of its own. Measured on 2026-11-29, with another build keeping both cores busy: the
-reservation alone went from 3.4 to 1.7 ms; run back to back at a load average of 7 to 9, the
-wallet's own time at the median went from 18.7 ms (before) to 4.1 ms. What remains of the
-overhead is the node's answer to `decode`, one more call on a new socket: about 0.6 ms on a
-quiet machine (the 2026-11-24 run), but tens of ms when the doubles wait for a core.
+query of its own. Measured on 2026-11-29 while another build kept the cores busy, the code
+before and after run back to back: the reservation alone went from 3.4 to 1.7 ms; at a load
+average of 7 to 9, the wallet's own time at the median went from 18.7 to 4.1 ms; at about 1.5,
+from 6.2 to 4.2–4.9 ms, and the overhead from 7.8–8.7 to 4.9–6.6 ms. What remains of the
+overhead besides the wallet's own work is the node's answer to `decode`, one more call on a
+new socket: well under a millisecond on a quiet machine, many when the doubles wait for a core.
 """
 
 
