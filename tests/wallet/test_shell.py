@@ -89,7 +89,7 @@ def test_paying_a_used_purpose_with_another_invoice_says_so_plainly(
     assert "already used for another invoice" in printed and "was not paid" in printed
 
     code, printed = pay(first)  # the same invoice again: its payment, said to be earlier
-    assert code == 0 and printed.startswith("This purpose was paid for earlier")
+    assert code == 0 and printed.startswith("This purpose already paid this invoice")
     assert len(node.rpc.listpays()["pays"]) == 1
 
 

@@ -71,9 +71,10 @@ class Command(BaseCommand):
         earlier = services.payment_for(purpose) is not None
         payment = services.pay(order)
         if earlier:
+            again = " To try again, give a new purpose." if payment.state == "failed" else ""
             self.stdout.write(
-                "This purpose was paid for earlier, with this invoice; nothing more was paid. "
-                f"Its payment is {payment.state}."
+                "This purpose already paid this invoice, or tried to: nothing more was sent. "
+                f"Its payment is {payment.state}.{again}"
             )
         self.stdout.write(f"{payment.state}\t{payment.amount_msat} msat\tfee {payment.fee_msat}"
                           f"\t{payment.preimage or payment.error}")  # fmt: skip
