@@ -77,12 +77,16 @@ def lightning_component() -> ComponentStatus:
         return ComponentStatus(
             "lightning", "Lightning node", "off", "Not connected: paying is off."
         )
+    # Never waits on the node for long: a node that hangs shows its last answer, marked.
     node = wallet.node_summary()
     if not node["connected"]:
         return ComponentStatus("lightning", "Lightning node", "down", node["error"])
     detail = (f"{node['alias'] or node['id'][:16]} ({node['id'][:12]}…) on {node['network']}, "
               f"{node['channels']} channel(s), {node['spendable_msat'] // 1000:,} sat to spend, "
               f"{node['receivable_msat'] // 1000:,} sat to receive")  # fmt: skip
+    if node.get("stale"):
+        detail += (f"; as it answered {node['answered_seconds_ago']} s ago: it is slow to "
+                   "answer now")  # fmt: skip
     return ComponentStatus("lightning", "Lightning node", "up", detail)
 
 

@@ -6,12 +6,18 @@ a dropped socket, a crash) leaves it pending; settle() decides it later from the
 records (listpays, listsendpays), following lightning.md §4.4: any complete part means paid;
 any pending part means in flight; failed only once nothing is pending and either xpay gave
 its verdict (an error saying it stopped trying) or the call is long past its deadline.
+
+A row is decided only by the node's records that carry its own label (`sovereign:<purpose>`):
+the node pays an invoice once, so a second purpose for the same invoice must never borrow the
+first one's preimage. The journal lets one invoice be pending or paid under one purpose only.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import threading
+import time
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -30,9 +36,17 @@ logger = logging.getLogger(__name__)
 CURRENCIES = {"bitcoin": "bc", "testnet": "tb", "testnet4": "tb", "signet": "tbs",
               "regtest": "bcrt"}  # fmt: skip
 DUPLICATE_LABEL = 900
-# xpay's own verdicts: it has stopped trying (lightning.md §4.2). Any other error (-4 "Plugin
-# terminated", -1, a dropped socket) says nothing about HTLCs that may still be out.
-XPAY_GAVE_UP = {-32602, 201, 203, 205, 206, 207, 209, 210}
+# xpay's own verdicts: this call has stopped trying (plugins/xpay/xpay.c, v26.06: every
+# `payment_give_up` and `command_fail`). -32602 bad parameters; -1 askrene failed to route
+# (`getroutes`); -3 an unexpected injectpaymentonion error, such as 200 "still in progress"
+# for a payment already in flight; 203 refused by the destination; 205 no route; 206 too
+# expensive; 207 expired; 209 gave up after attempts; 217 bad parameters found by askrene;
+# 219 already paid. xpay never answers 201 or 210 (those are legacy `pay`'s). -4 "Plugin
+# terminated" or a dropped socket say nothing about HTLCs that may still be out. A verdict
+# decides nothing by itself: settle() still finds parts in flight or complete first.
+XPAY_GAVE_UP = {-32602, -3, -1, 203, 205, 206, 207, 209, 217, 219}
+LIGHTNING_URI = "lightning:"
+STATUS_WAIT_SECONDS = 1.0  # the most a page waits on the node before showing its last answer
 DEADLINE_MARGIN = 5  # seconds past xpay's retry_for before the wallet stops waiting for it
 
 
@@ -51,10 +65,21 @@ class PayOrder:
     token_may_be_live: bool = False  # the preimage will be a credential (L402)
 
 
+def invoice_normalised(text: str) -> str:
+    """The one form of an invoice used everywhere after the edge (decode, xpay, the journal):
+    no surrounding whitespace, no `lightning:` URI prefix (in any case), in lower case, as
+    BOLT 11 allows and Core Lightning reads it (`to_canonical_invstr`)."""
+    text = text.strip()
+    if text[: len(LIGHTNING_URI)].lower() == LIGHTNING_URI:
+        text = text[len(LIGHTNING_URI) :].strip()
+    return text.lower()
+
+
 def pay(order: PayOrder) -> Payment:
-    existing = Payment.objects.filter(purpose=order.purpose).order_by()[:1]
-    if existing:
-        return existing[0]
+    order = replace(order, bolt11=invoice_normalised(order.bolt11))
+    earlier = payment_for(order.purpose)
+    if earlier is not None:
+        return _same_invoice(earlier, order)
     invoice = invoice_checked(order)
     fee_limit = order.max_fee_msat
     if fee_limit is None:
@@ -69,9 +94,34 @@ def pay(order: PayOrder) -> Payment:
         )  # fmt: skip
     except budgets.OverBudget as refusal:
         raise PaymentRefused(str(refusal)) from None
+    except budgets.InvoiceTaken as taken:
+        raise PaymentRefused(_taken_message(taken)) from None
     except IntegrityError:  # the same purpose, paid at this very moment by another caller
-        return Payment.objects.get(purpose=order.purpose)
+        return _same_invoice(Payment.objects.get(purpose=order.purpose), order)
     return send(payment)
+
+
+def payment_for(purpose: str) -> Payment | None:
+    return Payment.objects.filter(purpose=purpose).order_by().first()
+
+
+def _same_invoice(earlier: Payment, order: PayOrder) -> Payment:
+    """Paying a purpose again returns its payment, but only for the invoice it paid."""
+    if invoice_normalised(earlier.bolt11) != order.bolt11:
+        raise PaymentRefused(
+            f"The purpose '{order.purpose}' was already used for another invoice (payment "
+            f"hash {earlier.payment_hash[:16]}…, {earlier.state}); this invoice was not paid. "
+            "Give it a purpose of its own."
+        )
+    return earlier
+
+
+def _taken_message(taken: budgets.InvoiceTaken) -> str:
+    doing = "was already paid" if taken.state == Payment.State.COMPLETE else "is being paid"
+    return (
+        f"This invoice {doing} under the purpose '{taken.purpose}'; the node pays an invoice "
+        "once, so it is refused here and nothing was reserved."
+    )
 
 
 def invoice_checked(order: PayOrder) -> dict[str, Any]:
@@ -80,7 +130,7 @@ def invoice_checked(order: PayOrder) -> dict[str, Any]:
         raise PaymentRefused("The fee limit cannot be negative.")
     try:
         network = node_network()
-        invoice = cln.call("decode", string=order.bolt11.strip())
+        invoice = cln.call("decode", string=order.bolt11)
     except NodeRefused as refusal:
         raise PaymentRefused(f"The invoice does not decode: {refusal}") from None
     except (NodeMissing, NodeSilent) as error:
@@ -146,18 +196,40 @@ def settle(payment: Payment) -> Payment:
         parts = cln.call("listsendpays", payment_hash=payment.payment_hash)["payments"]
     except (NodeMissing, NodeSilent, NodeRefused):
         return payment
-    done = [p for p in pays if p["status"] == "complete"]
+    # Only records with this row's label: another purpose's payment of the same invoice
+    # (or one made outside Sovereign) never settles this row.
+    ours = [p for p in pays if p.get("label") == payment.label]
+    our_parts = [p for p in parts if p.get("label") == payment.label]
+    done = [p for p in ours if p["status"] == "complete"]
     if done:
         return _complete(payment, done[0]["preimage"], done[0]["amount_sent_msat"])
-    done_parts = [p for p in parts if p["status"] == "complete"]
+    done_parts = [p for p in our_parts if p["status"] == "complete"]
     if done_parts:
-        sent = sum(p["amount_sent_msat"] for p in parts if p["status"] == "complete")
+        sent = sum(p["amount_sent_msat"] for p in done_parts)
         return _complete(payment, done_parts[0]["payment_preimage"], sent)
-    if any(p["status"] == "pending" for p in [*pays, *parts]):
+    if any(p["status"] == "pending" for p in [*ours, *our_parts]):
         return payment
     if payment.node_answered or _past_deadline(payment):
-        return _fail(payment)
+        return _fail(payment, _nothing_paid(payment, our_parts, pays))
     return payment
+
+
+def _nothing_paid(payment: Payment, our_parts: list[Any], pays: list[Any]) -> str:
+    """Why a failed payment paid nothing, from the node's own records."""
+    others = sorted({str(p.get("label") or "no label") for p in pays} - {payment.label})
+    elsewhere = (
+        f" The node's records of this invoice carry other labels ({', '.join(others)})."
+        if others
+        else ""
+    )
+    if payment.error:  # xpay's own verdict
+        return f"{payment.error}: nothing was paid for this purpose.{elsewhere}"
+    if our_parts:
+        return (
+            f"The node tried ({len(our_parts)} part(s) sent) and every attempt failed: "
+            f"nothing was paid.{elsewhere}"
+        )
+    return f"The node has no record of paying it: nothing was paid.{elsewhere}"
 
 
 def _past_deadline(payment: Payment) -> bool:
@@ -184,11 +256,10 @@ def _complete(payment: Payment, preimage: str, amount_sent_msat: int) -> Payment
     return payment
 
 
-def _fail(payment: Payment) -> Payment:
+def _fail(payment: Payment, why: str) -> Payment:
     Payment.objects.filter(pk=payment.pk, state=Payment.State.PENDING).update(
-        state=Payment.State.FAILED, settled_at=timezone.now(),
-        error=payment.error or "The node has no record of paying it: nothing was paid.",
-    )  # fmt: skip
+        state=Payment.State.FAILED, settled_at=timezone.now(), error=why
+    )
     payment.refresh_from_db()
     return payment
 
@@ -201,8 +272,58 @@ def reconcile() -> dict[str, int]:
     return counts
 
 
-def node_summary() -> dict[str, Any]:
-    """The node as the System and Wallet pages show it; `error` when it cannot be reached."""
+def node_summary(wait: float = STATUS_WAIT_SECONDS) -> dict[str, Any]:
+    """The node as the System and Wallet pages show it; `error` when it cannot be reached.
+
+    The pages never wait on the node for more than `wait` seconds: the node is asked in the
+    background, and a node that hangs gets its last answer shown, marked `stale`, until the
+    question times out (settings.LIGHTNING_TIMEOUT) and the answer says it is not answering.
+    """
+    path = str(settings.LIGHTNING_RPC)
+    with _watches_lock:
+        watch = _watches.setdefault(path, _NodeWatch())
+    return watch.summary(wait)
+
+
+class _NodeWatch:
+    """The last answer about one node, and the one question to it in flight, if any."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.last: dict[str, Any] | None = None
+        self.last_at = 0.0
+        self.asking: threading.Thread | None = None
+        self.asked_at = 0.0
+
+    def summary(self, wait: float) -> dict[str, Any]:
+        with self.lock:
+            if self.asking is None:
+                self.asked_at = time.monotonic()
+                self.asking = threading.Thread(target=self._ask, name="node-status", daemon=True)
+                self.asking.start()
+            asking = self.asking
+        asking.join(wait)
+        with self.lock:
+            if self.asking is None and self.last is not None:
+                return {**self.last, "stale": False}
+            waited = time.monotonic() - self.asked_at
+            if self.last is None:
+                error = f"The node has not answered for {waited:.0f} s."
+                return {"connected": False, "stale": True, "error": error}
+            age = time.monotonic() - self.last_at
+            return {**self.last, "stale": True, "answered_seconds_ago": round(age)}
+
+    def _ask(self) -> None:
+        answer = _node_summary_now()
+        with self.lock:
+            self.last, self.last_at, self.asking = answer, time.monotonic(), None
+
+
+_watches: dict[str, _NodeWatch] = {}
+_watches_lock = threading.Lock()
+
+
+def _node_summary_now() -> dict[str, Any]:
     try:
         info = cln.call("getinfo")
         channels = cln.call("listpeerchannels")["channels"]
@@ -224,9 +345,12 @@ def timestamp(seconds: int) -> datetime:
 def invoice_create(
     amount_msat: int, description: str, *, purpose: str, caller: str, expiry: int = 3600
 ) -> Invoice:
-    """An invoice from the node, to be paid to this node; the same purpose gives the same one."""
+    """An invoice from the node, to be paid to this node; the same purpose with the same terms
+    gives the same one, and different terms under a used purpose are refused."""
     existing = Invoice.objects.filter(purpose=purpose).first()
     if existing is not None:
+        what = f"The purpose '{purpose}' already has an invoice"
+        _same_terms(what, (existing.amount_msat, existing.description), amount_msat, description)
         return existing
     if amount_msat <= 0:
         raise PaymentRefused("An invoice needs an amount of at least 1 msat.")
@@ -237,7 +361,7 @@ def invoice_create(
     except NodeRefused as refusal:
         if refusal.code != DUPLICATE_LABEL:
             raise PaymentRefused(f"The node would not make the invoice: {refusal}") from None
-        made = cln.call("listinvoices", label=label)["invoices"][0]  # made before a crash
+        made = _made_before_a_crash(label, amount_msat, description)
     except (NodeMissing, NodeSilent) as error:
         raise PaymentRefused(f"Cannot make an invoice now: {error}") from None
     return Invoice.objects.create(
@@ -245,6 +369,26 @@ def invoice_create(
         payment_hash=made["payment_hash"], description=description, amount_msat=amount_msat,
         expires_at=timestamp(made["expires_at"]),
     )  # fmt: skip
+
+
+def _made_before_a_crash(label: str, amount_msat: int, description: str) -> dict[str, Any]:
+    """The node's invoice under our label, made by a call whose answer was lost; taken up
+    only if it asks what this call asks, or the row would not say what the payer pays."""
+    try:
+        made: dict[str, Any] = cln.call("listinvoices", label=label)["invoices"][0]
+    except (NodeMissing, NodeSilent, NodeRefused, IndexError) as error:
+        raise PaymentRefused(f"Cannot take up the node's invoice {label}: {error}") from None
+    what = f"The node already has an invoice labelled '{label}'"
+    _same_terms(what, (made.get("amount_msat"), made.get("description")), amount_msat, description)
+    return made
+
+
+def _same_terms(what: str, found: tuple[Any, Any], amount_msat: int, description: str) -> None:
+    if found != (amount_msat, description):
+        raise PaymentRefused(
+            f"{what} for {found[0]} msat ({found[1]!r}), not {amount_msat} msat "
+            f"({description!r}); it is not reused. Give this invoice a purpose of its own."
+        )
 
 
 def invoices_sync() -> int:

@@ -11,11 +11,15 @@ signed with the node's own secp256k1 key.
     ProcessDouble(...) the same, as its own process: `python -m tests.lightningd serve --dir D`.
 
 Methods: getinfo, decode, xpay, pay, listpays, listsendpays, invoice, waitanyinvoice,
-listinvoices, listfunds, listpeerchannels, check. Two doubles with a channel pay each other's
-invoices; balances move, the payee's invoice is paid, the payer's `listpays` has the preimage.
+listinvoices, listfunds, listpeerchannels, setchannel, check. Two doubles with a channel pay
+each other's invoices; balances move, the payee's invoice is paid, the payer's `listpays` has
+the preimage. `connect(other, announce=False)` opens a private channel: `other`'s invoices
+carry a route hint through it, and payments take two hops and pay the hop's fee
+(`forwarding.py`; `data/cln-v26.06.6-issue-10.json` holds the answers issue 10's run got).
 
 Faults (`faults.py`): `double.faults.next_xpay("pending_then_complete", after=2)`, and likewise
-`failed_then_complete`, `already_paid`, `no_route`, `expired`, `drop(paid=...)`, and
+`failed_then_complete`, `held` (in flight until `double.release(payment_hash)`),
+`already_paid`, `no_route`, `expired`, `drop(paid=...)`, and
 `double.faults.next_call(method, "slow", seconds=...)` or `"drop"` for any method. A double in
 another process takes the same switches through the `dev-double-fault` method on its socket
 (`ProcessDouble.faults` sends it); see `control.py` for the `dev-double-*` methods.

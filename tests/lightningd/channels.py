@@ -120,6 +120,7 @@ def new_channel(
     pushed_msat: int,
     opened_at: str,
     ids: dict[str, str] | None = None,
+    private: bool = False,
 ) -> Channel:
     """A channel with fresh ids, or with the `ids` its opener chose (`funding_txid`, ...)."""
     ids = ids or {}
@@ -140,6 +141,9 @@ def new_channel(
         opened_at=opened_at,
         min_to_us_msat=to_us_msat,
         max_to_us_msat=to_us_msat,
+        private=private,
+        fee_base_msat=FEE_BASE_MSAT,
+        fee_ppm=FEE_PROPORTIONAL_MILLIONTHS,
     )
 
 
@@ -170,7 +174,7 @@ def peer_listing(channel: Channel, our_id: str, connected: bool, hrp: str) -> di
         "funding_outnum": 0,
         "close_to_addr": close_to_addr,
         "close_to": close_to,
-        "private": False,
+        "private": channel.private,
         "opener": channel.opener,
         "alias": {"local": channel.local_alias, "remote": channel.remote_alias},
         "features": ["option_static_remotekey", "option_anchors"],
@@ -188,8 +192,8 @@ def _local_updates(channel: Channel) -> dict[str, int]:
         "htlc_minimum_msat": 0,
         "htlc_maximum_msat": channel.total_msat * HTLC_MAXIMUM_PER_MILLION // 1_000_000,
         "cltv_expiry_delta": 6,
-        "fee_base_msat": FEE_BASE_MSAT,
-        "fee_proportional_millionths": FEE_PROPORTIONAL_MILLIONTHS,
+        "fee_base_msat": channel.fee_base_msat,
+        "fee_proportional_millionths": channel.fee_ppm,
     }
 
 
@@ -212,8 +216,8 @@ def _balances(channel: Channel) -> dict[str, Any]:
         "min_to_us_msat": channel.min_to_us_msat,
         "max_to_us_msat": channel.max_to_us_msat,
         "total_msat": channel.total_msat,
-        "fee_base_msat": FEE_BASE_MSAT,
-        "fee_proportional_millionths": FEE_PROPORTIONAL_MILLIONTHS,
+        "fee_base_msat": channel.fee_base_msat,
+        "fee_proportional_millionths": channel.fee_ppm,
         "dust_limit_msat": 546000,
         "their_max_htlc_value_in_flight_msat": UNLIMITED_IN_FLIGHT_MSAT,
         "our_max_htlc_value_in_flight_msat": UNLIMITED_IN_FLIGHT_MSAT,

@@ -5,8 +5,10 @@ double running as its own process can be steered from the test that started it.
 
 - `dev-double-fault {method, fault, options}` queues a fault switch (see `faults.py`);
   `{"clear": true}` removes them all, `{}` changes nothing. Answers `{"queued": [...]}`.
-- `dev-double-connect {rpc_file, amount_sat=1000000, push_msat=0}` opens a channel from this
-  node to the double listening at `rpc_file`.
+- `dev-double-release {payment_hash}` lets a payment held by the `held` fault complete.
+- `dev-double-connect {rpc_file, amount_sat=1000000, push_msat=0, announce=true}` opens a
+  channel from this node to the double listening at `rpc_file`; `announce=false` makes it
+  private, so the other side's invoices carry a route hint for it (`forwarding.py`).
 - `dev-double-accept` and `dev-double-htlc` are the other side of opening and paying.
 """
 
@@ -52,10 +54,18 @@ def fault(node: Node, request: Request) -> dict[str, Any]:
     return {"queued": node.faults.queued()}
 
 
+def release(node: Node, request: Request) -> dict[str, Any]:
+    with node.changed:
+        node.released.add(request.args["payment_hash"])
+        node.changed.notify_all()
+    return {"released": request.args["payment_hash"]}
+
+
 def connect(node: Node, request: Request) -> dict[str, Any]:
     """Open a channel to another double: it records its side, then we record ours."""
     total = int(request.args["amount_sat"]) * 1000
     pushed = int(request.args["push_msat"])
+    private = not request.args["announce"]
     rpc_file = str(Path(request.args["rpc_file"]).absolute())
     peer = LightningRpc(rpc_file)
     try:
@@ -75,6 +85,7 @@ def connect(node: Node, request: Request) -> dict[str, Any]:
             to_us_msat=total - pushed,
             pushed_msat=pushed,
             opened_at=_timestamp(),
+            private=private,
         )
     mirror = {**_describe(ours), "id": node.node_id, "rpc_file": str(node.rpc_file)}
     peer.call("dev-double-accept", mirror)
@@ -98,6 +109,7 @@ def _describe(channel: Channel) -> dict[str, Any]:
         "total_msat": channel.total_msat,
         "pushed_msat": channel.pushed_msat,
         "opened_at": channel.opened_at,
+        "private": channel.private,
     }
 
 
@@ -112,6 +124,7 @@ def accept(node: Node, request: Request) -> dict[str, Any]:
         to_us_msat=args["pushed_msat"],
         pushed_msat=args["pushed_msat"],
         opened_at=args["opened_at"],
+        private=args["private"],
         ids={
             "funding_txid": args["funding_txid"],
             "short_channel_id": args["short_channel_id"],
@@ -150,11 +163,13 @@ COMMANDS = {
         ],
         fault,
     ),
+    "dev-double-release": Command([required("payment_hash", string)], release),
     "dev-double-connect": Command(
         [
             required("rpc_file", string),
             optional("amount_sat", u64, DEFAULT_CHANNEL_SAT),
             optional("push_msat", u64, 0),
+            optional("announce", boolean, True),
         ],
         connect,
     ),
@@ -169,6 +184,7 @@ COMMANDS = {
             required("total_msat", msat),
             required("pushed_msat", msat),
             required("opened_at", string),
+            optional("private", boolean, False),
         ],
         accept,
     ),

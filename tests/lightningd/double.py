@@ -10,7 +10,7 @@ from typing import Any
 
 from pyln.client import LightningRpc
 
-from tests.lightningd import control, info, listing, paying, receiving
+from tests.lightningd import control, forwarding, info, listing, paying, receiving
 from tests.lightningd.control import DEFAULT_CHANNEL_SAT
 from tests.lightningd.faults import Faults
 from tests.lightningd.node import Node, RoutingFee
@@ -22,6 +22,7 @@ COMMANDS = {
     **paying.COMMANDS,
     **listing.COMMANDS,
     **control.COMMANDS,
+    **forwarding.COMMANDS,
 }
 DEFAULT_ONCHAIN_SAT = 100_000_000
 
@@ -108,18 +109,25 @@ class LightningdDouble:
         with contextlib.suppress(FileNotFoundError):
             self.rpc_file.unlink()
 
+    def release(self, payment_hash: str) -> None:
+        """Let a payment held by the `held` fault complete."""
+        self.rpc.call("dev-double-release", {"payment_hash": payment_hash})
+
     def connect(
         self,
         other: LightningdDouble | Any,
         amount_sat: int = DEFAULT_CHANNEL_SAT,
         push_msat: int = 0,
+        *,
+        announce: bool = True,
     ) -> str:
         """Open a channel of `amount_sat` from this node to `other` (both must be running).
 
         `other` is another double, in this process or its own, or the path of its socket.
-        Returns the channel id.
+        Returns the channel id. `announce=False` makes a private channel: `other`'s invoices
+        then carry a route hint through us.
         """
-        return open_channel(self.rpc, other, amount_sat, push_msat)
+        return open_channel(self.rpc, other, amount_sat, push_msat, announce)
 
     def __enter__(self) -> LightningdDouble:
         return self.start()
@@ -133,11 +141,18 @@ class LightningdDouble:
         self.stop()
 
 
-def open_channel(rpc: LightningRpc, other: Any, amount_sat: int, push_msat: int) -> str:
+def open_channel(
+    rpc: LightningRpc, other: Any, amount_sat: int, push_msat: int, announce: bool = True
+) -> str:
     """`dev-double-connect` from the node behind `rpc` to `other` (a double or a socket path)."""
     rpc_file = str(getattr(other, "rpc_file", other))
     opened = rpc.call(
         "dev-double-connect",
-        {"rpc_file": rpc_file, "amount_sat": amount_sat, "push_msat": push_msat},
+        {
+            "rpc_file": rpc_file,
+            "amount_sat": amount_sat,
+            "push_msat": push_msat,
+            "announce": announce,
+        },
     )
     return str(opened["channel_id"])

@@ -14,6 +14,7 @@ METHOD_NOT_FOUND = -32601
 INVALID_PARAMS = -32602
 # CLN's catch-all, and what lightningd answers when the plugin behind a command dies mid-call.
 LIGHTNINGD = -1
+PLUGIN_ERROR = -3  # xpay's answer to an injectpaymentonion error it does not expect
 PLUGIN_TERMINATED = -4
 # Paying (lightning.md §4.2: xpay and pay).
 PAY_IN_PROGRESS = 200

@@ -12,6 +12,8 @@ Payment faults (for the next `xpay` or `pay`):
 - `failed_then_complete(pending_for=0.3, failed_for=1.0, reply="wait")`: the first attempt fails
   and for `failed_for` seconds nothing is in flight, so `listpays` says `failed` while xpay is
   still retrying; then a second part goes out and completes (lightning.md §4.4, CLN issue 9036).
+- `held(reply="wait")`: the payment is in flight until the test says
+  `double.release(payment_hash)` (`dev-double-release`), then completes: no clock to race.
 - `already_paid()`: the payment goes through as if an earlier call had made it, and the call
   answers 219 "Already paid this invoice successfully" (the preimage is in `listpays`).
 - `no_route()`: 205 "Failed: We could not find a usable set of paths. ...", nothing recorded.
@@ -19,7 +21,7 @@ Payment faults (for the next `xpay` or `pay`):
 - `drop(paid=False)`: the connection closes after the request is read, without an answer;
   with `paid=True` the payment is made first.
 
-For the two timed faults, `reply` says when the caller hears back: `"wait"` (when the payment
+For the timed faults and `held`, `reply` says when the caller hears back: `"wait"` (when the payment
 completes, as xpay does), `"error"` (at once, with -4 "Plugin terminated before replying to RPC
 call.", while the payment carries on) or `"drop"` (the connection closes at once, likewise).
 
@@ -40,6 +42,7 @@ REPLIES = ("wait", "error", "drop")
 PAYMENT_FAULTS: dict[str, dict[str, Any]] = {
     "pending_then_complete": {"after": 1.0, "reply": "wait"},
     "failed_then_complete": {"pending_for": 0.3, "failed_for": 1.0, "reply": "wait"},
+    "held": {"reply": "wait"},
     "already_paid": {},
     "no_route": {},
     "expired": {"seconds_ago": 1},

@@ -67,6 +67,7 @@ class Bolt11:
     features: str | None
     payment_hash: str
     signature: str
+    routes: tuple[tuple[Any, ...], ...] = ()  # route hints: one tuple of RouteHint per route
 
     @property
     def expires_at(self) -> int:
@@ -88,6 +89,8 @@ class Bolt11:
         if self.description_hash is not None:
             result["description_hash"] = self.description_hash
         result["min_final_cltv_expiry"] = self.min_final_cltv_expiry
+        if self.routes:
+            result["routes"] = [[hop.listing() for hop in route] for route in self.routes]
         if self.payment_secret is not None:
             result["payment_secret"] = self.payment_secret
         if self.features is not None:
@@ -110,6 +113,7 @@ def encode(
     expiry: int = DEFAULT_EXPIRY,
     final_cltv: int = DEFAULT_FINAL_CLTV,
     description_hash_only: bool = False,
+    route_hints: tuple[bytes, ...] = (),
 ) -> str:
     """A signed BOLT11 string, tagged fields in lightningd's order."""
     hrp = "ln" + currency
@@ -124,6 +128,8 @@ def encode(
         data += tagged_bytes("d", description.encode())
     data += tagged("x", _minimal_bits(expiry))
     data += tagged("c", _minimal_bits(final_cltv))
+    for hint in route_hints:  # lightningd's order: after `c`, before the features
+        data += tagged_bytes("r", hint)
     data += tagged("9", _minimal_bits(INVOICE_FEATURES))
     key = coincurve.PrivateKey(node_secret)
     data += key.sign_recoverable(hrp.encode() + data.tobytes())
@@ -143,6 +149,20 @@ def canonical(text: str) -> str:
     if text[:10].lower() == "lightning:":
         text = text[10:]
     return text.lower()
+
+
+def looks_like_bolt11(text: str) -> bool:
+    """`guess_type` in plugins/offers.c: a BOLT11 prefix, then digits and at most one
+    multiplier before the last `1` (after a `lightning:` prefix, in either case)."""
+    if text[:10].lower() == "lightning:":
+        text = text[10:]
+    prefix = next((p for p in ("lnbcrt", "lnbc", "lntbs", "lntb") if text.startswith(p)), None)
+    if prefix is None:
+        return False
+    rest = text[len(prefix) :]
+    if "1" not in rest:
+        return False
+    return re.fullmatch(r"(?:\d+[munp]?)?", rest[: rest.rindex("1")], re.IGNORECASE) is not None
 
 
 def decode(text: str, *, network: str | None = None) -> Bolt11:
@@ -198,7 +218,25 @@ def _bolt11_from(invoice: Invoice, currency: str, bits: bitstring.BitArray) -> B
         features=_features_hex(unknown["9"]) if "9" in unknown else None,
         payment_hash=invoice.hexpaymenthash,
         signature=_der_signature(bits),
+        routes=_route_hints(bits),
     )
+
+
+def _route_hints(bits: bitstring.BitArray) -> tuple[tuple[Any, ...], ...]:
+    """The `r` fields, read from the data part (timestamp, then type-length-value fields,
+    then the 65-byte signature)."""
+    from tests.lightningd.forwarding import RouteHint
+
+    routes = []
+    position, end = 35, len(bits) - 65 * 8
+    while position + 15 <= end:
+        kind = bits[position : position + 5].uint
+        length = bits[position + 5 : position + 15].uint * 5
+        field = bits[position + 15 : position + 15 + length]
+        position += 15 + length
+        if kind == 3:  # 'r' in the bech32 alphabet
+            routes.append(tuple(RouteHint.read(trim_to_bytes(field))))
+    return tuple(routes)
 
 
 def _features_hex(field: bitstring.Bits) -> str:

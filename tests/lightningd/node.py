@@ -82,6 +82,7 @@ class Node:
         self.lock = threading.RLock()
         self.changed = threading.Condition(self.lock)
         self.closed = False
+        self.released: set[str] = set()  # payment hashes a `held` fault may now complete
         self.commands = commands
         loaded = NodeState.load(lightning_dir)
         self.state = loaded or NodeState.new(alias, onchain_sat * 1000)

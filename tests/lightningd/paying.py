@@ -8,6 +8,7 @@ another double, reached through its own socket, which settles its invoice and gi
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 import time
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from typing import Any
 
 from pyln.client import LightningRpc, RpcError
 
-from tests.lightningd import channels, invoices, receiving
+from tests.lightningd import channels, forwarding, invoices, receiving
 from tests.lightningd.errors import (
     INVALID_PARAMS,
     LIGHTNINGD,
@@ -23,6 +24,7 @@ from tests.lightningd.errors import (
     PAY_DESTINATION_PERM_FAIL,
     PAY_IN_PROGRESS,
     PAY_INVOICE_EXPIRED,
+    PLUGIN_ERROR,
     PLUGIN_TERMINATED,
     RpcFailure,
 )
@@ -123,7 +125,13 @@ def _pay(node: Node, request: Request, payment: Payment) -> dict[str, Any]:
         earlier = _earlier_payment(node, payment)
         if earlier is not None:
             return earlier
-        route = plan_route(node, payment.invoice.payee, payment.amount_msat, payment.maxfee_msat)
+        route = plan_route(
+            node,
+            payment.invoice.payee,
+            payment.amount_msat,
+            payment.maxfee_msat,
+            payment.invoice.routes,
+        )
         part = _start_part(node, payment, route, secrets.randbelow(2**63), partid=1)
     preimage, failed_parts = _carry_out(node, request, payment, route, part)
     if request.fault is not None and request.fault.name == "already_paid":
@@ -184,12 +192,24 @@ def _earlier_payment(node: Node, payment: Payment) -> dict[str, Any] | None:
         raise RpcFailure(PAY_ALREADY_PAID, ALREADY_PAID)
     pending = [p for p in parts if p.status == "pending"]
     if pending:
-        raise RpcFailure(
-            PAY_IN_PROGRESS,
-            f"Payment with groupid={pending[0].groupid} still in progress,"
-            " cannot retry before that completes.",
-        )
+        raise in_progress(pending[0].groupid)
     return None
+
+
+def in_progress(groupid: int) -> RpcFailure:
+    """What xpay says when lightningd refuses to inject a second payment of an invoice in
+    flight: injectpaymentonion's 200 wrapped in -3 (`injectpaymentonion_failed`, xpay.c),
+    as the real node answered (issue 10, recorded in data/cln-v26.06.6-more.json)."""
+    inner = {
+        "code": PAY_IN_PROGRESS,
+        "message": f"Payment with groupid={groupid} still in progress,"
+        " cannot retry before that completes.",
+    }
+    return RpcFailure(
+        PLUGIN_ERROR,
+        f"Unexpected injectpaymentonion error {PAY_IN_PROGRESS}:"
+        f" {json.dumps(inner, separators=(',', ':'))}",
+    )
 
 
 def _start_part(node: Node, payment: Payment, route: Route, groupid: int, partid: int) -> SendPay:
@@ -232,10 +252,17 @@ def _carry_out(
     """The payment's timeline, stretched or broken by the fault switch (lightning.md §4.4)."""
     fault = request.fault
     failed_parts = 0
-    if fault is not None and fault.name in ("pending_then_complete", "failed_then_complete"):
+    if fault is not None and fault.name in (
+        "pending_then_complete",
+        "failed_then_complete",
+        "held",
+    ):
         _answer_early(request.call, fault.option("reply"))
     if fault is not None and fault.name == "pending_then_complete":
         time.sleep(float(fault.option("after")))
+    elif fault is not None and fault.name == "held":
+        with node.changed:
+            node.changed.wait_for(lambda: part.payment_hash in node.released or node.closed)
     elif fault is not None and fault.name == "failed_then_complete":
         time.sleep(float(fault.option("pending_for")))
         _finish_part(node, part, route, None)
@@ -258,6 +285,10 @@ def _deliver(node: Node, payment: Payment, route: Route, part: SendPay) -> str:
     """The payee settles and hands back the preimage, or refuses."""
     try:
         preimage = _ask_payee(node, payment, route, part)
+    except forwarding.HopRefused:
+        _finish_part(node, part, route, None)
+        assert route.hint is not None
+        raise forwarding.weird_error(route.hint, payment.invoice.payee) from None
     except RpcFailure as refusal:
         _finish_part(node, part, route, None)
         raise RpcFailure(
@@ -287,6 +318,10 @@ def _ask_payee(node: Node, payment: Payment, route: Route, part: SendPay) -> str
         "sender": node.node_id,
     }
     try:
+        if route.hint is not None:
+            return forwarding.send_through(
+                route.channel, route.hint, {**htlc, "fee_msat": route.fee_msat}
+            )
         answer = LightningRpc(route.channel.peer_rpc_file).call("dev-double-htlc", htlc)
     except RpcError as error:
         if isinstance(error.error, dict) and error.error.get("code") == (

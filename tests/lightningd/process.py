@@ -129,8 +129,19 @@ class ProcessDouble:
             self.process.wait(timeout=15)
         self.process = None
 
-    def connect(self, other: Any, amount_sat: int = DEFAULT_CHANNEL_SAT, push_msat: int = 0) -> str:
-        return open_channel(self.rpc, other, amount_sat, push_msat)
+    def connect(
+        self,
+        other: Any,
+        amount_sat: int = DEFAULT_CHANNEL_SAT,
+        push_msat: int = 0,
+        *,
+        announce: bool = True,
+    ) -> str:
+        return open_channel(self.rpc, other, amount_sat, push_msat, announce)
+
+    def release(self, payment_hash: str) -> None:
+        """Let a payment held by the `held` fault complete."""
+        self.rpc.call("dev-double-release", {"payment_hash": payment_hash})
 
     def __enter__(self) -> ProcessDouble:
         return self.start()

@@ -6,7 +6,7 @@ import hashlib
 import secrets
 from typing import Any
 
-from tests.lightningd import channels, invoices
+from tests.lightningd import channels, forwarding, invoices
 from tests.lightningd.errors import (
     INVALID_PARAMS,
     INVOICE_LABEL_ALREADY_EXISTS,
@@ -47,7 +47,10 @@ def decode(node: Node, request: Request) -> dict[str, Any]:
     try:
         return invoices.decode(invoices.canonical(text)).decode_result()
     except invoices.InvoiceError as error:
-        raise bad_param("string", str(error), text) from None
+        # `param_decodable` (plugins/offers.c) reports the failure of the most likely kind;
+        # text that does not look like any (`guess_type`) is "Unparsable string".
+        likely = str(error) if invoices.looks_like_bolt11(text) else "Unparsable string"
+        raise bad_param("string", likely, text) from None
 
 
 def check_invoice(node: Node, args: dict[str, Any]) -> None:
@@ -69,12 +72,13 @@ def invoice(node: Node, request: Request) -> dict[str, Any]:
     chosen = args["preimage"]
     preimage = bytes.fromhex(chosen) if chosen else secrets.token_bytes(32)
     payment_hash = hashlib.sha256(preimage).hexdigest()
+    hints = tuple(hint.encoded() for hint in forwarding.route_hints(node))
     with node.lock:
         if any(i.payment_hash == payment_hash for i in node.state.invoices):
             raise RpcFailure(INVOICE_PREIMAGE_ALREADY_EXISTS, "preimage already used")
         if any(i.label == args["label"] for i in node.state.invoices):
             raise RpcFailure(INVOICE_LABEL_ALREADY_EXISTS, f"Duplicate label '{args['label']}'")
-        created = _create(node, args, preimage)
+        created = _create(node, args, preimage, hints)
         node.save()
         warnings = _capacity_warnings(node, args["amount_msat"])
     return {
@@ -87,7 +91,7 @@ def invoice(node: Node, request: Request) -> dict[str, Any]:
     }
 
 
-def _create(node: Node, args: dict[str, Any], preimage: bytes) -> Invoice:
+def _create(node: Node, args: dict[str, Any], preimage: bytes, hints: tuple[bytes, ...]) -> Invoice:
     now = node.now()
     secret = invoices.new_payment_secret(preimage)
     bolt11 = invoices.encode(
@@ -101,6 +105,7 @@ def _create(node: Node, args: dict[str, Any], preimage: bytes) -> Invoice:
         created_at=now,
         expiry=args["expiry"],
         final_cltv=args["cltv"],
+        route_hints=hints,
     )
     created = Invoice(
         label=args["label"],
@@ -126,6 +131,8 @@ def _capacity_warnings(node: Node, amount_msat: int | None) -> dict[str, str]:
     needed = amount_msat or 1
     deadend = offline = 0
     for channel in node.state.channels:
+        if channel.private and channels.receivable(channel) >= needed:
+            return {}  # a route hint through this channel can carry it
         if peer_reachable(channel.peer_rpc_file):
             deadend += channels.receivable(channel)
         else:

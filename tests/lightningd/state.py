@@ -129,6 +129,9 @@ class Channel:
     opened_at: str
     min_to_us_msat: int = 0
     max_to_us_msat: int = 0
+    private: bool = False  # not announced: reached only through invoices' route hints
+    fee_base_msat: int = 1  # what we charge to forward out of this channel (`setchannel`)
+    fee_ppm: int = 10
     htlcs: list[dict[str, Any]] = field(default_factory=list)
     counters: dict[str, int] = field(default_factory=dict)
 

@@ -30,12 +30,26 @@ def household_node(tmp_path: Path, payee: LightningdDouble) -> Iterator[ProcessD
         yield double
 
 
+def instance(make: Callable[..., Instance], double: ProcessDouble, pay_seconds: int) -> Instance:
+    made = make(
+        SOVEREIGN_LIGHTNING_RPC=str(double.rpc_file),
+        SOVEREIGN_LIGHTNING_PAY_SECONDS=str(pay_seconds),
+    )
+    made.serve_web()  # prepares the database; and tells whether the worker is up
+    return made
+
+
 @pytest.fixture
 def node(make_instance: Callable[..., Instance], household_node: ProcessDouble) -> Instance:
-    instance = make_instance(SOVEREIGN_LIGHTNING_RPC=str(household_node.rpc_file),
-                             SOVEREIGN_LIGHTNING_PAY_SECONDS="1")  # fmt: skip
-    instance.serve_web()  # prepares the database; and tells whether the worker is up
-    return instance
+    """Payments past their deadline within seconds: for a row the node never heard of."""
+    return instance(make_instance, household_node, pay_seconds=1)
+
+
+@pytest.fixture
+def patient_node(make_instance: Callable[..., Instance], household_node: ProcessDouble) -> Instance:
+    """The worker waits minutes for xpay's answer, so however slow the machine, it is still
+    waiting when the test kills it."""
+    return instance(make_instance, household_node, pay_seconds=120)
 
 
 def ask_to_pay(node: Instance, bolt11: str, purpose: str = "crash") -> None:
@@ -59,6 +73,13 @@ def statuses(double: Any) -> list[str]:
     return [pay["status"] for pay in double.rpc.listpays()["pays"]]
 
 
+def settles_as(node: Instance, state: str) -> bool:
+    """Reconcile once; whoever settled it (this call or the worker's own reconciler), is the
+    journal's one row now in `state`?"""
+    reconcile(node)
+    return states(node) == [state]
+
+
 def reconcile(node: Instance) -> dict[str, int]:
     return json.loads(node.manage("wallet", "reconcile").stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
@@ -75,8 +96,8 @@ def wait_for_new_worker(node: Instance, supervisor: Any, old: int) -> None:
         workers = [p for p in children(supervisor.pid) if b"celery" in command_line(p)]
         return next((p for p in workers if p != old and is_running(p)), None)
 
-    wait_for(restarted, 30, "a new worker process")
-    node.wait_until("worker", "up")
+    wait_for(restarted, 120, "a new worker process")
+    node.wait_until("worker", "up", timeout=120)
 
 
 def paid_once(household_node: ProcessDouble, payee: LightningdDouble, node: Instance) -> None:
@@ -96,40 +117,51 @@ def test_killed_after_the_pending_row_is_written(
     assert states(node) == ["pending"] and statuses(household_node) == []
 
     node.run("worker")
-    node.wait_until("worker", "up")
-    wait_for(lambda: reconcile(node)["failed"] == 1, 30, "the payment to be settled as failed")
+    node.wait_until("worker", "up", timeout=120)
+    wait_for(lambda: settles_as(node, "failed"), 120, "the payment to be settled as failed")
 
     assert statuses(household_node) == []  # it never reached the node: nothing was paid
     assert payee.rpc.listinvoices()["invoices"][0]["status"] == "unpaid"
 
 
 def test_killed_during_the_node_call(
-    node: Instance, household_node: ProcessDouble, payee: LightningdDouble
+    patient_node: Instance, household_node: ProcessDouble, payee: LightningdDouble
 ) -> None:
+    node = patient_node
     supervisor = node.run("worker")
-    node.wait_until("worker", "up")
-    household_node.faults.next_xpay("pending_then_complete", after=4.0)
-    ask_to_pay(node, payee.rpc.invoice(AMOUNT, "b", "crash")["bolt11"])
-    wait_for(lambda: statuses(household_node) == ["pending"], 30, "the payment in flight")
+    node.wait_until("worker", "up", timeout=120)
+    # Held in flight until released below: however slow the machine, the worker is killed
+    # while the node is paying, and no clock decides when the payment completes.
+    household_node.faults.next_xpay("held")
+    made = payee.rpc.invoice(AMOUNT, "b", "crash")
+    ask_to_pay(node, made["bolt11"])
+    wait_for(lambda: statuses(household_node) == ["pending"], 120, "the payment in flight")
 
     wait_for_new_worker(node, supervisor, kill_worker(supervisor))
-    wait_for(lambda: reconcile(node)["complete"] == 1, 30, "the payment to be settled")
+    assert reconcile(node)["pending"] == 1  # in flight: neither failed nor paid again
+    assert statuses(household_node) == ["pending"]
+    household_node.release(made["payment_hash"])
+    wait_for(lambda: statuses(household_node) == ["complete"], 120, "the node to complete it")
+
+    wait_for(lambda: settles_as(node, "complete"), 120, "the payment to be settled")
 
     paid_once(household_node, payee, node)
 
 
 def test_killed_after_the_node_paid_before_the_row_was_updated(
-    node: Instance, household_node: ProcessDouble, payee: LightningdDouble
+    patient_node: Instance, household_node: ProcessDouble, payee: LightningdDouble
 ) -> None:
+    node = patient_node
     supervisor = node.run("worker")
-    node.wait_until("worker", "up")
-    household_node.faults.next_xpay("slow", seconds=5.0)  # paid at once, answer held back
+    node.wait_until("worker", "up", timeout=120)
+    # Paid at once; the answer is held back far longer than the test takes to kill the worker.
+    household_node.faults.next_xpay("slow", seconds=600.0)
     ask_to_pay(node, payee.rpc.invoice(AMOUNT, "c", "crash")["bolt11"])
-    wait_for(lambda: statuses(household_node) == ["complete"], 30, "the node to pay")
+    wait_for(lambda: statuses(household_node) == ["complete"], 60, "the node to pay")
     assert states(node) == ["pending"]
 
     wait_for_new_worker(node, supervisor, kill_worker(supervisor))
 
     # The new worker reconciles as it starts: no one needs to ask.
-    wait_for(lambda: states(node) == ["complete"], 60, "the reconciler at the worker's start")
+    wait_for(lambda: states(node) == ["complete"], 120, "the reconciler at the worker's start")
     paid_once(household_node, payee, node)

@@ -46,12 +46,30 @@ def test_a_payment_completes_with_a_proof_anyone_can_check(
 def test_the_same_purpose_again_returns_the_first_payment_and_pays_nothing_more(
     node: LightningdDouble, payee: LightningdDouble
 ) -> None:
-    first = services.pay(order(invoice(payee, 21_000)["bolt11"]))
+    bolt11 = invoice(payee, 21_000)["bolt11"]
+    first = services.pay(order(bolt11))
 
-    again = services.pay(order(invoice(payee, 5_000)["bolt11"]))
+    again = services.pay(order(bolt11))
 
     assert again.pk == first.pk and again.amount_msat == 21_000
     assert len(pays_on(node)) == 1
+
+
+def test_the_same_purpose_with_another_invoice_is_refused_saying_so(
+    node: LightningdDouble, payee: LightningdDouble
+) -> None:
+    first = services.pay(order(invoice(payee, 21_000)["bolt11"]))
+    other = invoice(payee, 5_000)
+
+    with pytest.raises(PaymentRefused, match="'report' was already used for another invoice"):
+        services.pay(order(other["bolt11"]))
+
+    assert list(Payment.objects.values_list("pk", flat=True)) == [first.pk]
+    assert [p["payment_hash"] for p in pays_on(node)] == [first.payment_hash]
+    assert (
+        payee.rpc.listinvoices(payment_hash=other["payment_hash"])["invoices"][0]["status"]
+        == "unpaid"
+    )
 
 
 def refusal(node: LightningdDouble, pay: PayOrder, says: str) -> None:

@@ -34,18 +34,48 @@ def test_an_invoice_is_made_and_learned_paid(
 
 def test_the_same_purpose_gives_the_same_invoice(node: LightningdDouble) -> None:
     first = services.invoice_create(15_000, "x", purpose="sale-2", caller="friend:2")
-    again = services.invoice_create(99_000, "y", purpose="sale-2", caller="friend:2")
+    again = services.invoice_create(15_000, "x", purpose="sale-2", caller="friend:2")
 
     assert again.pk == first.pk
+    assert len(node.rpc.listinvoices()["invoices"]) == 1
+
+
+def test_the_same_purpose_with_other_terms_is_refused(node: LightningdDouble) -> None:
+    services.invoice_create(15_000, "x", purpose="sale-2", caller="friend:2")
+
+    with pytest.raises(PaymentRefused, match=r"already has an invoice for 15000 msat \('x'\)"):
+        services.invoice_create(99_000, "y", purpose="sale-2", caller="friend:2")
     assert len(node.rpc.listinvoices()["invoices"]) == 1
 
 
 def test_an_invoice_the_node_made_before_a_crash_is_taken_up(node: LightningdDouble) -> None:
     node.rpc.invoice(15_000, "sovereign:sale-3", "made, then the process died")
 
-    taken = services.invoice_create(15_000, "again", purpose="sale-3", caller="friend:2")
+    taken = services.invoice_create(
+        15_000, "made, then the process died", purpose="sale-3", caller="friend:2"
+    )
 
     assert taken.bolt11 == node.rpc.listinvoices(label="sovereign:sale-3")["invoices"][0]["bolt11"]
+    assert taken.amount_msat == 15_000
+
+
+@pytest.mark.parametrize(
+    ("amount", "description", "says"),
+    [
+        (99_000, "a different summary", "for 5000 msat \\('a summary'\\), not 99000 msat"),
+        (5_000, "a different summary", "not 5000 msat \\('a different summary'\\)"),
+    ],
+)
+def test_a_node_invoice_with_other_terms_under_our_label_is_not_taken_up(
+    node: LightningdDouble, amount: int, description: str, says: str
+) -> None:
+    node.rpc.invoice(5_000, "sovereign:sale-x", "a summary")  # what a crash leaves behind
+
+    with pytest.raises(PaymentRefused, match=says):
+        services.invoice_create(amount, description, purpose="sale-x", caller="friend:2")
+
+    assert not Invoice.objects.exists()
+    assert len(node.rpc.listinvoices()["invoices"]) == 1
 
 
 def test_an_invoice_without_an_amount_is_refused(node: LightningdDouble) -> None:

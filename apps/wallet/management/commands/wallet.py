@@ -1,4 +1,10 @@
-"""`manage.py wallet status|pay|invoice|reconcile|budget`: the wallet from a shell."""
+"""`manage.py wallet status|pay|invoice|reconcile|budget`: the wallet from a shell.
+
+`wallet pay` exits with a code a script can act on (README, "Lightning wallet"):
+0 paid; 3 failed, nothing was paid; 4 pending, the outcome is not known yet (`wallet
+reconcile` settles it; never pay it again under another purpose); 5 refused before anything
+was reserved. 1 is any other error, 2 a mistake in the command line.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,12 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from apps.wallet import budgets, services
 from apps.wallet.models import Budget
 from apps.wallet.services import PaymentRefused, PayOrder
+
+EXIT_PAID = 0
+EXIT_FAILED = 3
+EXIT_PENDING = 4
+EXIT_REFUSED = 5
+EXIT_CODES = {"complete": EXIT_PAID, "failed": EXIT_FAILED, "pending": EXIT_PENDING}
 
 
 class Command(BaseCommand):
@@ -30,7 +42,9 @@ class Command(BaseCommand):
         invoice.add_argument("amount_sat", type=int)
         invoice.add_argument("description")
         invoice.add_argument("--purpose", required=True)
-        actions.add_parser("reconcile", help="settle pending payments from the node's records")
+        actions.add_parser(
+            "reconcile", help="settle pending payments and learn which invoices were paid"
+        )
         budget = actions.add_parser("budget", help="set a budget in sats (members': on the page)")
         scopes = [Budget.Scope.HOUSEHOLD, Budget.Scope.CALLER, Budget.Scope.REQUEST]
         budget.add_argument("scope", choices=scopes)
@@ -41,7 +55,9 @@ class Command(BaseCommand):
     def handle(self, *args: Any, action: str, **options: Any) -> None:
         try:
             getattr(self, f"_{action}")(**options)
-        except (PaymentRefused, ValueError) as error:
+        except PaymentRefused as refusal:
+            raise CommandError(str(refusal), returncode=EXIT_REFUSED) from None
+        except ValueError as error:
             raise CommandError(str(error)) from None
 
     def _status(self, **_: Any) -> None:
@@ -52,9 +68,23 @@ class Command(BaseCommand):
         fee = None if max_fee_sat is None else max_fee_sat * 1000
         order = PayOrder(bolt11=bolt11, purpose=purpose, caller=caller,
                          max_amount_msat=max_sat * 1000, max_fee_msat=fee)  # fmt: skip
+        earlier = services.payment_for(purpose) is not None
         payment = services.pay(order)
+        if earlier:
+            again = " To try again, give a new purpose." if payment.state == "failed" else ""
+            self.stdout.write(
+                "This purpose already paid this invoice, or tried to: nothing more was sent. "
+                f"Its payment is {payment.state}.{again}"
+            )
         self.stdout.write(f"{payment.state}\t{payment.amount_msat} msat\tfee {payment.fee_msat}"
                           f"\t{payment.preimage or payment.error}")  # fmt: skip
+        if payment.state == "pending":
+            self.stderr.write(
+                "The outcome is not known yet: `wallet reconcile` settles it. "
+                "Do not pay this invoice again under another purpose."
+            )
+        if EXIT_CODES[payment.state] != EXIT_PAID:
+            raise SystemExit(EXIT_CODES[payment.state])
 
     def _invoice(self, amount_sat: int, description: str, purpose: str, **_: Any) -> None:
         made = services.invoice_create(
@@ -63,7 +93,10 @@ class Command(BaseCommand):
         self.stdout.write(made.bolt11)
 
     def _reconcile(self, **_: Any) -> None:
-        self.stdout.write(json.dumps(services.reconcile()))
+        """Payments first (what was paid), then received invoices (what was paid to us)."""
+        counts: dict[str, int] = services.reconcile()
+        counts["invoices_updated"] = services.invoices_sync()
+        self.stdout.write(json.dumps(counts))
 
     def _budget(self, scope: str, limit_sat: int, period: str, caller: str, **_: Any) -> None:
         if scope == Budget.Scope.REQUEST:
