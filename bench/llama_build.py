@@ -28,8 +28,8 @@ from bench.processes import quietly  # noqa: E402
 from bench.report import write_section  # noqa: E402
 from sovereign import llama_build  # noqa: E402
 
-REPEATS = int(os.environ.get("BENCH_REPEATS", 7))
-MAX_TOKENS = 128
+REPEATS = int(os.environ.get("BENCH_REPEATS", 11))
+MAX_TOKENS = 256
 THREADS = os.cpu_count() or 1
 BUILDS = {
     "Sovereign's (native, no AMX)": llama_build.CMAKE_ARGS,
@@ -105,8 +105,8 @@ def main() -> None:
         folders = {name: folder for name, (_, folder) in installed.items()}
         rates: dict[str, list[float]] = {name: [] for name in folders}
         others: list[float] = []  # the CPU share other processes took during each measure
-        for _ in range(REPEATS):  # in turns, so a busy moment falls on both
-            for name, folder in folders.items():
+        for round_ in range(REPEATS):  # in turns, each first every other round
+            for name, folder in sorted(folders.items(), reverse=bool(round_ % 2)):
                 rates[name].append(quietly(lambda: one_stream(folder), others))  # noqa: B023
         digests = {name: code_digest(folder) for name, folder in folders.items()}
         amx = {
@@ -136,8 +136,9 @@ def render(figures: dict[str, object], digests: dict[str, str]) -> str:
         f"| {name} | {rates[name]} | `{digests[name]}` | {amx[name]} |" for name in BUILDS
     )
     return f"""One stream of {MAX_TOKENS} greedy tokens of SmolLM2-135M-Instruct with raw
-llama-cpp-python and {THREADS} threads, {figures["repeats"]} rounds in turns, each in a fresh
-process; medians. Both builds are compiled here from the same source (`bench/llama_build.py`).
+llama-cpp-python and {THREADS} threads, {figures["repeats"]} rounds in turns (each build first
+every other round), each in a fresh process; medians. Both builds are compiled here from the
+same source (`bench/llama_build.py`).
 Other processes took {figures["others_cpu_share"]:.0%} of the CPU during the median measure
 (each is taken again, up to three times, while that share is 10 % or more).
 

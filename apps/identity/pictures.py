@@ -9,6 +9,7 @@ from __future__ import annotations
 import http.client
 import socket
 import ssl
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -65,9 +66,11 @@ def picture_fetch(url: str) -> bytes:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise PictureRefused("Only http and https pictures are fetched.")
-    port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
         address = public_addresses(parts.hostname, port)[0]
+    except ValueError:  # a port out of range
+        raise PictureRefused("The picture's address has no valid port.") from None
     except NotPublic as error:
         raise PictureRefused(str(error)) from None
     connection = _connection(parts.scheme, parts.hostname, address, port)
@@ -84,11 +87,24 @@ def _read_image(connection: http.client.HTTPConnection, path: str, query: str) -
     response = connection.getresponse()
     if response.status != 200:
         raise PictureRefused(f"The picture's host answered {response.status}.")
-    content = response.read(MAX_PICTURE_BYTES + 1)
+    content = _read_within(response, time.monotonic() + FETCH_SECONDS)
     if len(content) > MAX_PICTURE_BYTES:
         raise PictureRefused(f"The picture is larger than {MAX_PICTURE_BYTES // 1024} KiB.")
     if picture_type(content) is None:
         raise PictureRefused("That is not a PNG, JPEG, GIF or WebP picture.")
+    return content
+
+
+def _read_within(response: http.client.HTTPResponse, deadline: float) -> bytes:
+    """At most MAX_PICTURE_BYTES + 1 bytes, by the deadline: a host that drips bytes is cut."""
+    content = b""
+    while len(content) <= MAX_PICTURE_BYTES:
+        if time.monotonic() > deadline:
+            raise PictureRefused(f"The picture took longer than {FETCH_SECONDS} s to arrive.")
+        chunk = response.read1(MAX_PICTURE_BYTES + 1 - len(content))
+        if not chunk:
+            break
+        content += chunk
     return content
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, JsonResponse
 from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
 
@@ -72,13 +73,22 @@ def read_body(request: HttpRequest) -> bytes:
     limit = int(settings.ENGINE_REQUEST_BYTES)
     declared = str(request.META.get("CONTENT_LENGTH") or "0")
     if declared.isdigit() and int(declared) > limit:
-        raise OpenAIError(
-            f"The request is {int(declared)} bytes; this node takes at most {limit} bytes, "
-            f"which follows its context of {settings.ENGINE_CONTEXT_PER_SLOT} tokens "
-            "(SOVEREIGN_ENGINE_CONTEXT).",
-            code="request_too_large",
-        )
-    return request.body  # within DATA_UPLOAD_MAX_MEMORY_SIZE, which settings keep above limit
+        raise _too_large(f"{int(declared)} bytes", limit)
+    try:
+        body = request.body  # a chunked body declares no length: Django caps what it reads
+    except RequestDataTooBig:
+        raise _too_large(f"over {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes", limit) from None
+    if len(body) > limit:
+        raise _too_large(f"{len(body)} bytes", limit)
+    return body
+
+
+def _too_large(size: str, limit: int) -> OpenAIError:
+    return OpenAIError(
+        f"The request is {size}; this node takes at most {limit} bytes, which follows its "
+        f"context of {settings.ENGINE_CONTEXT_PER_SLOT} tokens (SOVEREIGN_ENGINE_CONTEXT).",
+        code="request_too_large",
+    )
 
 
 def load_json(body: bytes) -> Any:

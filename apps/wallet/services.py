@@ -209,6 +209,10 @@ def settle(payment: Payment) -> Payment:
         return _complete(payment, done_parts[0]["payment_preimage"], sent)
     if any(p["status"] == "pending" for p in [*ours, *our_parts]):
         return payment
+    if payment.proof_holds and not (pays or parts):
+        # Paid, proof in hand, and the node has no record of the invoice at all (records
+        # deleted, another node): which purpose paid is unknown, and unknown is not failed.
+        return payment
     if payment.node_answered or _past_deadline(payment):
         return _fail(payment, _nothing_paid(payment, our_parts, pays))
     return payment
@@ -257,8 +261,9 @@ def _complete(payment: Payment, preimage: str, amount_sent_msat: int) -> Payment
 
 
 def _fail(payment: Payment, why: str) -> Payment:
+    # A failed row holds no proof: a preimage it took from another purpose's payment goes.
     Payment.objects.filter(pk=payment.pk, state=Payment.State.PENDING).update(
-        state=Payment.State.FAILED, settled_at=timezone.now(), error=why
+        state=Payment.State.FAILED, settled_at=timezone.now(), error=why, preimage=""
     )
     payment.refresh_from_db()
     return payment
@@ -314,9 +319,14 @@ class _NodeWatch:
             return {**self.last, "stale": True, "answered_seconds_ago": round(age)}
 
     def _ask(self) -> None:
-        answer = _node_summary_now()
-        with self.lock:
-            self.last, self.last_at, self.asking = answer, time.monotonic(), None
+        answer: dict[str, Any] = {"connected": False, "error": "The node's answer was unreadable."}
+        try:
+            answer = _node_summary_now()
+        except Exception:  # an odd answer must not leave the question in flight for ever
+            logger.exception("Asking the node for its status failed")
+        finally:
+            with self.lock:
+                self.last, self.last_at, self.asking = answer, time.monotonic(), None
 
 
 _watches: dict[str, _NodeWatch] = {}

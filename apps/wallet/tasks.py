@@ -12,10 +12,10 @@ logger = logging.getLogger(__name__)
 
 
 @shared_task(name="wallet.reconcile")
-def reconcile() -> None:
+def reconcile(occasion: str = "on schedule") -> None:
     counts = services.reconcile()
     if counts["complete"] or counts["failed"] or counts["pending"]:
-        logger.info("Reconciled payments: %s", counts)
+        logger.info("Reconciled payments %s: %s", occasion, counts)
 
 
 @shared_task(name="wallet.pay")
@@ -44,4 +44,4 @@ def invoices_sync() -> None:
 @worker_ready.connect
 def reconcile_at_start(**_: Any) -> None:
     """Payments left pending by a crash are settled as soon as a worker is back."""
-    reconcile.delay()
+    reconcile.delay("at the worker's start")

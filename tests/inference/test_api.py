@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import http.client
 import json
 import os
 import signal
@@ -300,6 +301,24 @@ def test_a_request_over_the_size_limit_is_400_naming_it(node: Instance) -> None:
     assert payload["error"]["code"] == "request_too_large"
     assert "at most 196608 bytes" in payload["error"]["message"]
     assert "2048 tokens (SOVEREIGN_ENGINE_CONTEXT)" in payload["error"]["message"]
+
+
+@pytest.mark.parametrize("characters", [300_000, 3_000_000])  # the second over Django's cap
+def test_a_chunked_request_over_the_size_limit_is_400_naming_it(
+    node: Instance, characters: int
+) -> None:
+    body = ask(messages=[{"role": "user", "content": "x" * characters}])
+    connection = http.client.HTTPConnection("127.0.0.1", node.port, timeout=120)
+    headers = {"Authorization": f"Bearer {node.api_key}", "Content-Type": "application/json"}  # type: ignore[attr-defined]
+    chunks = (body[start : start + 65536] for start in range(0, len(body), 65536))
+
+    connection.request("POST", "/v1/chat/completions", chunks, headers, encode_chunked=True)
+    response = connection.getresponse()
+    payload = json.loads(response.read())
+    connection.close()
+
+    assert response.status == 400
+    assert payload["error"]["code"] == "request_too_large"
 
 
 def test_the_size_limit_follows_the_configured_context(make_instance: Any) -> None:

@@ -162,6 +162,7 @@ def test_killed_after_the_node_paid_before_the_row_was_updated(
 
     wait_for_new_worker(node, supervisor, kill_worker(supervisor))
 
-    # The new worker reconciles as it starts: no one needs to ask.
+    # The new worker reconciles as it starts: no one needs to ask, nor waits for the beat.
     wait_for(lambda: states(node) == ["complete"], 120, "the reconciler at the worker's start")
+    assert "Reconciled payments at the worker's start: {'complete': 1" in node.logs()
     paid_once(household_node, payee, node)

@@ -20,6 +20,7 @@ from django.db import connection
 from apps.wallet import budgets, services
 from apps.wallet.models import Payment
 from apps.wallet.services import PaymentRefused, PayOrder
+from tests.instances import wait_for
 from tests.lightningd import LightningdDouble
 from tests.wallet.conftest import invoice
 
@@ -159,6 +160,41 @@ def test_rows_settled_from_another_purposes_payment_are_rechecked(
 
 
 @pytest.mark.django_db
+def test_a_reopened_row_whose_node_has_no_record_of_the_invoice_keeps_its_proof(
+    node: LightningdDouble, payee: LightningdDouble
+) -> None:
+    """Records deleted, or another node behind the socket: which purpose paid is unknown."""
+    preimage = "ab" * 32
+    made = payee.rpc.invoice(AMOUNT, "never-paid-here", "a test", preimage=preimage)
+    rows = [
+        Payment.objects.create(
+            purpose=purpose,
+            label=f"sovereign:{purpose}",
+            caller="test",
+            bolt11=made["bolt11"],
+            payment_hash=made["payment_hash"],
+            destination=payee.node_id,
+            amount_msat=AMOUNT,
+            max_fee_msat=1_000,
+            fee_msat=0,
+            state="complete",
+            preimage=preimage,
+        )  # fmt: skip
+        for purpose in ("first", "second")
+    ]
+
+    migration = importlib.import_module(
+        "apps.wallet.migrations.0002_recheck_invoices_paid_under_several_purposes"
+    )
+    migration.reopen(django_apps, None)
+    services.reconcile()
+
+    for row in rows:
+        row.refresh_from_db()
+        assert (row.state, row.preimage) == ("pending", preimage)
+
+
+@pytest.mark.django_db
 @pytest.mark.parametrize(
     "dressed",
     ["{}\n", "  {}\t\n", "lightning:{}", "LIGHTNING:{}", " Lightning:{}\n", "lightning:{upper}"],
@@ -188,10 +224,9 @@ def test_a_failed_record_past_the_deadline_is_not_called_no_record(
     assert payment.state == "pending"  # the answer was lost
     payee.stop()  # the HTLC cannot be delivered: the node's attempt fails
     node.release(made["payment_hash"])
-    for _ in range(100):
-        if node.rpc.listpays()["pays"][0]["status"] == "failed":
-            break
-        threading.Event().wait(0.05)
+    wait_for(
+        lambda: node.rpc.listpays()["pays"][0]["status"] == "failed", 30, "the attempt to fail"
+    )
     assert services.settle(payment).state == "pending"  # before the deadline: still unsure
 
     deadline = 2 * settings.LIGHTNING_PAY_SECONDS + services.DEADLINE_MARGIN

@@ -4,7 +4,8 @@ Before this, settling matched the node's records by payment hash alone, so payin
 under several purposes left every row `complete` with the one preimage. The reconciler now
 reads only records carrying a row's own label: reopened, the row the node really paid settles
 `complete` again and the others `failed`. node_answered is set because each of those xpay
-calls got the node's verdict (219, or -3 while the first was in flight).
+calls got the node's verdict (219, or -3 while the first was in flight). The preimage is kept:
+a row whose node no longer has any record of the invoice stays pending with its proof.
 """
 
 from django.db import migrations
@@ -22,7 +23,6 @@ def reopen(apps, schema_editor):  # type: ignore[no-untyped-def]
     )
     Payment.objects.filter(state="complete", payment_hash__in=list(shared)).update(
         state="pending",
-        preimage="",
         fee_msat=None,
         settled_at=None,
         node_answered=True,
