@@ -125,16 +125,13 @@ def test_an_invoice_in_flight_under_another_label_fails_at_once_and_pays_nothing
     assert journal_paid_msat() == 0
 
 
-@pytest.mark.django_db
-def test_rows_settled_from_another_purposes_payment_are_rechecked(
-    node: LightningdDouble, payee: LightningdDouble
-) -> None:
-    """What the old settling left: every purpose `complete` with the one preimage."""
-    made = invoice(payee, AMOUNT)
-    real = services.pay(order(made["bolt11"], "real"))
-    phantom = Payment.objects.create(
-        purpose="phantom",
-        label="sovereign:phantom",
+def settled_by_the_old_code(
+    purpose: str, made: dict[str, Any], payee: LightningdDouble, preimage: str
+) -> Payment:
+    """A row as settling by payment hash alone left it: complete, with someone's preimage."""
+    return Payment.objects.create(
+        purpose=purpose,
+        label=f"sovereign:{purpose}",
         caller="test",
         bolt11=made["bolt11"],
         payment_hash=made["payment_hash"],
@@ -143,15 +140,29 @@ def test_rows_settled_from_another_purposes_payment_are_rechecked(
         max_fee_msat=1_000,
         fee_msat=0,
         state="complete",
-        preimage=real.preimage,
+        preimage=preimage,
     )
-    assert journal_paid_msat() == 2 * AMOUNT  # overstated
 
+
+def reopen_and_reconcile() -> None:
     migration = importlib.import_module(
         "apps.wallet.migrations.0002_recheck_invoices_paid_under_several_purposes"
     )
     migration.reopen(django_apps, None)
     services.reconcile()
+
+
+@pytest.mark.django_db
+def test_rows_settled_from_another_purposes_payment_are_rechecked(
+    node: LightningdDouble, payee: LightningdDouble
+) -> None:
+    """What the old settling left: every purpose `complete` with the one preimage."""
+    made = invoice(payee, AMOUNT)
+    real = services.pay(order(made["bolt11"], "real"))
+    phantom = settled_by_the_old_code("phantom", made, payee, real.preimage)
+    assert journal_paid_msat() == 2 * AMOUNT  # overstated
+
+    reopen_and_reconcile()
 
     real.refresh_from_db()
     phantom.refresh_from_db()
@@ -167,27 +178,10 @@ def test_a_reopened_row_whose_node_has_no_record_of_the_invoice_keeps_its_proof(
     preimage = "ab" * 32
     made = payee.rpc.invoice(AMOUNT, "never-paid-here", "a test", preimage=preimage)
     rows = [
-        Payment.objects.create(
-            purpose=purpose,
-            label=f"sovereign:{purpose}",
-            caller="test",
-            bolt11=made["bolt11"],
-            payment_hash=made["payment_hash"],
-            destination=payee.node_id,
-            amount_msat=AMOUNT,
-            max_fee_msat=1_000,
-            fee_msat=0,
-            state="complete",
-            preimage=preimage,
-        )  # fmt: skip
-        for purpose in ("first", "second")
+        settled_by_the_old_code(purpose, made, payee, preimage) for purpose in ("first", "second")
     ]
 
-    migration = importlib.import_module(
-        "apps.wallet.migrations.0002_recheck_invoices_paid_under_several_purposes"
-    )
-    migration.reopen(django_apps, None)
-    services.reconcile()
+    reopen_and_reconcile()
 
     for row in rows:
         row.refresh_from_db()
