@@ -24,8 +24,9 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import IO, BinaryIO
+from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
 from apps.inference.gguf import MAGIC
@@ -92,10 +93,18 @@ def check_target(url: str, own_ports: Collection[int]) -> None:
     if port not in own_ports or not parts.hostname:
         return
     try:
-        addresses = {info[4][0] for info in socket.getaddrinfo(parts.hostname, port)}
+        addresses = _addresses(parts.hostname, port)
     except OSError:
         return  # not resolvable: the fetch itself says it cannot connect
-    if any(_is_this_machine(str(address)) for address in addresses):
+    _refuse_own_port(port, addresses, own_ports)
+
+
+def _addresses(host: str, port: int) -> list[str]:
+    return [str(info[4][0]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
+
+
+def _refuse_own_port(port: int, addresses: list[str], own_ports: Collection[int]) -> None:
+    if port in own_ports and any(_is_this_machine(address) for address in addresses):
         raise DownloadError(
             f"Port {port} on this machine is the node's own: it is not downloaded from.",
             resumable=False,
@@ -116,23 +125,61 @@ def _is_this_machine(address: str) -> bool:
     return True
 
 
-class _CheckedRedirects(urllib.request.HTTPRedirectHandler):
-    """Each redirect's target is checked as the first URL was."""
+def _checked_socket(
+    host: str, port: int, timeout: float | None, own_ports: Collection[int]
+) -> socket.socket:
+    """Resolves the name once, checks what it got, and connects to those very addresses, so
+    the name cannot point at the node's own port between the check and the connection."""
+    addresses = _addresses(host, port)
+    _refuse_own_port(port, addresses, own_ports)
+    failure: OSError = OSError(f"{host} has no address")
+    for address in addresses:
+        try:
+            return socket.create_connection((address, port), timeout)
+        except OSError as error:
+            failure = error
+    raise failure
 
-    def __init__(self, own_ports: Collection[int]) -> None:
+
+class _CheckedHTTP(http.client.HTTPConnection):
+    def __init__(self, host: str, *, own_ports: Collection[int], **options: Any) -> None:
+        super().__init__(host, **options)
         self.own_ports = own_ports
 
-    def redirect_request(
-        self,
-        req: urllib.request.Request,
-        fp: IO[bytes],
-        code: int,
-        msg: str,
-        headers: http.client.HTTPMessage,
-        newurl: str,
-    ) -> urllib.request.Request | None:
-        check_target(newurl, self.own_ports)
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
+    def connect(self) -> None:
+        self.sock = _checked_socket(self.host, self.port, self.timeout, self.own_ports)
+
+
+class _CheckedHTTPS(http.client.HTTPSConnection):
+    def __init__(self, host: str, *, own_ports: Collection[int], **options: Any) -> None:
+        super().__init__(host, **options)
+        self.own_ports = own_ports
+
+    def connect(self) -> None:
+        raw = _checked_socket(self.host, self.port, self.timeout, self.own_ports)
+        # The certificate is checked against the name, as usual.
+        self.sock = self._context.wrap_socket(raw, server_hostname=self.host)  # type: ignore[attr-defined]
+
+
+class _CheckedHTTPHandler(urllib.request.HTTPHandler):
+    """Every connection, the first and each redirect's, goes only where it was checked."""
+
+    def __init__(self, own_ports: Collection[int]) -> None:
+        super().__init__()
+        self.own_ports = own_ports
+
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(partial(_CheckedHTTP, own_ports=self.own_ports), req)
+
+
+class _CheckedHTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, own_ports: Collection[int]) -> None:
+        super().__init__()
+        self.own_ports = own_ports
+
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        connection = partial(_CheckedHTTPS, own_ports=self.own_ports)
+        return self.do_open(connection, req, context=self._context)  # type: ignore[attr-defined]
 
 
 def fetch(
@@ -143,7 +190,6 @@ def fetch(
     own_ports: Collection[int] = (),
 ) -> str:
     """Download url into part, resuming from where part ends; returns the file's SHA-256."""
-    check_target(url, own_ports)
     offset = part.stat().st_size if part.exists() else 0
     if offset and offset == known_total:
         return _sha256_of(part).hexdigest()  # whole already: stopped before it was registered
@@ -152,7 +198,9 @@ def fetch(
     if offset:
         request.add_header("Range", f"bytes={offset}-")
     try:
-        opener = urllib.request.build_opener(_CheckedRedirects(own_ports))
+        opener = urllib.request.build_opener(
+            _CheckedHTTPHandler(own_ports), _CheckedHTTPSHandler(own_ports)
+        )
         with opener.open(request, timeout=TIMEOUT_SECONDS) as response:
             offset, total = _resume_point(response, offset)
             check_room(part.parent, None if total is None else total - offset)

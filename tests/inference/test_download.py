@@ -6,6 +6,7 @@ The file comes from a local HTTP server that the test starts, never from the int
 from __future__ import annotations
 
 import hashlib
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -417,3 +418,37 @@ def test_a_redirect_to_the_nodes_own_port_is_refused(server: FileServer, setting
         == f"Port {settings.PORT} on this machine is the node's own: it is not downloaded from."
     )
     assert not ended.retryable
+
+
+def test_a_name_that_points_at_the_nodes_port_after_its_check_is_not_followed(
+    server: FileServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DNS rebinding: the name's first answer is elsewhere, every later one this machine."""
+    own_port = int(server.url.split(":")[2].split("/")[0])
+    elsewhere = "198.51.100.7"  # a documentation address: no connection is made to it
+    answers = iter([elsewhere])
+    resolve, connect = socket.getaddrinfo, socket.create_connection
+
+    def rebinding(host: str, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if host != "rebinding.test":
+            return resolve(host, port, *args, **kwargs)
+        address = next(answers, "127.0.0.1")
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, int(port)))]
+
+    def nothing_leaves(address: tuple[str, int], *args: Any, **kwargs: Any) -> socket.socket:
+        if address[0] == elsewhere:
+            raise ConnectionRefusedError("refused")
+        return connect(address, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    monkeypatch.setattr(socket, "create_connection", nothing_leaves)
+
+    with pytest.raises(download.DownloadError, match="broke off"):
+        download.fetch(
+            f"http://rebinding.test:{own_port}/files/model.gguf",
+            tmp_path / "model.part",
+            lambda progress: True,
+            own_ports={own_port},
+        )
+
+    assert server.ranges == []  # the node's own port was never asked anything
