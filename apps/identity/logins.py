@@ -272,7 +272,12 @@ def bunker_login(bunker_uri: str, context: LoginContext) -> Member:
     try:
         _check_bunker_relays(bunker_uri)
         # Outside any transaction: waiting for a phone must not hold the database.
-        event_json = relays.bunker_sign(bunker_uri, _remote_login_tags(), timeout=BUNKER_TIMEOUT)
+        event_json = relays.bunker_sign(
+            bunker_uri,
+            _remote_login_tags(),
+            timeout=BUNKER_TIMEOUT,
+            trusted_relays=settings.NOSTR_RELAYS,
+        )
     except (AuthRefused, BunkerUriInvalid, RelayError) as error:
         raise login_refuse(AuthRefused(str(error)), context, how) from None
     urls = login_urls(reverse("identity:verify"))
@@ -292,10 +297,10 @@ def _check_bunker_relays(bunker_uri: str) -> None:
 
 
 def _public_tls_relay(relay: str) -> bool:
-    """A wss:// relay whose host resolves to public addresses only.
+    """A wss:// relay whose host resolves to public addresses only: a clear refusal at once.
 
-    The relay library resolves the name again when it connects, so a name that changes its
-    answer in between could still point elsewhere; it is checked as late as possible.
+    The connection itself goes through the pinning proxy, which checks again what the name
+    answers at that moment and connects to just that (backends/pinning_proxy.py).
     """
     try:
         parts = urlsplit(relay)

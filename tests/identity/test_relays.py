@@ -245,17 +245,28 @@ def test_nostrconnect_login_needs_a_relay() -> None:
 
 
 def test_bunker_sign_returns_a_signed_event(signer: FakeSigner, user_keys: Keys) -> None:
-    event_json = gateway.bunker_sign(signer.bunker_uri(), LOGIN_TAGS, timeout=10)
+    # Through the pinning proxy: the local relay is one the owner configured.
+    event_json = gateway.bunker_sign(
+        signer.bunker_uri(), LOGIN_TAGS, timeout=10, trusted_relays=[signer.relay_url]
+    )
 
     assert_login_event(event_json, user_keys)
     assert signer.methods[:3] == ["connect", "get_public_key", "sign_event"]
+
+
+def test_a_bunker_relay_on_a_private_address_is_never_dialled(signer: FakeSigner) -> None:
+    """Checked when connecting, whatever was checked before: the signer never hears of it."""
+    with pytest.raises(RemoteSignerError):
+        gateway.bunker_sign(signer.bunker_uri(), LOGIN_TAGS, timeout=3)
+
+    assert signer.methods == []
 
 
 def test_bunker_sign_with_a_wrong_secret_is_refused(signer: FakeSigner) -> None:
     uri = signer.bunker_uri().replace("bunker-secret", "guess")
 
     with pytest.raises(RemoteSignerError, match="invalid secret"):
-        gateway.bunker_sign(uri, LOGIN_TAGS, timeout=10)
+        gateway.bunker_sign(uri, LOGIN_TAGS, timeout=10, trusted_relays=[signer.relay_url])
 
 
 def test_bunker_sign_times_out_clearly(closed_url: str) -> None:

@@ -25,7 +25,7 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Collection, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -41,7 +41,9 @@ from nostr_sdk import (
     NostrConnect,
     NostrConnectUri,
     NostrSdkError,
+    Proxy,
     PublicKey,
+    RelayOptions,
     RelayUrl,
     ReqTarget,
     SendEventTarget,
@@ -62,6 +64,7 @@ from .base import (
     SignerStatus,
     TooManySessions,
 )
+from .pinning_proxy import PinningProxy, relay_endpoints
 
 __all__ = [
     "BunkerUriInvalid",
@@ -454,24 +457,41 @@ class _SignerSessions:
                 del self._sessions[session_id]
 
 
-def bunker_sign(bunker_uri: str, tags: Sequence[Sequence[str]], timeout: float = 60) -> str:
+def bunker_sign(
+    bunker_uri: str,
+    tags: Sequence[Sequence[str]],
+    timeout: float = 60,
+    trusted_relays: Collection[str] = (),
+) -> str:
     """Have the signer of a pasted `bunker://` address sign a kind-27235 event with `tags`.
 
-    Returns the signed event JSON, for the caller to verify. Raises BunkerUriInvalid (a
-    ValueError) for an unusable address, RemoteSignerError when the signer refuses or
-    does not answer within `timeout` seconds.
+    Its relays are dialled through the pinning proxy: public addresses only, checked at the
+    moment of connecting, except `trusted_relays` (the owner's own). Returns the signed event
+    JSON, for the caller to verify. Raises BunkerUriInvalid (a ValueError) for an unusable
+    address, RemoteSignerError when the signer refuses or does not answer within `timeout`
+    seconds.
     """
     uri = _bunker_uri(bunker_uri)
     checked = _checked_tags(tags)
+    trusted = relay_endpoints(trusted_relays)
     try:
-        return relays().run(_sign_with_bunker(uri, checked, timeout), timeout + GRACE_SECONDS)
+        return relays().run(
+            _sign_with_bunker(uri, checked, timeout, trusted), timeout + GRACE_SECONDS
+        )
     except (TimeoutError, NostrSdkError) as exc:
         raise RemoteSignerError(_signer_failure(exc, timeout)) from None
 
 
-async def _sign_with_bunker(uri: NostrConnectUri, tags: list[list[str]], timeout: float) -> str:
+_pinning_proxy = PinningProxy(set())  # served on the relays' own loop once first needed
+
+
+async def _sign_with_bunker(
+    uri: NostrConnectUri, tags: list[list[str]], timeout: float, trusted: set[tuple[str, int]]
+) -> str:
+    _pinning_proxy.configured = trusted
+    options = RelayOptions().proxy(Proxy.all(await _pinning_proxy.start()))
     # Fresh app keys each time: the node keeps no standing connection to anyone's signer.
-    signer = NostrConnect(uri, Keys.generate(), timedelta(seconds=timeout), None)
+    signer = NostrConnect(uri, Keys.generate(), timedelta(seconds=timeout), options)
     return await asyncio.wait_for(_signed_event(signer, tags), timeout)
 
 
