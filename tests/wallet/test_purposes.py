@@ -92,6 +92,32 @@ def test_five_purposes_paying_one_invoice_at_once_pay_it_once(
     assert journal_paid_msat() == node_sent_msat(node) == AMOUNT
 
 
+@pytest.mark.django_db(transaction=True)
+def test_five_callers_paying_one_purpose_with_different_invoices_at_once_pay_once(
+    node: LightningdDouble, payee: LightningdDouble
+) -> None:
+    invoices = [invoice(payee, AMOUNT)["bolt11"] for _ in range(PURPOSES)]
+    start = threading.Barrier(PURPOSES)
+
+    def pay(bolt11: str) -> str:
+        start.wait()
+        try:
+            return services.pay(order(bolt11, "one-purpose")).state
+        except PaymentRefused:
+            return "refused"
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(PURPOSES) as pool:
+        outcomes = list(pool.map(pay, invoices))
+
+    assert sorted(outcomes) == ["complete"] + ["refused"] * (PURPOSES - 1)
+    [row] = Payment.objects.all()
+    assert row.purpose == "one-purpose" and row.state == "complete"
+    assert [p["status"] for p in node.rpc.listpays()["pays"]] == ["complete"]
+    assert journal_paid_msat() == node_sent_msat(node) == AMOUNT
+
+
 @pytest.mark.django_db
 def test_a_row_never_takes_the_preimage_of_a_payment_made_under_another_label(
     node: LightningdDouble, payee: LightningdDouble
