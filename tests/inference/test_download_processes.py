@@ -69,10 +69,10 @@ def catalog_line(node: Instance, name: str) -> str:
     return next((line for line in listing if line.startswith(f"{name}\t")), "")
 
 
-@pytest.mark.browser
-def test_the_models_page_shows_a_download_live_and_a_retry_resumes_it(
-    make_instance: Callable[..., Instance], page: Page, server: FileServer, model_bytes: bytes
-) -> None:
+def download_on_the_models_page(
+    make_instance: Callable[..., Instance], page: Page, server: FileServer, name: str
+) -> Instance:
+    """A node with a worker, its owner on the Models page, asking for server's file."""
     node = make_instance()
     node.run("web", "worker")
     node.wait_until("worker", "up")
@@ -82,12 +82,19 @@ def test_the_models_page_shows_a_download_live_and_a_retry_resumes_it(
     page.goto(f"{node.url}/models/")
     page.get_by_role("button", name="Log in with my Nostr extension").click()
     expect(page).to_have_url(f"{node.url}/models/")
-    server.bytes_per_second, server.drop_after = 5_000_000, 15_000_000
-
     form = page.locator("form", has=page.locator('input[name="url"]'))
     form.get_by_label("URL").fill(server.url)
-    form.get_by_label("Name").fill("live")
+    form.get_by_label("Name").fill(name)
     form.get_by_role("button", name="Download").click()
+    return node
+
+
+@pytest.mark.browser
+def test_the_models_page_shows_a_download_live_and_a_retry_resumes_it(
+    make_instance: Callable[..., Instance], page: Page, server: FileServer, model_bytes: bytes
+) -> None:
+    server.bytes_per_second, server.drop_after = 5_000_000, 15_000_000
+    node = download_on_the_models_page(make_instance, page, server, "live")
 
     row = page.locator("#downloads tr", has_text="live")
     expect(page.locator("#live")).to_have_text("Live")
@@ -108,21 +115,8 @@ def test_the_models_page_shows_a_download_live_and_a_retry_resumes_it(
 def test_the_models_page_shows_a_stall_instead_of_the_last_speed(
     make_instance: Callable[..., Instance], page: Page, server: FileServer
 ) -> None:
-    node = make_instance()
-    node.run("web", "worker")
-    node.wait_until("worker", "up")
-    owner = Keys.generate()
-    node.claim(owner)
-    install_nostr_extension(page, owner)
-    page.goto(f"{node.url}/models/")
-    page.get_by_role("button", name="Log in with my Nostr extension").click()
-    expect(page).to_have_url(f"{node.url}/models/")
     server.bytes_per_second, server.pause_after = 5_000_000, 15_000_000
-
-    form = page.locator("form", has=page.locator('input[name="url"]'))
-    form.get_by_label("URL").fill(server.url)
-    form.get_by_label("Name").fill("stalling")
-    form.get_by_role("button", name="Download").click()
+    download_on_the_models_page(make_instance, page, server, "stalling")
 
     row = page.locator("#downloads tr", has_text="stalling")
     expect(row.locator(".detail")).to_have_text(re.compile(r"\(\d+%\), [\d.]+\sMB/s$"))
