@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import http.client
 import socket
-import ssl
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -16,6 +15,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 
 from apps.identity.addresses import Address, NotPublic, public_addresses
+from sovereign.pinned_http import PinnedHTTP, PinnedHTTPS
 
 MAX_PICTURE_BYTES = 512 * 1024
 FETCH_SECONDS = 10
@@ -112,28 +112,8 @@ _HEADERS = {"User-Agent": "Sovereign", "Accept": "image/png,image/jpeg,image/gif
 
 
 def _connection(scheme: str, host: str, address: Address, port: int) -> http.client.HTTPConnection:
-    if scheme == "https":
-        return _PinnedHTTPS(host, address, port)
-    return _PinnedHTTP(host, address, port)
+    def dial(host: str, port: int, timeout: float | None) -> socket.socket:
+        return socket.create_connection((str(address), port), timeout)  # the checked address
 
-
-class _PinnedHTTP(http.client.HTTPConnection):
-    """Connects to the address that was checked, not to whatever the name says next time."""
-
-    def __init__(self, host: str, address: Address, port: int) -> None:
-        super().__init__(host, port, timeout=FETCH_SECONDS)
-        self.address = address
-
-    def connect(self) -> None:
-        self.sock = socket.create_connection((str(self.address), self.port), self.timeout)
-
-
-class _PinnedHTTPS(http.client.HTTPSConnection):
-    def __init__(self, host: str, address: Address, port: int) -> None:
-        super().__init__(host, port, timeout=FETCH_SECONDS, context=ssl.create_default_context())
-        self.address = address
-
-    def connect(self) -> None:
-        raw = socket.create_connection((str(self.address), self.port), self.timeout)
-        # The certificate is checked against the name, as a browser would.
-        self.sock = self._context.wrap_socket(raw, server_hostname=self.host)  # type: ignore[attr-defined]
+    connection = PinnedHTTPS if scheme == "https" else PinnedHTTP
+    return connection(host, port=port, timeout=FETCH_SECONDS, dial=dial)

@@ -26,10 +26,11 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 from urllib.parse import urlsplit
 
 from apps.inference.gguf import MAGIC
+from sovereign.pinned_http import PinnedHTTP, PinnedHTTPS
 
 CHUNK_BYTES = 1 << 16
 TIMEOUT_SECONDS = 60
@@ -126,7 +127,7 @@ def _is_this_machine(address: str) -> bool:
 
 
 def _checked_socket(
-    host: str, port: int, timeout: float | None, own_ports: Collection[int]
+    host: str, port: int, timeout: float | None, *, own_ports: Collection[int]
 ) -> socket.socket:
     """Resolves the name once, checks what it got, and connects to those very addresses, so
     the name cannot point at the node's own port between the check and the connection."""
@@ -141,26 +142,6 @@ def _checked_socket(
     raise failure
 
 
-class _CheckedHTTP(http.client.HTTPConnection):
-    def __init__(self, host: str, *, own_ports: Collection[int], **options: Any) -> None:
-        super().__init__(host, **options)
-        self.own_ports = own_ports
-
-    def connect(self) -> None:
-        self.sock = _checked_socket(self.host, self.port, self.timeout, self.own_ports)
-
-
-class _CheckedHTTPS(http.client.HTTPSConnection):
-    def __init__(self, host: str, *, own_ports: Collection[int], **options: Any) -> None:
-        super().__init__(host, **options)
-        self.own_ports = own_ports
-
-    def connect(self) -> None:
-        raw = _checked_socket(self.host, self.port, self.timeout, self.own_ports)
-        # The certificate is checked against the name, as usual.
-        self.sock = self._context.wrap_socket(raw, server_hostname=self.host)  # type: ignore[attr-defined]
-
-
 class _CheckedHTTPHandler(urllib.request.HTTPHandler):
     """Every connection, the first and each redirect's, goes only where it was checked."""
 
@@ -169,7 +150,8 @@ class _CheckedHTTPHandler(urllib.request.HTTPHandler):
         self.own_ports = own_ports
 
     def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
-        return self.do_open(partial(_CheckedHTTP, own_ports=self.own_ports), req)
+        dial = partial(_checked_socket, own_ports=self.own_ports)
+        return self.do_open(partial(PinnedHTTP, dial=dial), req)
 
 
 class _CheckedHTTPSHandler(urllib.request.HTTPSHandler):
@@ -178,7 +160,8 @@ class _CheckedHTTPSHandler(urllib.request.HTTPSHandler):
         self.own_ports = own_ports
 
     def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
-        connection = partial(_CheckedHTTPS, own_ports=self.own_ports)
+        dial = partial(_checked_socket, own_ports=self.own_ports)
+        connection = partial(PinnedHTTPS, dial=dial)
         return self.do_open(connection, req, context=self._context)  # type: ignore[attr-defined]
 
 
