@@ -142,10 +142,13 @@ class Answer:
         return {"id": self.id, "object": kind, "created": self.created, "model": self.model.name}
 
     @staticmethod
-    def _usage(done: dict[str, Any]) -> dict[str, int]:
+    def _usage(done: dict[str, Any]) -> dict[str, Any]:
+        """OpenAI's usage, with the prompt tokens found in the engine's cache where OpenAI
+        reports those of its own prompt cache."""
         prompt, completion = done["prompt_tokens"], done["completion_tokens"]
+        cached = {"cached_tokens": done.get("cached_tokens", 0)}
         return {"prompt_tokens": prompt, "completion_tokens": completion,
-                "total_tokens": prompt + completion}  # fmt: skip
+                "total_tokens": prompt + completion, "prompt_tokens_details": cached}  # fmt: skip
 
     async def whole(
         self, first: dict[str, Any], events: AsyncGenerator[dict[str, Any], None]

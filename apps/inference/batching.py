@@ -10,6 +10,10 @@ once, the way llama.cpp's own server does it:
   is spread over several steps and never stalls the others for more than one chunk;
 * each sequence has its own sampler chain (temperature, top-p, seed, GBNF grammar);
 * requests wait in a FIFO queue when all slots are busy and are admitted in arrival order;
+* a slot keeps the KV cache of the last sequence it served: a new request goes to the free
+  slot whose cached tokens share the longest prefix with its prompt and decodes only the rest,
+  so the next turn of a conversation reads only what is new. Only an exact token prefix is
+  ever reused, and the cache is never read out: it only spares llama.cpp work;
 * output bytes go through an incremental UTF-8 decoder (a character split across tokens is
   held back, not replaced), and stop strings are held back until they are ruled out, so the
   text never contains a stop string, even one split across tokens.
@@ -37,6 +41,12 @@ from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 FinishReason = Literal["stop", "length", "cancelled", "error"]
 
 DEFAULT_BATCH_SIZE = 256  # tokens per llama_decode: the prompt chunk budget plus one per stream
+# At most this many prompt tokens of one sequence per step. llama.cpp's CPU kernels compute a
+# token's cells bit for bit the same whether it is read alone or with up to 63 others of its
+# sequence, and differently from 64 on; below that bound a prompt's cells are the same however
+# it was read (in one piece, or partly in an earlier turn and partly now), so a greedy answer is
+# the same with or without the cache, and whatever else the engine is doing.
+PROMPT_CHUNK = 63
 
 _backend_lock = threading.Lock()
 _backend_ready = False
@@ -68,6 +78,24 @@ class TokenEvent:
     finish_reason: FinishReason | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0  # of the prompt's tokens, how many were already in the slot's cache
+
+
+@dataclass(frozen=True)
+class SlotState:
+    seq_id: int
+    busy: bool
+    cached_tokens: int  # tokens whose KV cells the slot holds (for its next request to reuse)
+
+
+@dataclass(eq=False)
+class _Slot:
+    """One seq_id of the KV cache and the tokens its cells hold, position by position."""
+
+    seq_id: int
+    cached: list[int] = field(default_factory=list)
+    busy: bool = False
+    last_used: int = -1  # when a sequence last started here (a counter); -1: never
 
 
 class PromptTooLong(ValueError):
@@ -80,8 +108,9 @@ class _Sequence:
     prompt: list[int]
     params: SamplingParams
     sampler: Any  # llama_sampler_p: the sequence's own chain, freed when the sequence ends
-    seq_id: int = -1
+    slot: _Slot | None = None
     n_past: int = 0  # tokens of this sequence in the KV cache (= position of the next one)
+    cached_tokens: int = 0  # prompt tokens found in the slot's cache, not decoded again
     pending: int | None = None  # sampled token not yet decoded
     completion_tokens: int = 0
     held: str = ""  # text held back because it may be the start of a stop string
@@ -89,6 +118,11 @@ class _Sequence:
     decoder: codecs.IncrementalDecoder = field(
         default_factory=lambda: codecs.getincrementaldecoder("utf-8")(errors="replace")
     )
+
+    @property
+    def seq_id(self) -> int:
+        assert self.slot is not None, "only an admitted sequence has a seq_id"
+        return self.slot.seq_id
 
 
 class BatchedGenerator:
@@ -130,7 +164,8 @@ class BatchedGenerator:
         self._batch: llama.llama_batch | None = None
         self._queue: deque[_Sequence] = deque()
         self._active: list[_Sequence] = []  # in admission order
-        self._free_seq_ids = set(range(slots))
+        self._slots = [_Slot(seq_id) for seq_id in range(slots)]
+        self._starts = 0  # sequences started, to tell which slot was used least recently
         self._pending_events: list[TokenEvent] = []
         self._formatter: Jinja2ChatFormatter | None = None
 
@@ -244,17 +279,24 @@ class BatchedGenerator:
                 return events
             in_batch = self._fill_batch()
             assert self._batch is not None
-            result = llama.llama_decode(self._ctx, self._batch)
-            if result != 0:
-                # 1: no KV room, 2: aborted, <0: invalid batch or fatal. Whatever part was
-                # decoded is dropped with the sequences themselves.
-                for seq in in_batch:
-                    events.append(self._end(seq, "error", ""))
-                return events
-            for seq in in_batch:
-                if seq.output_index >= 0:
-                    events.append(self._sample(seq))
+            try:
+                result = llama.llama_decode(self._ctx, self._batch)
+                if result == 0:
+                    events.extend(self._sample(s) for s in in_batch if s.output_index >= 0)
+                    return events
+            except BaseException:
+                self._forget(in_batch)
+                raise
+            # 1: no KV room, 2: aborted, <0: invalid batch or fatal. Whatever part was decoded
+            # is dropped with the sequences and their slots' caches.
+            self._forget(in_batch)
+            events.extend(self._end(seq, "error", "") for seq in in_batch)
             return events
+
+    def slot_states(self) -> list[SlotState]:
+        """Each slot: whether a sequence runs in it, and how many tokens its cache holds."""
+        with self._lock:
+            return [SlotState(s.seq_id, s.busy, len(s.cached)) for s in self._slots]
 
     @property
     def busy(self) -> bool:
@@ -314,14 +356,36 @@ class BatchedGenerator:
     # -- scheduling ------------------------------------------------------------------------
 
     def _admit(self) -> None:
-        while self._queue and self._free_seq_ids:
+        while self._queue and any(not slot.busy for slot in self._slots):
             seq = self._queue.popleft()
-            # The lowest free id keeps the active ids consecutive (see _fill_batch).
-            seq.seq_id = min(self._free_seq_ids)
-            self._free_seq_ids.remove(seq.seq_id)
-            # Normally empty already; makes sure nothing of an earlier sequence remains.
-            llama.llama_memory_seq_rm(self._memory, seq.seq_id, -1, -1)
+            slot = self._slot_for(seq.prompt)
+            # At least the prompt's last token is decoded again: its logits give the first
+            # answer token.
+            reuse = min(_common_prefix(slot.cached, seq.prompt), len(seq.prompt) - 1)
+            if not llama.llama_memory_seq_rm(self._memory, slot.seq_id, reuse, -1):
+                reuse = 0  # a memory that cannot drop a tail (recurrent models) starts over
+                llama.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
+            del slot.cached[reuse:]
+            slot.busy, slot.last_used = True, self._starts
+            self._starts += 1
+            seq.slot, seq.n_past, seq.cached_tokens = slot, reuse, reuse
             self._active.append(seq)
+
+    def _slot_for(self, prompt: list[int]) -> _Slot:
+        """The free slot whose cache shares the longest prefix with `prompt`; a slot counts as
+        sharing only when that prefix is at least half of what it holds (else taking it would
+        throw away more than it spares). Otherwise an empty slot, else the least recently used:
+        each keeps whatever prefix it shares.
+
+        The prefix is of tokens, not text: two members with the same system prompt share
+        exactly those tokens' cells, which hold nothing of either one's own messages."""
+
+        def worth(slot: _Slot) -> tuple[int, bool, int]:
+            shared = _common_prefix(slot.cached, prompt)
+            useful = shared if shared and 2 * shared >= len(slot.cached) else 0
+            return useful, not slot.cached, -slot.last_used
+
+        return max((slot for slot in self._slots if not slot.busy), key=worth)
 
     def _fill_batch(self) -> list[_Sequence]:
         """Put every generating sequence's pending token, and prompt chunks, in the batch.
@@ -339,10 +403,11 @@ class BatchedGenerator:
         if reading:
             fair = max(1, budget // len(reading))
             for seq in reading:
-                share[seq.seq_id] = min(fair, len(seq.prompt) - seq.n_past, budget)
+                share[seq.seq_id] = min(fair, len(seq.prompt) - seq.n_past, budget, PROMPT_CHUNK)
                 budget -= share[seq.seq_id]
             for seq in reading:
-                extra = min(budget, len(seq.prompt) - seq.n_past - share[seq.seq_id])
+                left = min(len(seq.prompt) - seq.n_past, PROMPT_CHUNK) - share[seq.seq_id]
+                extra = min(budget, left)
                 share[seq.seq_id] += extra
                 budget -= extra
 
@@ -361,6 +426,9 @@ class BatchedGenerator:
                 seq.output_index = n
             seq.n_past += 1
             n += 1
+            # Written down before the decode: a failed decode empties the slot (see step).
+            assert seq.slot is not None
+            seq.slot.cached.append(token)
 
         for seq in sorted(self._active, key=lambda s: s.seq_id):
             seq.output_index = -1
@@ -405,9 +473,11 @@ class BatchedGenerator:
     def _end(self, seq: _Sequence, reason: FinishReason, text: str) -> TokenEvent:
         """Release the sequence's slot, KV cells and sampler; its final event."""
         if seq in self._active:
+            # The slot keeps its cells, for the next request sharing their prefix: they hold
+            # exactly the tokens decoded (a sampled token not yet decoded is not among them).
             self._active.remove(seq)
-            llama.llama_memory_seq_rm(self._memory, seq.seq_id, -1, -1)
-            self._free_seq_ids.add(seq.seq_id)
+            assert seq.slot is not None
+            seq.slot.busy = False
         if seq.sampler:
             llama.llama_sampler_free(seq.sampler)
             seq.sampler = None
@@ -418,7 +488,15 @@ class BatchedGenerator:
             finish_reason=reason,
             prompt_tokens=len(seq.prompt),
             completion_tokens=seq.completion_tokens,
+            cached_tokens=seq.cached_tokens,
         )
+
+    def _forget(self, sequences: list[_Sequence]) -> None:
+        """Empty the slots of a batch whose decode failed: their cells may be half written."""
+        for seq in sequences:
+            assert seq.slot is not None
+            llama.llama_memory_seq_rm(self._memory, seq.seq_id, -1, -1)
+            seq.slot.cached.clear()
 
     # -- llama.cpp helpers -----------------------------------------------------------------
 
@@ -503,6 +581,15 @@ class BatchedGenerator:
     def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError("This BatchedGenerator is closed.")
+
+
+def _common_prefix(first: list[int], second: list[int]) -> int:
+    n = 0
+    for a, b in zip(first, second, strict=False):
+        if a != b:
+            break
+        n += 1
+    return n
 
 
 def _pending_stop_prefix(text: str, stops: list[str]) -> int:

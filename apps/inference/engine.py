@@ -24,7 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from apps.inference.batching import BatchedGenerator, PromptTooLong, SamplingParams, TokenEvent
+from apps.inference.batching import (
+    BatchedGenerator,
+    PromptTooLong,
+    SamplingParams,
+    SlotState,
+    TokenEvent,
+)
 from apps.inference.self_check import SelfCheck
 
 logger = logging.getLogger("sovereign.engine")
@@ -74,6 +80,7 @@ class Decoder:
         self.generator: BatchedGenerator | None = None
         self.model_path = ""
         self.last_busy = time.monotonic()
+        self.slot_states: list[SlotState] = []  # as of the last step: read without waiting
         self.lock = threading.Lock()  # guards the counts read by `status`
 
     def status(self) -> dict[str, Any]:
@@ -86,6 +93,11 @@ class Decoder:
                 "checking": self.checking,
                 "broken": self.broken or None,
                 "finished": dict(self.finished),
+                "context_per_slot": self.context_per_slot,
+                "slots": [
+                    {"busy": slot.busy, "cached_tokens": slot.cached_tokens}
+                    for slot in self.slot_states
+                ],
             }
 
     def submit(self, job: Job) -> bool:
@@ -109,11 +121,17 @@ class Decoder:
                 for event in self.generator.step():
                     self._deliver(event)
                 self.last_busy = time.monotonic()
+                self._note_slots()
             elif (
                 self.generator is not None and time.monotonic() - self.last_busy > self.idle_unload
             ):
                 self._unload()
         self._unload()
+
+    def _note_slots(self) -> None:
+        states = self.generator.slot_states() if self.generator is not None else []
+        with self.lock:
+            self.slot_states = states
 
     def _take_inbox(self, block: bool) -> None:
         try:
@@ -202,6 +220,7 @@ class Decoder:
                     "finish_reason": event.finish_reason,
                     "prompt_tokens": event.prompt_tokens,
                     "completion_tokens": event.completion_tokens,
+                    "cached_tokens": event.cached_tokens,
                 }
             )
 
@@ -235,6 +254,7 @@ class Decoder:
             logger.info("Unloading %s", Path(self.model_path).name)
             self.generator.close()
         self.generator, self.model_path = None, ""
+        self._note_slots()
 
 
 class EngineServer:

@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
@@ -180,6 +181,38 @@ def engine_state() -> tuple[bool, str]:
         return True, "Checking llama.cpp on this processor (one tiny decode)."
     loaded = Path(status["loaded"]).name if status["loaded"] else "no model loaded (idle)"
     return True, f"{loaded}; {status['running']} answering, {status['waiting']} waiting."
+
+
+@dataclass(frozen=True)
+class ModelContext:
+    name: str
+    loaded: bool
+    trained_context: int | None  # from the GGUF header
+    context: int  # what one conversation gets: the engine's context per slot
+
+
+@dataclass(frozen=True)
+class SlotView:
+    number: int
+    busy: bool
+    cached_tokens: int  # a conversation's tokens the slot keeps, for its next turn
+
+
+def engine_overview() -> tuple[list[ModelContext], list[SlotView]]:
+    """Each local model's context, and each slot of the engine's cache (none while the
+    engine does not answer or holds no model)."""
+    status = engine_status() or {}
+    loaded = Path(status["loaded"]).name if status.get("loaded") else None
+    context = int(status.get("context_per_slot") or settings.ENGINE_CONTEXT_PER_SLOT)
+    models = [
+        ModelContext(model.name, model.file_name == loaded, model.context_length, context)
+        for model in LocalModel.objects.order_by("name")
+    ]
+    slots = [
+        SlotView(number, bool(slot["busy"]), int(slot["cached_tokens"]))
+        for number, slot in enumerate(status.get("slots") or [], start=1)
+    ]
+    return models, slots
 
 
 # Models downloaded from a URL: fetched by the worker (or the command line) into a part file.

@@ -7,6 +7,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from apps.identity import services as identity
 from apps.identity.access import household_required
+from apps.inference import services as inference
 from apps.system import services
 
 
@@ -21,7 +22,13 @@ def healthz(request: HttpRequest) -> JsonResponse:
 @require_GET
 @household_required
 def system_page(request: HttpRequest) -> HttpResponse:
-    context = {"status": services.status_snapshot(), "node_npub": identity.node_npub()}
+    models, slots = inference.engine_overview()
+    context = {
+        "status": services.status_snapshot(),
+        "node_npub": identity.node_npub(),
+        "models": models,
+        "slots": slots,
+    }
     return render(request, "system/page.html", context)
 
 

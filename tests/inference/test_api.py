@@ -17,7 +17,7 @@ import openai
 import pytest
 from nostr_sdk import Keys
 
-from tests.instances import Instance, children, command_line, wait_for
+from tests.instances import Instance, children, command_line, log_in, wait_for
 
 pytestmark = pytest.mark.processes
 MODEL = "smollm2-135m-instruct"
@@ -38,6 +38,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Instance]:
     instance.claim(owner)
     created = instance.manage("apikey", "create", owner.public_key().to_bech32(), "--name", "tests")
     instance.api_key = created.stdout.strip().splitlines()[-1]  # type: ignore[attr-defined]
+    instance.owner = owner  # type: ignore[attr-defined]
     yield instance
     instance.stop()
 
@@ -101,6 +102,34 @@ def test_four_requests_at_once_are_answered_together(node: Instance) -> None:
         stream.close()
     wait_for(lambda: engine_status(node)["running"] == 0, 60, "the engine to stop generating")
     assert engine_status(node)["finished"].get("cancelled", 0) == before + 4
+
+
+def test_a_second_turn_reads_only_its_new_tokens_and_the_system_page_shows_the_slot(
+    client: openai.OpenAI, node: Instance
+) -> None:
+    turn = [{"role": "system", "content": "Answer in one short sentence."},
+            {"role": "user", "content": "Name a river in Europe."}]  # fmt: skip
+    first = client.chat.completions.create(model=MODEL, messages=turn, max_tokens=16,  # type: ignore[arg-type]
+                                           temperature=0)  # fmt: skip
+    answer = first.choices[0].message.content or ""
+    turn += [{"role": "assistant", "content": answer},
+             {"role": "user", "content": "How long is it?"}]  # fmt: skip
+    second = client.chat.completions.create(model=MODEL, messages=turn, max_tokens=16,  # type: ignore[arg-type]
+                                            temperature=0)  # fmt: skip
+
+    assert first.usage is not None and second.usage is not None
+    cached = second.usage.prompt_tokens_details.cached_tokens  # type: ignore[union-attr]
+    assert first.usage.prompt_tokens < cached < second.usage.prompt_tokens
+    slots = engine_status(node)["slots"]
+    assert len(slots) == 4 and not any(slot["busy"] for slot in slots)
+    kept = max(slot["cached_tokens"] for slot in slots)
+    assert kept >= second.usage.prompt_tokens
+
+    cookie = log_in(node, node.owner)  # type: ignore[attr-defined]
+    request = urllib.request.Request(f"{node.url}/system/", headers={"Cookie": cookie})
+    page = urllib.request.urlopen(request, timeout=30).read().decode()
+    assert f"<td>{kept}</td>" in page
+    assert f'data-model="{MODEL}"' in page and "<td>8192 tokens</td>" in page
 
 
 def test_an_unknown_model_is_404_in_openais_shape(client: openai.OpenAI) -> None:
