@@ -164,6 +164,9 @@ def test_with_summaries_chosen_the_left_out_messages_become_a_note_the_next_turn
     answer = conversation.messages.filter(role="assistant").last()
     assert answer is not None and answer.messages_summarised == left_out
     assert "saw a summary" in done_of(second)["context_note"]
+    conversation.refresh_from_db()  # the second answer may have left out more, and noted them
+    page = member_client.get(f"/chat/{conversation.pk}/").content.decode()
+    assert f"The model's note of the {conversation.summary_covers} oldest messages" in page
 
 
 def test_the_api_still_refuses_a_conversation_longer_than_the_context(
@@ -203,3 +206,17 @@ def test_the_note_goes_with_its_conversation(member: Any, db: None) -> None:
 
     assert not Conversation.objects.filter(summary__contains="7").exists()
     assert not ChatMessage.objects.exists()
+
+
+def test_the_note_shows_at_the_top_of_its_conversation_as_text(
+    member: Any, member_client: Client
+) -> None:
+    conversation = long_conversation(member, exchanges=2)
+    hostile = "<script>window.pwned = 1</script>They like 7."
+    Conversation.objects.filter(pk=conversation.pk).update(summary=hostile, summary_covers=2)
+
+    page = member_client.get(f"/chat/{conversation.pk}/").content.decode()
+
+    assert "The model's note of the 2 oldest messages" in page
+    assert "&lt;script&gt;window.pwned = 1&lt;/script&gt;They like 7." in page
+    assert "<script>window.pwned" not in page
