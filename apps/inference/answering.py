@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from apps.inference.backends.engine import EngineUnavailable, chat_events
+from apps.inference.context_fit import Overflow
 from apps.inference.models import LocalModel
 
 Events = AsyncGenerator[dict[str, Any], None]
@@ -55,11 +56,16 @@ def provenance(model: LocalModel, sampling: Sampling) -> dict[str, Any]:
 
 
 async def open_answer(
-    model: LocalModel, messages: list[dict[str, str]], sampling: Sampling, *, user: str
+    model: LocalModel,
+    messages: list[dict[str, str]],
+    sampling: Sampling,
+    *,
+    user: str,
+    overflow: Overflow = Overflow.REFUSE,
 ) -> tuple[dict[str, Any], Events]:
     """The engine's first event (a token or `done`) and the rest of its events."""
     params = asdict(sampling)
-    events = chat_events(str(model.path), messages, params, user=user)
+    events = chat_events(str(model.path), messages, params, user=user, overflow=overflow)
     try:
         first = await anext(events)
     except EngineUnavailable as error:

@@ -11,4 +11,5 @@ urlpatterns = [
     path("ask", chat_views.ask, name="ask"),
     path("stopped", chat_views.answer_stopped, name="stopped"),
     path("retention", chat_views.retention, name="retention"),
+    path("overflow", chat_views.overflow, name="overflow"),
 ]

@@ -23,9 +23,10 @@ from apps.identity.models import Member, Role
 from apps.inference import conversations
 from apps.inference.answering import AnswerRefused, Events, Sampling, open_answer, provenance
 from apps.inference.chat_request import OpenAIError, parse_messages, read_body
+from apps.inference.context_fit import Overflow
 from apps.inference.conversations import ChatError
 from apps.inference.markdown import render_markdown
-from apps.inference.models import Conversation, LocalModel
+from apps.inference.models import ChatPreferences, Conversation, LocalModel, context_note
 
 # Nothing on the chat page may run but our own script, whatever an answer contains.
 CHAT_POLICY = (
@@ -66,6 +67,8 @@ def chat_page(
         "private": private,
         "retention_days": conversations.retention_of(member),
         "retention_choices": conversations.RETENTION_CHOICES.items(),
+        "overflow": conversations.overflow_of(member),
+        "overflow_choices": ChatPreferences.Overflow.choices,
     }
     return render(request, "inference/chat.html", context)
 
@@ -99,6 +102,20 @@ def retention(request: HttpRequest) -> HttpResponse:
         conversations.retention_set(request.user, request.POST.get("days"))  # type: ignore[arg-type]
     except ChatError as error:
         messages.error(request, str(error))
+    return _back(request)
+
+
+@require_POST
+@household_required
+def overflow(request: HttpRequest) -> HttpResponse:
+    try:
+        conversations.overflow_set(request.user, request.POST.get("overflow"))  # type: ignore[arg-type]
+    except ChatError as error:
+        messages.error(request, str(error))
+    return _back(request)
+
+
+def _back(request: HttpRequest) -> HttpResponse:
     back = request.POST.get("back", "")
     # Only back to a page of this node: a form posted from elsewhere must not send people off.
     if not url_has_allowed_host_and_scheme(
@@ -150,8 +167,8 @@ def answer_stopped(request: HttpRequest) -> HttpResponse:
 
 
 def _refusal_text(refusal: AnswerRefused) -> str:
-    if refusal.code == "context_length_exceeded":
-        return f"{refusal} Start a new conversation to go on."
+    if refusal.code == "context_length_exceeded":  # older messages are left out: it is the question
+        return f"{refusal} Shorten the question to go on."
     if refusal.code == "overloaded":
         return "The model is busy answering others; try again in a moment."
     return str(refusal)
@@ -165,6 +182,8 @@ class Turn:
         self.stored = True
         self.conversation: Conversation | None = None
         self.earlier: list[dict[str, str]] = []
+        self.covered = 0  # messages of the conversation that `earlier` holds a note of
+        self.summarise = False  # the member wants a note of what no longer fits
         self.sampling = Sampling(
             max_tokens=settings.ENGINE_DEFAULT_MAX_TOKENS,
             temperature=0.7,
@@ -190,13 +209,20 @@ class Turn:
         elif data.get("conversation") is not None:
             turn.conversation = conversations.conversation_of(member, data["conversation"])
             turn.earlier = conversations.history(turn.conversation)
+            turn.covered = turn.conversation.summary_covers
+        if turn.stored:
+            turn.summarise = conversations.overflow_of(member) == ChatPreferences.Overflow.SUMMARISE
         return turn
 
     async def open(self) -> tuple[dict[str, Any], Events]:
         """Ask the engine; the question is stored once the engine has taken it."""
         question = {"role": "user", "content": self.question}
         opened = await open_answer(
-            self.model, [*self.earlier, question], self.sampling, user=str(self.member.pk)
+            self.model,
+            [*self.earlier, question],
+            self.sampling,
+            user=str(self.member.pk),
+            overflow=Overflow.DROP_OLDEST,  # a conversation goes on; the answer says what it missed
         )
         if self.stored:
             await sync_to_async(self._question_save)()
@@ -221,6 +247,9 @@ class Turn:
                 event = await anext(events)
             finished = True
             yield await self._end("".join(parts), event)
+            dropped = int(event.get("dropped_messages", 0))
+            if self.summarise and self.conversation is not None and dropped > 0:
+                yield await self._summarise(self.covered + dropped)  # after the answer: none waits
         finally:
             await events.aclose()  # a page that left, or Stop: the generation ends at once
             if not finished and self.conversation is not None:
@@ -232,17 +261,62 @@ class Turn:
             if self.conversation is not None:
                 await sync_to_async(self._answer_save)(text, "error")
             return _line(event="error", message=event["message"])
+        dropped = int(event.get("dropped_messages", 0))
         if self.conversation is not None:
-            await sync_to_async(self._answer_save)(text, event["finish_reason"])
+            await sync_to_async(self._answer_save)(text, event["finish_reason"], dropped)
         return _line(event="done", finish_reason=event["finish_reason"],
                      html=render_markdown(text),
-                     provenance=provenance(self.model, self.sampling))  # fmt: skip
+                     provenance=provenance(self.model, self.sampling),
+                     context_note=context_note(self.covered + dropped,
+                                               self.covered))  # fmt: skip
 
-    def _answer_save(self, text: str, finish_reason: str) -> None:
+    def _answer_save(self, text: str, finish_reason: str, dropped: int = 0) -> None:
+        """`dropped`: what the engine left out of what it was sent, which starts after the
+        messages the note covers (an answer that did not finish was not told)."""
         assert self.conversation is not None
         conversations.answer_save(
-            self.conversation, text, provenance(self.model, self.sampling), finish_reason
+            self.conversation,
+            text,
+            provenance(self.model, self.sampling),
+            finish_reason,
+            left_out=self.covered + dropped,
+            summarised=self.covered,
         )
+
+    async def _summarise(self, covers: int) -> bytes:
+        """Ask the model for a note of the first `covers` messages, for the turns to come."""
+        assert self.conversation is not None
+        prompt = await sync_to_async(conversations.summary_prompt)(self.conversation, covers)
+        sampling = Sampling(
+            max_tokens=max(16, settings.ENGINE_CONTEXT_PER_SLOT // 8),  # the note's share
+            temperature=0.0,
+            top_p=1.0,
+            seed=0,
+        )
+        try:
+            first, events = await open_answer(
+                self.model, prompt, sampling, user=str(self.member.pk),
+                overflow=Overflow.DROP_OLDEST,
+            )  # fmt: skip
+        except AnswerRefused:
+            return _line(event="summary", covers=self.covered)  # the next turn tries again
+        text = await _text_of(first, events)
+        saved = text is not None and await sync_to_async(conversations.summary_save)(
+            self.conversation, text, covers=covers, was=self.covered
+        )
+        return _line(event="summary", covers=covers if saved else self.covered)
+
+
+async def _text_of(first: dict[str, Any], events: Events) -> str | None:
+    """An answer's whole text; None if it failed."""
+    parts, event = [], first
+    try:
+        while event["event"] == "token":
+            parts.append(event["text"])
+            event = await anext(events)
+    finally:
+        await events.aclose()
+    return "".join(parts) if event["event"] == "done" else None
 
 
 def _private_history(value: Any) -> list[dict[str, str]]:

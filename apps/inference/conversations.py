@@ -14,10 +14,21 @@ from django.utils import timezone
 from apps.identity.models import Member
 from apps.inference.models import ChatMessage, ChatPreferences, Conversation
 
+Message = dict[str, str]
+
 RETENTION_CHOICES = {0: "Until I delete them", 1: "1 day", 7: "7 days", 30: "30 days",
                      90: "90 days", 365: "1 year"}  # fmt: skip
 TITLE_LENGTH = 60
 MAX_QUESTION_CHARS = 32_000
+# The note is the model's own words, sent as a system message in place of what it covers.
+SUMMARY_HEADING = "A note of the earlier part of this conversation, which no longer fits:"
+SUMMARY_INSTRUCTION = (
+    "You keep a short note of a conversation between a person and an AI assistant, so the "
+    "assistant can go on with it once its oldest messages are gone. Write the facts, names, "
+    "numbers, decisions and open questions that matter, in a few plain sentences. Write only "
+    "the note."
+)
+SUMMARY_REQUEST = "Write the note of our conversation so far."
 
 
 class ChatError(Exception):
@@ -44,8 +55,19 @@ def question_checked(text: Any) -> str:
     return text
 
 
-def history(conversation: Conversation) -> list[dict[str, str]]:
-    """The messages so far, as the model reads them (answers that gave no text left out)."""
+def history(conversation: Conversation) -> list[Message]:
+    """The messages so far, as the model reads them: the model's note of the oldest ones in
+    their place once it has made one (see `summary_save`)."""
+    messages = _readable(conversation)
+    if not conversation.summary:
+        return messages
+    note = {"role": "system", "content": f"{SUMMARY_HEADING}\n{conversation.summary}"}
+    return [note, *messages[conversation.summary_covers :]]
+
+
+def _readable(conversation: Conversation) -> list[Message]:
+    """Every message of the conversation the model can read (answers that gave no text left
+    out): the list a note's `summary_covers` counts in."""
     return [
         {"role": message.role, "content": message.content}
         for message in conversation.messages.all()
@@ -67,7 +89,13 @@ def question_save(conversation: Conversation, question: str) -> ChatMessage:
 
 
 def answer_save(
-    conversation: Conversation, text: str, provenance: dict[str, Any], finish_reason: str
+    conversation: Conversation,
+    text: str,
+    provenance: dict[str, Any],
+    finish_reason: str,
+    *,
+    left_out: int = 0,
+    summarised: int = 0,
 ) -> ChatMessage:
     answer = ChatMessage.objects.create(
         conversation=conversation,
@@ -77,6 +105,8 @@ def answer_save(
         model_sha256=provenance["model_sha256"],
         sampling=provenance["sampling"],
         finish_reason=finish_reason,
+        messages_left_out=left_out,
+        messages_summarised=min(summarised, left_out),
     )
     conversation.save(update_fields=["updated_at"])
     return answer
@@ -98,6 +128,29 @@ def answer_trim(member: Member, conversation_id: Any, shown: Any) -> bool:
     return True
 
 
+def summary_prompt(conversation: Conversation, covers: int) -> list[Message]:
+    """What asks the model for a note of the conversation's first `covers` messages: the
+    messages its note does not cover yet, after the note it already has."""
+    instruction = SUMMARY_INSTRUCTION
+    if conversation.summary:
+        instruction += f"\n\nYour note so far:\n{conversation.summary}"
+    newly = _readable(conversation)[conversation.summary_covers : covers]
+    request = {"role": "user", "content": SUMMARY_REQUEST}
+    return [{"role": "system", "content": instruction}, *newly, request]
+
+
+def summary_save(conversation: Conversation, text: str, *, covers: int, was: int) -> bool:
+    """Keep the note if the conversation's note still covers `was` messages: an answer made
+    meanwhile may have made its own. False when it did."""
+    text = text.strip()
+    if not text or covers <= was:
+        return False
+    updated = Conversation.objects.filter(pk=conversation.pk, summary_covers=was).update(
+        summary=text, summary_covers=covers
+    )
+    return updated == 1
+
+
 def conversation_delete(member: Member, conversation_id: Any) -> None:
     conversation_of(member, conversation_id).delete()
 
@@ -115,6 +168,19 @@ def retention_set(member: Member, days: Any) -> int:
     ChatPreferences.objects.update_or_create(member=member, defaults={"retention_days": kept})
     retention_sweep(members=[member])
     return kept
+
+
+def overflow_of(member: Member) -> str:
+    preferences = ChatPreferences.objects.filter(member=member).first()
+    return preferences.overflow if preferences else ChatPreferences.Overflow.LEAVE_OUT
+
+
+def overflow_set(member: Member, choice: Any) -> str:
+    """What becomes of the oldest messages once a conversation outgrows the model's context."""
+    if choice not in ChatPreferences.Overflow.values:
+        raise ChatError("Choose from the list what becomes of the oldest messages.")
+    ChatPreferences.objects.update_or_create(member=member, defaults={"overflow": choice})
+    return str(choice)
 
 
 def retention_sweep(now: datetime | None = None, members: list[Member] | None = None) -> int:

@@ -31,6 +31,7 @@ from apps.inference.batching import (
     SlotState,
     TokenEvent,
 )
+from apps.inference.context_fit import ContextExceeded, Overflow, answer_room, fit_context
 from apps.inference.self_check import SelfCheck
 
 logger = logging.getLogger("sovereign.engine")
@@ -44,10 +45,14 @@ class Job:
     params: SamplingParams
     loop: asyncio.AbstractEventLoop
     user: str = ""  # who asked: free slots go first to whoever has the fewest answers running
+    overflow: Overflow = Overflow.REFUSE  # what to do with a prompt longer than the context
     # The engine's events for the job, then None if the client goes away first.
     events: asyncio.Queue[dict[str, Any] | None] = field(default_factory=asyncio.Queue)
+    dropped_messages: int = 0  # of the oldest, left out to fit the context; told with `done`
 
     def emit(self, event: dict[str, Any]) -> None:
+        if event["event"] == "done":
+            event = {**event, "dropped_messages": self.dropped_messages}
         self.loop.call_soon_threadsafe(self.events.put_nowait, event)
 
 
@@ -190,11 +195,22 @@ class Decoder:
         return min(self.waiting, key=lambda job: (running[job.user], self.served.get(job.user, -1)))
 
     def _start(self, job: Job) -> None:
-        assert self.generator is not None
+        generator = self.generator
+        assert generator is not None
         try:
-            tokens = self.generator.tokenize_chat(job.messages)
-            self.generator.add(job.request_id, tokens, job.params)
-        except PromptTooLong as error:
+            if job.overflow == Overflow.DROP_OLDEST:
+                fitted = fit_context(
+                    job.messages,
+                    generator.tokenize_chat,
+                    lambda text: len(generator.tokenize(text, add_special=False)),
+                    context=self.context_per_slot,
+                    room=answer_room(job.params.max_tokens, self.context_per_slot),
+                )
+                tokens, job.dropped_messages = fitted.tokens, fitted.dropped
+            else:
+                tokens = generator.tokenize_chat(job.messages)
+            generator.add(job.request_id, tokens, job.params)
+        except (PromptTooLong, ContextExceeded) as error:
             job.emit({"event": "error", "code": "context_length_exceeded", "message": str(error)})
             return
         except ValueError as error:  # a grammar llama.cpp cannot parse, say
@@ -304,6 +320,7 @@ class EngineServer:
             ),
             loop=asyncio.get_running_loop(),
             user=str(request.get("user", "")),
+            overflow=Overflow(request.get("overflow", Overflow.REFUSE)),
         )
         if not self.decoder.submit(job):
             await self._send(

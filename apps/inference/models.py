@@ -52,6 +52,11 @@ class Conversation(models.Model):
     title = models.CharField(max_length=80)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True, db_index=True)
+    # The model's own note of the oldest messages, once they no longer fit its context (when
+    # the member asked for one): it is sent in their place. `summary_covers` counts them, in
+    # the order the model reads the conversation (answers without text left out).
+    summary = models.TextField(blank=True)
+    summary_covers = models.PositiveIntegerField(default=0)
 
     def __str__(self) -> str:
         return self.title
@@ -73,6 +78,10 @@ class ChatMessage(models.Model):
     model_sha256 = models.CharField(max_length=64, blank=True)
     sampling = models.JSONField(null=True, blank=True)
     finish_reason = models.CharField(max_length=20, blank=True)  # stop, length, cancelled, error
+    # For answers: how many of the oldest messages the model did not read as they were, as
+    # they no longer fit its context, and how many of those it read a note of instead.
+    messages_left_out = models.PositiveIntegerField(default=0)
+    messages_summarised = models.PositiveIntegerField(default=0)
 
     class Meta:
         ordering = ["id"]
@@ -80,14 +89,40 @@ class ChatMessage(models.Model):
     def __str__(self) -> str:  # never the content: messages may end up in logs
         return f"{self.role} message {self.pk}"
 
+    @property
+    def context_note(self) -> str:
+        """What the chat shows with an answer that did not see the whole conversation."""
+        return context_note(self.messages_left_out, self.messages_summarised)
+
+
+def context_note(left_out: int, summarised: int) -> str:
+    if left_out <= 0:
+        return ""
+    oldest = f"The {left_out} oldest messages no longer fit"
+    if left_out == 1:
+        oldest = "The oldest message no longer fits"
+    if summarised >= left_out:
+        seen = "this answer saw a summary of them instead"
+    elif summarised > 0:
+        seen = f"this answer saw a summary of the first {summarised} and not the rest"
+    else:
+        seen = "this answer did not see them"
+    return f"{oldest} the model's context; {seen}."
+
 
 class ChatPreferences(models.Model):
-    """How long a member's conversations are kept (0: until they delete them)."""
+    """How long a member's conversations are kept (0: until they delete them), and what
+    becomes of the oldest messages once a conversation outgrows the model's context."""
+
+    class Overflow(models.TextChoices):
+        LEAVE_OUT = "leave_out", "Leave out the oldest messages"
+        SUMMARISE = "summarise", "Summarise them into a note"
 
     member = models.OneToOneField(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="chat_preferences"
     )
     retention_days = models.PositiveIntegerField(default=0)
+    overflow = models.CharField(max_length=10, choices=Overflow.choices, default=Overflow.LEAVE_OUT)
 
     def __str__(self) -> str:
         return f"keep {self.retention_days or 'all'} days"

@@ -60,6 +60,12 @@
       rendered.innerHTML = event.html;  // sanitised by the server (apps/inference/markdown.py)
       text.replaceWith(rendered);
       answer.dataset.finish = event.finish_reason;
+      if (event.context_note) {
+        const note = document.createElement("p");
+        note.className = "context-note";
+        note.textContent = event.context_note;
+        answer.prepend(note);
+      }
       answer.append(provenanceLine(event.provenance, event.finish_reason));
     } else if (event.event === "error") {
       answer.dataset.finish = "error";
@@ -132,6 +138,10 @@
       await readLines(response, (event) => {
         if (event.event === "token") said += event.text;
         show(answer, event, text);
+        // In a stored conversation the node may go on to write a note of what no longer fits
+        // the model's context: the next question need not wait for it. (A private chat's
+        // history is taken once its stream ends, which is at once: it gets no note.)
+        if (event.event === "done" && !isPrivate) setRunning(null);
       });
     } catch (error) {
       if (error.name === "AbortError") {
@@ -147,7 +157,7 @@
         show(answer, { event: "error", message: "The connection to the node was lost." }, text);
       }
     } finally {
-      setRunning(null);
+      if (running === controller) setRunning(null);  // not a question asked meanwhile
     }
     if (isPrivate && answer.isConnected) {
       privateHistory.push({ role: "user", content: question }, { role: "assistant", content: said });

@@ -245,3 +245,27 @@ print(conversation.pk)
 
     expect_code_as_written(member_page)
     assert not pwned(member_page)
+
+
+def test_an_answer_that_did_not_see_the_oldest_messages_says_so(
+    node: Instance, member_page: Page
+) -> None:
+    """As the chat streams it when the engine left messages out, the note after the answer."""
+    note = "The 6 oldest messages no longer fit the model's context; this answer did not see them."
+    done = {"event": "done", "finish_reason": "stop", "html": render_markdown("Four."),
+            "context_note": note,
+            "provenance": {"model": "m", "model_sha256": "0" * 64,
+                           "sampling": {"temperature": 0.7, "top_p": 0.95, "seed": 1,
+                                        "max_tokens": 9}}}  # fmt: skip
+    lines = [{"event": "token", "text": "Four."}, done, {"event": "summary", "covers": 6}]
+    body = "".join(json.dumps(line) + "\n" for line in lines)
+    member_page.route(
+        "**/chat/ask", lambda route: route.fulfill(status=200, body=body, content_type="text/plain")
+    )
+
+    send(member_page, "What is 2+2?")
+
+    answer = member_page.locator(".answer").last
+    expect(answer.locator(".context-note")).to_have_text(note)
+    expect(answer.locator(".markdown")).to_have_text("Four.")
+    expect(member_page.get_by_role("button", name="Send")).to_be_visible()

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import threading
 from pathlib import Path
+from typing import Any
 
 from apps.inference.batching import SamplingParams
+from apps.inference.context_fit import Overflow
 from apps.inference.engine import Decoder, Job
 from apps.inference.services import bundled_model_file
 
@@ -85,3 +87,64 @@ def test_the_model_is_loaded_with_the_threads_the_engine_is_given() -> None:
     finally:
         decoder.stop()
         thread.join(timeout=30)
+
+
+async def answer(decoder: Decoder, job: Job) -> tuple[str, dict[str, Any]]:
+    """The text of one job's answer, and its last event."""
+    assert decoder.submit(job)
+    parts = []
+    while (event := await job.events.get())["event"] == "token":  # type: ignore[index]
+        parts.append(event["text"])  # type: ignore[index]
+    assert event is not None
+    return "".join(parts), event
+
+
+def exchange(turn: int) -> list[dict[str, str]]:
+    """A question and an answer of about 60 tokens together."""
+    topic = ["rivers", "mountains", "forests", "deserts", "oceans", "islands"][turn % 6]
+    return [
+        {"role": "user", "content": f"Tell me some facts about {topic}, please, number {turn}."},
+        {"role": "assistant", "content": f"Here are facts about {topic}. " * 6},
+    ]
+
+
+def test_a_conversation_three_times_the_context_keeps_answering_with_the_oldest_turns_dropped() -> (
+    None
+):
+    context, max_tokens = 256, 12
+    decoder = Decoder(slots=1, context_per_slot=context, max_waiting=4, idle_unload=60, threads=2)
+    thread = threading.Thread(target=decoder.run_forever, daemon=True)
+    thread.start()
+    model = str(bundled_model_file())
+    params = SamplingParams(max_tokens=max_tokens, temperature=0)
+    history = [message for turn in range(14) for message in exchange(turn)]
+
+    async def scenario() -> list[tuple[int, int, str]]:
+        loop = asyncio.get_running_loop()
+        whole = Job("whole", model, [*history, QUESTION[0]], params, loop)
+        _, refused = await answer(decoder, whole)
+        assert refused["code"] == "context_length_exceeded"  # refusing is still the default
+        assert decoder.generator is not None
+        assert len(decoder.generator.tokenize_chat(history)) > 3 * context
+        turns = []
+        for turn in range(6):
+            question = {"role": "user", "content": f"And what is {turn} plus {turn}?"}
+            job = Job(f"turn-{turn}", model, [*history, question], params, loop,
+                      overflow=Overflow.DROP_OLDEST)  # fmt: skip
+            text, done = await answer(decoder, job)
+            assert done["event"] == "done", done
+            turns.append((done["dropped_messages"], done["prompt_tokens"], text))
+            history.extend([question, {"role": "assistant", "content": text}])
+        return turns
+
+    try:
+        turns = asyncio.run(scenario())
+    finally:
+        decoder.stop()
+        thread.join(timeout=30)
+    dropped = [turn[0] for turn in turns]
+    assert all(text.strip() for _, _, text in turns)  # every turn answered
+    assert all(n > 0 and n % 2 == 0 for n in dropped)  # the oldest, in whole exchanges
+    assert all(prompt + max_tokens <= context for _, prompt, _ in turns)
+    assert dropped == sorted(dropped)
+    assert len(set(dropped)) < len(dropped)  # the cut held still between some turns

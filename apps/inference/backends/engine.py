@@ -22,10 +22,17 @@ def socket_path() -> Path:
 
 
 async def chat_events(
-    model_path: str, messages: list[dict[str, str]], params: dict[str, Any], *, user: str
+    model_path: str,
+    messages: list[dict[str, str]],
+    params: dict[str, Any],
+    *,
+    user: str,
+    overflow: str = "refuse",
 ) -> AsyncGenerator[dict[str, Any], None]:
     """The engine's events for one chat: `token`s, then `done`, or an `error`.
 
+    `overflow` says what the engine does with a prompt longer than its context: "refuse", or
+    "drop_oldest" (the messages it left out are counted in `done`'s `dropped_messages`).
     Closing the iterator early closes the connection, which cancels the generation.
     """
     try:
@@ -33,7 +40,8 @@ async def chat_events(
     except OSError:
         raise EngineUnavailable("The model engine is not running; it restarts by itself.") from None
     request = {"op": "chat", "id": uuid.uuid4().hex, "model_path": model_path,
-               "messages": messages, "params": params, "user": user}  # fmt: skip
+               "messages": messages, "params": params, "user": user,
+               "overflow": overflow}  # fmt: skip
     try:
         writer.write(json.dumps(request, ensure_ascii=False).encode() + b"\n")
         await writer.drain()
