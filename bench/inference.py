@@ -128,7 +128,39 @@ def decode_steps(connection: Connection, model_path: str) -> None:
             medians[size].append(statistics.median(times[1:]))  # the first reads the prompt
     generator.close()
     steps = {size: statistics.median(values) for size, values in medians.items()}
-    connection.send((steps, len(prompt), bandwidth, turn_tokens))
+    reading = prompt_reading(model_path)
+    connection.send((steps, len(prompt), bandwidth, turn_tokens, reading))
+
+
+def prompt_reading(model_path: str) -> dict[int, float]:
+    """Tokens/s reading a long prompt (about 1,000 tokens), in the engine's default chunks
+    and in reproducible mode's: what bit-identical answers cost a new prompt."""
+    from apps.inference.batching import (
+        REPRODUCIBLE_PROMPT_CHUNK,
+        BatchedGenerator,
+        SamplingParams,
+    )
+
+    text = " ".join(message["content"] for message in PROMPT) * 22
+    rates: dict[int, list[float]] = {REPRODUCIBLE_PROMPT_CHUNK: [], 0: []}
+    generators = {
+        chunk: BatchedGenerator(
+            model_path, slots=1, context_per_slot=CONTEXT, threads=THREADS, prompt_chunk=chunk
+        )
+        for chunk in rates
+    }
+    for round_ in range(REPEATS):
+        for chunk, generator in generators.items():
+            # A new first token each time: nothing of it is in the slot's cache.
+            prompt = generator.tokenize(f"{round_}: {text}")
+            generator.add(f"read-{round_}", prompt, SamplingParams(max_tokens=1))
+            started = time.perf_counter()
+            while generator.busy:
+                generator.step()
+            rates[chunk].append(len(prompt) / (time.perf_counter() - started))
+    for generator in generators.values():
+        generator.close()
+    return {chunk: statistics.median(values) for chunk, values in rates.items()}
 
 
 # -- measuring ------------------------------------------------------------------------------
@@ -228,8 +260,9 @@ def main() -> None:
     wait_for_quiet()
     steps_process, steps = in_child(decode_steps, model_path)
     steps.send(sovereign_turns(measured))
-    step_seconds, prompt_tokens, bandwidth, turn_tokens = steps.recv()
+    step_seconds, prompt_tokens, bandwidth, turn_tokens, reading = steps.recv()
     measured.step_seconds, measured.prompt_tokens = step_seconds, prompt_tokens
+    measured.prompt_reading = reading
     measured.bandwidth, measured.conversation_prompt_tokens = bandwidth, turn_tokens
     steps_process.join()
 
@@ -247,6 +280,7 @@ class Measured:
     step_seconds: dict[int, float] = field(default_factory=dict)
     prompt_tokens: int = 0
     bandwidth: float = 0  # bytes/s one thread reads from memory
+    prompt_reading: dict[int, float] = field(default_factory=dict)  # chunk -> prompt tok/s
     conversation_prompt_tokens: list[int] = field(default_factory=list)  # Sovereign's 1st
 
 
@@ -356,6 +390,9 @@ def report(measured: Measured) -> dict[str, Any]:
         "decode_step_ms": {size: round(1000 * t, 2) for size, t in measured.step_seconds.items()},
         "decode_ceiling_tokens_per_second": round(STREAMS / measured.step_seconds[STREAMS], 1),
         "memory_read_gb_per_s": round(measured.bandwidth / 1e9, 1),
+        "prompt_reading_tokens_per_second": {
+            chunk: round(rate, 1) for chunk, rate in measured.prompt_reading.items()
+        },
         "weights_read_ms": round(1000 * file_size / measured.bandwidth, 1),
         "measurements": len(measured.shares),
         "measurements_disturbed": sum(share >= QUIET for share in measured.shares),

@@ -331,4 +331,22 @@ def step_lines(figures: dict[str, Any]) -> list[str]:
             the decoding. How fast a prompt is read is measured by the conversation's first
             turn."""
         ),
+        "",
+        *reading_lines(figures),
     ]
+
+
+def reading_lines(figures: dict[str, Any]) -> list[str]:
+    """What reproducible mode's small prompt chunks cost a new prompt."""
+    rates = {
+        int(chunk): rate for chunk, rate in figures["prompt_reading_tokens_per_second"].items()
+    }
+    default, (small, exact) = rates[0], max(rates.items())
+    return paragraph(
+        f"""Reading a long prompt (about 1,000 tokens, one sequence): {default} tok/s as the
+        engine reads it by default, {exact} tok/s in reproducible mode
+        (`SOVEREIGN_ENGINE_REPRODUCIBLE`), which reads at most {small} tokens of a sequence a
+        step so that a token's cache cells are the same bit for bit however its prompt was
+        split, and a greedy answer the same with or without the cache: {exact / default:.2f}
+        × the speed, paid once per new prompt, since later turns read only what is new."""
+    )

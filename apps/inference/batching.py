@@ -41,12 +41,13 @@ from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 FinishReason = Literal["stop", "length", "cancelled", "error"]
 
 DEFAULT_BATCH_SIZE = 256  # tokens per llama_decode: the prompt chunk budget plus one per stream
-# At most this many prompt tokens of one sequence per step. llama.cpp's CPU kernels compute a
-# token's cells bit for bit the same whether it is read alone or with up to 63 others of its
-# sequence, and differently from 64 on; below that bound a prompt's cells are the same however
-# it was read (in one piece, or partly in an earlier turn and partly now), so a greedy answer is
-# the same with or without the cache, and whatever else the engine is doing.
-PROMPT_CHUNK = 63
+# The prompt chunk of reproducible mode. llama.cpp's CPU kernels compute a token's cells bit
+# for bit the same whether it is read alone or with up to 63 others of its sequence, and with
+# faster kernels, which round differently, from 64 on. Read at most 63 at a time, a prompt's
+# cells are the same however it was split (in one piece, or partly in an earlier turn and
+# partly now, answers included), so a greedy answer is the same with or without the cache and
+# whatever else the engine is doing; reading a long prompt takes about four times as long.
+REPRODUCIBLE_PROMPT_CHUNK = 63
 
 _backend_lock = threading.Lock()
 _backend_ready = False
@@ -136,6 +137,7 @@ class BatchedGenerator:
         context_per_slot: int = 2048,
         threads: int | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
+        prompt_chunk: int | None = None,  # most prompt tokens of a sequence a step; None: any
     ) -> None:
         if slots < 1:
             raise ValueError(f"slots must be at least 1, not {slots}.")
@@ -153,6 +155,7 @@ class BatchedGenerator:
         self.slots = slots
         self.context_per_slot = context_per_slot
         self.batch_size = batch_size
+        self.prompt_chunk = prompt_chunk or batch_size
         cpus = os.cpu_count() or 1
         n_threads = threads if threads is not None else max(1, cpus // 2)
         n_threads_batch = threads if threads is not None else cpus
@@ -403,10 +406,11 @@ class BatchedGenerator:
         if reading:
             fair = max(1, budget // len(reading))
             for seq in reading:
-                share[seq.seq_id] = min(fair, len(seq.prompt) - seq.n_past, budget, PROMPT_CHUNK)
+                left = min(len(seq.prompt) - seq.n_past, self.prompt_chunk)
+                share[seq.seq_id] = min(fair, left, budget)
                 budget -= share[seq.seq_id]
             for seq in reading:
-                left = min(len(seq.prompt) - seq.n_past, PROMPT_CHUNK) - share[seq.seq_id]
+                left = min(len(seq.prompt) - seq.n_past, self.prompt_chunk) - share[seq.seq_id]
                 extra = min(budget, left)
                 share[seq.seq_id] += extra
                 budget -= extra

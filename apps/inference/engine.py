@@ -67,9 +67,11 @@ class Decoder:
         max_waiting: int,
         idle_unload: float,
         threads: int | None = None,  # None: BatchedGenerator's choice from the cores
+        prompt_chunk: int | None = None,  # see BatchedGenerator; REPRODUCIBLE_PROMPT_CHUNK
         self_check: Callable[[], SelfCheck] | None = None,  # run before the first request
     ) -> None:
         self.slots, self.context_per_slot, self.threads = slots, context_per_slot, threads
+        self.prompt_chunk = prompt_chunk
         self.self_check = self_check
         self.checking = self_check is not None
         self.broken = ""  # why llama.cpp cannot run here, when its check said so
@@ -256,6 +258,7 @@ class Decoder:
                 slots=self.slots,
                 context_per_slot=self.context_per_slot,
                 threads=self.threads,
+                prompt_chunk=self.prompt_chunk,
             )
         except (OSError, ValueError, RuntimeError) as error:
             logger.warning("Could not load %s: %s", Path(job.model_path).name, error)

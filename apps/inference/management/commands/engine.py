@@ -10,6 +10,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from apps.inference.backends.engine import socket_path
+from apps.inference.batching import REPRODUCIBLE_PROMPT_CHUNK
 from apps.inference.engine import Decoder, EngineServer
 from apps.inference.self_check import check_llama
 from apps.inference.services import bundled_model_file
@@ -26,6 +27,7 @@ class Command(BaseCommand):
             max_waiting=settings.ENGINE_QUEUE,
             idle_unload=settings.ENGINE_IDLE_SECONDS,
             threads=settings.ENGINE_THREADS or None,
+            prompt_chunk=REPRODUCIBLE_PROMPT_CHUNK if settings.ENGINE_REPRODUCIBLE else None,
             self_check=lambda: check_llama(bundled_model_file(), settings.ENGINE_THREADS),
         )
         server = EngineServer(socket_path(), decoder, request_bytes=settings.ENGINE_REQUEST_BYTES)
