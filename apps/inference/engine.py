@@ -3,8 +3,13 @@
 It runs apart from the web server (`manage.py run` starts it as the `engine` program), so
 a crash or out-of-memory in llama.cpp never takes the dashboard down; the supervisor
 starts it again. Clients speak newline-delimited JSON over a unix socket in the data
-directory: one request line, then event lines until `done` or `error`. A client that
-disconnects has its generation cancelled at once.
+directory: one request line, then event lines until `done` or `error`
+(apps/inference/engine_protocol.py). A client that disconnects has its generation cancelled
+at once.
+
+On two cores every millisecond spent carrying tokens is taken from llama.cpp's decoding, so
+events travel in batches: a decoding step's events reach the event loop in one hand-off, and
+each client gets everything waiting for it in one write.
 """
 
 from __future__ import annotations
@@ -18,13 +23,14 @@ import os
 import queue
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from apps.inference.batching import BatchedGenerator, PromptTooLong, SamplingParams, TokenEvent
+from apps.inference.engine_protocol import ENDS, Event, lines_encoded, tokens_merged
 from apps.inference.self_check import SelfCheck
 
 logger = logging.getLogger("sovereign.engine")
@@ -39,10 +45,15 @@ class Job:
     loop: asyncio.AbstractEventLoop
     user: str = ""  # who asked: free slots go first to whoever has the fewest answers running
     # The engine's events for the job, then None if the client goes away first.
-    events: asyncio.Queue[dict[str, Any] | None] = field(default_factory=asyncio.Queue)
+    events: asyncio.Queue[Event | None] = field(default_factory=asyncio.Queue)
 
-    def emit(self, event: dict[str, Any]) -> None:
+    def emit(self, event: Event) -> None:
         self.loop.call_soon_threadsafe(self.events.put_nowait, event)
+
+
+def _put_all(events: list[tuple[Job, Event]]) -> None:
+    for job, event in events:
+        job.events.put_nowait(event)
 
 
 class Decoder:
@@ -75,6 +86,7 @@ class Decoder:
         self.model_path = ""
         self.last_busy = time.monotonic()
         self.lock = threading.Lock()  # guards the counts read by `status`
+        self.outbox: list[tuple[Job, Event]] = []  # this step's events, handed over together
 
     def status(self) -> dict[str, Any]:
         with self.lock:
@@ -108,6 +120,7 @@ class Decoder:
             if self.generator is not None and self.running:
                 for event in self.generator.step():
                     self._deliver(event)
+                self._hand_over()
                 self.last_busy = time.monotonic()
             elif (
                 self.generator is not None and time.monotonic() - self.last_busy > self.idle_unload
@@ -191,19 +204,28 @@ class Decoder:
         if job is None:
             return
         if event.text:
-            job.emit({"event": "token", "text": event.text})
+            self.outbox.append((job, {"event": "token", "text": event.text}))
         if event.finished:
             with self.lock:
                 del self.running[event.request_id]
                 self.finished[event.finish_reason or "error"] += 1
-            job.emit(
-                {
-                    "event": "done",
-                    "finish_reason": event.finish_reason,
-                    "prompt_tokens": event.prompt_tokens,
-                    "completion_tokens": event.completion_tokens,
-                }
-            )
+            done = {
+                "event": "done",
+                "finish_reason": event.finish_reason,
+                "prompt_tokens": event.prompt_tokens,
+                "completion_tokens": event.completion_tokens,
+            }
+            self.outbox.append((job, done))
+
+    def _hand_over(self) -> None:
+        """A step's events reach each event loop in one call: the loop wakes once a step, not
+        once a token, and the clients' writers find all of it there together."""
+        by_loop: defaultdict[asyncio.AbstractEventLoop, list[tuple[Job, Event]]] = defaultdict(list)
+        for job, event in self.outbox:
+            by_loop[job.loop].append((job, event))
+        self.outbox = []
+        for loop, events in by_loop.items():
+            loop.call_soon_threadsafe(_put_all, events)
 
     def _cancel(self, request_id: str) -> None:
         with self.lock:
@@ -298,15 +320,29 @@ class EngineServer:
         finished = False
         try:
             while not finished:
-                event = await job.events.get()
-                if event is None:
+                events = await self._waiting(job)
+                if events is None:
                     return
-                finished = event["event"] in ("done", "error")
-                await self._send(writer, event)
+                finished = events[-1]["event"] in ENDS
+                writer.write(lines_encoded(tokens_merged(events)))
+                await writer.drain()
         finally:
             gone.cancel()
             if not finished:  # gone, or a write failed: stop decoding for nobody
                 self.decoder.inbox.put(job.request_id)
+
+    @staticmethod
+    async def _waiting(job: Job) -> list[Event] | None:
+        """The job's next event and every one already queued behind it (never waiting for
+        more); None once the client has gone."""
+        events: list[Event] = []
+        event = await job.events.get()
+        while event is not None:
+            events.append(event)
+            if job.events.empty():
+                return events
+            event = job.events.get_nowait()
+        return None
 
     @staticmethod
     async def _send(writer: asyncio.StreamWriter, message: dict[str, Any]) -> None:
