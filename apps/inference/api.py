@@ -137,6 +137,9 @@ class Answer:
     def __init__(self, chat: ChatRequest, model: LocalModel, sampling: Sampling) -> None:
         self.chat, self.model, self.sampling = chat, model, sampling
         self.id, self.created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+        # A token's chunk is this answer's constant bytes around the text's JSON string: the
+        # envelope is encoded once, not once a token. Content is the chunk's last string.
+        self.token_head, _, self.token_tail = self._chunk({"content": ""}, None).rpartition(b'""')
 
     def _envelope(self, kind: str) -> dict[str, Any]:
         return {"id": self.id, "object": kind, "created": self.created, "model": self.model.name}
@@ -176,7 +179,7 @@ class Answer:
         event = first
         try:
             while event["event"] == "token":
-                yield self._chunk({"content": event["text"]}, None)
+                yield self.token_head + json.dumps(event["text"]).encode() + self.token_tail
                 event = await anext(events)
             if event["event"] == "error":
                 error = _engine_error(AnswerRefused(event["code"], event["message"]))

@@ -3,8 +3,13 @@
 It runs apart from the web server (`manage.py run` starts it as the `engine` program), so
 a crash or out-of-memory in llama.cpp never takes the dashboard down; the supervisor
 starts it again. Clients speak newline-delimited JSON over a unix socket in the data
-directory: one request line, then event lines until `done` or `error`. A client that
-disconnects has its generation cancelled at once.
+directory: one request line, then event lines until `done` or `error`
+(apps/inference/engine_protocol.py). A client that disconnects has its generation cancelled
+at once.
+
+On two cores every millisecond spent carrying tokens is taken from llama.cpp's decoding, so
+events travel in batches: a decoding step's events reach the event loop in one hand-off, and
+each client gets everything waiting for it in one write.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import os
 import queue
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +37,7 @@ from apps.inference.batching import (
     TokenEvent,
 )
 from apps.inference.context_fit import ContextExceeded, Overflow, answer_room, fit_context
+from apps.inference.engine_protocol import ENDS, Event, lines_encoded, tokens_merged
 from apps.inference.self_check import SelfCheck
 
 logger = logging.getLogger("sovereign.engine")
@@ -47,13 +53,16 @@ class Job:
     user: str = ""  # who asked: free slots go first to whoever has the fewest answers running
     overflow: Overflow = Overflow.REFUSE  # what to do with a prompt longer than the context
     # The engine's events for the job, then None if the client goes away first.
-    events: asyncio.Queue[dict[str, Any] | None] = field(default_factory=asyncio.Queue)
+    events: asyncio.Queue[Event | None] = field(default_factory=asyncio.Queue)
     dropped_messages: int = 0  # of the oldest, left out to fit the context; told with `done`
 
-    def emit(self, event: dict[str, Any]) -> None:
-        if event["event"] == "done":
-            event = {**event, "dropped_messages": self.dropped_messages}
+    def emit(self, event: Event) -> None:
         self.loop.call_soon_threadsafe(self.events.put_nowait, event)
+
+
+def _put_all(events: list[tuple[Job, Event]]) -> None:
+    for job, event in events:
+        job.events.put_nowait(event)
 
 
 class Decoder:
@@ -89,6 +98,7 @@ class Decoder:
         self.last_busy = time.monotonic()
         self.slot_states: list[SlotState] = []  # as of the last step: read without waiting
         self.lock = threading.Lock()  # guards the counts read by `status`
+        self.outbox: list[tuple[Job, Event]] = []  # this step's events, handed over together
 
     def status(self) -> dict[str, Any]:
         with self.lock:
@@ -127,6 +137,7 @@ class Decoder:
             if self.generator is not None and self.running:
                 for event in self.generator.step():
                     self._deliver(event)
+                self._hand_over()
                 self.last_busy = time.monotonic()
                 self._note_slots()
             elif (
@@ -227,20 +238,30 @@ class Decoder:
         if job is None:
             return
         if event.text:
-            job.emit({"event": "token", "text": event.text})
+            self.outbox.append((job, {"event": "token", "text": event.text}))
         if event.finished:
             with self.lock:
                 del self.running[event.request_id]
                 self.finished[event.finish_reason or "error"] += 1
-            job.emit(
-                {
-                    "event": "done",
-                    "finish_reason": event.finish_reason,
-                    "prompt_tokens": event.prompt_tokens,
-                    "completion_tokens": event.completion_tokens,
-                    "cached_tokens": event.cached_tokens,
-                }
-            )
+            done = {
+                "event": "done",
+                "finish_reason": event.finish_reason,
+                "prompt_tokens": event.prompt_tokens,
+                "completion_tokens": event.completion_tokens,
+                "cached_tokens": event.cached_tokens,
+                "dropped_messages": job.dropped_messages,
+            }
+            self.outbox.append((job, done))
+
+    def _hand_over(self) -> None:
+        """A step's events reach each event loop in one call: the loop wakes once a step, not
+        once a token, and the clients' writers find all of it there together."""
+        by_loop: defaultdict[asyncio.AbstractEventLoop, list[tuple[Job, Event]]] = defaultdict(list)
+        for job, event in self.outbox:
+            by_loop[job.loop].append((job, event))
+        self.outbox = []
+        for loop, events in by_loop.items():
+            loop.call_soon_threadsafe(_put_all, events)
 
     def _cancel(self, request_id: str) -> None:
         with self.lock:
@@ -338,15 +359,29 @@ class EngineServer:
         finished = False
         try:
             while not finished:
-                event = await job.events.get()
-                if event is None:
+                events = await self._waiting(job)
+                if events is None:
                     return
-                finished = event["event"] in ("done", "error")
-                await self._send(writer, event)
+                finished = events[-1]["event"] in ENDS
+                writer.write(lines_encoded(tokens_merged(events)))
+                await writer.drain()
         finally:
             gone.cancel()
             if not finished:  # gone, or a write failed: stop decoding for nobody
                 self.decoder.inbox.put(job.request_id)
+
+    @staticmethod
+    async def _waiting(job: Job) -> list[Event] | None:
+        """The job's next event and every one already queued behind it (never waiting for
+        more); None once the client has gone."""
+        events: list[Event] = []
+        event = await job.events.get()
+        while event is not None:
+            events.append(event)
+            if job.events.empty():
+                return events
+            event = job.events.get_nowait()
+        return None
 
     @staticmethod
     async def _send(writer: asyncio.StreamWriter, message: dict[str, Any]) -> None:

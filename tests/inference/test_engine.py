@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from apps.inference.backends.engine import chat_events, socket_path
 from apps.inference.batching import SamplingParams
 from apps.inference.context_fit import Overflow
-from apps.inference.engine import Decoder, Job
+from apps.inference.engine import Decoder, EngineServer, Job
+from apps.inference.engine_protocol import Event
 from apps.inference.services import bundled_model_file
 
 QUESTION = [{"role": "user", "content": "Count to five."}]
@@ -148,3 +153,77 @@ def test_a_conversation_three_times_the_context_keeps_answering_with_the_oldest_
     assert all(prompt + max_tokens <= context for _, prompt, _ in turns)
     assert dropped == sorted(dropped)
     assert len(set(dropped)) < len(dropped)  # the cut held still between some turns
+
+
+GREEDY = {"max_tokens": 24, "temperature": 0, "top_p": 1.0, "seed": 1, "stop": [], "grammar": None}
+
+
+def over_the_socket(scenario: Callable[[Decoder], Awaitable[list[Event]]]) -> list[Event]:
+    """scenario(decoder) with a real engine server in this event loop."""
+
+    async def served() -> list[Event]:
+        decoder = Decoder(slots=2, context_per_slot=512, max_waiting=4, idle_unload=60)
+        serving = asyncio.ensure_future(EngineServer(socket_path(), decoder).serve())
+        while not socket_path().exists():
+            await asyncio.sleep(0.01)
+        try:
+            return await scenario(decoder)
+        finally:
+            decoder.stop()
+            serving.cancel()
+
+    try:
+        return asyncio.run(served())
+    finally:
+        socket_path().unlink(missing_ok=True)
+
+
+def asked(max_tokens: int = 24) -> AsyncGenerator[Event, None]:
+    params = {**GREEDY, "max_tokens": max_tokens}
+    return chat_events(str(bundled_model_file()), QUESTION, params, user="1")
+
+
+async def read_all(decoder: Decoder) -> list[Event]:
+    return [event async for event in asked()]
+
+
+async def lines_after_the_end(decoder: Decoder) -> list[Event]:
+    """The engine's own lines, read with the event loop held (the engine's and this reader's)
+    while the decoder finishes the answer: every later event waits for the writer at once."""
+    reader, writer = await asyncio.open_unix_connection(str(socket_path()))
+    request = {"op": "chat", "id": "held", "model_path": str(bundled_model_file()),
+               "messages": QUESTION, "params": GREEDY}  # fmt: skip
+    writer.write(json.dumps(request).encode() + b"\n")
+    lines = [json.loads(await reader.readline())]
+    while decoder.status()["running"]:
+        time.sleep(0.01)
+    while line := await reader.readline():
+        lines.append(json.loads(line))
+    writer.close()
+    return lines
+
+
+async def left_early(decoder: Decoder) -> list[Event]:
+    events = asked(max_tokens=2000)
+    first = await anext(events)
+    await events.aclose()
+    while not decoder.status()["finished"]:
+        await asyncio.sleep(0.01)
+    return [first, {"event": "finished", **decoder.status()["finished"]}]
+
+
+def test_tokens_already_waiting_are_written_as_one_line_with_the_same_text() -> None:
+    each = over_the_socket(read_all)
+    together = over_the_socket(lines_after_the_end)
+
+    assert [event["event"] for event in together] == ["token", "token", "done"]
+    assert "".join(e["text"] for e in together[:-1]) == "".join(e["text"] for e in each[:-1])
+    assert together[-1] == each[-1]
+    assert together[-1]["completion_tokens"] > 2  # so the second token line holds several
+
+
+def test_a_client_that_leaves_mid_answer_has_its_generation_cancelled() -> None:
+    first, finished = over_the_socket(left_early)
+
+    assert first["event"] == "token"
+    assert finished == {"event": "finished", "cancelled": 1}

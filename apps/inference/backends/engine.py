@@ -12,6 +12,12 @@ from typing import Any
 
 from django.conf import settings
 
+from apps.inference.engine_protocol import ENDS, Event, LineReader, tokens_merged
+
+LINE_LIMIT = 1 << 22  # bytes in one event line
+STOPPED: Event = {"event": "error", "code": "engine_stopped",
+                  "message": "The model engine stopped while answering; try again."}  # fmt: skip
+
 
 class EngineUnavailable(Exception):
     """The engine process is not answering (not started yet, or restarting)."""
@@ -33,10 +39,12 @@ async def chat_events(
 
     `overflow` says what the engine does with a prompt longer than its context: "refuse", or
     "drop_oldest" (the messages it left out are counted in `done`'s `dropped_messages`).
-    Closing the iterator early closes the connection, which cancels the generation.
+    Tokens that arrived together come as one token with their text: the caller writes once
+    for all of them. Closing the iterator early closes the connection, which cancels the
+    generation.
     """
     try:
-        reader, writer = await asyncio.open_unix_connection(str(socket_path()), limit=1 << 22)
+        reader, writer = await asyncio.open_unix_connection(str(socket_path()), limit=LINE_LIMIT)
     except OSError:
         raise EngineUnavailable("The model engine is not running; it restarts by itself.") from None
     request = {"op": "chat", "id": uuid.uuid4().hex, "model_path": model_path,
@@ -45,16 +53,16 @@ async def chat_events(
     try:
         writer.write(json.dumps(request, ensure_ascii=False).encode() + b"\n")
         await writer.drain()
-        while line := await reader.readline():
-            event: dict[str, Any] = json.loads(line)
-            yield event
-            if event["event"] in ("done", "error"):
-                return
-        yield {"event": "error", "code": "engine_stopped",
-               "message": "The model engine stopped while answering; try again."}  # fmt: skip
+        lines = LineReader(LINE_LIMIT)
+        # Everything received so far at each read, not a line at a time.
+        while received := await reader.read(LINE_LIMIT):
+            for event in tokens_merged(lines.feed(received)):
+                yield event
+                if event["event"] in ENDS:
+                    return
+        yield dict(STOPPED)
     except ConnectionError:
-        yield {"event": "error", "code": "engine_stopped",
-               "message": "The model engine stopped while answering; try again."}  # fmt: skip
+        yield dict(STOPPED)
     finally:
         writer.close()
 
