@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from apps.inference.batching import BatchedGenerator, PromptTooLong, SamplingParams, TokenEvent
+from apps.inference.cpu_share import IdleCores
 from apps.inference.self_check import SelfCheck
 
 logger = logging.getLogger("sovereign.engine")
@@ -55,10 +56,11 @@ class Decoder:
         context_per_slot: int,
         max_waiting: int,
         idle_unload: float,
-        threads: int | None = None,  # None: BatchedGenerator's choice from the cores
+        threads: int | None = None,  # None: the cores other processes leave idle (cpu_share)
         self_check: Callable[[], SelfCheck] | None = None,  # run before the first request
     ) -> None:
         self.slots, self.context_per_slot, self.threads = slots, context_per_slot, threads
+        self.idle_cores = IdleCores(enabled=threads is None)
         self.self_check = self_check
         self.checking = self_check is not None
         self.broken = ""  # why llama.cpp cannot run here, when its check said so
@@ -105,6 +107,7 @@ class Decoder:
         while not self.stopped:
             self._take_inbox(block=not (self.running or self.waiting))
             self._admit()
+            self.idle_cores.adjust(self.generator)
             if self.generator is not None and self.running:
                 for event in self.generator.step():
                     self._deliver(event)
@@ -235,6 +238,19 @@ class Decoder:
             logger.info("Unloading %s", Path(self.model_path).name)
             self.generator.close()
         self.generator, self.model_path = None, ""
+
+
+def priority_lower(nice: int) -> int:
+    """Run this process at niceness `nice`, or at the lower priority it already has; returns
+    the niceness it runs at. Linux keeps a niceness per thread (a new one takes its creator's),
+    and libraries start threads when imported (OpenBLAS, under numpy): each is lowered."""
+    threads = [int(task.name) for task in Path("/proc/self/task").glob("[0-9]*")] or [0]
+    for thread in threads:
+        with contextlib.suppress(ProcessLookupError):  # a thread that ended meanwhile
+            # Raising it again would need privileges the engine does not have.
+            if os.getpriority(os.PRIO_PROCESS, thread) < nice:
+                os.setpriority(os.PRIO_PROCESS, thread, nice)
+    return os.getpriority(os.PRIO_PROCESS, 0)
 
 
 class EngineServer:
