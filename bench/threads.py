@@ -157,10 +157,9 @@ def neighbour_alone() -> float:
 def one_stream(model_path: str, engine: Engine, beside: bool) -> dict[str, Any]:
     argv = [sys.executable, "-c", STREAM, model_path, str(engine.single), str(CORES)]
     argv += [str(engine.nice), str(MAX_TOKENS), str(STREAM_SECONDS)]
-    child = subprocess.Popen(
-        argv, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, text=True,
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-    )  # fmt: skip
+    environment = {**os.environ, "PYTHONPATH": str(ROOT)}
+    pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE}
+    child = subprocess.Popen(argv, cwd=ROOT, env=environment, text=True, **pipes)
     assert child.stdin is not None and child.stdout is not None
     neighbour = None
     try:
