@@ -128,7 +128,8 @@ def render(figures: dict[str, Any]) -> str:
             prompt ({f["prompt_tokens"]} tokens with the chat template), greedy decoding (no
             penalties), at most {f["max_tokens"]} tokens, {f["threads"]} llama.cpp threads
             for one sequence and for batches, on {f["cores"]} cores (Sovereign's through
-            `SOVEREIGN_ENGINE_THREADS`; its default takes half the cores for one sequence);
+            `SOVEREIGN_ENGINE_THREADS`; its default follows the cores other processes
+            leave idle, measured by `bench/threads.py`);
             {f["context"]} tokens of context per sequence (Sovereign: {f["streams"]} slots
             of {f["context"]}). Raw llama-cpp-python runs with flash attention, as the
             engine does (llama.cpp's default); llama_cpp.server with its own defaults (no

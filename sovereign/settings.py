@@ -189,8 +189,9 @@ NOSTR_RELAYS = env_relays(
 )
 
 # The model engine: how many requests it decodes together, the context each may use, how
-# many may wait beyond those (then the API answers 429), when an idle model is unloaded, and
-# how many CPU threads llama.cpp uses (0: half the cores for one sequence, all for batches).
+# many may wait beyond those (then the API answers 429), when an idle model is unloaded, how
+# many CPU threads llama.cpp uses (0: all the cores), and the niceness the engine runs at, so
+# the Bitcoin and Lightning nodes beside it win the cores whenever they want them.
 ENGINE_SLOTS = env_int("SOVEREIGN_ENGINE_SLOTS", 4, minimum=1, maximum=64)
 ENGINE_CONTEXT_PER_SLOT = env_int("SOVEREIGN_ENGINE_CONTEXT", 2048, minimum=256, maximum=131072)
 ENGINE_QUEUE = env_int("SOVEREIGN_ENGINE_QUEUE", 16, minimum=0, maximum=1024)
@@ -199,6 +200,7 @@ ENGINE_THREADS = env_int("SOVEREIGN_ENGINE_THREADS", 0, minimum=0, maximum=256)
 # Greedy answers the same bit for bit whatever the engine has cached or is doing meanwhile, at
 # about a quarter of the speed for reading a new prompt (see apps/inference/batching.py).
 ENGINE_REPRODUCIBLE = env_bool("SOVEREIGN_ENGINE_REPRODUCIBLE", False)
+ENGINE_NICE = env_int("SOVEREIGN_ENGINE_NICE", 10, minimum=0, maximum=19)
 # The largest request a chat takes follows the context: 64 bytes a token (a token is rarely
 # more than 8 characters, each at most 6 bytes as JSON) and 64 KiB for the rest.
 ENGINE_REQUEST_BYTES = ENGINE_CONTEXT_PER_SLOT * 64 + 64 * 1024

@@ -156,9 +156,11 @@ class BatchedGenerator:
         self.context_per_slot = context_per_slot
         self.batch_size = batch_size
         self.prompt_chunk = prompt_chunk or batch_size
-        cpus = os.cpu_count() or 1
-        n_threads = threads if threads is not None else max(1, cpus // 2)
-        n_threads_batch = threads if threads is not None else cpus
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be at least 1, not {threads}.")
+        # All the cores, for one token as for a batch; the engine then follows the cores other
+        # processes leave idle with set_threads (cpu_share.py, bench/threads.py).
+        n_threads = n_threads_batch = threads or os.cpu_count() or 1
 
         self._lock = threading.RLock()
         self._closed = False
@@ -355,6 +357,15 @@ class BatchedGenerator:
         # At interpreter shutdown ctypes or the bindings may already be torn down.
         with contextlib.suppress(Exception):
             self.close()
+
+    def set_threads(self, single: int, batch: int) -> None:
+        """The CPU threads llama.cpp uses from the next `step()` on: for a single token, and
+        for a batch of several."""
+        if single < 1 or batch < 1:
+            raise ValueError(f"Thread counts must be at least 1, not {single} and {batch}.")
+        with self._lock:
+            self._check_open()
+            llama.llama_set_n_threads(self._ctx, single, batch)
 
     # -- scheduling ------------------------------------------------------------------------
 

@@ -37,6 +37,7 @@ from apps.inference.batching import (
     TokenEvent,
 )
 from apps.inference.context_fit import ContextExceeded, Overflow, answer_room, fit_context
+from apps.inference.cpu_share import IdleCores
 from apps.inference.engine_protocol import ENDS, Event, lines_encoded, tokens_merged
 from apps.inference.self_check import SelfCheck
 
@@ -75,12 +76,13 @@ class Decoder:
         context_per_slot: int,
         max_waiting: int,
         idle_unload: float,
-        threads: int | None = None,  # None: BatchedGenerator's choice from the cores
+        threads: int | None = None,  # None: the cores other processes leave idle (cpu_share)
         prompt_chunk: int | None = None,  # see BatchedGenerator; REPRODUCIBLE_PROMPT_CHUNK
         self_check: Callable[[], SelfCheck] | None = None,  # run before the first request
     ) -> None:
         self.slots, self.context_per_slot, self.threads = slots, context_per_slot, threads
         self.prompt_chunk = prompt_chunk
+        self.idle_cores = IdleCores(enabled=threads is None)
         self.self_check = self_check
         self.checking = self_check is not None
         self.broken = ""  # why llama.cpp cannot run here, when its check said so
@@ -134,6 +136,7 @@ class Decoder:
         while not self.stopped:
             self._take_inbox(block=not (self.running or self.waiting))
             self._admit()
+            self.idle_cores.adjust(self.generator)
             if self.generator is not None and self.running:
                 for event in self.generator.step():
                     self._deliver(event)
@@ -295,6 +298,19 @@ class Decoder:
             self.generator.close()
         self.generator, self.model_path = None, ""
         self._note_slots()
+
+
+def priority_lower(nice: int) -> int:
+    """Run this process at niceness `nice`, or at the lower priority it already has; returns
+    the niceness it runs at. Linux keeps a niceness per thread (a new one takes its creator's),
+    and libraries start threads when imported (OpenBLAS, under numpy): each is lowered."""
+    threads = [int(task.name) for task in Path("/proc/self/task").glob("[0-9]*")] or [0]
+    for thread in threads:
+        with contextlib.suppress(ProcessLookupError):  # a thread that ended meanwhile
+            # Raising it again would need privileges the engine does not have.
+            if os.getpriority(os.PRIO_PROCESS, thread) < nice:
+                os.setpriority(os.PRIO_PROCESS, thread, nice)
+    return os.getpriority(os.PRIO_PROCESS, 0)
 
 
 class EngineServer:

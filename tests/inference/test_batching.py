@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -302,3 +303,27 @@ def test_top_p_zero_keeps_only_the_likeliest_token(gen: BatchedGenerator) -> Non
     hot_but_narrow = SamplingParams(max_tokens=32, temperature=1.5, top_p=0, seed=7)
 
     assert run_alone(gen, prompt, hot_but_narrow).text == greedy
+
+
+def test_by_default_llama_cpp_uses_all_the_cores_for_one_token_as_for_a_batch() -> None:
+    cores = os.cpu_count() or 1
+    with BatchedGenerator(_model_path(), slots=1, context_per_slot=64) as generator:
+        assert generator.thread_counts == (cores, cores)
+
+
+def test_a_thread_count_below_one_is_refused() -> None:
+    with pytest.raises(ValueError, match="threads must be at least 1, not 0"):
+        BatchedGenerator(_model_path(), slots=1, context_per_slot=64, threads=0)
+
+
+def test_the_thread_counts_can_change_between_steps(gen: BatchedGenerator) -> None:
+    before = run_alone(gen, chat(gen, PROMPTS[1]), GREEDY)
+    gen.set_threads(1, 2)
+    try:
+        assert gen.thread_counts == (1, 2)
+        after = run_alone(gen, chat(gen, PROMPTS[1]), GREEDY)
+        with pytest.raises(ValueError, match="at least 1, not 0 and 2"):
+            gen.set_threads(0, 2)
+    finally:
+        gen.set_threads(2, 2)
+    assert after == before  # the same greedy text, whatever the threads

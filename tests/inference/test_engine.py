@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from apps.inference.backends.engine import chat_events, socket_path
 from apps.inference.batching import SamplingParams
@@ -16,6 +22,7 @@ from apps.inference.context_fit import Overflow
 from apps.inference.engine import Decoder, EngineServer, Job
 from apps.inference.engine_protocol import Event
 from apps.inference.services import bundled_model_file
+from tests.instances import ROOT, Instance, children, command_line, wait_for
 
 QUESTION = [{"role": "user", "content": "Count to five."}]
 
@@ -227,3 +234,57 @@ def test_a_client_that_leaves_mid_answer_has_its_generation_cancelled() -> None:
 
     assert first["event"] == "token"
     assert finished == {"event": "finished", "cancelled": 1}
+
+
+def engine_pid(supervisor: int) -> int | None:
+    return next((p for p in children(supervisor) if command_line(p).endswith(b"engine\x00")), None)
+
+
+def thread_niceness(pid: int) -> dict[str, int]:
+    """Each thread of the process by name, and the niceness it runs at (stat's 19th field)."""
+    found = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        stat = (task / "stat").read_text()
+        name = stat.split("(", 1)[1].rsplit(")", 1)[0]
+        found[f"{name} {task.name}"] = int(stat.rsplit(")", 1)[1].split()[16])
+    return found
+
+
+@pytest.mark.processes
+def test_the_engine_and_every_thread_it_starts_run_at_the_configured_niceness(
+    tmp_path: Path,
+) -> None:
+    node = Instance(tmp_path / "node", SOVEREIGN_ENGINE_NICE="7")
+    node.data_dir.mkdir()
+    supervisor = node.run("engine")
+    try:
+        engine = wait_for(lambda: engine_pid(supervisor.pid), 30, "the engine process")
+        with socket.socket(socket.AF_UNIX) as connection:
+            connection.settimeout(120)
+            wait_for(lambda: (node.data_dir / "engine.sock").exists(), 60, "the engine's socket")
+            connection.connect(str(node.data_dir / "engine.sock"))
+            params = {"max_tokens": 2000, "temperature": 1.0, "top_p": 0.95, "seed": 1}
+            request = {
+                "op": "chat",
+                "id": "nice",
+                "model_path": str(bundled_model_file()),
+                "messages": QUESTION,
+                "params": {**params, "stop": [], "grammar": None},
+            }
+            connection.sendall(json.dumps(request).encode() + b"\n")
+            first = json.loads(connection.makefile().readline())
+            decoding = thread_niceness(engine)  # llama.cpp's own threads are running now
+    finally:
+        node.stop()
+
+    assert first["event"] == "token"
+    assert len(decoding) > 2  # the main thread, the decoder, llama.cpp's workers...
+    expected = max(7, os.getpriority(os.PRIO_PROCESS, 0))
+    assert decoding == dict.fromkeys(decoding, expected)
+
+
+def test_the_engine_never_raises_a_priority_it_was_started_below() -> None:
+    lower = "from apps.inference.engine import priority_lower; print(priority_lower(10))"
+    argv = ["nice", "-n", "15", sys.executable, "-c", lower]
+    child = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, check=True)
+    assert int(child.stdout) == min(19, os.getpriority(os.PRIO_PROCESS, 0) + 15)

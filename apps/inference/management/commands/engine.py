@@ -11,7 +11,7 @@ from django.core.management.base import BaseCommand
 
 from apps.inference.backends.engine import socket_path
 from apps.inference.batching import REPRODUCIBLE_PROMPT_CHUNK
-from apps.inference.engine import Decoder, EngineServer
+from apps.inference.engine import Decoder, EngineServer, priority_lower
 from apps.inference.self_check import check_llama
 from apps.inference.services import bundled_model_file
 
@@ -20,7 +20,10 @@ class Command(BaseCommand):
     help = "Run the model engine: one copy of the weights, every request decoded in one batch."
 
     def handle(self, *args: Any, **options: Any) -> None:
+        # Below the Bitcoin and Lightning nodes: they win the cores when they are busy.
+        nice = priority_lower(settings.ENGINE_NICE)
         logging.basicConfig(level=settings.LOG_LEVEL, format="%(levelname)s %(name)s: %(message)s")
+        logging.getLogger("sovereign.engine").info("Engine running at niceness %d", nice)
         decoder = Decoder(
             slots=settings.ENGINE_SLOTS,
             context_per_slot=settings.ENGINE_CONTEXT_PER_SLOT,
