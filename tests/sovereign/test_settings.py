@@ -42,6 +42,7 @@ def start_with(tmp_path: Path, **variables: str) -> subprocess.CompletedProcess[
         ("SOVEREIGN_ENGINE_THREADS", "-1", "SOVEREIGN_ENGINE_THREADS=-1 is out of range (0..256)."),
         ("SOVEREIGN_ENGINE_NICE", "-5", "SOVEREIGN_ENGINE_NICE=-5 is out of range (0..19)."),
         ("SOVEREIGN_ENGINE_NICE", "low", "SOVEREIGN_ENGINE_NICE='low' is not a whole number."),
+        ("SOVEREIGN_ENGINE_REPRODUCIBLE", "always", "SOVEREIGN_ENGINE_REPRODUCIBLE='always' is"),
     ],
 )
 def test_it_refuses_to_start_with_a_malformed_value_and_names_the_variable(
@@ -89,6 +90,7 @@ DEFAULTS: dict[str, tuple[str, object]] = {
     "SOVEREIGN_ENGINE_IDLE_SECONDS": ("ENGINE_IDLE_SECONDS", 600),
     "SOVEREIGN_ENGINE_THREADS": ("ENGINE_THREADS", 0),
     "SOVEREIGN_ENGINE_NICE": ("ENGINE_NICE", 10),
+    "SOVEREIGN_ENGINE_REPRODUCIBLE": ("ENGINE_REPRODUCIBLE", False),
     "SOVEREIGN_LIGHTNING_RPC": ("LIGHTNING_RPC", ""),
     "SOVEREIGN_LIGHTNING_PAY_SECONDS": ("LIGHTNING_PAY_SECONDS", 60),
     "SOVEREIGN_WORKER_CONCURRENCY": ("WORKER_CONCURRENCY", 2),
