@@ -198,7 +198,7 @@ ENGINE_QUEUE = env_int("SOVEREIGN_ENGINE_QUEUE", 16, minimum=0, maximum=1024)
 ENGINE_IDLE_SECONDS = env_int("SOVEREIGN_ENGINE_IDLE_SECONDS", 600, minimum=10, maximum=86400)
 ENGINE_THREADS = env_int("SOVEREIGN_ENGINE_THREADS", 0, minimum=0, maximum=256)
 # Greedy answers the same bit for bit whatever the engine has cached or is doing meanwhile, at
-# about a quarter of the speed for reading a new prompt (see apps/inference/batching.py).
+# the cost of reading a new prompt in smaller steps (see apps/inference/batching.py).
 ENGINE_REPRODUCIBLE = env_bool("SOVEREIGN_ENGINE_REPRODUCIBLE", False)
 ENGINE_NICE = env_int("SOVEREIGN_ENGINE_NICE", 10, minimum=0, maximum=19)
 # The largest request a chat takes follows the context: 64 bytes a token (a token is rarely

@@ -46,7 +46,7 @@ DEFAULT_BATCH_SIZE = 256  # tokens per llama_decode: the prompt chunk budget plu
 # faster kernels, which round differently, from 64 on. Read at most 63 at a time, a prompt's
 # cells are the same however it was split (in one piece, or partly in an earlier turn and
 # partly now, answers included), so a greedy answer is the same with or without the cache and
-# whatever else the engine is doing; reading a long prompt takes about four times as long.
+# whatever else the engine is doing; a new prompt takes more steps to read (bench/inference.py).
 REPRODUCIBLE_PROMPT_CHUNK = 63
 
 _backend_lock = threading.Lock()
