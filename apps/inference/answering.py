@@ -74,3 +74,15 @@ async def open_answer(
         await events.aclose()
         raise AnswerRefused(first["code"], first["message"])
     return first, events
+
+
+async def answer_collected(first: dict[str, Any], events: Events) -> tuple[str, dict[str, Any]]:
+    """An answer's whole text and its last event (`done`, or an `error`)."""
+    parts, event = [], first
+    try:
+        while event["event"] == "token":
+            parts.append(event["text"])
+            event = await anext(events)
+    finally:
+        await events.aclose()
+    return "".join(parts), event

@@ -20,7 +20,14 @@ from django.views.decorators.csrf import csrf_exempt
 from apps.identity.access import api_models_user
 from apps.identity.models import Member
 from apps.identity.nip98 import AuthRefused
-from apps.inference.answering import AnswerRefused, Events, Sampling, open_answer, provenance
+from apps.inference.answering import (
+    AnswerRefused,
+    Events,
+    Sampling,
+    answer_collected,
+    open_answer,
+    provenance,
+)
 from apps.inference.chat_request import ChatRequest, OpenAIError, parse_chat_request, read_body
 from apps.inference.models import LocalModel
 
@@ -156,16 +163,10 @@ class Answer:
     async def whole(
         self, first: dict[str, Any], events: AsyncGenerator[dict[str, Any], None]
     ) -> dict[str, Any]:
-        parts, event = [], first
-        try:
-            while event["event"] == "token":
-                parts.append(event["text"])
-                event = await anext(events)
-        finally:
-            await events.aclose()
+        text, event = await answer_collected(first, events)
         if event["event"] == "error":
             raise _engine_error(AnswerRefused(event["code"], event["message"]))
-        message = {"role": "assistant", "content": "".join(parts)}
+        message = {"role": "assistant", "content": text}
         choice = {"index": 0, "message": message, "logprobs": None,
                   "finish_reason": event["finish_reason"]}  # fmt: skip
         return {**self._envelope("chat.completion"), "choices": [choice],

@@ -21,7 +21,14 @@ from django.views.decorators.http import require_POST
 from apps.identity.access import household_required
 from apps.identity.models import Member, Role
 from apps.inference import conversations
-from apps.inference.answering import AnswerRefused, Events, Sampling, open_answer, provenance
+from apps.inference.answering import (
+    AnswerRefused,
+    Events,
+    Sampling,
+    answer_collected,
+    open_answer,
+    provenance,
+)
 from apps.inference.chat_request import OpenAIError, parse_messages, read_body
 from apps.inference.context_fit import Overflow
 from apps.inference.conversations import ChatError
@@ -300,23 +307,11 @@ class Turn:
             )  # fmt: skip
         except AnswerRefused:
             return _line(event="summary", covers=self.covered)  # the next turn tries again
-        text = await _text_of(first, events)
-        saved = text is not None and await sync_to_async(conversations.summary_save)(
+        text, last = await answer_collected(first, events)
+        saved = last["event"] == "done" and await sync_to_async(conversations.summary_save)(
             self.conversation, text, covers=covers, was=self.covered
         )
         return _line(event="summary", covers=covers if saved else self.covered)
-
-
-async def _text_of(first: dict[str, Any], events: Events) -> str | None:
-    """An answer's whole text; None if it failed."""
-    parts, event = [], first
-    try:
-        while event["event"] == "token":
-            parts.append(event["text"])
-            event = await anext(events)
-    finally:
-        await events.aclose()
-    return "".join(parts) if event["event"] == "done" else None
 
 
 def _private_history(value: Any) -> list[dict[str, str]]:
