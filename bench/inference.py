@@ -29,15 +29,19 @@ of JSON with the figures.
 
 from __future__ import annotations
 
+import http.client
 import itertools
 import json
 import logging
 import os
+import socket
 import statistics
 import sys
 import tempfile
 import threading
 import time
+import urllib.parse
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -82,7 +86,7 @@ from bench.processes import (  # noqa: E402
     weight_mappings,
 )
 from bench.report import write_section  # noqa: E402
-from tests.instances import command_line, descendants  # noqa: E402
+from tests.instances import Instance, command_line, descendants  # noqa: E402
 
 REPEATS = int(os.environ.get("BENCH_REPEATS", 5))  # rounds of STREAMS; fewer for a quick try
 # One stream is quick, and its TTFT varies by tens of ms from one request to the next on this
@@ -282,6 +286,43 @@ class Measured:
     bandwidth: float = 0  # bytes/s one thread reads from memory
     prompt_reading: dict[int, float] = field(default_factory=dict)  # chunk -> prompt tok/s
     conversation_prompt_tokens: list[int] = field(default_factory=list)  # Sovereign's 1st
+    first_token_parts: dict[str, float] = field(default_factory=dict)  # seconds, see below
+
+
+def first_token_parts(node: Instance, key: str) -> dict[str, float]:
+    """Where Sovereign's one-stream TTFT goes: the engine's own first token for the bench's
+    (cached) prompt over its socket, with no web server, and an HTTP request to the web server
+    that does nothing (a 404 answered before any database or engine): medians of 11."""
+    model_path = str(next((node.data_dir / "models").glob("*.gguf")))
+    params = {"max_tokens": 2, "temperature": 0, "top_p": 1.0, "seed": 1, "stop": [],
+              "grammar": None}  # fmt: skip
+
+    def engine_first_token() -> float:
+        with socket.socket(socket.AF_UNIX) as connection:
+            connection.connect(str(node.data_dir / "engine.sock"))
+            request = {"op": "chat", "id": uuid.uuid4().hex, "model_path": model_path,
+                       "messages": PROMPT, "params": params, "user": "bench"}  # fmt: skip
+            started = time.perf_counter()
+            connection.sendall(json.dumps(request).encode() + b"\n")
+            lines = connection.makefile("rb")
+            lines.readline()
+            elapsed = time.perf_counter() - started
+            while line := lines.readline():  # the rest, so the slot is free for the next
+                if b'"done"' in line or b'"error"' in line:
+                    break
+            return elapsed
+
+    def empty_request() -> float:
+        connection = http.client.HTTPConnection(urllib.parse.urlsplit(node.url).netloc)
+        started = time.perf_counter()
+        connection.request("GET", "/v1/nothing", headers={"Authorization": f"Bearer {key}"})
+        connection.getresponse().read()
+        elapsed = time.perf_counter() - started
+        connection.close()
+        return elapsed
+
+    parts = {"engine_socket_ttft": engine_first_token, "empty_http_request": empty_request}
+    return {name: statistics.median(part() for _ in range(11)) for name, part in parts.items()}
 
 
 def sovereign_turns(measured: Measured) -> list[Messages]:
@@ -332,6 +373,8 @@ def run_contenders(measured: Measured, root: Path) -> None:
         for server, contender in zip(servers, contenders[2:], strict=True):
             contender.serving = [(server.process.pid, server.process.pid)]
         measured.runs = measure(contenders, measured.shares)
+        wait_for_quiet()
+        measured.first_token_parts = first_token_parts(node, key)
         for contender in contenders:
             mapped = weight_mappings([contender.pid], model_path)
             measured.memory[contender.name] = (vm_hwm(contender.pid), *mapped)
@@ -397,6 +440,9 @@ def report(measured: Measured) -> dict[str, Any]:
         "measurements": len(measured.shares),
         "measurements_disturbed": sum(share >= QUIET for share in measured.shares),
         "others_cpu_share_median": round(statistics.median(measured.shares), 3),
+        "first_token_parts_ms": {
+            name: round(1000 * seconds, 1) for name, seconds in measured.first_token_parts.items()
+        },
     }
     figures["targets"] = targets(figures)
     write_section("Local inference", render(figures))

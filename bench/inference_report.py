@@ -282,6 +282,21 @@ def serving_lines(figures: dict[str, Any]) -> list[str]:
         step takes {step} ms with llama.cpp's {f["threads"]} threads on {f["cores"]} cores:
         any CPU the serving path uses is taken from the decoding. (The client shares the
         cores too, and parses as little as it can.)"""
+    ) + ["", *first_token_lines(figures)]
+
+
+def first_token_lines(figures: dict[str, Any]) -> list[str]:
+    parts = figures["first_token_parts_ms"]
+    ours = figures["contenders"]["Sovereign /v1"]["one_stream_ttft_ms"]
+    raw = figures["contenders"]["raw llama-cpp-python"]["one_stream_ttft_ms"]
+    return paragraph(
+        f"""Where one stream's first token goes: Sovereign's engine gives the first token of
+        the bench's (cached) prompt over its own socket, with no web server, after
+        {parts["engine_socket_ttft"]} ms (raw llama-cpp-python, in its own process:
+        {raw} ms); through `/v1` it comes after {ours} ms. An HTTP request to the node that
+        does nothing (a 404, before any database or engine work) takes
+        {parts["empty_http_request"]} ms here: the difference is the web request, its
+        authentication and the model's lookup, not the engine."""
     )
 
 

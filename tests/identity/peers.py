@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import secrets
 import threading
+import time
 from collections.abc import Coroutine
 from datetime import timedelta
 from typing import Any
@@ -30,6 +32,7 @@ from nostr_sdk import (
     ReqTarget,
     Tag,
     UnsignedEvent,
+    UnwrappedGift,
 )
 
 NOSTR_CONNECT_KIND = 24133
@@ -148,3 +151,17 @@ def gift_wraps_for(relay_url: str, keys: Keys) -> list[Event]:
         return list(events)
 
     return asyncio.run(fetch())
+
+
+def code_in_dm(relay_url: str, keys: Keys, nth: int = 1) -> str:
+    """The newest login code in the person's DMs, once the nth has arrived (they leave the
+    node after its answer), read and unwrapped with their own key."""
+    deadline = time.monotonic() + 20
+    while len(wraps := gift_wraps_for(relay_url, keys)) < nth:
+        assert time.monotonic() < deadline, f"DM number {nth} never arrived"
+        time.sleep(0.1)
+    texts = [UnwrappedGift.from_gift_wrap(keys, wrap).rumor() for wrap in wraps]
+    newest = max(texts, key=lambda rumor: rumor.created_at().as_secs())
+    match = re.search(r"\b(\d{6})\b", newest.content())
+    assert match, newest.content()
+    return match.group(1)

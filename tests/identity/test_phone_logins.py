@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import socket
 import time
 from collections.abc import Iterator
@@ -12,10 +11,10 @@ from typing import Any
 import pytest
 from django.test import Client
 from django.utils import timezone
-from nostr_sdk import Keys, UnwrappedGift
+from nostr_sdk import Keys
 
 from apps.identity.models import Attempt, AuditEvent, LoginCode, Member
-from tests.identity.peers import FakeSigner, gift_wraps_for
+from tests.identity.peers import FakeSigner, code_in_dm, gift_wraps_for
 
 pytestmark = pytest.mark.django_db
 
@@ -23,20 +22,6 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture(autouse=True)
 def node_relays(settings: Any, relay_url: str) -> None:
     settings.NOSTR_RELAYS = [relay_url]
-
-
-def code_in_dm(relay_url: str, keys: Keys, nth: int = 1) -> str:
-    """The newest login code in the person's DMs, once the nth has arrived (they leave the
-    node after its answer), read and unwrapped with their own key."""
-    deadline = time.monotonic() + 20
-    while len(wraps := gift_wraps_for(relay_url, keys)) < nth:
-        assert time.monotonic() < deadline, f"DM number {nth} never arrived"
-        time.sleep(0.1)
-    texts = [UnwrappedGift.from_gift_wrap(keys, wrap).rumor() for wrap in wraps]
-    newest = max(texts, key=lambda rumor: rumor.created_at().as_secs())
-    match = re.search(r"\b(\d{6})\b", newest.content())
-    assert match, newest.content()
-    return match.group(1)
 
 
 SAME_ANSWER = "If this key is a member here, a code is on its way by Nostr DM."
