@@ -46,10 +46,26 @@ class LocalModel(models.Model):
 class Conversation(models.Model):
     """One member's chat with the local models; only its member ever sees it."""
 
+    class TitleSource(models.TextChoices):
+        QUESTION = "question", "The first question"
+        MODEL = "model", "Made by the model"
+        MEMBER = "member", "Named by the member"
+
     member = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations"
     )
     title = models.CharField(max_length=80)
+    # The model names a conversation once, after its first answer, unless the member already has.
+    title_source = models.CharField(
+        max_length=10, choices=TitleSource.choices, default=TitleSource.QUESTION
+    )
+    # Deleted conversations can be brought back for a few minutes, then they are gone for good.
+    deleted_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    # How this conversation is answered; empty or None: the member's defaults.
+    system_prompt = models.TextField(blank=True)
+    temperature = models.FloatField(null=True, blank=True)
+    top_p = models.FloatField(null=True, blank=True)
+    max_tokens = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True, db_index=True)
     # The model's own note of the oldest messages, once they no longer fit its context (when
@@ -111,8 +127,9 @@ def context_note(left_out: int, summarised: int) -> str:
 
 
 class ChatPreferences(models.Model):
-    """How long a member's conversations are kept (0: until they delete them), and what
-    becomes of the oldest messages once a conversation outgrows the model's context."""
+    """How long a member's conversations are kept (0: until they delete them), what becomes
+    of the oldest messages once a conversation outgrows the model's context, and how new
+    conversations are answered."""
 
     class Overflow(models.TextChoices):
         LEAVE_OUT = "leave_out", "Leave out the oldest messages"
@@ -123,6 +140,11 @@ class ChatPreferences(models.Model):
     )
     retention_days = models.PositiveIntegerField(default=0)
     overflow = models.CharField(max_length=10, choices=Overflow.choices, default=Overflow.LEAVE_OUT)
+    # The member's defaults for a new conversation; each conversation may change its own.
+    system_prompt = models.TextField(blank=True)
+    temperature = models.FloatField(default=0.7)
+    top_p = models.FloatField(default=0.95)
+    max_tokens = models.PositiveIntegerField(null=True, blank=True)  # None: the engine's default
 
     def __str__(self) -> str:
         return f"keep {self.retention_days or 'all'} days"

@@ -1,0 +1,131 @@
+"""How a conversation is answered: its system prompt and sampling, over the member's defaults.
+
+A member sets defaults on the settings page; a conversation keeps its own once changed in the
+chat. Whatever is not set on the conversation follows the member's defaults as they are now.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+
+from apps.identity.models import Member
+from apps.inference.chat_request import MAX_TOKENS_LIMIT
+from apps.inference.models import ChatPreferences, Conversation
+
+MAX_SYSTEM_PROMPT_CHARS = 8_000
+
+
+class SettingsError(ValueError):
+    """A setting out of range; the message names it, and nothing was changed."""
+
+
+@dataclass(frozen=True)
+class ChatSettings:
+    system_prompt: str
+    temperature: float
+    top_p: float
+    max_tokens: int | None  # None: the engine's default (settings.ENGINE_DEFAULT_MAX_TOKENS)
+
+    @property
+    def answer_tokens(self) -> int:
+        return self.max_tokens or int(settings.ENGINE_DEFAULT_MAX_TOKENS)
+
+
+def defaults_of(member: Member) -> ChatSettings:
+    preferences = ChatPreferences.objects.filter(member=member).first() or ChatPreferences()
+    return ChatSettings(
+        system_prompt=preferences.system_prompt,
+        temperature=preferences.temperature,
+        top_p=preferences.top_p,
+        max_tokens=preferences.max_tokens,
+    )
+
+
+def defaults_set(member: Member, form: Mapping[str, Any]) -> ChatSettings:
+    """The member's defaults for new conversations, from a form; all fields or none change."""
+    chosen = settings_checked(form)
+    ChatPreferences.objects.update_or_create(
+        member=member,
+        defaults={
+            "system_prompt": chosen.system_prompt,
+            "temperature": chosen.temperature,
+            "top_p": chosen.top_p,
+            "max_tokens": chosen.max_tokens,
+        },
+    )
+    return chosen
+
+
+def settings_of(conversation: Conversation | None, member: Member) -> ChatSettings:
+    """What answers in this conversation are made with (a new one: the member's defaults)."""
+    defaults = defaults_of(member)
+    if conversation is None:
+        return defaults
+    own_tokens = conversation.max_tokens
+    return ChatSettings(
+        system_prompt=conversation.system_prompt or defaults.system_prompt,
+        temperature=_first(conversation.temperature, defaults.temperature),
+        top_p=_first(conversation.top_p, defaults.top_p),
+        max_tokens=own_tokens if own_tokens is not None else defaults.max_tokens,
+    )
+
+
+def conversation_settings_set(conversation: Conversation, chosen: ChatSettings) -> None:
+    """Keep on the conversation what differs from the member's defaults; the rest follows them."""
+    defaults = defaults_of(conversation.member)
+    conversation.system_prompt = (
+        chosen.system_prompt if chosen.system_prompt != defaults.system_prompt else ""
+    )
+    conversation.temperature = _own(chosen.temperature, defaults.temperature)
+    conversation.top_p = _own(chosen.top_p, defaults.top_p)
+    conversation.max_tokens = _own(chosen.max_tokens, defaults.max_tokens)
+    conversation.save(update_fields=["system_prompt", "temperature", "top_p", "max_tokens"])
+
+
+def settings_checked(form: Mapping[str, Any]) -> ChatSettings:
+    """Settings from a form or a JSON object, each checked; a bad one raises SettingsError."""
+    prompt = form.get("system_prompt") or ""
+    if not isinstance(prompt, str) or len(prompt) > MAX_SYSTEM_PROMPT_CHARS:
+        raise SettingsError(
+            f"The system prompt may be at most {MAX_SYSTEM_PROMPT_CHARS:,} characters."
+        )
+    return ChatSettings(
+        system_prompt=prompt.strip(),
+        temperature=_number(form.get("temperature"), "Temperature", 0.0, 2.0),
+        top_p=_number(form.get("top_p"), "Top p", 0.0, 1.0),
+        max_tokens=_tokens(form.get("max_tokens")),
+    )
+
+
+def _number(value: Any, name: str, low: float, high: float) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise SettingsError(f"{name} must be a number from {low:g} to {high:g}.") from None
+    if not low <= number <= high:  # also refuses nan
+        raise SettingsError(f"{name} must be a number from {low:g} to {high:g}.")
+    return number
+
+
+def _tokens(value: Any) -> int | None:
+    if value is None or str(value).strip() == "":
+        return None
+    text = str(value).strip()
+    if not text.isdigit() or not 1 <= int(text) <= MAX_TOKENS_LIMIT:
+        raise SettingsError(
+            f"The longest answer must be a whole number of tokens from 1 to {MAX_TOKENS_LIMIT:,}, "
+            "or empty for the node's default."
+        )
+    return int(text)
+
+
+def _first(own: float | None, default: float) -> float:
+    return own if own is not None else default
+
+
+def _own(chosen: Any, default: Any) -> Any:
+    return None if chosen == default else chosen
