@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 from asgiref.sync import sync_to_async
-from django.conf import settings
 from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
@@ -20,20 +17,20 @@ from django.views.decorators.http import require_POST
 
 from apps.identity.access import household_required
 from apps.identity.models import Member, Role
-from apps.inference import conversations
-from apps.inference.answering import (
-    AnswerRefused,
-    Events,
-    Sampling,
-    answer_collected,
-    open_answer,
-    provenance,
-)
-from apps.inference.chat_request import OpenAIError, parse_messages, read_body
-from apps.inference.context_fit import Overflow
+from apps.inference import chat_settings, conversations
+from apps.inference.answering import AnswerRefused
+from apps.inference.chat_request import OpenAIError, read_body
+from apps.inference.chat_turn import Turn, refusal_text
 from apps.inference.conversations import ChatError
-from apps.inference.markdown import render_markdown
-from apps.inference.models import ChatPreferences, Conversation, LocalModel, context_note
+from apps.inference.models import Conversation, LocalModel
+
+UNDO = "chat.undo"  # the conversation this browser may bring back
+EXAMPLE_PROMPTS = (
+    "Explain how a Lightning payment finds its way, in three sentences.",
+    "Write a short, friendly reminder to the family about recycling day.",
+    "Give me a Python function that checks whether a word is a palindrome.",
+    "Suggest three dinners I can make with rice, eggs and spinach.",
+)
 
 # Nothing on the chat page may run but our own script, whatever an answer contains.
 CHAT_POLICY = (
@@ -58,6 +55,7 @@ def chat_page(
     request: HttpRequest, conversation_id: int | None = None, private: bool = False
 ) -> HttpResponse:
     member: Member = request.user  # type: ignore[assignment]
+    conversations.deleted_purge(member=member)
     conversation = None
     if conversation_id is not None:
         try:
@@ -65,19 +63,29 @@ def chat_page(
         except ChatError:
             raise Http404("There is no such conversation.") from None
     models = list(LocalModel.objects.order_by("name"))
+    query = request.GET.get("q", "").strip()[:200]
+    listed = conversations.conversations_search(member, query) if query else None
     context = {
         "conversation": conversation,
         "chat_messages": conversation.messages.all() if conversation else [],
-        "conversations": conversations.conversations_of(member),
+        "conversations": listed if query else conversations.conversations_of(member),
+        "query": query,
+        "undo": _undoable(request, member),
         "models": models,
         "model_chosen": _model_chosen(conversation, models),
         "private": private,
-        "retention_days": conversations.retention_of(member),
-        "retention_choices": conversations.RETENTION_CHOICES.items(),
-        "overflow": conversations.overflow_of(member),
-        "overflow_choices": ChatPreferences.Overflow.choices,
+        "chosen": chat_settings.settings_of(None if private else conversation, member),
+        "examples": EXAMPLE_PROMPTS,
     }
     return render(request, "inference/chat.html", context)
+
+
+def _undoable(request: HttpRequest, member: Member) -> Conversation | None:
+    """The conversation this browser deleted last, while it can still be brought back."""
+    pk = request.session.get(UNDO)
+    if pk is None:
+        return None
+    return Conversation.objects.filter(pk=pk, member=member).exclude(deleted_at=None).first()
 
 
 def _model_chosen(conversation: Conversation | None, models: list[LocalModel]) -> str:
@@ -96,10 +104,46 @@ def _model_chosen(conversation: Conversation | None, models: list[LocalModel]) -
 @household_required
 def conversation_delete(request: HttpRequest, conversation_id: int) -> HttpResponse:
     try:
-        conversations.conversation_delete(request.user, conversation_id)  # type: ignore[arg-type]
+        deleted = conversations.conversation_delete(request.user, conversation_id)  # type: ignore[arg-type]
     except ChatError as error:
         messages.error(request, str(error))
+    else:
+        request.session[UNDO] = deleted.pk
     return redirect("chat:new")
+
+
+@require_POST
+@household_required
+def conversation_restore(request: HttpRequest, conversation_id: int) -> HttpResponse:
+    try:
+        restored = conversations.conversation_restore(request.user, conversation_id)  # type: ignore[arg-type]
+    except ChatError as error:
+        messages.error(request, str(error))
+        return redirect("chat:new")
+    request.session.pop(UNDO, None)
+    messages.success(request, f"“{restored.title}” is back.")
+    return redirect("chat:conversation", restored.pk)
+
+
+@require_POST
+@household_required
+def conversation_rename(request: HttpRequest, conversation_id: int) -> HttpResponse:
+    """A form post (redirects back), or JSON from the page's script (answers JSON)."""
+    wants_json = request.content_type == "application/json"
+    try:
+        title = json.loads(request.body).get("title") if wants_json else request.POST.get("title")
+        renamed = conversations.conversation_rename(request.user, conversation_id, title)  # type: ignore[arg-type]
+    except (ValueError, AttributeError):
+        return JsonResponse({"error": "The request is not a JSON object."}, status=400)
+    except ChatError as error:
+        if wants_json:
+            return JsonResponse({"error": str(error)}, status=400)
+        messages.error(request, str(error))
+        return redirect("chat:conversation", conversation_id)
+    if wants_json:
+        return JsonResponse({"title": renamed.title})
+    messages.success(request, "Renamed.")
+    return redirect("chat:conversation", renamed.pk)
 
 
 @require_POST
@@ -144,7 +188,7 @@ async def ask(request: HttpRequest) -> HttpResponseBase:
     except (ChatError, OpenAIError) as error:
         return JsonResponse({"error": str(error)}, status=400)
     except AnswerRefused as refusal:
-        return JsonResponse({"error": _refusal_text(refusal)}, status=refusal.status)
+        return JsonResponse({"error": refusal_text(refusal)}, status=refusal.status)
     response = StreamingHttpResponse(
         turn.stream(first, events), content_type="application/x-ndjson"
     )
@@ -171,157 +215,3 @@ def answer_stopped(request: HttpRequest) -> HttpResponse:
     if not trimmed:
         return JsonResponse({"error": "The stopped answer is not saved yet."}, status=409)
     return JsonResponse({"kept": len(data["shown"])})
-
-
-def _refusal_text(refusal: AnswerRefused) -> str:
-    if refusal.code == "context_length_exceeded":  # older messages are left out: it is the question
-        return f"{refusal} Shorten the question to go on."
-    if refusal.code == "overloaded":
-        return "The model is busy answering others; try again in a moment."
-    return str(refusal)
-
-
-class Turn:
-    """One question and its answer, in a stored conversation or a private one (stored nowhere)."""
-
-    def __init__(self, member: Member, model: LocalModel, question: str) -> None:
-        self.member, self.model, self.question = member, model, question
-        self.stored = True
-        self.conversation: Conversation | None = None
-        self.earlier: list[dict[str, str]] = []
-        self.covered = 0  # messages of the conversation that `earlier` holds a note of
-        self.summarise = False  # the member wants a note of what no longer fits
-        self.sampling = Sampling(
-            max_tokens=settings.ENGINE_DEFAULT_MAX_TOKENS,
-            temperature=0.7,
-            top_p=0.95,
-            seed=secrets.randbelow(2**31),  # recorded, so the same answer can be had again
-        )
-
-    @classmethod
-    def from_request(cls, member: Member, body: bytes) -> Turn:
-        try:
-            data = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            raise ChatError("The request is not JSON.") from None
-        if not isinstance(data, dict):
-            raise ChatError("The request must be a JSON object.")
-        model = LocalModel.objects.filter(name=str(data.get("model", ""))).first()
-        if model is None:
-            raise ChatError("Choose a model from the list.")
-        turn = cls(member, model, conversations.question_checked(data.get("question")))
-        if data.get("private") is True:
-            turn.stored = False
-            turn.earlier = _private_history(data.get("history"))
-        elif data.get("conversation") is not None:
-            turn.conversation = conversations.conversation_of(member, data["conversation"])
-            turn.earlier = conversations.history(turn.conversation)
-            turn.covered = turn.conversation.summary_covers
-        if turn.stored:
-            turn.summarise = conversations.overflow_of(member) == ChatPreferences.Overflow.SUMMARISE
-        return turn
-
-    async def open(self) -> tuple[dict[str, Any], Events]:
-        """Ask the engine; the question is stored once the engine has taken it."""
-        question = {"role": "user", "content": self.question}
-        opened = await open_answer(
-            self.model,
-            [*self.earlier, question],
-            self.sampling,
-            user=str(self.member.pk),
-            overflow=Overflow.DROP_OLDEST,  # a conversation goes on; the answer says what it missed
-        )
-        if self.stored:
-            await sync_to_async(self._question_save)()
-        return opened
-
-    def _question_save(self) -> None:
-        if self.conversation is None:
-            self.conversation = conversations.conversation_start(self.member, self.question)
-        conversations.question_save(self.conversation, self.question)
-
-    async def stream(self, first: dict[str, Any], events: Events) -> AsyncIterator[bytes]:
-        parts: list[str] = []
-        finished = False
-        try:
-            if self.conversation is not None:
-                yield _line(event="start", conversation=self.conversation.pk,
-                            title=self.conversation.title)  # fmt: skip
-            event = first
-            while event["event"] == "token":
-                parts.append(event["text"])
-                yield _line(event="token", text=event["text"])
-                event = await anext(events)
-            finished = True
-            yield await self._end("".join(parts), event)
-            dropped = int(event.get("dropped_messages", 0))
-            if self.summarise and self.conversation is not None and dropped > 0:
-                yield await self._summarise(self.covered + dropped)  # after the answer: none waits
-        finally:
-            await events.aclose()  # a page that left, or Stop: the generation ends at once
-            if not finished and self.conversation is not None:
-                save = sync_to_async(self._answer_save)("".join(parts), "cancelled")
-                await asyncio.shield(save)
-
-    async def _end(self, text: str, event: dict[str, Any]) -> bytes:
-        if event["event"] == "error":
-            if self.conversation is not None:
-                await sync_to_async(self._answer_save)(text, "error")
-            return _line(event="error", message=event["message"])
-        dropped = int(event.get("dropped_messages", 0))
-        if self.conversation is not None:
-            await sync_to_async(self._answer_save)(text, event["finish_reason"], dropped)
-        return _line(event="done", finish_reason=event["finish_reason"],
-                     html=render_markdown(text),
-                     provenance=provenance(self.model, self.sampling),
-                     context_note=context_note(self.covered + dropped,
-                                               self.covered))  # fmt: skip
-
-    def _answer_save(self, text: str, finish_reason: str, dropped: int = 0) -> None:
-        """`dropped`: what the engine left out of what it was sent, which starts after the
-        messages the note covers (an answer that did not finish was not told)."""
-        assert self.conversation is not None
-        conversations.answer_save(
-            self.conversation,
-            text,
-            provenance(self.model, self.sampling),
-            finish_reason,
-            left_out=self.covered + dropped,
-            summarised=self.covered,
-        )
-
-    async def _summarise(self, covers: int) -> bytes:
-        """Ask the model for a note of the first `covers` messages, for the turns to come."""
-        assert self.conversation is not None
-        prompt = await sync_to_async(conversations.summary_prompt)(self.conversation, covers)
-        sampling = Sampling(
-            max_tokens=max(16, settings.ENGINE_CONTEXT_PER_SLOT // 8),  # the note's share
-            temperature=0.0,
-            top_p=1.0,
-            seed=0,
-        )
-        try:
-            first, events = await open_answer(
-                self.model, prompt, sampling, user=str(self.member.pk),
-                overflow=Overflow.DROP_OLDEST,
-            )  # fmt: skip
-        except AnswerRefused:
-            return _line(event="summary", covers=self.covered)  # the next turn tries again
-        text, last = await answer_collected(first, events)
-        saved = last["event"] == "done" and await sync_to_async(conversations.summary_save)(
-            self.conversation, text, covers=covers, was=self.covered
-        )
-        return _line(event="summary", covers=covers if saved else self.covered)
-
-
-def _private_history(value: Any) -> list[dict[str, str]]:
-    if value is None or value == []:
-        return []
-    try:
-        return parse_messages(value)
-    except OpenAIError as error:
-        raise ChatError(str(error)) from None
-
-
-def _line(**event: Any) -> bytes:
-    return json.dumps(event).encode() + b"\n"

@@ -5,10 +5,12 @@ A private chat never reaches this module: nothing of it is written anywhere.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db import transaction
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from apps.identity.models import Member
@@ -19,6 +21,14 @@ Message = dict[str, str]
 RETENTION_CHOICES = {0: "Until I delete them", 1: "1 day", 7: "7 days", 30: "30 days",
                      90: "90 days", 365: "1 year"}  # fmt: skip
 TITLE_LENGTH = 60
+SEARCH_RESULTS = 50
+# A deleted conversation can be brought back this long; then it is gone for good.
+UNDO_WINDOW = timedelta(minutes=10)
+TITLE_INSTRUCTION = (
+    "Write a title of three to six words for the conversation below, in its language. "
+    "Write only the title: no quotes, no full stop."
+)
+TITLE_SOURCE_CHARS = 1_500  # of the question and the answer: enough to name them
 MAX_QUESTION_CHARS = 32_000
 # The note is the model's own words, sent as a system message in place of what it covers.
 SUMMARY_HEADING = "A note of the earlier part of this conversation, which no longer fits:"
@@ -36,15 +46,72 @@ class ChatError(Exception):
 
 
 def conversations_of(member: Member) -> QuerySet[Conversation]:
-    return Conversation.objects.filter(member=member).order_by("-updated_at")
+    return Conversation.objects.filter(member=member, deleted_at=None).order_by("-updated_at")
+
+
+def conversations_search(member: Member, query: str) -> QuerySet[Conversation]:
+    """The member's conversations whose title or any message holds every word of the query."""
+    found = conversations_of(member)
+    for word in query.split()[:8]:
+        in_messages = Conversation.objects.filter(messages__content__icontains=word)
+        found = found.filter(Q(title__icontains=word) | Q(pk__in=in_messages.values("pk")))
+    return found[:SEARCH_RESULTS]
 
 
 def conversation_of(member: Member, conversation_id: Any) -> Conversation:
     """The member's own conversation; another member's is as absent as a missing one."""
     try:
-        return Conversation.objects.get(pk=int(conversation_id), member=member)
+        return Conversation.objects.get(pk=int(conversation_id), member=member, deleted_at=None)
     except (TypeError, ValueError, Conversation.DoesNotExist):
         raise ChatError("There is no such conversation.") from None
+
+
+def conversation_rename(member: Member, conversation_id: Any, title: Any) -> Conversation:
+    conversation = conversation_of(member, conversation_id)
+    if not isinstance(title, str) or not title.strip():
+        raise ChatError("Give the conversation a name.")
+    conversation.title = _title_cut(title)
+    conversation.title_source = Conversation.TitleSource.MEMBER
+    conversation.save(update_fields=["title", "title_source"])
+    return conversation
+
+
+def title_prompt(conversation: Conversation) -> list[Message]:
+    """What asks the model to name a conversation from its first question and answer."""
+    first = _readable(conversation)[:2]
+    shown = [{**m, "content": m["content"][:TITLE_SOURCE_CHARS]} for m in first]
+    lines = [f"{m['role'].capitalize()}: {m['content']}" for m in shown]
+    return [
+        {"role": "system", "content": TITLE_INSTRUCTION},
+        {"role": "user", "content": "\n\n".join(lines)},
+    ]
+
+
+def title_save(conversation: Conversation, text: str) -> str:
+    """The model's title, unless the member named the conversation meanwhile; '' if not kept."""
+    title = _title_cleaned(text)
+    if not title:
+        return ""
+    updated = Conversation.objects.filter(
+        pk=conversation.pk, title_source=Conversation.TitleSource.QUESTION
+    ).update(title=title, title_source=Conversation.TitleSource.MODEL)
+    return title if updated else ""
+
+
+def _title_cleaned(text: str) -> str:
+    """A model's title on one line, without the quotes, prefix or full stop models add."""
+    line = next((part for part in text.strip().splitlines() if part.strip()), "")
+    quotes = "\"'*#`“”«» "
+    line = re.sub(r"^title\s*:\s*", "", line.strip(quotes), flags=re.IGNORECASE)
+    line = line.strip(quotes).rstrip(".").strip(quotes)
+    return _title_cut(line) if line else ""
+
+
+def _title_cut(text: str) -> str:
+    title = " ".join(text.split())
+    if len(title) > TITLE_LENGTH:
+        title = title[: TITLE_LENGTH - 1].rstrip() + "…"
+    return title
 
 
 def question_checked(text: Any) -> str:
@@ -75,11 +142,50 @@ def _readable(conversation: Conversation) -> list[Message]:
     ]
 
 
+def history_before(conversation: Conversation, message_id: Any) -> tuple[list[Message], int]:
+    """The conversation as the model reads it up to one of its questions, for an answer made
+    again or a question edited (that question and all after it are to be replaced), and how
+    many messages the note read in their place covers."""
+    question = _question_of(conversation, message_id)
+    earlier = [
+        {"role": message.role, "content": message.content}
+        for message in conversation.messages.filter(pk__lt=question.pk)
+        if message.content
+    ]
+    covers = conversation.summary_covers
+    if conversation.summary and covers <= len(earlier):
+        note = {"role": "system", "content": f"{SUMMARY_HEADING}\n{conversation.summary}"}
+        return [note, *earlier[covers:]], covers
+    return earlier, 0  # the note covers messages being replaced: it goes with them
+
+
+def _question_of(conversation: Conversation, message_id: Any) -> ChatMessage:
+    try:
+        return conversation.messages.get(pk=int(message_id), role=ChatMessage.Role.USER)
+    except (TypeError, ValueError, ChatMessage.DoesNotExist):
+        raise ChatError("There is no such question in this conversation.") from None
+
+
+def last_question(conversation: Conversation) -> ChatMessage:
+    question = conversation.messages.filter(role=ChatMessage.Role.USER).order_by("-id").first()
+    if question is None:
+        raise ChatError("There is no question to answer again.")
+    return question
+
+
+@transaction.atomic
+def messages_replace_from(conversation: Conversation, message_id: int) -> None:
+    """Delete a question and everything after it; a note that covered any of it goes too."""
+    gone = conversation.messages.filter(pk__gte=message_id)
+    kept = len([m for m in conversation.messages.filter(pk__lt=message_id) if m.content])
+    gone.delete()
+    if conversation.summary_covers > kept:
+        Conversation.objects.filter(pk=conversation.pk).update(summary="", summary_covers=0)
+        conversation.summary, conversation.summary_covers = "", 0
+
+
 def conversation_start(member: Member, question: str) -> Conversation:
-    title = " ".join(question.split())
-    if len(title) > TITLE_LENGTH:
-        title = title[: TITLE_LENGTH - 1].rstrip() + "…"
-    return Conversation.objects.create(member=member, title=title)
+    return Conversation.objects.create(member=member, title=_title_cut(question))
 
 
 def question_save(conversation: Conversation, question: str) -> ChatMessage:
@@ -151,8 +257,37 @@ def summary_save(conversation: Conversation, text: str, *, covers: int, was: int
     return updated == 1
 
 
-def conversation_delete(member: Member, conversation_id: Any) -> None:
-    conversation_of(member, conversation_id).delete()
+def conversation_delete(member: Member, conversation_id: Any) -> Conversation:
+    """Set aside for UNDO_WINDOW (`conversation_restore`), then deleted for good."""
+    conversation = conversation_of(member, conversation_id)
+    Conversation.objects.filter(pk=conversation.pk, deleted_at=None).update(
+        deleted_at=timezone.now()
+    )
+    return conversation
+
+
+def conversation_restore(member: Member, conversation_id: Any) -> Conversation:
+    """Bring back a conversation deleted less than UNDO_WINDOW ago."""
+    since = timezone.now() - UNDO_WINDOW
+    try:
+        pk = int(conversation_id)
+    except (TypeError, ValueError):
+        pk = 0
+    restored = Conversation.objects.filter(pk=pk, member=member, deleted_at__gte=since).update(
+        deleted_at=None
+    )
+    if not restored:
+        raise ChatError("That conversation is deleted for good; it can't be brought back.")
+    return conversation_of(member, pk)
+
+
+def deleted_purge(now: datetime | None = None, member: Member | None = None) -> int:
+    """Delete for good what was deleted longer than UNDO_WINDOW ago; how many went."""
+    cutoff = (now or timezone.now()) - UNDO_WINDOW
+    expired = Conversation.objects.filter(deleted_at__lt=cutoff)
+    if member is not None:
+        expired = expired.filter(member=member)
+    return int(expired.delete()[1].get("inference.Conversation", 0))
 
 
 def retention_of(member: Member) -> int:
@@ -189,7 +324,7 @@ def retention_sweep(now: datetime | None = None, members: list[Member] | None = 
     preferences = ChatPreferences.objects.filter(retention_days__gt=0)
     if members is not None:
         preferences = preferences.filter(member__in=members)
-    deleted = 0
+    deleted = deleted_purge(now) if members is None else 0
     for preference in preferences:
         expired = Conversation.objects.filter(
             member_id=preference.member_id,

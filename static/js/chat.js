@@ -1,39 +1,119 @@
-// The chat: sends a question, shows the answer as it streams in, and stops it on request.
+// The chat: sends a question, shows the answer as it streams in, stops it on request, answers
+// again, edits a question, copies answers and code, and opens the conversation list on a phone.
 // Streamed text is shown with textContent only; the finished answer's HTML comes from the
 // server's Markdown renderer, which lets no script or event handler through.
 (() => {
   "use strict";
   const chat = document.getElementById("chat");
+  if (!chat) return;
   const form = document.getElementById("ask");
-  if (!chat || !form) return;
   const transcript = document.getElementById("transcript");
-  const sendButton = document.getElementById("send");
-  const stopButton = document.getElementById("stop");
-  const errorOutput = document.getElementById("ask-error");
+  const scroller = document.getElementById("chat-scroll");
   const isPrivate = chat.dataset.private === "true";
   const privateHistory = [];  // a private chat lives only in this page
   let conversation = chat.dataset.conversation ? Number(chat.dataset.conversation) : null;
   let running = null;
 
-  function bubble(kind, text) {
-    const item = document.createElement("li");
-    item.className = kind;
-    item.textContent = text;
-    transcript.append(item);
-    item.scrollIntoView({ block: "end" });
-    return item;
+  // ---- copying: the Clipboard API needs a secure context; a node on a LAN address is plain http
+
+  async function copyText(text) {
+    if (navigator.clipboard && window.isSecureContext) {
+      try { await navigator.clipboard.writeText(text); return true; } catch (error) { /* below */ }
+    }
+    const area = Object.assign(document.createElement("textarea"), { value: text, readOnly: true });
+    area.className = "copy-buffer";
+    document.body.append(area);
+    area.select();
+    const copied = document.execCommand("copy");
+    area.remove();
+    return copied;
   }
 
-  function provenanceLine(provenance, finishReason) {
+  function copyButton(label, text) {
+    const button = Object.assign(document.createElement("button"), { type: "button", className: "copy", textContent: label });
+    button.addEventListener("click", async () => {
+      const copied = await copyText(text());
+      button.textContent = copied ? "Copied" : "Press Ctrl+C";
+      setTimeout(() => { button.textContent = label; }, 1500);
+    });
+    return button;
+  }
+
+  function sourceOf(answer) {
+    const source = answer.querySelector("template.source");
+    return source ? source.content.textContent : answer.querySelector(".markdown").innerText;
+  }
+
+  // Each code block gets its language's name and a copy button of its own.
+  function decorateCode(markdown) {
+    for (const pre of markdown.querySelectorAll("pre")) {
+      const code = pre.querySelector("code");
+      if (!code || pre.parentElement.classList.contains("code-block")) continue;
+      const block = Object.assign(document.createElement("div"), { className: "code-block" });
+      const bar = Object.assign(document.createElement("div"), { className: "code-bar" });
+      const language = [...code.classList].find((name) => name.startsWith("language-"));
+      bar.append(Object.assign(document.createElement("span"), { textContent: language ? language.slice(9) : "code" }));
+      bar.append(copyButton("Copy code", () => code.innerText));
+      pre.replaceWith(block);
+      block.append(bar, pre);
+    }
+  }
+
+  function decorateAnswer(answer) {
+    const markdown = answer.querySelector(".markdown");
+    if (markdown) decorateCode(markdown);
+    const old = answer.querySelector(".actions .copy");
+    if (old) old.replaceWith(copyButton("Copy", () => sourceOf(answer)));
+  }
+
+  // ---- the transcript
+
+  function scrollToEnd() { scroller.scrollTop = scroller.scrollHeight; }
+
+  function item(kind) {
+    const entry = document.createElement("li");
+    entry.className = kind;
+    transcript.append(entry);
+    return entry;
+  }
+
+  function questionItem(text) {
+    const entry = item("question");
+    entry.append(Object.assign(document.createElement("div"), { className: "bubble", textContent: text }));
+    const actions = Object.assign(document.createElement("div"), { className: "actions" });
+    actions.append(Object.assign(document.createElement("button"), { type: "button", className: "edit", textContent: "Edit" }));
+    entry.append(actions);
+    return entry;
+  }
+
+  function actionsOf(answer) {
+    const actions = Object.assign(document.createElement("div"), { className: "actions" });
+    actions.append(
+      copyButton("Copy", () => sourceOf(answer)),
+      Object.assign(document.createElement("button"), { type: "button", className: "regenerate", textContent: "Regenerate" }),
+    );
+    return actions;
+  }
+
+  function provenanceOf(provenance, finishReason) {
+    const details = Object.assign(document.createElement("details"), { className: "provenance" });
+    const notes = { length: " · cut at max_tokens", cancelled: " · stopped" }[finishReason] || "";
+    details.append(Object.assign(document.createElement("summary"), { textContent: provenance.model + notes }));
     const line = document.createElement("p");
-    line.className = "provenance";
-    const model = document.createElement("span");
-    model.title = `sha256 ${provenance.model_sha256}`;
+    const model = Object.assign(document.createElement("span"), { title: `sha256 ${provenance.model_sha256}` });
     model.textContent = `${provenance.model} · sha256 ${provenance.model_sha256.slice(0, 12)}…`;
     const s = provenance.sampling;
-    const notes = { length: " · cut at max_tokens" }[finishReason] || "";
-    line.append(model, ` · temperature ${s.temperature} · top_p ${s.top_p} · seed ${s.seed} · max_tokens ${s.max_tokens}${notes}`);
-    return line;
+    line.append(model, ` · temperature ${s.temperature} · top_p ${s.top_p} · seed ${s.seed} · max_tokens ${s.max_tokens}`);
+    details.append(line);
+    return details;
+  }
+
+  function note(answer, text) {
+    answer.append(Object.assign(document.createElement("p"), { className: "provenance", textContent: text }));
+  }
+
+  function listed(id) {
+    return document.querySelector(`#conversations a[data-conversation="${id}"]`);
   }
 
   function conversationStarted(event) {
@@ -41,38 +121,47 @@
     conversation = event.conversation;
     chat.dataset.conversation = String(conversation);
     history.replaceState(null, "", `${chat.dataset.base}${conversation}/`);
-    const link = document.createElement("a");
-    link.href = `${chat.dataset.base}${conversation}/`;
-    link.textContent = event.title;
+    const link = Object.assign(document.createElement("a"), { href: `${chat.dataset.base}${conversation}/`, textContent: event.title });
+    link.dataset.conversation = String(conversation);
     link.setAttribute("aria-current", "page");
-    const item = document.createElement("li");
-    item.append(link);
-    document.getElementById("conversations").prepend(item);
+    const entry = document.createElement("li");
+    entry.append(link);
+    const list = document.getElementById("conversations");
+    list.querySelectorAll(".empty").forEach((empty) => empty.remove());
+    list.prepend(entry);
+    titled(event.title);
   }
 
-  function show(answer, event, text) {
-    if (event.event === "start") conversationStarted(event);
-    else if (event.event === "token") {
+  function titled(title) {
+    if (!title) return;
+    document.getElementById("chat-title").textContent = title;
+    document.title = `${title} · Sovereign`;
+    const link = listed(conversation);
+    if (link) link.textContent = title;
+  }
+
+  function show(answer, event, text, questionEntry) {
+    if (event.event === "start") {
+      conversationStarted(event);
+      if (event.question) questionEntry.dataset.message = String(event.question);
+    } else if (event.event === "token") {
       text.textContent += event.text;
     } else if (event.event === "done") {
-      const rendered = document.createElement("div");
-      rendered.className = "markdown";
+      const rendered = Object.assign(document.createElement("div"), { className: "markdown" });
       rendered.innerHTML = event.html;  // sanitised by the server (apps/inference/markdown.py)
       text.replaceWith(rendered);
       answer.dataset.finish = event.finish_reason;
+      if (event.answer) answer.dataset.message = String(event.answer);
       if (event.context_note) {
-        const note = document.createElement("p");
-        note.className = "context-note";
-        note.textContent = event.context_note;
-        answer.prepend(note);
+        answer.prepend(Object.assign(document.createElement("p"), { className: "context-note", textContent: event.context_note }));
       }
-      answer.append(provenanceLine(event.provenance, event.finish_reason));
+      decorateCode(rendered);
+      answer.append(actionsOf(answer), provenanceOf(event.provenance, event.finish_reason));
+    } else if (event.event === "title") {
+      titled(event.title);
     } else if (event.event === "error") {
       answer.dataset.finish = "error";
-      const note = document.createElement("p");
-      note.className = "provenance";
-      note.textContent = event.message;
-      answer.append(note);
+      note(answer, event.message);
     }
   }
 
@@ -94,88 +183,202 @@
 
   function setRunning(controller) {
     running = controller;
-    sendButton.hidden = Boolean(controller);
-    stopButton.hidden = !controller;
+    document.getElementById("send").hidden = Boolean(controller);
+    document.getElementById("stop").hidden = !controller;
+    chat.dataset.running = controller ? "true" : "false";
   }
 
   // The server saved what it sent before it noticed Stop, which may be more than had arrived
   // here: it is told what was shown, and keeps only that (409 while it has not saved yet).
   async function keepShown(conversationId, shown) {
     for (let attempt = 0; attempt < 40; attempt += 1) {
-      const response = await fetch(chat.dataset.stopped, {
-        method: "POST",
-        headers: { "Content-Type": "application/json", "X-CSRFToken": form.csrfmiddlewaretoken.value },
-        body: JSON.stringify({ conversation: conversationId, shown }),
-      }).catch(() => null);
+      const response = await post(chat.dataset.stopped, { conversation: conversationId, shown }).catch(() => null);
       if (!response || response.status !== 409) return;
       await new Promise((resolve) => setTimeout(resolve, 250));
     }
   }
 
-  async function ask(question) {
+  function post(url, body, signal) {
+    return fetch(url, {
+      method: "POST",
+      headers: { "Content-Type": "application/json", "X-CSRFToken": form.csrfmiddlewaretoken.value },
+      body: JSON.stringify(body),
+      signal,
+    });
+  }
+
+  function chatSettings() {
+    return {
+      system_prompt: form.system_prompt.value,
+      temperature: form.temperature.value,
+      top_p: form.top_p.value,
+      max_tokens: form.max_tokens.value,
+    };
+  }
+
+  // `how`: {} for a new question, {regenerate: true} to answer the last question again (its
+  // entry stays), or {edit: id} for a question replaced (its old entry and all after are gone).
+  async function ask(question, how = {}) {
+    const errorOutput = document.getElementById("ask-error");
     errorOutput.textContent = "";
-    const body = { model: form.model.value, question, conversation, private: isPrivate };
-    if (isPrivate) body.history = privateHistory;
-    const questionItem = bubble("question", question);
-    const answer = bubble("answer", "");
-    const text = document.createElement("div");
-    text.className = "streaming";
+    const welcome = document.getElementById("welcome");
+    if (welcome) welcome.remove();
+    const body = { model: form.model.value, question, conversation, private: isPrivate, settings: chatSettings(), ...how };
+    if (isPrivate) body.history = privateHistory.slice();
+    const questionEntry = how.regenerate ? transcript.lastElementChild : questionItem(question);
+    const answer = item("answer");
+    const text = Object.assign(document.createElement("div"), { className: "streaming" });
     answer.append(text);
-    let said = "";  // the answer's own text (Markdown), for a private chat's history
+    scrollToEnd();
+    let said = "";  // the answer's own text (Markdown), for copying and a private chat's history
     const controller = new AbortController();
     setRunning(controller);
     try {
-      const response = await fetch(chat.dataset.ask, {
-        method: "POST",
-        headers: { "Content-Type": "application/json", "X-CSRFToken": form.csrfmiddlewaretoken.value },
-        body: JSON.stringify(body),
-        signal: controller.signal,
-      });
+      const response = await post(chat.dataset.ask, body, controller.signal);
       if (!response.ok) {
         const refusal = await response.json().catch(() => ({ error: `The node answered ${response.status}.` }));
         throw new Error(refusal.error);
       }
       await readLines(response, (event) => {
         if (event.event === "token") said += event.text;
-        show(answer, event, text);
-        // In a stored conversation the node may go on to write a note of what no longer fits
-        // the model's context: the next question need not wait for it. (A private chat's
-        // history is taken once its stream ends, which is at once: it gets no note.)
+        if (event.event === "done") answer.append(sourceTemplate(said));
+        show(answer, event, text, questionEntry);
+        if (event.event === "token" || event.event === "done") scrollToEnd();
+        // In a stored conversation the node may go on to name it and to write a note of what
+        // no longer fits the model's context: the next question need not wait for either.
         if (event.event === "done" && !isPrivate) setRunning(null);
       });
     } catch (error) {
       if (error.name === "AbortError") {
         if (!isPrivate && conversation !== null) keepShown(conversation, said);
         answer.dataset.finish = "cancelled";
-        answer.append(Object.assign(document.createElement("p"), { className: "provenance", textContent: "stopped" }));
-      } else if (answer.textContent === "") {  // refused before any answer: nothing was kept
-        questionItem.remove();
+        answer.append(sourceTemplate(said), actionsOf(answer));
+        note(answer, "stopped");
+      } else if (said === "" && !answer.querySelector(".markdown")) {  // refused: nothing was kept
+        if (!how.regenerate) questionEntry.remove();
         answer.remove();
-        form.question.value = question;
+        if (!how.regenerate) form.question.value = question;
         errorOutput.textContent = error.message;
+        if (how.regenerate || how.edit) window.location.reload();  // the page shows what is kept
       } else {
-        show(answer, { event: "error", message: "The connection to the node was lost." }, text);
+        show(answer, { event: "error", message: "The connection to the node was lost." }, text, questionEntry);
       }
     } finally {
       if (running === controller) setRunning(null);  // not a question asked meanwhile
     }
     if (isPrivate && answer.isConnected) {
+      questionEntry.dataset.index = String(privateHistory.length);
       privateHistory.push({ role: "user", content: question }, { role: "assistant", content: said });
     }
   }
 
+  function sourceTemplate(text) {
+    const template = Object.assign(document.createElement("template"), { className: "source" });
+    template.content.append(document.createTextNode(text));
+    return template;
+  }
+
+  function removeFrom(entry) {
+    while (entry.nextElementSibling) entry.nextElementSibling.remove();
+    entry.remove();
+  }
+
+  function regenerate(answer) {
+    if (running || answer !== transcript.lastElementChild) return;
+    const question = answer.previousElementSibling;
+    const text = question.querySelector(".bubble").textContent;
+    if (isPrivate) {  // asked again from its question, with the history before it
+      privateHistory.splice(Number(question.dataset.index));
+      removeFrom(question);
+      return ask(text, {});
+    }
+    answer.remove();
+    return ask(text, { regenerate: true });
+  }
+
+  function edit(question) {
+    if (running || question.querySelector("form")) return;
+    const bubble = question.querySelector(".bubble");
+    const editor = Object.assign(document.createElement("form"), { className: "edit-form" });
+    const area = Object.assign(document.createElement("textarea"), { value: bubble.textContent, rows: 3 });
+    area.setAttribute("aria-label", "Edited question");
+    const send = Object.assign(document.createElement("button"), { type: "submit", className: "primary", textContent: "Send" });
+    const cancel = Object.assign(document.createElement("button"), { type: "button", textContent: "Cancel" });
+    editor.append(area, send, cancel);
+    bubble.hidden = true;
+    question.append(editor);
+    area.focus();
+    cancel.addEventListener("click", () => { editor.remove(); bubble.hidden = false; });
+    area.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" && !event.shiftKey) { event.preventDefault(); editor.requestSubmit(); }
+      if (event.key === "Escape") cancel.click();
+    });
+    editor.addEventListener("submit", (event) => {
+      event.preventDefault();
+      const text = area.value;
+      if (!text.trim() || running) return;
+      const index = question.dataset.index;
+      const id = question.dataset.message;
+      removeFrom(question);
+      if (isPrivate) {
+        if (index !== undefined) privateHistory.splice(Number(index));
+        ask(text, {});
+      } else {
+        ask(text, id ? { edit: Number(id) } : {});
+      }
+    });
+  }
+
+  // ---- the conversation list as a drawer on a phone
+
+  function drawer(open) {
+    const list = document.getElementById("chat-list");
+    document.body.classList.toggle("drawer-open", open);
+    document.getElementById("drawer-backdrop").hidden = !open;
+    document.querySelector(".drawer-open").setAttribute("aria-expanded", String(open));
+    if (open) list.querySelector("a, input").focus();
+  }
+
+  document.querySelector(".drawer-open").addEventListener("click", () => drawer(true));
+  document.querySelector(".drawer-close").addEventListener("click", () => drawer(false));
+  document.getElementById("drawer-backdrop").addEventListener("click", () => drawer(false));
+  document.addEventListener("keydown", (event) => {
+    if (event.key !== "Escape") return;
+    if (document.body.classList.contains("drawer-open")) drawer(false);
+    else if (running) running.abort();
+  });
+
+  transcript.querySelectorAll(".answer").forEach(decorateAnswer);
+  if (!form) return;
+
+  transcript.addEventListener("click", (event) => {
+    const button = event.target.closest("button");
+    if (!button) return;
+    if (button.classList.contains("regenerate")) regenerate(button.closest(".answer"));
+    else if (button.classList.contains("edit")) edit(button.closest(".question"));
+  });
+  for (const example of document.querySelectorAll(".examples .example")) {
+    example.addEventListener("click", () => { if (!running) ask(example.textContent); });
+  }
+
+  const question = form.question;
+  const grow = () => { question.style.height = "auto"; question.style.height = `${Math.min(question.scrollHeight, 240)}px`; };
+  question.addEventListener("input", grow);
   form.addEventListener("submit", (event) => {
     event.preventDefault();
-    const question = form.question.value;
-    if (!question.trim() || running) return;
-    form.question.value = "";
-    ask(question);
+    const text = question.value;
+    if (!text.trim() || running) return;
+    question.value = "";
+    grow();
+    ask(text);
   });
-  form.question.addEventListener("keydown", (event) => {
-    if (event.key === "Enter" && !event.shiftKey) {
+  question.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
       event.preventDefault();
       form.requestSubmit();
     }
   });
-  stopButton.addEventListener("click", () => running && running.abort());
+  document.getElementById("stop").addEventListener("click", () => running && running.abort());
+  scrollToEnd();
+  if (window.matchMedia("(min-width: 50rem)").matches) question.focus();
 })();

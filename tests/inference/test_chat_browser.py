@@ -122,7 +122,7 @@ def test_stop_ends_the_generation_and_keeps_exactly_what_was_shown(
 def test_a_private_chat_stores_nothing_anywhere(node: Instance, member_page: Page) -> None:
     before = count_stored(node)
     marker = f"zebracorn-{uuid.uuid4().hex}"
-    member_page.get_by_role("link", name="New private chat").click()
+    member_page.get_by_role("link", name="Private chat").click()
     expect(member_page.get_by_text("nothing is stored on the node")).to_be_visible()
 
     send(member_page, f"Please remember the word {marker}.")

@@ -18,6 +18,7 @@ import pytest
 from asgiref.sync import async_to_sync
 from django.conf import settings as django_settings
 from django.test import AsyncClient, Client
+from django.utils import timezone
 
 from apps.identity.services import apikey_create
 from apps.inference import conversations
@@ -203,6 +204,7 @@ def test_the_note_goes_with_its_conversation(member: Any, db: None) -> None:
     Conversation.objects.filter(pk=conversation.pk).update(summary="They like 7.", summary_covers=2)
 
     conversations.conversation_delete(member, conversation.pk)
+    conversations.deleted_purge(now=timezone.now() + conversations.UNDO_WINDOW * 2)
 
     assert not Conversation.objects.filter(summary__contains="7").exists()
     assert not ChatMessage.objects.exists()

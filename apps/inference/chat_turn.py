@@ -1,0 +1,288 @@
+"""One turn of the dashboard's chat: a question and its answer, streamed as JSON lines.
+
+A turn asks anew, answers the last question again (`regenerate`), or replaces a question and
+all after it (`edit`). It changes the conversation only once the engine has taken the question:
+a refusal leaves everything as it was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from collections.abc import AsyncIterator
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+
+from apps.identity.models import Member
+from apps.inference import chat_settings, conversations
+from apps.inference.answering import (
+    AnswerRefused,
+    Events,
+    Sampling,
+    answer_collected,
+    open_answer,
+    provenance,
+)
+from apps.inference.chat_request import OpenAIError, parse_messages
+from apps.inference.chat_settings import ChatSettings
+from apps.inference.context_fit import Overflow
+from apps.inference.conversations import ChatError, Message
+from apps.inference.markdown import render_markdown
+from apps.inference.models import ChatPreferences, Conversation, LocalModel, context_note
+
+TITLE_TOKENS = 24
+
+
+class Turn:
+    """One question and its answer, in a stored conversation or a private one (stored nowhere)."""
+
+    def __init__(
+        self, member: Member, model: LocalModel, question: str, chosen: ChatSettings
+    ) -> None:
+        self.member, self.model, self.question, self.chosen = member, model, question, chosen
+        self.stored = True
+        self.conversation: Conversation | None = None
+        self.replace_from: int | None = None  # the question this turn replaces, and all after
+        self.question_id: int | None = None
+        self.earlier: list[Message] = []
+        self.covered = 0  # messages of the conversation that `earlier` holds a note of
+        self.summarise = False  # the member wants a note of what no longer fits
+        self.sampling = Sampling(
+            max_tokens=chosen.answer_tokens,
+            temperature=chosen.temperature,
+            top_p=chosen.top_p,
+            seed=secrets.randbelow(2**31),  # recorded, so the same answer can be had again
+        )
+
+    @classmethod
+    def from_request(cls, member: Member, body: bytes) -> Turn:
+        data = _json_object(body)
+        model = LocalModel.objects.filter(name=str(data.get("model", ""))).first()
+        if model is None:
+            raise ChatError("Choose a model from the list.")
+        if data.get("private") is True:
+            turn = cls(member, model, _question(data), _settings(member, None, data))
+            turn.stored = False
+            turn.earlier = _private_history(data.get("history"))
+            return turn
+        conversation = None
+        if data.get("conversation") is not None:
+            conversation = conversations.conversation_of(member, data["conversation"])
+        turn = cls(member, model, "", _settings(member, conversation, data))
+        turn._continue(conversation, data)
+        turn.summarise = conversations.overflow_of(member) == ChatPreferences.Overflow.SUMMARISE
+        return turn
+
+    def _continue(self, conversation: Conversation | None, data: dict[str, Any]) -> None:
+        """Where in the conversation this turn's question goes, and what the model reads first."""
+        self.conversation = conversation
+        if conversation is None:
+            self.question = _question(data)
+            return
+        if data.get("regenerate") is True:
+            last = conversations.last_question(conversation)
+            self.question, self.replace_from = last.content, last.pk
+        elif data.get("edit") is not None:
+            self.question, self.replace_from = _question(data), _message_id(data["edit"])
+        else:
+            self.question = _question(data)
+        if self.replace_from is None:
+            self.earlier = conversations.history(conversation)
+            self.covered = conversation.summary_covers
+        else:
+            self.earlier, self.covered = conversations.history_before(
+                conversation, self.replace_from
+            )
+
+    async def open(self) -> tuple[dict[str, Any], Events]:
+        """Ask the engine; the question is stored once the engine has taken it."""
+        opened = await open_answer(
+            self.model,
+            self._messages(),
+            self.sampling,
+            user=str(self.member.pk),
+            overflow=Overflow.DROP_OLDEST,  # a conversation goes on; the answer says what it missed
+        )
+        if self.stored:
+            await sync_to_async(self._question_save)()
+        return opened
+
+    def _messages(self) -> list[Message]:
+        """The system prompt and any note as one leading system message: chat templates differ
+        in what they make of several."""
+        messages = [*self.earlier, {"role": "user", "content": self.question}]
+        system = [self.chosen.system_prompt] if self.chosen.system_prompt else []
+        while messages[0]["role"] == "system" and len(messages) > 1:
+            system.append(messages.pop(0)["content"])
+        if system:
+            messages.insert(0, {"role": "system", "content": "\n\n".join(system)})
+        return messages
+
+    def _question_save(self) -> None:
+        if self.conversation is None:
+            self.conversation = conversations.conversation_start(self.member, self.question)
+        elif self.replace_from is not None:
+            conversations.messages_replace_from(self.conversation, self.replace_from)
+        chat_settings.conversation_settings_set(self.conversation, self.chosen)
+        self.question_id = conversations.question_save(self.conversation, self.question).pk
+
+    async def stream(self, first: dict[str, Any], events: Events) -> AsyncIterator[bytes]:
+        parts: list[str] = []
+        finished = False
+        try:
+            if self.conversation is not None:
+                yield _line(event="start", conversation=self.conversation.pk,
+                            title=self.conversation.title, question=self.question_id)  # fmt: skip
+            event = first
+            while event["event"] == "token":
+                parts.append(event["text"])
+                yield _line(event="token", text=event["text"])
+                event = await anext(events)
+            finished = True
+            yield await self._end("".join(parts), event)
+            async for line in self._after(event):
+                yield line
+        finally:
+            await events.aclose()  # a page that left, or Stop: the generation ends at once
+            if not finished and self.conversation is not None:
+                save = sync_to_async(self._answer_save)("".join(parts), "cancelled")
+                await asyncio.shield(save)
+
+    async def _after(self, event: dict[str, Any]) -> AsyncIterator[bytes]:
+        """After the answer, so that nobody waits for them: the conversation's title, and a
+        note of what no longer fits the model's context."""
+        if self.conversation is None or event["event"] != "done":
+            return
+        if await sync_to_async(_wants_title)(self.conversation):
+            yield await self._title()
+        dropped = int(event.get("dropped_messages", 0))
+        if self.summarise and dropped > 0:
+            yield await self._summarise(self.covered + dropped)
+
+    async def _end(self, text: str, event: dict[str, Any]) -> bytes:
+        if event["event"] == "error":
+            if self.conversation is not None:
+                await sync_to_async(self._answer_save)(text, "error")
+            return _line(event="error", message=event["message"])
+        dropped = int(event.get("dropped_messages", 0))
+        answer_id = None
+        if self.conversation is not None:
+            answer_id = await sync_to_async(self._answer_save)(
+                text, event["finish_reason"], dropped
+            )
+        return _line(event="done", finish_reason=event["finish_reason"],
+                     html=render_markdown(text), answer=answer_id,
+                     provenance=provenance(self.model, self.sampling),
+                     context_note=context_note(self.covered + dropped,
+                                               self.covered))  # fmt: skip
+
+    def _answer_save(self, text: str, finish_reason: str, dropped: int = 0) -> int:
+        """`dropped`: what the engine left out of what it was sent, which starts after the
+        messages the note covers (an answer that did not finish was not told)."""
+        assert self.conversation is not None
+        answer = conversations.answer_save(
+            self.conversation,
+            text,
+            provenance(self.model, self.sampling),
+            finish_reason,
+            left_out=self.covered + dropped,
+            summarised=self.covered,
+        )
+        return answer.pk
+
+    async def _title(self) -> bytes:
+        """The local model names the conversation after its first answer."""
+        assert self.conversation is not None
+        prompt = await sync_to_async(conversations.title_prompt)(self.conversation)
+        text = await self._ask_aside(prompt, TITLE_TOKENS)
+        title = await sync_to_async(conversations.title_save)(self.conversation, text or "")
+        return _line(event="title", conversation=self.conversation.pk, title=title)
+
+    async def _summarise(self, covers: int) -> bytes:
+        """Ask the model for a note of the first `covers` messages, for the turns to come."""
+        assert self.conversation is not None
+        prompt = await sync_to_async(conversations.summary_prompt)(self.conversation, covers)
+        text = await self._ask_aside(prompt, max(16, settings.ENGINE_CONTEXT_PER_SLOT // 8))
+        saved = text is not None and await sync_to_async(conversations.summary_save)(
+            self.conversation, text, covers=covers, was=self.covered
+        )
+        return _line(event="summary", covers=covers if saved else self.covered)
+
+    async def _ask_aside(self, prompt: list[Message], max_tokens: int) -> str | None:
+        """A whole answer to a request of the node's own, greedy; None if it was not made."""
+        sampling = Sampling(max_tokens=max_tokens, temperature=0.0, top_p=1.0, seed=0)
+        try:
+            first, events = await open_answer(
+                self.model, prompt, sampling, user=str(self.member.pk),
+                overflow=Overflow.DROP_OLDEST,
+            )  # fmt: skip
+        except AnswerRefused:
+            return None  # the next turn tries again
+        text, last = await answer_collected(first, events)
+        return text if last["event"] == "done" else None
+
+
+def refusal_text(refusal: AnswerRefused) -> str:
+    if refusal.code == "context_length_exceeded":  # older messages are left out: it is the question
+        return f"{refusal} Shorten the question to go on."
+    if refusal.code == "overloaded":
+        return "The model is busy answering others; try again in a moment."
+    return str(refusal)
+
+
+def _wants_title(conversation: Conversation) -> bool:
+    """Only after the first answer, and only if the member has not named it."""
+    conversation.refresh_from_db(fields=["title_source"])
+    first_exchange = conversation.messages.count() <= 2
+    return first_exchange and conversation.title_source == Conversation.TitleSource.QUESTION
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise ChatError("The request is not JSON.") from None
+    if not isinstance(data, dict):
+        raise ChatError("The request must be a JSON object.")
+    return data
+
+
+def _question(data: dict[str, Any]) -> str:
+    return conversations.question_checked(data.get("question"))
+
+
+def _message_id(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ChatError("Say which question is edited.")
+    return value
+
+
+def _settings(
+    member: Member, conversation: Conversation | None, data: dict[str, Any]
+) -> ChatSettings:
+    """The settings sent with the question, else the conversation's (or the member's)."""
+    sent = data.get("settings")
+    if sent is None:
+        return chat_settings.settings_of(conversation, member)
+    if not isinstance(sent, dict):
+        raise ChatError("'settings' must be an object.")
+    try:
+        return chat_settings.settings_checked(sent)
+    except chat_settings.SettingsError as error:
+        raise ChatError(str(error)) from None
+
+
+def _private_history(value: Any) -> list[Message]:
+    if value is None or value == []:
+        return []
+    try:
+        return parse_messages(value)
+    except OpenAIError as error:
+        raise ChatError(str(error)) from None
+
+
+def _line(**event: Any) -> bytes:
+    return json.dumps(event).encode() + b"\n"
