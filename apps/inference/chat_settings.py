@@ -6,7 +6,7 @@ chat. Whatever is not set on the conversation follows the member's defaults as t
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,21 +88,50 @@ def conversation_settings_set(conversation: Conversation, chosen: ChatSettings) 
 
 def settings_checked(form: Mapping[str, Any]) -> ChatSettings:
     """Settings from a form or a JSON object, each checked; a bad one raises SettingsError."""
-    prompt = form.get("system_prompt") or ""
-    if not isinstance(prompt, str) or len(prompt) > MAX_SYSTEM_PROMPT_CHARS:
-        raise SettingsError(
-            f"The system prompt may be at most {MAX_SYSTEM_PROMPT_CHARS:,} characters."
-        )
     return ChatSettings(
-        system_prompt=prompt.strip(),
-        temperature=_number(form.get("temperature"), "Temperature", 0.0, 2.0),
-        top_p=_number(form.get("top_p"), "Top p", 0.0, 1.0),
+        system_prompt=_prompt(form.get("system_prompt")),
+        temperature=_temperature(form.get("temperature")),
+        top_p=_top_p(form.get("top_p")),
         max_tokens=_tokens(form.get("max_tokens")),
     )
 
 
+def settings_errors(form: Mapping[str, Any]) -> dict[str, str]:
+    """What is wrong with each bad field of a settings form, by field; empty when all are good.
+
+    A page shows every mistake at once, beside its field, rather than one per try."""
+    errors = {}
+    for field, check in _CHECKS.items():
+        try:
+            check(form.get(field))
+        except SettingsError as error:
+            errors[field] = str(error)
+    return errors
+
+
+def _prompt(value: Any) -> str:
+    prompt = value or ""
+    if isinstance(prompt, str):
+        prompt = prompt.replace("\r\n", "\n")  # a browser sends a textarea's line ends as CRLF
+    if not isinstance(prompt, str) or len(prompt) > MAX_SYSTEM_PROMPT_CHARS:
+        raise SettingsError(
+            f"The system prompt may be at most {MAX_SYSTEM_PROMPT_CHARS:,} characters."
+        )
+    return prompt.strip()
+
+
+def _temperature(value: Any) -> float:
+    return _number(value, "Temperature", 0.0, 2.0)
+
+
+def _top_p(value: Any) -> float:
+    return _number(value, "Top p", 0.0, 1.0)
+
+
 def _number(value: Any, name: str, low: float, high: float) -> float:
     try:
+        if isinstance(value, bool):  # JSON true is not 1.0
+            raise TypeError
         number = float(value)
     except (TypeError, ValueError):
         raise SettingsError(f"{name} must be a number from {low:g} to {high:g}.") from None
@@ -115,12 +144,21 @@ def _tokens(value: Any) -> int | None:
     if value is None or str(value).strip() == "":
         return None
     text = str(value).strip()
-    if not text.isdigit() or not 1 <= int(text) <= MAX_TOKENS_LIMIT:
+    # isdecimal, not isdigit: int() refuses "²"; the length keeps int() off huge strings.
+    if not text.isdecimal() or len(text) > 9 or not 1 <= int(text) <= MAX_TOKENS_LIMIT:
         raise SettingsError(
             f"The longest answer must be a whole number of tokens from 1 to {MAX_TOKENS_LIMIT:,}, "
             "or empty for the node's default."
         )
     return int(text)
+
+
+_CHECKS: dict[str, Callable[[Any], Any]] = {
+    "system_prompt": _prompt,
+    "temperature": _temperature,
+    "top_p": _top_p,
+    "max_tokens": _tokens,
+}
 
 
 def _first(own: float | None, default: float) -> float:

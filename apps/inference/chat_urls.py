@@ -1,6 +1,6 @@
 from django.urls import path
 
-from apps.inference import chat_views
+from apps.inference import chat_views, settings_views
 
 app_name = "chat"
 urlpatterns = [
@@ -14,4 +14,5 @@ urlpatterns = [
     path("stopped", chat_views.answer_stopped, name="stopped"),
     path("retention", chat_views.retention, name="retention"),
     path("overflow", chat_views.overflow, name="overflow"),
+    path("settings/", settings_views.settings_page, name="settings"),
 ]
