@@ -12,7 +12,5 @@ urlpatterns = [
     path("<int:conversation_id>/rename", chat_views.conversation_rename, name="rename"),
     path("ask", chat_views.ask, name="ask"),
     path("stopped", chat_views.answer_stopped, name="stopped"),
-    path("retention", chat_views.retention, name="retention"),
-    path("overflow", chat_views.overflow, name="overflow"),
     path("settings/", settings_views.settings_page, name="settings"),
 ]

@@ -11,7 +11,6 @@ from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
-from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
@@ -144,36 +143,6 @@ def conversation_rename(request: HttpRequest, conversation_id: int) -> HttpRespo
         return JsonResponse({"title": renamed.title})
     messages.success(request, "Renamed.")
     return redirect("chat:conversation", renamed.pk)
-
-
-@require_POST
-@household_required
-def retention(request: HttpRequest) -> HttpResponse:
-    try:
-        conversations.retention_set(request.user, request.POST.get("days"))  # type: ignore[arg-type]
-    except ChatError as error:
-        messages.error(request, str(error))
-    return _back(request)
-
-
-@require_POST
-@household_required
-def overflow(request: HttpRequest) -> HttpResponse:
-    try:
-        conversations.overflow_set(request.user, request.POST.get("overflow"))  # type: ignore[arg-type]
-    except ChatError as error:
-        messages.error(request, str(error))
-    return _back(request)
-
-
-def _back(request: HttpRequest) -> HttpResponse:
-    back = request.POST.get("back", "")
-    # Only back to a page of this node: a form posted from elsewhere must not send people off.
-    if not url_has_allowed_host_and_scheme(
-        back, allowed_hosts={request.get_host()}, require_https=request.is_secure()
-    ):
-        back = "chat:new"
-    return redirect(back)
 
 
 @require_POST

@@ -297,7 +297,8 @@ def retention_of(member: Member) -> int:
 
 def retention_set(member: Member, days: Any) -> int:
     """Keep the member's conversations `days` days after their last message; 0 keeps them."""
-    kept = int(days) if isinstance(days, int | str) and str(days).isdigit() else -1
+    text = str(days) if isinstance(days, int | str) else ""
+    kept = int(text) if text.isdecimal() and len(text) < 6 else -1  # int() refuses "²"
     if kept not in RETENTION_CHOICES:
         raise ChatError("Choose how long to keep conversations from the list.")
     ChatPreferences.objects.update_or_create(member=member, defaults={"retention_days": kept})

@@ -30,20 +30,3 @@ def test_an_invite_link_page_is_never_stored(owner_client: Client, owner: Any) -
 
     assert 'id="invite-link"' in response.content.decode()
     assert "no-store" in response["Cache-Control"]
-
-
-@pytest.mark.parametrize(
-    "back", ["https://evil.example/", "//evil.example/", "https:evil.example", "/\\evil.example"]
-)
-def test_the_retention_form_never_sends_anyone_off_the_node(
-    member_client: Client, back: str
-) -> None:
-    response = member_client.post("/chat/retention", {"days": "30", "back": back})
-
-    assert response.status_code == 302
-    assert response["Location"] == "/chat/"
-
-
-def test_the_retention_form_goes_back_to_a_page_of_the_node(member_client: Client) -> None:
-    response = member_client.post("/chat/retention", {"days": "30", "back": "/chat/private/"})
-    assert response["Location"] == "/chat/private/"

@@ -77,7 +77,7 @@ def test_a_member_chats_and_the_answer_says_which_file_made_it(
     expect(member_page).to_have_url(re.compile(r"/chat/\d+/$"))
 
     member_page.reload()  # the conversation was kept, and is listed
-    expect(member_page.locator(".question")).to_have_text(question)
+    expect(member_page.locator(".question .bubble")).to_have_text(question)
     expect(member_page.locator("#conversations a[aria-current=page]")).to_contain_text("capital")
     assert not [name for name in files_holding(node.data_dir, question) if name.endswith(".log")]
 
@@ -163,7 +163,7 @@ print(conversation.pk)
     member_page.goto(f"{node.url}/chat/{conversation_id}/")
 
     expect(member_page.locator(".answer .markdown")).to_have_text(HOSTILE)
-    expect(member_page.locator(".question")).to_have_text(HOSTILE)
+    expect(member_page.locator(".question .bubble")).to_have_text(HOSTILE)
     assert member_page.locator("#transcript img, #transcript script").count() == 0
     assert not pwned(member_page) and not dialogs
 

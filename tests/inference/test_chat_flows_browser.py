@@ -94,9 +94,7 @@ def answered(page: Page, nth: int = -1) -> None:
 
 def messages_of(node: Instance, page: Page) -> list[str]:
     conversation = page.url.rstrip("/").rsplit("/", 1)[-1]
-    code = (
-        f"print([m.role for m in ChatMessage.objects.filter(conversation_id={conversation})])"
-    )
+    code = f"print([m.role for m in ChatMessage.objects.filter(conversation_id={conversation})])"
     return list(eval(shell(node, page.npub, code)))  # type: ignore[attr-defined]  # noqa: S307
 
 
@@ -239,7 +237,10 @@ def test_a_system_prompt_and_sampling_stay_with_their_conversation(
     answered(page)
     expect(page.locator(".answer .provenance")).to_contain_text("temperature 0.3")
     conversation = page.url.rstrip("/").rsplit("/", 1)[-1]
-    code = f"c = Conversation.objects.get(pk={conversation}); print(repr((c.system_prompt, c.temperature)))"
+    code = (
+        f"c = Conversation.objects.get(pk={conversation})\n"
+        "print(repr((c.system_prompt, c.temperature)))"
+    )
     assert shell(node, page.npub, code) == "('You answer like a pirate.', 0.3)"  # type: ignore[attr-defined]
     page.reload()
     expect(page.get_by_label("System prompt")).to_have_value("You answer like a pirate.")

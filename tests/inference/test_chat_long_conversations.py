@@ -23,6 +23,7 @@ from django.utils import timezone
 from apps.identity.services import apikey_create
 from apps.inference import conversations
 from apps.inference.backends.engine import socket_path
+from apps.inference.conversations import ChatError
 from apps.inference.engine import Decoder, EngineServer, Job
 from apps.inference.models import ChatMessage, ChatPreferences, Conversation, LocalModel
 from apps.inference.services import bundled_model_file
@@ -137,7 +138,7 @@ def test_a_conversation_three_times_the_context_keeps_answering_and_says_what_it
 def test_with_summaries_chosen_the_left_out_messages_become_a_note_the_next_turn_reads(
     member: Any, member_client: Client, model: LocalModel, engine: RecordingDecoder
 ) -> None:
-    member_client.post("/chat/overflow", {"overflow": "summarise"})
+    conversations.overflow_set(member, "summarise")
     assert conversations.overflow_of(member) == ChatPreferences.Overflow.SUMMARISE
     conversation = long_conversation(member, exchanges=8)  # twice the context is enough here
 
@@ -191,10 +192,10 @@ def test_the_api_still_refuses_a_conversation_longer_than_the_context(
     assert refused.json()["error"]["param"] == "messages"
 
 
-def test_the_overflow_choice_must_be_one_offered(member: Any, member_client: Client) -> None:
-    page = member_client.post("/chat/overflow", {"overflow": "forget"}, follow=True)
+def test_the_overflow_choice_must_be_one_offered(member: Any) -> None:
+    with pytest.raises(ChatError, match="Choose from the list"):
+        conversations.overflow_set(member, "forget")
 
-    assert "Choose from the list" in page.content.decode()
     assert conversations.overflow_of(member) == ChatPreferences.Overflow.LEAVE_OUT
     assert not ChatPreferences.objects.exists()
 
