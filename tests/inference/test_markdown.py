@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from html.parser import HTMLParser
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from apps.inference.markdown import render_markdown
+from apps.inference import markdown
+from apps.inference.markdown import ATTRIBUTES, HIGHLIGHT_LIMIT, TOKEN_CLASSES, render_markdown
 
 HOSTILE = [
     "<script>window.pwned = 1</script>",
@@ -69,16 +73,19 @@ def test_links_open_apart_and_images_are_never_fetched() -> None:
 CODE = 'if (a < b && c > d) {\n  <script>alert("a4")</script>\n}'
 
 
-def test_code_is_escaped_once_and_reads_as_written() -> None:
-    html = render_markdown(f"```js\n{CODE}\n```\n\nInline: `{CODE.splitlines()[0]}` and `<script>`")
+@pytest.mark.parametrize("language", ["", "js"])  # plain, and highlighted
+def test_code_is_escaped_once_and_reads_as_written(language: str) -> None:
+    html = render_markdown(
+        f"```{language}\n{CODE}\n```\n\nInline: `{CODE.splitlines()[0]}` and `<script>`"
+    )
 
     assert "&amp;lt;" not in html and "&amp;amp;" not in html and "&amp;quot;" not in html
-    assert "if (a &lt; b &amp;&amp; c &gt; d)" in html
+    assert "if (a &lt; b &amp;&amp; c &gt; d)" in re.sub(r"</?span[^>]*>", "", html)
     built = Elements(html)
     assert CODE in built.text
     assert "if (a < b && c > d)" in built.text.split("Inline:")[1]
     assert "<script>" in built.text.split("Inline:")[1]
-    assert set(built.tags) == {"pre", "code", "p"}  # the script is text, not an element
+    assert set(built.tags) - {"span"} == {"pre", "code", "p"}  # the script is text
 
 
 def test_bare_links_outside_code_become_links_but_not_inside_code() -> None:
@@ -86,3 +93,132 @@ def test_bare_links_outside_code_become_links_but_not_inside_code() -> None:
 
     assert '<a href="https://example.org" rel="noopener noreferrer nofollow"' in html
     assert "<code>https://example.com</code>" in html
+
+
+def test_code_in_a_language_pygments_knows_is_highlighted_with_token_classes() -> None:
+    html = render_markdown("```python\ndef area(r):\n    return 3.14 * r ** 2  # circle\n```")
+
+    assert '<pre><code class="language-python"><span class="tok-k">def</span>' in html
+    assert '<span class="tok-nf">area</span>' in html
+    assert '<span class="tok-c1"># circle</span>' in html
+    assert "style=" not in html
+    assert Elements(html).text.rstrip() == "def area(r):\n    return 3.14 * r ** 2  # circle"
+
+
+@pytest.mark.parametrize("language", ["nosuchlanguage", "", "py{thon}"])
+def test_code_in_an_unknown_or_no_language_stays_plain_and_escaped(language: str) -> None:
+    html = render_markdown(f"```{language}\nplot <b>a < b</b> & print\n```")
+
+    assert "<span" not in html
+    assert "plot &lt;b&gt;a &lt; b&lt;/b&gt; &amp; print" in html
+    assert Elements(html).text.rstrip() == "plot <b>a < b</b> & print"
+
+
+HOSTILE_FENCES = [
+    "```python\n</code></pre><script>window.pwned = 1</script>\n```",
+    '```x" onclick="window.pwned = 1\nx\n```',
+    '```python" onclick="window.pwned = 1\nx\n```',
+    '```"><script>window.pwned = 1</script>\nx\n```',
+    '```python\n<span class="evil" style="color: red">x</span>\n```',
+    '```html\n<img src=x onerror="window.pwned = 1">\n```',
+]
+
+
+@pytest.mark.parametrize("answer", HOSTILE_FENCES)
+def test_a_fence_cannot_inject_elements_or_attributes(answer: str) -> None:
+    html = render_markdown(answer)
+    built = Elements(html)
+
+    assert set(built.tags) <= {"pre", "code", "span", "p"}
+    assert {name for name, _ in built.attributes} <= {"class"}
+    for tag, value in re.findall(r'<(span|code) class="([^"]*)"', html):
+        assert value in TOKEN_CLASSES if tag == "span" else re.fullmatch(r"language-\w+", value)
+
+
+def test_the_cleaner_keeps_only_token_classes_on_spans_and_language_classes_on_code() -> None:
+    span, code = ATTRIBUTES["span"], ATTRIBUTES["code"]
+    assert callable(span) and callable(code)
+
+    assert span("span", "class", "tok-k") and span("span", "class", "tok-s2")
+    assert not span("span", "class", "evil")
+    assert not span("span", "class", "tok-k evil")
+    assert not span("span", "style", "color: red")
+    assert code("code", "class", "language-python") and code("code", "class", "language-c++")
+    assert not code("code", "class", "evil")
+    assert not code("code", "class", 'language-x" onclick="y')
+    assert not code("code", "class", "language-")
+    assert not code("code", "onclick", "language-python")
+
+
+def test_whatever_the_highlighter_writes_is_cleaned(monkeypatch: pytest.MonkeyPatch) -> None:
+    written = (
+        '<span class="tok-k">def</span> <span class="evil" style="color: red" onclick="x">f</span>'
+        '<script>window.pwned = 1</script><img src="https://example.org/p.png">'
+    )
+    monkeypatch.setattr(markdown, "pygments", SimpleNamespace(format=lambda *_: written))
+
+    html = render_markdown("```python\ndef f\n```")
+
+    assert '<span class="tok-k">def</span> <span>f</span>' in html
+    assert "evil" not in html and "style" not in html and "onclick" not in html
+    assert "<script" not in html and "<img" not in html
+
+
+def test_code_past_the_highlight_limit_stays_plain() -> None:
+    line = "total = total + 1  # count\n"
+    block = line * (HIGHLIGHT_LIMIT // len(line) + 1)
+
+    assert "<span" not in render_markdown(f"```python\n{block}```")
+    assert Elements(render_markdown(f"```python\n{block}```")).text.rstrip() == block.rstrip()
+
+
+def test_one_answer_highlights_at_most_the_limit_in_all_its_code() -> None:
+    line = "total = total + 1\n"
+    block = line * (HIGHLIGHT_LIMIT // len(line) // 2 + 1)  # two fit in the limit only just not
+
+    first, second = render_markdown(f"```python\n{block}```\n\n```python\n{block}```").split(
+        "</pre>"
+    )[:2]
+
+    assert "<span" in first
+    assert "<span" not in second
+
+
+CODE_CSS = Path(__file__).resolve().parents[2] / "static" / "css" / "code.css"
+
+
+def _themes() -> dict[str, tuple[str, str]]:
+    """Each theme's token rules in code.css, and its code background."""
+    css = CODE_CSS.read_text()
+    background = dict(re.findall(r"^(\S.*?) \{ --code-bg: (#\w+)", css, re.MULTILINE))
+    rules: dict[str, list[str]] = {}
+    for scope, rule in re.findall(r"^ *(.*?)(\.markdown pre code :is.*)$", css, re.MULTILINE):
+        rules.setdefault(scope, []).append(rule)
+    light, dark = background[":root"], background['html[data-theme="dark"]']
+    themes = {
+        "light": ("\n".join(rules.pop("")), light),
+        "dark, chosen": ("\n".join(rules.pop('html[data-theme="dark"] ')), dark),
+        "dark, the system's": ("\n".join(rules.pop('html:not([data-theme="light"]) ')), dark),
+    }
+    assert not rules  # no rules for a theme these tests do not know
+    return themes
+
+
+def test_code_css_colours_every_token_class_in_every_theme() -> None:
+    for theme, (rules, _) in _themes().items():
+        assert set(re.findall(r"\.(tok-\w+)", rules)) == TOKEN_CLASSES, theme
+
+
+def _luminance(colour: str) -> float:
+    red, green, blue = (int(colour[i : i + 2], 16) / 255 for i in (1, 3, 5))
+    linear = [
+        c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in (red, green, blue)
+    ]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def test_code_css_colours_meet_wcag_aa_contrast_on_their_background() -> None:
+    for theme, (rules, background) in _themes().items():
+        for colour in set(re.findall(r"color: (#[0-9a-f]{6})", rules)):
+            lighter, darker = sorted((_luminance(colour), _luminance(background)), reverse=True)
+            assert (lighter + 0.05) / (darker + 0.05) >= 4.5, (theme, colour)
