@@ -173,8 +173,10 @@ class Turn:
             answer_id = await sync_to_async(self._answer_save)(
                 text, event["finish_reason"], dropped
             )
+        # Highlighting a long answer's code takes a while: not on the event loop.
+        html = await sync_to_async(render_markdown, thread_sensitive=False)(text)
         return _line(event="done", finish_reason=event["finish_reason"],
-                     html=render_markdown(text), answer=answer_id,
+                     html=html, answer=answer_id,
                      provenance=provenance(self.model, self.sampling),
                      context_note=context_note(self.covered + dropped,
                                                self.covered))  # fmt: skip
