@@ -47,12 +47,13 @@ def checklist_dismiss(owner: Member) -> None:
 def _local_model() -> ChecklistItem:
     models, _ = inference.engine_overview()
     engine_up, engine_detail = inference.engine_state()
+    on_disk = f"{len(models)} model{'s' if len(models) != 1 else ''} on disk"
     if not models:
         detail = "No model yet: add a GGUF file on the Models page, from a URL or from this box."
     elif not engine_up:
-        detail = f"{len(models)} model(s) on disk, but the engine is not answering: {engine_detail}"
+        detail = f"{on_disk}, but the engine is not up yet. {engine_detail}"
     else:
-        detail = f"{len(models)} model(s) on disk, and the engine answers."
+        detail = f"{on_disk}, and the engine answers."
     return ChecklistItem("model", "A local model is ready", bool(models) and engine_up, detail)
 
 

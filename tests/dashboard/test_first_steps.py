@@ -64,7 +64,7 @@ def test_the_model_step_is_ticked_when_a_model_is_on_disk_and_the_engine_answers
     inference.catalog_sync()  # the bundled model, as on a first start
     page = owner_client.get("/start/").content.decode()
     assert ticked(owner_client)["model"] is False  # no engine runs in this test
-    assert "the engine is not answering" in page
+    assert "the engine is not up yet" in page
 
     monkeypatch.setattr(inference, "engine_status", lambda: ENGINE_UP)
     assert ticked(owner_client)["model"] is True
