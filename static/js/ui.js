@@ -26,6 +26,21 @@
     });
   }
 
+  // The person's menu (a <details>) closes on a click elsewhere or Escape, as menus do.
+  function setUpAccountMenu() {
+    const menu = document.querySelector("details.account");
+    if (!menu) return;
+    document.addEventListener("click", (event) => {
+      if (menu.open && !menu.contains(event.target)) menu.open = false;
+    });
+    menu.addEventListener("keydown", (event) => {
+      if (event.key === "Escape" && menu.open) {
+        menu.open = false;
+        menu.querySelector("summary").focus();
+      }
+    });
+  }
+
   // Theme: system → light → dark → system. The cookie lets the server render the same theme
   // on the next page, so it never flashes in the other one.
   const THEMES = ["", "light", "dark"];
@@ -147,6 +162,7 @@
 
   window.sovereignUi = { confirmAction, copyText, applyTheme };
   setUpMenu();
+  setUpAccountMenu();
   setUpThemeToggle();
   setUpConfirmations();
   setUpCopyButtons();
