@@ -113,6 +113,9 @@ def test_the_menu_button_opens_the_navigation_on_a_phone(node: Instance, browser
     expect(people).to_be_hidden()
     menu.click()
     expect(menu).to_have_attribute("aria-expanded", "true")
+    page.get_by_text("owner", exact=True).click()  # the person's own menu, inside
+    expect(page.get_by_role("button", name="Log out")).to_be_visible()
+    audit_page(page, "owner-light-menu-open")
     people.click()
     expect(page).to_have_url(f"{node.url}/people/")
 
