@@ -40,7 +40,7 @@ class NotAllowedPageMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         response = self.get_response(request)
-        if response.status_code != 405 or response.content:
+        if response.status_code != 405 or response.streaming or response.content:
             return response
         if dashboard.is_program_request(request) or "text/html" not in request.headers.get(
             "Accept", ""

@@ -176,3 +176,30 @@ def test_removing_a_person_asks_first(node: Instance, browser: Browser) -> None:
     dialog.get_by_role("button", name="Remove").click()
     expect(page.get_by_role("status")).to_contain_text("from the household.")
     expect(row).to_have_count(0)
+
+
+def test_copy_buttons_copy_and_say_so(node: Instance, browser: Browser) -> None:
+    page = logged_in(node, browser, "member")
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=node.url)
+    page.goto(f"{node.url}/keys/")
+    copy = page.get_by_role("button", name="Copy base URL")
+
+    copy.click()
+
+    expect(page.locator("[data-copied]")).to_have_text("Copied")
+    assert page.evaluate("() => navigator.clipboard.readText()") == f"{node.url}/v1"
+
+
+def test_copy_works_on_a_plain_http_address_without_the_clipboard_api(
+    node: Instance, browser: Browser
+) -> None:
+    page = logged_in(node, browser, "member")
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=node.url)
+    # As on a household's LAN address over http, where browsers offer no navigator.clipboard.
+    page.add_init_script("Object.defineProperty(window, 'isSecureContext', {value: false})")
+    page.goto(f"{node.url}/keys/")
+
+    page.get_by_role("button", name="Copy base URL").click()
+
+    expect(page.locator("[data-copied]")).to_have_text("Copied")
+    assert page.evaluate("() => navigator.clipboard.readText()") == f"{node.url}/v1"
