@@ -3,7 +3,7 @@ themes: nothing scrolls sideways, axe finds nothing serious, and the shell's con
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from nostr_sdk import Keys
@@ -101,6 +101,22 @@ def test_the_pages_before_logging_in_pass_the_audit(
     watch_content_security_policy(page)
 
     audit_pages(page, node, f"visitor-{theme}", {"login": "/login/", "404": "/nowhere/"})
+
+
+def test_the_setup_pages_of_an_unclaimed_node_pass_the_audit(
+    make_instance: Callable[..., Instance], page: Page
+) -> None:
+    fresh = make_instance(SOVEREIGN_SETUP_SECRET="correct horse battery")
+    fresh.serve_web()
+    watch_content_security_policy(page)
+
+    page.goto(f"{fresh.url}/people/")
+    expect(page).to_have_url(f"{fresh.url}/setup/")
+    audit_both_widths(page, "visitor-light-setup")
+    page.get_by_label("Setup secret").fill("correct horse battery")
+    page.get_by_role("button", name="Continue").click()
+    expect(page.get_by_role("button", name="Claim with my Nostr extension")).to_be_visible()
+    audit_both_widths(page, "visitor-light-claim")
 
 
 def test_the_menu_button_opens_the_navigation_on_a_phone(node: Instance, browser: Browser) -> None:
