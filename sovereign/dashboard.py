@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse, HttpResponseServerError, JsonResponse
@@ -20,27 +21,37 @@ THEME_COOKIE_SECONDS = 365 * 24 * 3600
 # Answers for programs, never pages: they keep the JSON (or empty) answers they document.
 PROGRAM_PATHS = ("/v1/", "/api/", "/auth/", "/healthz", "/ws/")
 
-ERRORS: dict[int, dict[str, str]] = {
-    403: {
-        "title": "Not for your role",
-        "explanation": "This page is not part of what your role on this node includes. "
+
+@dataclass(frozen=True)
+class ErrorPage:
+    code: str  # for programs, in the JSON answer
+    title: str
+    explanation: str  # in plain words, for people
+
+
+ERRORS = {
+    403: ErrorPage(
+        "forbidden",
+        "Not for your role",
+        "This page is not part of what your role on this node includes. "
         "The owner decides who is a member and who is a friend.",
-    },
-    404: {
-        "title": "Page not found",
-        "explanation": "There is no page at this address. It may have moved, or the link "
-        "may be mistyped.",
-    },
-    405: {
-        "title": "Not a page to open",
-        "explanation": "This address takes a form's answer, not a visit: go back to the page "
-        "the form is on.",
-    },
-    500: {
-        "title": "Something went wrong",
-        "explanation": "The node failed to answer this page. Nothing you did caused it; the "
-        "node's log says what happened. Try again in a moment.",
-    },
+    ),
+    404: ErrorPage(
+        "not_found",
+        "Page not found",
+        "There is no page at this address. It may have moved, or the link may be mistyped.",
+    ),
+    405: ErrorPage(
+        "method_not_allowed",
+        "Not a page to open",
+        "This address takes a form's answer, not a visit: go back to the page the form is on.",
+    ),
+    500: ErrorPage(
+        "server_error",
+        "Something went wrong",
+        "The node failed to answer this page. Nothing you did caused it; the node's log says "
+        "what happened. Try again in a moment.",
+    ),
 }
 
 
@@ -78,12 +89,12 @@ def is_program_request(request: HttpRequest) -> bool:
 
 
 def error_page(request: HttpRequest, status: int) -> HttpResponse:
+    error = ERRORS[status]
     if is_program_request(request):
-        error = ERRORS[status]
         return JsonResponse(
-            {"error": {"message": error["explanation"], "code": error["title"]}}, status=status
+            {"error": {"message": error.explanation, "code": error.code}}, status=status
         )
-    return render(request, "errors/error.html", {"status": status, **ERRORS[status]}, status=status)
+    return render(request, "errors/error.html", {"status": status, **asdict(error)}, status=status)
 
 
 def permission_denied(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:

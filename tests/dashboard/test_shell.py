@@ -60,7 +60,7 @@ def test_programs_keep_their_plain_and_json_answers(owner_client: Client) -> Non
     unknown = owner_client.get("/v1/nowhere", **PAGE)
     assert unknown.status_code == 404
     assert unknown.json()["error"]["code"] == "unknown_url"
-    assert owner_client.get("/api/nothing-here").json()["error"]["code"] == "Page not found"
+    assert owner_client.get("/api/nothing-here").json()["error"]["code"] == "not_found"
 
 
 def test_a_page_that_fails_is_a_500_page_with_the_navigation(settings: Any, owner: Any) -> None:
