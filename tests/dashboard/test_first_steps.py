@@ -11,6 +11,7 @@ from django.test import Client
 from apps.identity import checklist, services
 from apps.identity.models import Member
 from apps.inference import services as inference
+from tests.lightningd import LightningdDouble
 
 pytestmark = pytest.mark.django_db
 ENGINE_UP = {"loaded": None, "running": 0, "waiting": 0, "slots": []}
@@ -147,3 +148,15 @@ def test_logout_from_a_link_when_logged_out_leads_to_the_login(
     client: Client, owner: Member
 ) -> None:
     assert client.get("/logout/")["Location"] == "/login/"
+
+
+def test_the_lightning_step_is_ticked_once_a_node_answers(
+    owner_client: Client, settings: Any, tmp_path: Path
+) -> None:
+    with LightningdDouble(tmp_path / "node", alias="household") as node:
+        settings.LIGHTNING_RPC = str(node.rpc_file)
+
+        page = owner_client.get("/start/").content.decode()
+
+        assert ticked(owner_client)["lightning"] is True
+        assert "Connected to household" in page
