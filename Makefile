@@ -4,6 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 INSTALLED_BENCH := $(VENV)/.installed-bench
+# axe-core, the accessibility checker the browser tests run on every dashboard page.
+AXE := $(VENV)/node/node_modules/axe-core/axe.min.js
+AXE_VERSION := 4.11.1
 
 .PHONY: run test check format bench rebuild-llama
 
@@ -30,7 +33,10 @@ $(INSTALLED_BENCH): $(INSTALLED)
 run: $(INSTALLED)
 	$(BIN)/python manage.py run
 
-test: $(INSTALLED)
+$(AXE):
+	npm install --no-save --no-audit --no-fund --prefix $(VENV)/node axe-core@$(AXE_VERSION)
+
+test: $(INSTALLED) $(AXE)
 	$(BIN)/python -m pytest
 
 # By hand, on a quiet machine: each script rewrites its section of docs/benchmarks.md.

@@ -76,6 +76,8 @@ MIDDLEWARE = [
     "apps.identity.access.SetupRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Innermost: its page needs the session, the user and the messages set up above it.
+    "sovereign.middleware.NotAllowedPageMiddleware",
 ]
 
 ROOT_URLCONF = "sovereign.urls"
@@ -93,6 +95,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "sovereign.dashboard.theme",
             ],
         },
     },

@@ -4,9 +4,16 @@ from django.urls import include, path
 
 from apps.identity import views as identity_views
 from apps.system import views as system_views
+from sovereign import dashboard
+
+handler403 = dashboard.permission_denied
+handler404 = dashboard.page_not_found
+handler500 = dashboard.server_error
 
 urlpatterns = [
     path("", identity_views.home, name="home"),
+    path("favicon.ico", dashboard.favicon, name="favicon"),
+    path("theme/", dashboard.theme_set, name="theme"),
     path("healthz", system_views.healthz, name="healthz"),
     path("system/", include("apps.system.urls")),
     path("chat/", include("apps.inference.chat_urls")),

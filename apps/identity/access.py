@@ -20,7 +20,14 @@ from apps.identity.nip98 import AuthRefused
 View = TypeVar("View", bound=Callable[..., HttpResponse])
 
 # What an unclaimed node still serves: the claim itself, health checks, static files.
-OPEN_BEFORE_CLAIM = ("/setup/", "/auth/", "/healthz", f"/{settings.STATIC_URL}")
+OPEN_BEFORE_CLAIM = (
+    "/setup/",
+    "/auth/",
+    "/healthz",
+    "/favicon.ico",
+    "/theme/",
+    f"/{settings.STATIC_URL}",
+)
 
 
 class SetupRequiredMiddleware:
@@ -139,3 +146,11 @@ def api_authenticated(view: View) -> View:
         return view(request, *args, **kwargs)
 
     return guarded  # type: ignore[return-value]
+
+
+def models_shared_with_friends() -> list[str]:
+    """The names of the models the owner shares with friends: none until sharing exists.
+
+    The friends' page lists what this returns, so sharing only has to fill it in.
+    """
+    return []

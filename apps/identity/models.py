@@ -33,6 +33,8 @@ class Member(AbstractBaseUser):
     profile_fetched_at = models.DateTimeField(null=True, blank=True)
     joined_at = models.DateTimeField(auto_now_add=True)
     is_active = models.BooleanField(default=True)
+    # The owner's first-run checklist leads the way until it is done or put away.
+    checklist_dismissed_at = models.DateTimeField(null=True, blank=True)
 
     USERNAME_FIELD = "pubkey"
     REQUIRED_FIELDS: ClassVar[list[str]] = []

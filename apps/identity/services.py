@@ -171,6 +171,10 @@ def setup_secret_matches(given: str) -> bool:
     return hmac.compare_digest(given.strip().encode(), setup_secret().encode())
 
 
+def node_owner() -> Member | None:
+    return Member.objects.filter(role=Role.OWNER).first()
+
+
 def node_claim(pubkey: str, actor: str = "") -> Member:
     with transaction.atomic():
         if is_claimed():

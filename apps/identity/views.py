@@ -10,14 +10,16 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from apps.identity import logins, pictures, services
+from apps.identity import checklist, logins, pictures, services
 from apps.identity.access import (
     anyone_required,
     api_authenticated,
     client_address,
+    models_shared_with_friends,
     owner_required,
+    role_required,
 )
 from apps.identity.models import ApiKey, AuditEvent, Member, Role
 from apps.identity.nip98 import AuthRefused, event_from_authorization
@@ -34,10 +36,44 @@ def _client(request: HttpRequest) -> str:
 
 
 def home(request: HttpRequest) -> HttpResponse:
-    """Where each person starts: the household in the chat, friends at their keys."""
+    """Where each person starts: the household in the chat (the owner at the first-run
+    checklist until it is done or put away), friends at what is shared with them."""
     if not request.user.is_authenticated:
         return redirect("identity:login")
-    return redirect("identity:keys" if request.user.role == Role.FRIEND else "chat:new")
+    if request.user.role == Role.FRIEND:
+        return redirect("identity:shared")
+    if request.user.is_owner and checklist.checklist_pending(request.user):
+        return redirect("identity:start")
+    return redirect("chat:new")
+
+
+@owner_required
+@require_http_methods(["GET", "POST"])
+def start(request: HttpRequest) -> HttpResponse:
+    """The owner's first-run checklist; Dismiss sends the owner to the chat from then on."""
+    owner: Member = request.user  # type: ignore[assignment]
+    if request.method == "POST":
+        checklist.checklist_dismiss(owner)
+        messages.success(request, "Checklist put away: it stays in your menu under Get started.")
+        return redirect("home")
+    items = checklist.checklist_items()
+    context = {
+        "items": items,
+        "complete": checklist.checklist_complete(items),
+        "dismissed": owner.checklist_dismissed_at is not None,
+    }
+    return render(request, "identity/start.html", context)
+
+
+@role_required(Role.FRIEND)
+@require_GET
+def shared(request: HttpRequest) -> HttpResponse:
+    """A friend's page: what the owner shares with them, and what they can do meanwhile."""
+    context = {
+        "owner": services.node_owner(),
+        "shared_models": models_shared_with_friends(),
+    }
+    return render(request, "identity/shared.html", context)
 
 
 @never_cache
@@ -115,8 +151,13 @@ def _logged_in(request: HttpRequest, member: Member) -> JsonResponse:
     return JsonResponse({"npub": member.npub, "role": member.role})
 
 
-@require_POST
+@require_http_methods(["GET", "POST"])
 def logout_view(request: HttpRequest) -> HttpResponse:
+    """GET asks first: a GET that logged out would let any page do it with an <img>."""
+    if request.method == "GET":
+        if not request.user.is_authenticated:
+            return redirect("identity:login")
+        return render(request, "identity/logout.html")
     if request.user.is_authenticated:
         services.audit_record(AuditEvent.Action.LOGOUT, request.user.pubkey)
     logout(request)
@@ -150,22 +191,32 @@ def _people_change(request: HttpRequest, owner: Member) -> str:
     try:
         if action == "invite_link":
             _, token = services.invite_create(role, owner)
+            messages.success(request, f"Invite link made for a {role}.")
             return request.build_absolute_uri(f"{reverse('identity:login')}?invite={token}")
         if action == "invite_cancel":
             services.invite_cancel(int(request.POST.get("invite_id", "0")), owner)
+            messages.success(request, "Invite cancelled: its link no longer works.")
             return ""
         pubkey = services.parse_pubkey(request.POST.get("pubkey", ""))
-        if action == "add":
-            services.member_add(pubkey, role, actor=owner.pubkey)
-        elif action == "set_role":
-            services.member_set_role(pubkey, role, actor=owner.pubkey)
-        elif action == "remove":
-            services.member_remove(pubkey, actor=owner.pubkey)
-        else:
-            raise IdentityError("Unknown change.")
+        messages.success(request, _member_change(action, pubkey, role, owner))
     except (IdentityError, ValueError) as error:
         messages.error(request, str(error))
     return ""
+
+
+def _member_change(action: str | None, pubkey: str, role: str, owner: Member) -> str:
+    """Add, re-role or remove one person; returns what to tell the owner."""
+    if action == "add":
+        person = services.member_add(pubkey, role, actor=owner.pubkey)
+        return f"Added {person.display_name} as a {role}."
+    if action == "set_role":
+        person = services.member_set_role(pubkey, role, actor=owner.pubkey)
+        return f"{person.display_name} is now a {role}."
+    if action == "remove":
+        name = str(Member.objects.filter(pubkey=pubkey).first() or "That person")
+        services.member_remove(pubkey, actor=owner.pubkey)
+        return f"Removed {name} from the household."
+    raise IdentityError("Unknown change.")
 
 
 @owner_required
@@ -189,13 +240,20 @@ def api_keys(request: HttpRequest) -> HttpResponse:
     new_key = ""
     try:
         if request.POST.get("action") == "create":
-            _, new_key = services.apikey_create(member, request.POST.get("name", ""))
+            key, new_key = services.apikey_create(member, request.POST.get("name", ""))
+            messages.success(request, f"Made the key “{key.name}”. Copy it now: it is shown once.")
         elif request.POST.get("action") == "revoke":
             services.apikey_revoke(member, int(request.POST.get("key_id", "0")))
+            messages.success(request, "Key revoked: programs using it are refused from now on.")
+            return redirect("identity:keys")
     except (IdentityError, ValueError) as error:
         messages.error(request, str(error))
-    keys = ApiKey.objects.filter(member=member).order_by("-created_at")
-    return render(request, "identity/keys.html", {"keys": keys, "new_key": new_key})
+    context = {
+        "keys": ApiKey.objects.filter(member=member).order_by("-created_at"),
+        "new_key": new_key,
+        "base_url": request.build_absolute_uri("/v1"),
+    }
+    return render(request, "identity/keys.html", context)
 
 
 @csrf_exempt  # programs authenticate each request with a key or a signature, not a cookie

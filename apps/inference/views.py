@@ -43,10 +43,13 @@ def _catalog_change(request: HttpRequest) -> None:
         messages.success(request, f"Downloading {download.name}.")
     elif action == "remove":
         services.model_remove(form.get("name", ""))
+        messages.success(request, f"Removed {form.get('name', '')}.")
     elif action == "download_retry":
         services.download_retry(_download_id(request))
+        messages.success(request, "Trying the download again, from where it stopped.")
     elif action == "download_cancel":
         services.download_cancel(_download_id(request))
+        messages.success(request, "Download cancelled.")
 
 
 def _download_id(request: HttpRequest) -> int:

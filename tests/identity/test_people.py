@@ -72,7 +72,7 @@ def test_a_friend_or_member_asking_for_an_owner_page_gets_403(
 def test_a_friend_may_make_api_keys_but_not_see_the_system(friend_client: Client) -> None:
     assert friend_client.get("/keys/").status_code == 200
     assert friend_client.get("/system/").status_code == 403
-    assert friend_client.get("/").headers["Location"] == "/keys/"
+    assert friend_client.get("/").headers["Location"] == "/shared/"
 
 
 def test_someone_logged_out_is_sent_to_log_in(owner: Member, client: Client) -> None:
