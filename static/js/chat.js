@@ -14,26 +14,17 @@
   let conversation = chat.dataset.conversation ? Number(chat.dataset.conversation) : null;
   let running = null;
 
-  // ---- copying: the Clipboard API needs a secure context; a node on a LAN address is plain http
-
-  async function copyText(text) {
-    if (navigator.clipboard && window.isSecureContext) {
-      try { await navigator.clipboard.writeText(text); return true; } catch (error) { /* below */ }
-    }
-    const area = Object.assign(document.createElement("textarea"), { value: text, readOnly: true });
-    area.className = "copy-buffer";
-    document.body.append(area);
-    area.select();
-    const copied = document.execCommand("copy");
-    area.remove();
-    return copied;
-  }
+  // ---- copying (ui.js copies, also on a node reached over plain http)
 
   function copyButton(label, text) {
     const button = Object.assign(document.createElement("button"), { type: "button", className: "copy", textContent: label });
     button.addEventListener("click", async () => {
-      const copied = await copyText(text());
-      button.textContent = copied ? "Copied" : "Press Ctrl+C";
+      try {
+        await window.sovereignUi.copyText(text());
+        button.textContent = "Copied";
+      } catch (error) {
+        button.textContent = "Select and copy by hand";
+      }
       setTimeout(() => { button.textContent = label; }, 1500);
     });
     return button;
@@ -54,6 +45,7 @@
       const language = [...code.classList].find((name) => name.startsWith("language-"));
       bar.append(Object.assign(document.createElement("span"), { textContent: language ? language.slice(9) : "code" }));
       bar.append(copyButton("Copy code", () => code.innerText));
+      pre.tabIndex = 0;  // a block wider than the screen scrolls: keyboards must reach it
       pre.replaceWith(block);
       block.append(bar, pre);
     }
@@ -342,8 +334,13 @@
   document.querySelector(".drawer-open").addEventListener("click", () => drawer(true));
   document.querySelector(".drawer-close").addEventListener("click", () => drawer(false));
   document.getElementById("drawer-backdrop").addEventListener("click", () => drawer(false));
+  const menu = document.querySelector(".chat-menu");
+  document.addEventListener("click", (event) => {  // the ⋯ menu closes as menus do
+    if (menu && menu.open && !menu.contains(event.target)) menu.open = false;
+  });
   document.addEventListener("keydown", (event) => {
     if (event.key !== "Escape") return;
+    if (menu && menu.open) { menu.open = false; return; }
     if (document.body.classList.contains("drawer-open")) drawer(false);
     else if (running) running.abort();
   });

@@ -151,7 +151,7 @@ def test_a_member_renames_and_searches_conversations(
     page.goto(f"{node.url}/chat/{first}/")
 
     page.get_by_label("Rename or delete this conversation").click()
-    page.get_by_label("Name").fill("Garden, spring")
+    page.get_by_label("Conversation name").fill("Garden, spring")
     page.get_by_role("button", name="Rename").click()
 
     expect(page.locator("#chat-title")).to_have_text("Garden, spring")
