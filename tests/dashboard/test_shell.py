@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from django.template import RequestContext, Template
 from django.test import Client
 
 from apps.identity import services
@@ -149,3 +150,19 @@ def test_the_theme_form_without_javascript_keeps_the_choice_and_goes_back(
 def test_the_theme_form_never_sends_anyone_off_the_node(owner_client: Client) -> None:
     response = owner_client.post("/theme/", {"theme": "dark", "next": "https://evil.example/"})
     assert response["Location"] == "/"
+
+
+def test_a_page_can_add_a_stylesheet_and_a_body_class_such_as_the_chats_wide(
+    rf: Any, owner: Any
+) -> None:
+    page = Template(
+        '{% extends "base.html" %}{% block head %}<link rel="stylesheet" href="/chat.css">'
+        "{% endblock %}{% block body_class %}wide{% endblock %}"
+    )
+    request = rf.get("/chat/")
+    request.user = owner
+
+    rendered = page.render(RequestContext(request))
+
+    assert '<link rel="stylesheet" href="/chat.css">\n</head>' in rendered
+    assert '<body class="wide">' in rendered
