@@ -133,6 +133,9 @@ def test_on_a_phone_the_conversation_list_is_a_drawer(
     page.get_by_role("button", name="Conversations").click()
 
     expect(link).to_be_visible()
+    page.wait_for_function(  # slid in all the way
+        "document.getElementById('chat-list').getBoundingClientRect().left >= 0"
+    )
     audit_page(page, "chat-drawer")
     page.keyboard.press("Escape")
     expect(link).to_be_hidden()
