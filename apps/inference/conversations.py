@@ -24,11 +24,17 @@ TITLE_LENGTH = 60
 SEARCH_RESULTS = 50
 # A deleted conversation can be brought back this long; then it is gone for good.
 UNDO_WINDOW = timedelta(minutes=10)
-TITLE_INSTRUCTION = (
-    "Write a title of three to six words for the conversation below, in its language. "
-    "Write only the title: no quotes, no full stop."
-)
-TITLE_SOURCE_CHARS = 1_500  # of the question and the answer: enough to name them
+# A few examples, as turns the model already answered: even a very small model then names
+# the question rather than answering it again (measured on SmolLM2-135M).
+TITLE_INSTRUCTION = "You give each question a short title of a few words."
+TITLE_EXAMPLES = (
+    ("What is the weather like in Rome in May?", "Weather in Rome in May"),
+    ("How do I fix a flat tyre on my bicycle? I have a pump and patches.",
+     "Fixing a flat bicycle tyre"),
+    ("Can you write a haiku about autumn leaves?", "Haiku about autumn leaves"),
+)  # fmt: skip
+TITLE_MOST_WORDS = 12
+TITLE_SOURCE_CHARS = 1_500  # of the first question: enough to name it
 MAX_QUESTION_CHARS = 32_000
 # The note is the model's own words, sent as a system message in place of what it covers.
 SUMMARY_HEADING = "A note of the earlier part of this conversation, which no longer fits:"
@@ -77,13 +83,17 @@ def conversation_rename(member: Member, conversation_id: Any, title: Any) -> Con
 
 
 def title_prompt(conversation: Conversation) -> list[Message]:
-    """What asks the model to name a conversation from its first question and answer."""
-    first = _readable(conversation)[:2]
-    shown = [{**m, "content": m["content"][:TITLE_SOURCE_CHARS]} for m in first]
-    lines = [f"{m['role'].capitalize()}: {m['content']}" for m in shown]
+    """What asks the model to name a conversation after its first question."""
+    first = conversation.messages.filter(role=ChatMessage.Role.USER).first()
+    question = first.content[:TITLE_SOURCE_CHARS] if first else conversation.title
+    examples: list[Message] = []
+    for asked, title in TITLE_EXAMPLES:
+        examples += [{"role": "user", "content": f"Question: {asked}"},
+                     {"role": "assistant", "content": title}]  # fmt: skip
     return [
         {"role": "system", "content": TITLE_INSTRUCTION},
-        {"role": "user", "content": "\n\n".join(lines)},
+        *examples,
+        {"role": "user", "content": f"Question: {question}"},
     ]
 
 
@@ -101,6 +111,8 @@ def title_save(conversation: Conversation, text: str) -> str:
 def _title_cleaned(text: str) -> str:
     """A model's title on one line, without the quotes, prefix or full stop models add."""
     line = next((part for part in text.strip().splitlines() if part.strip()), "")
+    if line.lstrip().startswith("```") or len(line.split()) > TITLE_MOST_WORDS:
+        return ""  # the model answered instead: the question stays the title
     quotes = "\"'*#`“”«» "
     line = re.sub(r"^title\s*:\s*", "", line.strip(quotes), flags=re.IGNORECASE)
     line = line.strip(quotes).rstrip(".").strip(quotes)

@@ -18,16 +18,7 @@ from apps.inference import conversations
 from apps.inference.conversations import ChatError
 from apps.inference.models import ChatMessage, ChatPreferences, Conversation, LocalModel
 from apps.inference.tasks import chat_retention_sweep
-
-MODEL = "smollm2-135m-instruct"
-
-
-@pytest.fixture
-def model(db: None) -> LocalModel:
-    return LocalModel.objects.create(
-        name=MODEL, file_name="smollm2.gguf", size=1, sha256="a" * 64, architecture="llama",
-        parameters=135_000_000, quantization="Q8_0", source=LocalModel.Source.BUNDLED,
-    )  # fmt: skip
+from tests.inference.conftest import MODEL
 
 
 def ask(client: Client, **body: Any) -> Any:

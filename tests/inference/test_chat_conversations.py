@@ -15,17 +15,9 @@ from apps.inference import chat_settings, conversations
 from apps.inference.chat_turn import Turn
 from apps.inference.conversations import ChatError
 from apps.inference.models import ChatMessage, Conversation, LocalModel
-from tests.inference.test_chat import MODEL
+from tests.inference.conftest import MODEL
 
 PROVENANCE = {"model": MODEL, "model_sha256": "b" * 64, "sampling": {}}
-
-
-@pytest.fixture
-def model(db: None) -> LocalModel:
-    return LocalModel.objects.create(
-        name=MODEL, file_name="smollm2.gguf", size=1, sha256="a" * 64, architecture="llama",
-        parameters=135_000_000, quantization="Q8_0", source=LocalModel.Source.BUNDLED,
-    )  # fmt: skip
 
 
 def exchange(member: Any, *pairs: tuple[str, str]) -> Conversation:
@@ -91,14 +83,37 @@ def test_the_model_names_a_conversation_once_and_its_title_is_cleaned(member: An
     assert conversations.title_save(conversation, "Another title") == ""
 
 
-def test_the_title_prompt_holds_the_first_question_and_answer_only(member: Any) -> None:
+@pytest.mark.parametrize(
+    "said",
+    [
+        "```python\ndef f(): pass\n```",
+        "Sure! " + "This is a long answer and not a title. " * 3,
+        "  \n",
+    ],
+)
+def test_a_title_the_model_did_not_write_leaves_the_question_as_title(
+    member: Any, said: str
+) -> None:
+    conversation = exchange(member, ("How do I reverse a list?", "Use reversed()."))
+
+    assert conversations.title_save(conversation, said) == ""
+
+    conversation.refresh_from_db()
+    assert (conversation.title, conversation.title_source) == (
+        "How do I reverse a list?",
+        "question",
+    )
+
+
+def test_the_title_prompt_asks_to_name_the_first_question_after_examples(member: Any) -> None:
     conversation = exchange(member, ("First question", "First answer"), ("Second", "Later"))
 
     prompt = conversations.title_prompt(conversation)
 
     assert prompt[0]["role"] == "system"
-    assert "First question" in prompt[1]["content"] and "First answer" in prompt[1]["content"]
-    assert "Second" not in prompt[1]["content"]
+    assert [m["role"] for m in prompt[1:-1]] == ["user", "assistant"] * 3  # the examples
+    assert prompt[-1] == {"role": "user", "content": "Question: First question"}
+    assert not any("First answer" in m["content"] or "Second" in m["content"] for m in prompt)
 
 
 def test_search_finds_words_in_titles_and_messages_of_ones_own_conversations_only(
