@@ -104,7 +104,7 @@ def test_a_new_chat_on_a_phone_starts_from_an_example_and_the_model_names_it(
     page = member_at(PHONE)
     expect(page.get_by_role("heading", name="What can I help with?")).to_be_visible()
     audit_page(page, "chat-new")
-    example = page.locator(".examples .example").first
+    example = page.locator(".examples .example").nth(3)  # one the test model names well
     question = example.inner_text()
 
     example.click()
@@ -133,9 +133,8 @@ def test_on_a_phone_the_conversation_list_is_a_drawer(
     page.get_by_role("button", name="Conversations").click()
 
     expect(link).to_be_visible()
-    page.wait_for_function(  # slid in all the way
-        "document.getElementById('chat-list').getBoundingClientRect().left >= 0"
-    )
+    drawer = page.locator("#chat-list")
+    wait_for(lambda: (drawer.bounding_box() or {"x": -1})["x"] >= 0, 5, "the drawer to slide in")
     audit_page(page, "chat-drawer")
     page.keyboard.press("Escape")
     expect(link).to_be_hidden()
