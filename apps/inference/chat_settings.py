@@ -67,7 +67,7 @@ def settings_of(conversation: Conversation | None, member: Member) -> ChatSettin
         return defaults
     own_tokens = conversation.max_tokens
     return ChatSettings(
-        system_prompt=conversation.system_prompt or defaults.system_prompt,
+        system_prompt=_first(conversation.system_prompt, defaults.system_prompt),
         temperature=_first(conversation.temperature, defaults.temperature),
         top_p=_first(conversation.top_p, defaults.top_p),
         max_tokens=own_tokens if own_tokens is not None else defaults.max_tokens,
@@ -77,9 +77,7 @@ def settings_of(conversation: Conversation | None, member: Member) -> ChatSettin
 def conversation_settings_set(conversation: Conversation, chosen: ChatSettings) -> None:
     """Keep on the conversation what differs from the member's defaults; the rest follows them."""
     defaults = defaults_of(conversation.member)
-    conversation.system_prompt = (
-        chosen.system_prompt if chosen.system_prompt != defaults.system_prompt else ""
-    )
+    conversation.system_prompt = _own(chosen.system_prompt, defaults.system_prompt)
     conversation.temperature = _own(chosen.temperature, defaults.temperature)
     conversation.top_p = _own(chosen.top_p, defaults.top_p)
     conversation.max_tokens = _own(chosen.max_tokens, defaults.max_tokens)
@@ -161,7 +159,7 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
 }
 
 
-def _first(own: float | None, default: float) -> float:
+def _first(own: Any, default: Any) -> Any:
     return own if own is not None else default
 
 

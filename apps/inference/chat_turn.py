@@ -34,6 +34,7 @@ from apps.inference.markdown import render_markdown
 from apps.inference.models import ChatPreferences, Conversation, LocalModel, context_note
 
 TITLE_TOKENS = 24
+TITLE_EXCHANGES = 2
 
 
 class Turn:
@@ -82,8 +83,8 @@ class Turn:
         if conversation is None:
             self.question = _question(data)
             return
-        if data.get("regenerate") is True:
-            last = conversations.last_question(conversation)
+        if data.get("regenerate") is not None:
+            last = conversations.last_question(conversation, data["regenerate"])
             self.question, self.replace_from = last.content, last.pk
         elif data.get("edit") is not None:
             self.question, self.replace_from = _question(data), _message_id(data["edit"])
@@ -206,12 +207,17 @@ class Turn:
     async def _summarise(self, covers: int) -> bytes:
         """Ask the model for a note of the first `covers` messages, for the turns to come."""
         assert self.conversation is not None
-        prompt = await sync_to_async(conversations.summary_prompt)(self.conversation, covers)
+        prompt, through = await sync_to_async(self._summary_prompt)(covers)
         text = await self._ask_aside(prompt, max(16, settings.ENGINE_CONTEXT_PER_SLOT // 8))
         saved = text is not None and await sync_to_async(conversations.summary_save)(
-            self.conversation, text, covers=covers, was=self.covered
+            self.conversation, text, covers=covers, was=self.covered, through=through
         )
         return _line(event="summary", covers=covers if saved else self.covered)
+
+    def _summary_prompt(self, covers: int) -> tuple[list[Message], int]:
+        assert self.conversation is not None
+        prompt = conversations.summary_prompt(self.conversation, covers)
+        return prompt, conversations.last_covered(self.conversation, covers)
 
     async def _ask_aside(self, prompt: list[Message], max_tokens: int) -> str | None:
         """A whole answer to a request of the node's own, greedy; None if it was not made."""
@@ -236,10 +242,11 @@ def refusal_text(refusal: AnswerRefused) -> str:
 
 
 def _wants_title(conversation: Conversation) -> bool:
-    """Only after the first answer, and only if the member has not named it."""
+    """After an answer of the first two exchanges (the first may have been stopped), unless
+    the model or the member has named it already."""
     conversation.refresh_from_db(fields=["title_source"])
-    first_exchange = conversation.messages.count() <= 2
-    return first_exchange and conversation.title_source == Conversation.TitleSource.QUESTION
+    early = conversation.messages.count() <= TITLE_EXCHANGES * 2
+    return early and conversation.title_source == Conversation.TitleSource.QUESTION
 
 
 def _json_object(body: bytes) -> dict[str, Any]:

@@ -154,6 +154,15 @@ def _readable(conversation: Conversation) -> list[Message]:
     ]
 
 
+def _readable_ids(conversation: Conversation) -> list[int]:
+    return [pk for pk, content in conversation.messages.values_list("pk", "content") if content]
+
+
+def last_covered(conversation: Conversation, covers: int) -> int:
+    """The id of the last message a note of the first `covers` messages covers."""
+    return _readable_ids(conversation)[covers - 1]
+
+
 def history_before(conversation: Conversation, message_id: Any) -> tuple[list[Message], int]:
     """The conversation as the model reads it up to one of its questions, for an answer made
     again or a question edited (that question and all after it are to be replaced), and how
@@ -178,10 +187,12 @@ def _question_of(conversation: Conversation, message_id: Any) -> ChatMessage:
         raise ChatError("There is no such question in this conversation.") from None
 
 
-def last_question(conversation: Conversation) -> ChatMessage:
+def last_question(conversation: Conversation, question_id: Any) -> ChatMessage:
+    """The conversation's last question, which must be the one the page answers again: a page
+    that is behind must not replace an exchange it does not show."""
     question = conversation.messages.filter(role=ChatMessage.Role.USER).order_by("-id").first()
-    if question is None:
-        raise ChatError("There is no question to answer again.")
+    if question is None or question.pk != question_id or isinstance(question_id, bool):
+        raise ChatError("Only the last question can be answered again; reload the page.")
     return question
 
 
@@ -257,16 +268,20 @@ def summary_prompt(conversation: Conversation, covers: int) -> list[Message]:
     return [{"role": "system", "content": instruction}, *newly, request]
 
 
-def summary_save(conversation: Conversation, text: str, *, covers: int, was: int) -> bool:
-    """Keep the note if the conversation's note still covers `was` messages: an answer made
-    meanwhile may have made its own. False when it did."""
+@transaction.atomic
+def summary_save(
+    conversation: Conversation, text: str, *, covers: int, was: int, through: int
+) -> bool:
+    """Keep the note if the conversation's note still covers `was` messages (an answer made
+    meanwhile may have made its own) and the messages it covers, up to `through`, are all
+    still there (a question edited meanwhile replaces them). False when not."""
     text = text.strip()
     if not text or covers <= was:
         return False
-    updated = Conversation.objects.filter(pk=conversation.pk, summary_covers=was).update(
-        summary=text, summary_covers=covers
-    )
-    return updated == 1
+    kept = Conversation.objects.select_for_update().filter(pk=conversation.pk, summary_covers=was)
+    if not kept.exists() or _readable_ids(conversation)[covers - 1 : covers] != [through]:
+        return False
+    return kept.update(summary=text, summary_covers=covers) == 1
 
 
 def conversation_delete(member: Member, conversation_id: Any) -> Conversation:

@@ -61,8 +61,8 @@ class Conversation(models.Model):
     )
     # Deleted conversations can be brought back for a few minutes, then they are gone for good.
     deleted_at = models.DateTimeField(null=True, blank=True, db_index=True)
-    # How this conversation is answered; empty or None: the member's defaults.
-    system_prompt = models.TextField(blank=True)
+    # How this conversation is answered; None: the member's defaults as they are now.
+    system_prompt = models.TextField(null=True, blank=True)  # noqa: DJ001 - "" is no prompt
     temperature = models.FloatField(null=True, blank=True)
     top_p = models.FloatField(null=True, blank=True)
     max_tokens = models.PositiveIntegerField(null=True, blank=True)

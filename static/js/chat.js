@@ -208,21 +208,28 @@
     };
   }
 
-  // `how`: {} for a new question, {regenerate: true} to answer the last question again (its
-  // entry stays), or {edit: id} for a question replaced (its old entry and all after are gone).
+  // `how` for a question asked again or edited: `reuse`, the question's entry kept (answered
+  // again); `replaced`, the entries taken out for this turn; `regenerate` or `edit`, the id of
+  // the stored question; `at`, where the question goes in a private chat's history. Until the
+  // node has taken the question nothing has changed there, so a refusal, or Stop before then,
+  // puts the taken-out entries back.
   async function ask(question, how = {}) {
     const errorOutput = document.getElementById("ask-error");
     errorOutput.textContent = "";
     const welcome = document.getElementById("welcome");
     if (welcome) welcome.remove();
-    const body = { model: form.model.value, question, conversation, private: isPrivate, settings: chatSettings(), ...how };
-    if (isPrivate) body.history = privateHistory.slice();
-    const questionEntry = how.regenerate ? transcript.lastElementChild : questionItem(question);
+    const at = how.at ?? privateHistory.length;
+    const body = { model: form.model.value, question, conversation, private: isPrivate, settings: chatSettings() };
+    if (how.regenerate) body.regenerate = how.regenerate;
+    if (how.edit) body.edit = how.edit;
+    if (isPrivate) body.history = privateHistory.slice(0, at);
+    const questionEntry = how.reuse || questionItem(question);
     const answer = item("answer");
     const text = Object.assign(document.createElement("div"), { className: "streaming" });
     answer.append(text);
     scrollToEnd();
     let said = "";  // the answer's own text (Markdown), for copying and a private chat's history
+    let taken = false;  // the node took the question (a stored chat: and stored it)
     const controller = new AbortController();
     setRunning(controller);
     try {
@@ -231,6 +238,7 @@
         const refusal = await response.json().catch(() => ({ error: `The node answered ${response.status}.` }));
         throw new Error(refusal.error);
       }
+      taken = true;  // the server answers only once the engine has taken the question
       await readLines(response, (event) => {
         if (event.event === "token") said += event.text;
         if (event.event === "done") answer.append(sourceTemplate(said));
@@ -241,27 +249,33 @@
         if (event.event === "done" && !isPrivate) setRunning(null);
       });
     } catch (error) {
+      if (!taken) {
+        putBack(how.reuse ? null : questionEntry, answer, how.replaced || []);
+        if (!how.reuse) form.question.value = question;
+        if (error.name !== "AbortError") errorOutput.textContent = error.message;
+        return;
+      }
       if (error.name === "AbortError") {
         if (!isPrivate && conversation !== null) keepShown(conversation, said);
         answer.dataset.finish = "cancelled";
         answer.append(sourceTemplate(said), actionsOf(answer));
         note(answer, "stopped");
-      } else if (said === "" && !answer.querySelector(".markdown")) {  // refused: nothing was kept
-        if (!how.regenerate) questionEntry.remove();
-        answer.remove();
-        if (!how.regenerate) form.question.value = question;
-        errorOutput.textContent = error.message;
-        if (how.regenerate || how.edit) window.location.reload();  // the page shows what is kept
       } else {
         show(answer, { event: "error", message: "The connection to the node was lost." }, text, questionEntry);
       }
     } finally {
       if (running === controller) setRunning(null);  // not a question asked meanwhile
     }
-    if (isPrivate && answer.isConnected) {
-      questionEntry.dataset.index = String(privateHistory.length);
-      privateHistory.push({ role: "user", content: question }, { role: "assistant", content: said });
+    if (isPrivate) {
+      questionEntry.dataset.index = String(at);
+      privateHistory.splice(at, Infinity, { role: "user", content: question }, { role: "assistant", content: said });
     }
+  }
+
+  function putBack(questionEntry, answer, replaced) {
+    if (questionEntry) questionEntry.remove();
+    answer.remove();
+    transcript.append(...replaced);
   }
 
   function sourceTemplate(text) {
@@ -270,22 +284,32 @@
     return template;
   }
 
-  function removeFrom(entry) {
-    while (entry.nextElementSibling) entry.nextElementSibling.remove();
-    entry.remove();
+  function takeOutFrom(entry) {
+    const taken = [];
+    for (let node = entry; node; ) {
+      const next = node.nextElementSibling;
+      node.remove();
+      taken.push(node);
+      node = next;
+    }
+    return taken;
+  }
+
+  // What the node knows the question by: its id in a stored chat, its place in a private one.
+  function place(question) {
+    const known = isPrivate ? question.dataset.index : question.dataset.message;
+    return known === undefined ? null : Number(known);
   }
 
   function regenerate(answer) {
     if (running || answer !== transcript.lastElementChild) return;
     const question = answer.previousElementSibling;
-    const text = question.querySelector(".bubble").textContent;
-    if (isPrivate) {  // asked again from its question, with the history before it
-      privateHistory.splice(Number(question.dataset.index));
-      removeFrom(question);
-      return ask(text, {});
-    }
+    if (place(question) === null) return window.location.reload();  // the page is behind
     answer.remove();
-    return ask(text, { regenerate: true });
+    const how = { reuse: question, replaced: [answer] };
+    if (isPrivate) how.at = place(question);
+    else how.regenerate = place(question);
+    return ask(question.querySelector(".bubble").textContent, how);
   }
 
   function edit(question) {
@@ -300,49 +324,57 @@
     bubble.hidden = true;
     question.append(editor);
     area.focus();
-    cancel.addEventListener("click", () => { editor.remove(); bubble.hidden = false; });
+    const close = () => { editor.remove(); bubble.hidden = false; };
+    cancel.addEventListener("click", close);
     area.addEventListener("keydown", (event) => {
+      if (event.isComposing) return;
       if (event.key === "Enter" && !event.shiftKey) { event.preventDefault(); editor.requestSubmit(); }
-      if (event.key === "Escape") cancel.click();
+      if (event.key === "Escape") { event.preventDefault(); close(); question.querySelector(".edit").focus(); }
     });
     editor.addEventListener("submit", (event) => {
       event.preventDefault();
       const text = area.value;
       if (!text.trim() || running) return;
-      const index = question.dataset.index;
-      const id = question.dataset.message;
-      removeFrom(question);
-      if (isPrivate) {
-        if (index !== undefined) privateHistory.splice(Number(index));
-        ask(text, {});
-      } else {
-        ask(text, id ? { edit: Number(id) } : {});
-      }
+      if (place(question) === null) return window.location.reload();  // the page is behind
+      close();
+      const how = { replaced: takeOutFrom(question) };
+      if (isPrivate) how.at = place(question);
+      else how.edit = place(question);
+      ask(text, how);
     });
   }
 
   // ---- the conversation list as a drawer on a phone
 
+  const opener = document.querySelector("button.drawer-open");
+  const drawerShown = () => document.body.classList.contains("drawer-shown");
+
   function drawer(open) {
-    const list = document.getElementById("chat-list");
-    document.body.classList.toggle("drawer-open", open);
+    document.body.classList.toggle("drawer-shown", open);
     document.getElementById("drawer-backdrop").hidden = !open;
-    document.querySelector(".drawer-open").setAttribute("aria-expanded", String(open));
-    if (open) list.querySelector("a, input").focus();
+    opener.setAttribute("aria-expanded", String(open));
+    chat.inert = open;  // the thread behind the drawer takes no focus while it is open
+    if (open) document.getElementById("chat-search").focus();
+    else opener.focus();
   }
 
-  document.querySelector(".drawer-open").addEventListener("click", () => drawer(true));
+  opener.addEventListener("click", () => drawer(true));
   document.querySelector(".drawer-close").addEventListener("click", () => drawer(false));
   document.getElementById("drawer-backdrop").addEventListener("click", () => drawer(false));
+  window.matchMedia("(min-width: 50.01rem)").addEventListener("change", (wide) => {
+    if (wide.matches && drawerShown()) drawer(false);  // a phone turned sideways
+  });
   const menu = document.querySelector(".chat-menu");
   document.addEventListener("click", (event) => {  // the ⋯ menu closes as menus do
     if (menu && menu.open && !menu.contains(event.target)) menu.open = false;
   });
+  // Esc closes what is open, innermost first; only then does it stop an answer.
   document.addEventListener("keydown", (event) => {
-    if (event.key !== "Escape") return;
-    if (menu && menu.open) { menu.open = false; return; }
-    if (document.body.classList.contains("drawer-open")) drawer(false);
-    else if (running) running.abort();
+    if (event.key !== "Escape" || event.defaultPrevented || event.isComposing) return;
+    if (drawerShown()) return drawer(false);
+    if (menu && menu.open) { menu.open = false; menu.querySelector("summary").focus(); return; }
+    if (event.target instanceof Element && event.target.closest("dialog, details[open]:not(.chat-settings)")) return;
+    if (running) running.abort();
   });
 
   transcript.querySelectorAll(".answer").forEach(decorateAnswer);

@@ -19,6 +19,7 @@
     });
     document.addEventListener("keydown", (event) => {
       if (event.key === "Escape" && nav.hasAttribute("data-open")) {
+        event.preventDefault();  // handled: the page's own Esc (the chat's Stop) stays out
         button.setAttribute("aria-expanded", "false");
         nav.removeAttribute("data-open");
         button.focus();
@@ -35,6 +36,7 @@
     });
     menu.addEventListener("keydown", (event) => {
       if (event.key === "Escape" && menu.open) {
+        event.preventDefault();
         menu.open = false;
         menu.querySelector("summary").focus();
       }

@@ -171,8 +171,9 @@ def test_answering_again_replaces_the_last_answer_and_reads_what_came_before(
     member: Any, model: LocalModel
 ) -> None:
     conversation = exchange(member, ("One", "Uno"), ("Two", "Dos"))
+    last = conversation.messages.get(content="Two")
 
-    again = turn(member, conversation=conversation.pk, regenerate=True)
+    again = turn(member, conversation=conversation.pk, regenerate=last.pk)
 
     assert again.question == "Two"
     assert again._messages() == [
@@ -183,6 +184,18 @@ def test_answering_again_replaces_the_last_answer_and_reads_what_came_before(
     again._question_save()  # as once the engine has taken it
     contents = list(conversation.messages.values_list("content", flat=True))
     assert contents == ["One", "Uno", "Two"]
+
+
+def test_a_page_that_is_behind_cannot_make_another_answer_again(
+    member: Any, model: LocalModel
+) -> None:
+    conversation = exchange(member, ("One", "Uno"), ("Two", "Dos"))
+    first = conversation.messages.get(content="One")
+
+    for stale in (first.pk, True, "x"):
+        with pytest.raises(ChatError, match="Only the last question"):
+            turn(member, conversation=conversation.pk, regenerate=stale, question="x")
+    assert conversation.messages.count() == 4
 
 
 def test_an_edited_question_replaces_it_and_everything_after(
@@ -224,6 +237,39 @@ def test_a_note_covering_replaced_messages_goes_with_them(member: Any, model: Lo
     edited._question_save()
     conversation.refresh_from_db()
     assert (conversation.summary, conversation.summary_covers) == ("", 0)
+
+
+def test_a_note_of_messages_an_edit_replaced_meanwhile_is_not_kept(
+    member: Any, model: LocalModel
+) -> None:
+    pairs = [(f"Q{n}", f"A{n}") for n in range(6)]
+    conversation = exchange(member, *pairs)
+    through = conversations.last_covered(conversation, 6)  # the note is asked for: Q0 to A2
+    second = conversation.messages.get(content="Q1")
+    edited = turn(member, conversation=conversation.pk, edit=second.pk, question="Q1 again")
+    edited._question_save()  # meanwhile, Q1 and all after it are replaced
+
+    kept = conversations.summary_save(conversation, "A note", covers=6, was=0, through=through)
+
+    conversation.refresh_from_db()
+    assert not kept and (conversation.summary, conversation.summary_covers) == ("", 0)
+    fresh = conversations.last_covered(conversation, 2)
+    assert conversations.summary_save(conversation, "Note", covers=2, was=0, through=fresh)
+
+
+def test_a_conversation_can_go_without_the_members_default_system_prompt(
+    member: Any, model: LocalModel
+) -> None:
+    chat_settings.defaults_set(member, {"system_prompt": "Answer in French.", "temperature": 0.7,
+                                        "top_p": 0.95})  # fmt: skip
+    conversation = exchange(member, ("One", "Uno"))
+    plain = {"system_prompt": "", "temperature": "0.7", "top_p": "0.95"}
+
+    turn(member, conversation=conversation.pk, question="Two?", settings=plain)._question_save()
+    later = turn(member, conversation=conversation.pk, question="Three?")
+
+    assert later.chosen.system_prompt == ""
+    assert later._messages()[0]["role"] == "user"
 
 
 def test_the_system_prompt_and_a_note_reach_the_model_as_one_system_message(

@@ -5,6 +5,7 @@ scrolling, axe-core) and photographed into build/screenshots."""
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Callable, Iterator
@@ -12,7 +13,7 @@ from typing import Any
 
 import pytest
 from nostr_sdk import Keys
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, Page, Route, expect
 
 from tests.browser import audit_page, install_nostr_extension
 from tests.inference.test_chat_browser import CODE
@@ -286,3 +287,81 @@ def test_the_chat_in_the_dark_theme(
     audit_page(page, "chat-dark")
     page.goto(f"{node.url}/chat/private/")
     audit_page(page, "chat-private-dark")
+
+
+def canned(text: str) -> str:
+    """An answer as the chat streams it, for pages whose requests the test answers itself."""
+    done = {"event": "done", "finish_reason": "stop", "html": f"<p>{text}</p>",
+            "provenance": {"model": "m", "model_sha256": "0" * 64,
+                           "sampling": {"temperature": 0.7, "top_p": 0.95, "seed": 1,
+                                        "max_tokens": 9}}}  # fmt: skip
+    return "".join(json.dumps(line) + "\n" for line in ({"event": "token", "text": text}, done))
+
+
+def test_a_refused_edit_puts_the_conversation_back_as_it_was(
+    node: Instance, member_at: Callable[..., Page]
+) -> None:
+    page = member_at(DESKTOP)
+    conversation = stored_conversation(node, page, "Original question", "Original answer")
+    page.goto(f"{node.url}/chat/{conversation}/")
+    busy = json.dumps({"error": "The model is busy answering others; try again in a moment."})
+    page.route("**/chat/ask", lambda route: route.fulfill(status=503, body=busy))
+
+    page.get_by_role("button", name="Edit").click()
+    page.get_by_label("Edited question").fill("Changed question")
+    page.get_by_label("Edited question").press("Enter")
+
+    expect(page.locator("#ask-error")).to_contain_text("busy")
+    expect(page.locator(".question .bubble")).to_have_text("Original question")
+    expect(page.locator(".answer .markdown")).to_have_text("Original answer")
+    expect(page.get_by_label("Question")).to_have_value("Changed question")
+    assert messages_of(node, page) == ["user", "assistant"]
+
+
+def test_in_a_private_chat_an_edit_and_an_answer_made_again_change_what_the_model_reads(
+    node: Instance, member_at: Callable[..., Page]
+) -> None:
+    page = member_at(DESKTOP)
+    page.goto(f"{node.url}/chat/private/")
+    sent: list[dict[str, Any]] = []
+
+    def answer(route: Route) -> None:
+        sent.append(route.request.post_data_json)
+        route.fulfill(status=200, content_type="application/x-ndjson", body=canned(f"A{len(sent)}"))
+
+    page.route("**/chat/ask", answer)
+    for question in ("Q1", "Q2"):
+        send(page, question)
+        expect(page.locator(".answer")).to_have_count(len(sent))
+        expect(page.locator(".answer").last.locator(".provenance")).to_contain_text("sha256")
+
+    page.locator(".question").first.get_by_role("button", name="Edit").click()
+    page.get_by_label("Edited question").fill("Q1 edited")
+    page.get_by_label("Edited question").press("Enter")
+    expect(page.locator(".answer .markdown")).to_have_text(["A3"])
+    page.get_by_role("button", name="Regenerate").click()
+    expect(page.locator(".answer .markdown")).to_have_text(["A4"])
+    send(page, "Q3")
+    expect(page.locator(".answer .markdown")).to_have_text(["A4", "A5"])
+
+    assert [(body["question"], body["history"]) for body in sent[2:]] == [
+        ("Q1 edited", []),
+        ("Q1 edited", []),
+        ("Q3", [{"role": "user", "content": "Q1 edited"}, {"role": "assistant", "content": "A4"}]),
+    ]
+
+
+def test_the_drawer_says_it_is_open_and_gives_focus_back(
+    node: Instance, member_at: Callable[..., Page]
+) -> None:
+    page = member_at(PHONE)
+    opener = page.get_by_role("button", name="Conversations")
+
+    opener.click()
+    expect(opener).to_have_attribute("aria-expanded", "true")
+    expect(page.get_by_label("Search my conversations")).to_be_focused()
+    page.keyboard.press("Escape")
+
+    expect(opener).to_have_attribute("aria-expanded", "false")
+    expect(opener).to_be_focused()
+    assert page.evaluate("document.body.getAttribute('aria-expanded')") is None

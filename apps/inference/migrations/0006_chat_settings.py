@@ -42,7 +42,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name="conversation",
             name="system_prompt",
-            field=models.TextField(blank=True),
+            field=models.TextField(blank=True, null=True),
         ),
         migrations.AddField(
             model_name="conversation",
