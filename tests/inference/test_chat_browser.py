@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,16 +17,6 @@ from tests.instances import Instance, wait_for
 
 pytestmark = [pytest.mark.processes, pytest.mark.browser]
 HOSTILE = '<script>window.pwned = 1</script> and <img src=x onerror="window.pwned = 1">'
-
-
-@pytest.fixture(scope="module")
-def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Instance]:
-    instance = Instance(tmp_path_factory.mktemp("node"))
-    instance.run("web", "engine")
-    instance.wait_until("engine", "up", timeout=120)
-    instance.claim(Keys.generate())
-    yield instance
-    instance.stop()
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -23,16 +23,6 @@ pytestmark = [pytest.mark.processes, pytest.mark.browser]
 PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1280, "height": 800}
 ANSWER_TOKENS = 40  # short answers: the flows matter here, not what the model says
-
-
-@pytest.fixture(scope="module")
-def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Instance]:
-    instance = Instance(tmp_path_factory.mktemp("node"))
-    instance.run("web", "engine")
-    instance.wait_until("engine", "up", timeout=120)
-    instance.claim(Keys.generate())
-    yield instance
-    instance.stop()
 
 
 @pytest.fixture
