@@ -355,3 +355,19 @@ def test_the_drawer_says_it_is_open_and_gives_focus_back(
     expect(opener).to_have_attribute("aria-expanded", "false")
     expect(opener).to_be_focused()
     assert page.evaluate("document.body.getAttribute('aria-expanded')") is None
+
+
+@pytest.mark.parametrize("viewport", [PHONE, DESKTOP], ids=["phone", "desktop"])
+def test_chat_settings_save_defaults_that_a_new_chat_starts_from(
+    node: Instance, member_at: Callable[..., Page], viewport: dict[str, int]
+) -> None:
+    page = member_at(viewport)
+    page.goto(f"{node.url}/chat/settings/")
+
+    page.get_by_label("System prompt").fill("Answer in one sentence.")
+    page.get_by_role("button", name="Save").click()
+
+    expect(page.get_by_role("status")).to_contain_text("Saved.")
+    audit_page(page, "chat-settings")
+    page.goto(f"{node.url}/chat/")
+    expect(page.get_by_label("System prompt")).to_have_value("Answer in one sentence.")
