@@ -3,15 +3,23 @@ a claimed node running the web server and the engine (for the browser tests)."""
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import threading
+import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from nostr_sdk import Keys
 
+from apps.inference.backends.engine import socket_path
+from apps.inference.engine import Decoder, EngineServer, Job
 from apps.inference.models import LocalModel
 from tests.instances import Instance
 
 MODEL = "smollm2-135m-instruct"
+CONTEXT = 256
 
 
 @pytest.fixture
@@ -30,3 +38,36 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Instance]:
     instance.claim(Keys.generate())
     yield instance
     instance.stop()
+
+
+class RecordingDecoder(Decoder):
+    """The engine's decoder, noting the messages of every request it is given."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.received: list[list[dict[str, str]]] = []
+
+    def submit(self, job: Job) -> bool:
+        self.received.append(job.messages)
+        return super().submit(job)
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[RecordingDecoder]:
+    decoder = RecordingDecoder(
+        slots=2, context_per_slot=CONTEXT, max_waiting=4, idle_unload=600, threads=2
+    )
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    serving = asyncio.run_coroutine_threadsafe(EngineServer(socket_path(), decoder).serve(), loop)
+    deadline = time.monotonic() + 30
+    while not socket_path().exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    yield decoder
+    serving.cancel()
+    concurrent.futures.wait([serving], timeout=10)
+    decoder.stop()
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(timeout=30)
+    socket_path().unlink(missing_ok=True)  # as a stopped engine leaves none to answer

@@ -6,12 +6,7 @@ context) and records what each request sent it.
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import json
-import threading
-import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -22,47 +17,12 @@ from django.utils import timezone
 
 from apps.identity.services import apikey_create
 from apps.inference import conversations
-from apps.inference.backends.engine import socket_path
 from apps.inference.conversations import ChatError
-from apps.inference.engine import Decoder, EngineServer, Job
 from apps.inference.models import ChatMessage, ChatPreferences, Conversation, LocalModel
 from apps.inference.services import bundled_model_file
+from tests.inference.conftest import CONTEXT, RecordingDecoder
 
 MODEL = "smollm2-135m-instruct"
-CONTEXT = 256
-
-
-class RecordingDecoder(Decoder):
-    """The engine's decoder, noting the messages of every request it is given."""
-
-    def __init__(self, **options: Any) -> None:
-        super().__init__(**options)
-        self.received: list[list[dict[str, str]]] = []
-
-    def submit(self, job: Job) -> bool:
-        self.received.append(job.messages)
-        return super().submit(job)
-
-
-@pytest.fixture(scope="module")
-def engine() -> Iterator[RecordingDecoder]:
-    decoder = RecordingDecoder(
-        slots=2, context_per_slot=CONTEXT, max_waiting=4, idle_unload=600, threads=2
-    )
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    serving = asyncio.run_coroutine_threadsafe(EngineServer(socket_path(), decoder).serve(), loop)
-    deadline = time.monotonic() + 30
-    while not socket_path().exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    yield decoder
-    serving.cancel()
-    concurrent.futures.wait([serving], timeout=10)
-    decoder.stop()
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(timeout=30)
-    socket_path().unlink(missing_ok=True)  # as a stopped engine leaves none to answer
 
 
 @pytest.fixture

@@ -6,12 +6,22 @@ import asyncio
 import json
 import socket
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 
+from apps.inference.backends.base import (
+    AnswerEvent,
+    AnswerRefused,
+    BackendRequest,
+    ChatBackend,
+    Failed,
+    RefusalCode,
+    Token,
+    event_from_wire,
+)
 from apps.inference.engine_protocol import ENDS, Event, LineReader, tokens_merged
 
 LINE_LIMIT = 1 << 22  # bytes in one event line
@@ -78,3 +88,42 @@ def engine_status(timeout: float = 1.0) -> dict[str, Any] | None:
             return status
     except (OSError, ValueError):
         return None
+
+
+class LocalEngine(ChatBackend):
+    """The engine process on this node, as one backend among the providers'."""
+
+    def __init__(self, overflow: str = "refuse") -> None:
+        self.overflow = overflow
+
+    async def open(self, request: BackendRequest) -> AsyncIterator[AnswerEvent]:
+        """Typed events; a refusal before the first token raises AnswerRefused."""
+        events = chat_events(
+            request.model, request.messages, dict(request.sampling),
+            user=request.user, overflow=str(request.options.get("overflow", self.overflow)),
+        )  # fmt: skip
+        try:
+            first = event_from_wire(await anext(events))
+        except EngineUnavailable as error:
+            await events.aclose()
+            raise AnswerRefused(RefusalCode.ENGINE_STOPPED, str(error)) from None
+        if isinstance(first, Failed):
+            await events.aclose()
+            raise AnswerRefused(first.code, first.message)
+        return _typed(first, events)
+
+
+async def _typed(
+    first: AnswerEvent, events: AsyncGenerator[dict[str, Any], None]
+) -> AsyncGenerator[AnswerEvent, None]:
+    try:
+        yield first
+        if not isinstance(first, Token):
+            return
+        async for event in events:
+            typed = event_from_wire(event)
+            yield typed
+            if not isinstance(typed, Token):
+                return
+    finally:
+        await events.aclose()  # early close cancels the generation

@@ -1,0 +1,128 @@
+"""What answers a chat, whoever it is: the local engine, or an outside provider (issue 14).
+
+A backend streams typed events for one request: `Token`s, then `Done`, or `Failed`. A request
+it refuses before any token raises `AnswerRefused` with a code from `RefusalCode`, so each
+caller (the chat, /v1, agents) maps one closed set of codes to its own wire format.
+
+Work in progress on the `pipeline` branch: the events and the base are here; the local engine's
+implementation and the one entry point that every caller goes through come next.
+"""
+
+from __future__ import annotations
+
+import enum
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class RefusalCode(enum.StrEnum):
+    CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"
+    BAD_REQUEST = "bad_request"
+    OVERLOADED = "overloaded"
+    ENGINE_STOPPED = "engine_stopped"
+    ENGINE_BROKEN = "engine_broken"
+    MODEL_UNAVAILABLE = "model_unavailable"
+    MODEL_NOT_FOUND = "model_not_found"
+
+    @property
+    def status(self) -> int:
+        """The HTTP status each refusal is answered with."""
+        return _STATUS[self]
+
+
+_STATUS = {
+    RefusalCode.CONTEXT_LENGTH_EXCEEDED: 400,
+    RefusalCode.BAD_REQUEST: 400,
+    RefusalCode.OVERLOADED: 429,
+    RefusalCode.ENGINE_STOPPED: 503,
+    RefusalCode.ENGINE_BROKEN: 503,
+    RefusalCode.MODEL_UNAVAILABLE: 503,
+    RefusalCode.MODEL_NOT_FOUND: 404,
+}
+
+
+class AnswerRefused(Exception):
+    def __init__(self, code: RefusalCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+    @property
+    def status(self) -> int:
+        return self.code.status
+
+
+@dataclass(frozen=True)
+class Token:
+    text: str
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int = 0  # of the prompt, read from a cache rather than anew
+
+
+@dataclass(frozen=True)
+class Done:
+    finish_reason: str  # stop, length
+    usage: Usage
+    dropped_messages: int = 0  # the oldest messages left out to fit the context
+
+
+@dataclass(frozen=True)
+class Failed:
+    """The answer broke off after it had begun."""
+
+    code: RefusalCode
+    message: str
+
+
+AnswerEvent = Token | Done | Failed
+
+
+@dataclass(frozen=True)
+class BackendRequest:
+    model: str  # the backend's own name for it (a file, or a provider's model id)
+    messages: list[dict[str, str]]
+    sampling: Mapping[str, Any]
+    user: str  # whom the backend keeps apart from others (fair shares, caches)
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+class ChatBackend(ABC):
+    @abstractmethod
+    async def open(self, request: BackendRequest) -> AsyncIterator[AnswerEvent]:
+        """The answer's events, once the backend has taken the request (it reads the first
+        event before returning: a refusal raises AnswerRefused before anything is sent to the
+        caller). Closing the iterator early cancels the answer."""
+
+
+def event_from_wire(event: Mapping[str, Any]) -> AnswerEvent:
+    """An event as a backend's wire format carries it (the engine's JSON lines), checked and
+    typed at the boundary; anything malformed is a failure, never a crash of the caller."""
+    kind = event.get("event")
+    if kind == "token" and isinstance(event.get("text"), str):
+        return Token(event["text"])
+    if kind == "done":
+        try:
+            usage = Usage(
+                prompt_tokens=int(event["prompt_tokens"]),
+                completion_tokens=int(event["completion_tokens"]),
+                cached_tokens=int(event.get("cached_tokens", 0)),
+            )
+            return Done(str(event["finish_reason"]), usage, int(event.get("dropped_messages", 0)))
+        except (KeyError, TypeError, ValueError):
+            pass
+    if kind == "error":
+        return Failed(_code(event.get("code")), str(event.get("message", "")))
+    return Failed(RefusalCode.ENGINE_BROKEN, "The model engine sent an event it should not.")
+
+
+def _code(value: Any) -> RefusalCode:
+    try:
+        return RefusalCode(value)
+    except ValueError:
+        return RefusalCode.ENGINE_BROKEN
