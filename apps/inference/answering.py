@@ -1,20 +1,26 @@
 """One answer from the local engine, for every caller (the /v1 API and the dashboard's chat).
 
-`open_answer` reads the engine's first event before returning, so a refusal (queue full, prompt
-too long, engine down) comes before anything is sent to the caller; it raises `AnswerRefused`.
+`open_answer` returns once the engine has taken the request, so a refusal (queue full, prompt
+too long, engine down) comes before anything is sent to the caller: it raises `AnswerRefused`.
+The events are typed (backends/base.py): `Token`s, then `Done` or `Failed`.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from apps.inference.backends.engine import EngineUnavailable, chat_events
+from apps.inference.backends.base import (
+    BackendRequest,
+    Done,
+    Events,
+    Failed,
+    RefusalCode,
+    Token,
+)
+from apps.inference.backends.engine import LocalEngine
 from apps.inference.context_fit import Overflow
 from apps.inference.models import LocalModel
-
-Events = AsyncGenerator[dict[str, Any], None]
 
 
 @dataclass(frozen=True)
@@ -34,22 +40,6 @@ class Sampling:
         return shown
 
 
-# How each of the engine's refusals is answered over HTTP; anything else is the engine's fault.
-REFUSAL_STATUS = {"context_length_exceeded": 400, "bad_request": 400, "overloaded": 429,
-                  "engine_stopped": 503, "engine_broken": 503,
-                  "model_unavailable": 503}  # fmt: skip
-
-
-class AnswerRefused(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-    @property
-    def status(self) -> int:
-        return REFUSAL_STATUS.get(self.code, 503)
-
-
 def provenance(model: LocalModel, sampling: Sampling) -> dict[str, Any]:
     """Which file answered, and how: clients may ignore it, the owner can check it."""
     return {"model": model.name, "model_sha256": model.sha256, "sampling": sampling.shown()}
@@ -62,27 +52,22 @@ async def open_answer(
     *,
     user: str,
     overflow: Overflow = Overflow.REFUSE,
-) -> tuple[dict[str, Any], Events]:
-    """The engine's first event (a token or `done`) and the rest of its events."""
-    params = asdict(sampling)
-    events = chat_events(str(model.path), messages, params, user=user, overflow=overflow)
-    try:
-        first = await anext(events)
-    except EngineUnavailable as error:
-        raise AnswerRefused("engine_stopped", str(error)) from None
-    if first["event"] == "error":
-        await events.aclose()
-        raise AnswerRefused(first["code"], first["message"])
-    return first, events
+) -> Events:
+    """The answer's events, once the engine has taken the request."""
+    request = BackendRequest(
+        str(model.path), messages, asdict(sampling), user, options={"overflow": overflow}
+    )
+    return await LocalEngine().open(request)
 
 
-async def answer_collected(first: dict[str, Any], events: Events) -> tuple[str, dict[str, Any]]:
-    """An answer's whole text and its last event (`done`, or an `error`)."""
-    parts, event = [], first
+async def answer_collected(events: Events) -> tuple[str, Done | Failed]:
+    """An answer's whole text and how it ended."""
+    parts: list[str] = []
     try:
-        while event["event"] == "token":
-            parts.append(event["text"])
-            event = await anext(events)
+        async for event in events:
+            if not isinstance(event, Token):
+                return "".join(parts), event
+            parts.append(event.text)
     finally:
         await events.aclose()
-    return "".join(parts), event
+    return "".join(parts), Failed(RefusalCode.ENGINE_STOPPED, "The answer ended early.")

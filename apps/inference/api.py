@@ -8,7 +8,7 @@ import logging
 import secrets
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -20,14 +20,8 @@ from django.views.decorators.csrf import csrf_exempt
 from apps.identity.access import api_models_user
 from apps.identity.models import Member
 from apps.identity.nip98 import AuthRefused
-from apps.inference.answering import (
-    AnswerRefused,
-    Events,
-    Sampling,
-    answer_collected,
-    open_answer,
-    provenance,
-)
+from apps.inference.answering import Sampling, answer_collected, open_answer, provenance
+from apps.inference.backends.base import AnswerRefused, Done, Events, Failed, RefusalCode, Token
 from apps.inference.chat_request import ChatRequest, OpenAIError, parse_chat_request, read_body
 from apps.inference.models import LocalModel
 
@@ -95,22 +89,19 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
     if model is None:
         raise OpenAIError(f"The model '{chat.model}' does not exist.", status=404,
                           param="model", code="model_not_found")  # fmt: skip
-    sampling, first, events = await _start(model, chat, user=str(member.pk))
+    sampling, events = await _start(model, chat, user=str(member.pk))
     answer = Answer(chat, model, sampling)
     if chat.stream:
-        response = StreamingHttpResponse(
-            answer.sse(first, events), content_type="text/event-stream"
-        )
+        response = StreamingHttpResponse(answer.sse(events), content_type="text/event-stream")
         response["Cache-Control"] = "no-cache"
         response["X-Accel-Buffering"] = "no"
         return response
-    return JsonResponse(await answer.whole(first, events))
+    return JsonResponse(await answer.whole(events))
 
 
-async def _start(
-    model: LocalModel, chat: ChatRequest, user: str
-) -> tuple[Sampling, dict[str, Any], Events]:
-    """Open the engine stream and read its first event, so refusals come before any 200."""
+async def _start(model: LocalModel, chat: ChatRequest, user: str) -> tuple[Sampling, Events]:
+    """Open the engine stream once the engine has taken the request: refusals come before any
+    200."""
     sampling = Sampling(
         max_tokens=chat.max_tokens or settings.ENGINE_DEFAULT_MAX_TOKENS,
         temperature=chat.temperature,
@@ -121,21 +112,23 @@ async def _start(
         grammar=chat.grammar,
     )
     try:
-        first, events = await open_answer(model, chat.messages, sampling, user=user)
+        events = await open_answer(model, chat.messages, sampling, user=user)
     except AnswerRefused as refusal:
         raise _engine_error(refusal) from None
-    return sampling, first, events
+    return sampling, events
 
 
-def _engine_error(refusal: AnswerRefused) -> OpenAIError:
+def _engine_error(refusal: AnswerRefused | Failed) -> OpenAIError:
     """An engine refusal as OpenAI would answer it."""
-    status = refusal.status
+    code = refusal.code
+    status = code.status
     if status == 429:
         kind = "rate_limit_error"
     else:
         kind = "server_error" if status >= 500 else "invalid_request_error"
-    param = "messages" if refusal.code == "context_length_exceeded" else None
-    return OpenAIError(str(refusal), status=status, param=param, code=refusal.code, kind=kind)
+    param = "messages" if code == RefusalCode.CONTEXT_LENGTH_EXCEEDED else None
+    message = refusal.message if isinstance(refusal, Failed) else str(refusal)
+    return OpenAIError(message, status=status, param=param, code=str(code), kind=kind)
 
 
 class Answer:
@@ -152,55 +145,50 @@ class Answer:
         return {"id": self.id, "object": kind, "created": self.created, "model": self.model.name}
 
     @staticmethod
-    def _usage(done: dict[str, Any]) -> dict[str, Any]:
+    def _usage(done: Done) -> dict[str, Any]:
         """OpenAI's usage, with the prompt tokens found in the engine's cache where OpenAI
         reports those of its own prompt cache."""
-        prompt, completion = done["prompt_tokens"], done["completion_tokens"]
-        cached = {"cached_tokens": done.get("cached_tokens", 0)}
+        prompt, completion = done.usage.prompt_tokens, done.usage.completion_tokens
+        cached = {"cached_tokens": done.usage.cached_tokens}
         return {"prompt_tokens": prompt, "completion_tokens": completion,
                 "total_tokens": prompt + completion, "prompt_tokens_details": cached}  # fmt: skip
 
-    async def whole(
-        self, first: dict[str, Any], events: AsyncGenerator[dict[str, Any], None]
-    ) -> dict[str, Any]:
-        text, event = await answer_collected(first, events)
-        if event["event"] == "error":
-            raise _engine_error(AnswerRefused(event["code"], event["message"]))
+    async def whole(self, events: Events) -> dict[str, Any]:
+        text, event = await answer_collected(events)
+        if isinstance(event, Failed):
+            raise _engine_error(event)
         message = {"role": "assistant", "content": text}
         choice = {"index": 0, "message": message, "logprobs": None,
-                  "finish_reason": event["finish_reason"]}  # fmt: skip
+                  "finish_reason": event.finish_reason}  # fmt: skip
         return {**self._envelope("chat.completion"), "choices": [choice],
                 "usage": self._usage(event),
                 "sovereign": provenance(self.model, self.sampling)}  # fmt: skip
 
-    async def sse(
-        self, first: dict[str, Any], events: AsyncGenerator[dict[str, Any], None]
-    ) -> AsyncIterator[bytes]:
+    async def sse(self, events: Events) -> AsyncIterator[bytes]:
         yield self._chunk({"role": "assistant", "content": ""}, None)
-        event = first
         try:
-            while event["event"] == "token":
-                yield self.token_head + json.dumps(event["text"]).encode() + self.token_tail
-                event = await anext(events)
-            if event["event"] == "error":
-                error = _engine_error(AnswerRefused(event["code"], event["message"]))
-                body = {
-                    "message": str(error),
-                    "type": error.kind,
-                    "param": None,
-                    "code": error.code,
-                }
-                yield _data({"error": body})
-                return
-            yield self._chunk(
-                {}, event["finish_reason"], sovereign=provenance(self.model, self.sampling)
-            )
-            if self.chat.include_usage:
-                yield _data({**self._envelope("chat.completion.chunk"), "choices": [],
-                             "usage": self._usage(event)})  # fmt: skip
+            async for event in events:
+                if isinstance(event, Token):
+                    yield self.token_head + json.dumps(event.text).encode() + self.token_tail
+                    continue
+                if isinstance(event, Failed):
+                    error = _engine_error(event)
+                    body = {"message": str(error), "type": error.kind, "param": None,
+                            "code": error.code}  # fmt: skip
+                    yield _data({"error": body})
+                    return
+                yield self._end(event)
+                break
             yield b"data: [DONE]\n\n"
         finally:
             await events.aclose()  # a client that left stops the generation at once
+
+    def _end(self, done: Done) -> bytes:
+        last = self._chunk({}, done.finish_reason, sovereign=provenance(self.model, self.sampling))
+        if self.chat.include_usage:
+            last += _data({**self._envelope("chat.completion.chunk"), "choices": [],
+                           "usage": self._usage(done)})  # fmt: skip
+        return last
 
     def _chunk(self, delta: dict[str, Any], finish: str | None, **extra: Any) -> bytes:
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}

@@ -18,14 +18,8 @@ from django.conf import settings
 
 from apps.identity.models import Member
 from apps.inference import chat_settings, conversations
-from apps.inference.answering import (
-    AnswerRefused,
-    Events,
-    Sampling,
-    answer_collected,
-    open_answer,
-    provenance,
-)
+from apps.inference.answering import Sampling, answer_collected, open_answer, provenance
+from apps.inference.backends.base import AnswerRefused, Done, Events, Failed, RefusalCode, Token
 from apps.inference.chat_request import OpenAIError, parse_messages
 from apps.inference.chat_settings import ChatSettings
 from apps.inference.context_fit import Overflow
@@ -98,9 +92,9 @@ class Turn:
                 conversation, self.replace_from
             )
 
-    async def open(self) -> tuple[dict[str, Any], Events]:
+    async def open(self) -> Events:
         """Ask the engine; the question is stored once the engine has taken it."""
-        opened = await open_answer(
+        events = await open_answer(
             self.model,
             self._messages(),
             self.sampling,
@@ -109,7 +103,7 @@ class Turn:
         )
         if self.stored:
             await sync_to_async(self._question_save)()
-        return opened
+        return events
 
     def _messages(self) -> list[Message]:
         """The system prompt and any note as one leading system message: chat templates differ
@@ -130,53 +124,51 @@ class Turn:
         chat_settings.conversation_settings_set(self.conversation, self.chosen)
         self.question_id = conversations.question_save(self.conversation, self.question).pk
 
-    async def stream(self, first: dict[str, Any], events: Events) -> AsyncIterator[bytes]:
+    async def stream(self, events: Events) -> AsyncIterator[bytes]:
         parts: list[str] = []
-        finished = False
+        end: Done | Failed | None = None
         try:
             if self.conversation is not None:
                 yield _line(event="start", conversation=self.conversation.pk,
                             title=self.conversation.title, question=self.question_id)  # fmt: skip
-            event = first
-            while event["event"] == "token":
-                parts.append(event["text"])
-                yield _line(event="token", text=event["text"])
-                event = await anext(events)
-            finished = True
-            yield await self._end("".join(parts), event)
-            async for line in self._after(event):
+            async for event in events:
+                if not isinstance(event, Token):
+                    end = event
+                    break
+                parts.append(event.text)
+                yield _line(event="token", text=event.text)
+            end = end or Failed(RefusalCode.ENGINE_STOPPED, "The model engine stopped.")
+            yield await self._end("".join(parts), end)
+            async for line in self._after(end):
                 yield line
         finally:
             await events.aclose()  # a page that left, or Stop: the generation ends at once
-            if not finished and self.conversation is not None:
+            if end is None and self.conversation is not None:
                 save = sync_to_async(self._answer_save)("".join(parts), "cancelled")
                 await asyncio.shield(save)
 
-    async def _after(self, event: dict[str, Any]) -> AsyncIterator[bytes]:
+    async def _after(self, end: Done | Failed) -> AsyncIterator[bytes]:
         """After the answer, so that nobody waits for them: the conversation's title, and a
         note of what no longer fits the model's context."""
-        if self.conversation is None or event["event"] != "done":
+        if self.conversation is None or not isinstance(end, Done):
             return
         if await sync_to_async(_wants_title)(self.conversation):
             yield await self._title()
-        dropped = int(event.get("dropped_messages", 0))
-        if self.summarise and dropped > 0:
-            yield await self._summarise(self.covered + dropped)
+        if self.summarise and end.dropped_messages > 0:
+            yield await self._summarise(self.covered + end.dropped_messages)
 
-    async def _end(self, text: str, event: dict[str, Any]) -> bytes:
-        if event["event"] == "error":
+    async def _end(self, text: str, end: Done | Failed) -> bytes:
+        if isinstance(end, Failed):
             if self.conversation is not None:
                 await sync_to_async(self._answer_save)(text, "error")
-            return _line(event="error", message=event["message"])
-        dropped = int(event.get("dropped_messages", 0))
+            return _line(event="error", message=end.message)
+        dropped = end.dropped_messages
         answer_id = None
         if self.conversation is not None:
-            answer_id = await sync_to_async(self._answer_save)(
-                text, event["finish_reason"], dropped
-            )
+            answer_id = await sync_to_async(self._answer_save)(text, end.finish_reason, dropped)
         # Highlighting a long answer's code takes a while: not on the event loop.
         html = await sync_to_async(render_markdown, thread_sensitive=False)(text)
-        return _line(event="done", finish_reason=event["finish_reason"],
+        return _line(event="done", finish_reason=end.finish_reason,
                      html=html, answer=answer_id,
                      provenance=provenance(self.model, self.sampling),
                      context_note=context_note(self.covered + dropped,
@@ -223,20 +215,20 @@ class Turn:
         """A whole answer to a request of the node's own, greedy; None if it was not made."""
         sampling = Sampling(max_tokens=max_tokens, temperature=0.0, top_p=1.0, seed=0)
         try:
-            first, events = await open_answer(
+            events = await open_answer(
                 self.model, prompt, sampling, user=str(self.member.pk),
                 overflow=Overflow.DROP_OLDEST,
             )  # fmt: skip
         except AnswerRefused:
             return None  # the next turn tries again
-        text, last = await answer_collected(first, events)
-        return text if last["event"] == "done" else None
+        text, end = await answer_collected(events)
+        return text if isinstance(end, Done) else None
 
 
 def refusal_text(refusal: AnswerRefused) -> str:
-    if refusal.code == "context_length_exceeded":  # older messages are left out: it is the question
+    if refusal.code == RefusalCode.CONTEXT_LENGTH_EXCEEDED:  # older ones are left out: it's this
         return f"{refusal} Shorten the question to go on."
-    if refusal.code == "overloaded":
+    if refusal.code == RefusalCode.OVERLOADED:
         return "The model is busy answering others; try again in a moment."
     return str(refusal)
 

@@ -17,7 +17,7 @@ from django.views.decorators.http import require_POST
 from apps.identity.access import household_required
 from apps.identity.models import Member, Role
 from apps.inference import chat_settings, conversations
-from apps.inference.answering import AnswerRefused
+from apps.inference.backends.base import AnswerRefused
 from apps.inference.chat_request import OpenAIError, read_body
 from apps.inference.chat_turn import Turn, refusal_text
 from apps.inference.conversations import ChatError
@@ -153,14 +153,12 @@ async def ask(request: HttpRequest) -> HttpResponseBase:
         return JsonResponse({"error": "Log in as a member of the household."}, status=403)
     try:
         turn = await sync_to_async(Turn.from_request)(member, read_body(request))
-        first, events = await turn.open()
+        events = await turn.open()
     except (ChatError, OpenAIError) as error:
         return JsonResponse({"error": str(error)}, status=400)
     except AnswerRefused as refusal:
         return JsonResponse({"error": refusal_text(refusal)}, status=refusal.status)
-    response = StreamingHttpResponse(
-        turn.stream(first, events), content_type="application/x-ndjson"
-    )
+    response = StreamingHttpResponse(turn.stream(events), content_type="application/x-ndjson")
     response["Cache-Control"] = "no-store"
     response["X-Accel-Buffering"] = "no"
     return response

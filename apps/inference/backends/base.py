@@ -4,15 +4,14 @@ A backend streams typed events for one request: `Token`s, then `Done`, or `Faile
 it refuses before any token raises `AnswerRefused` with a code from `RefusalCode`, so each
 caller (the chat, /v1, agents) maps one closed set of codes to its own wire format.
 
-Work in progress on the `pipeline` branch: the events and the base are here; the local engine's
-implementation and the one entry point that every caller goes through come next.
+The local engine is one backend (backends/engine.py); each provider kind will be another.
 """
 
 from __future__ import annotations
 
 import enum
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,6 +80,7 @@ class Failed:
 
 
 AnswerEvent = Token | Done | Failed
+Events = AsyncGenerator[AnswerEvent, None]  # Tokens, then one Done or Failed
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ class BackendRequest:
 
 class ChatBackend(ABC):
     @abstractmethod
-    async def open(self, request: BackendRequest) -> AsyncIterator[AnswerEvent]:
+    async def open(self, request: BackendRequest) -> Events:
         """The answer's events, once the backend has taken the request (it reads the first
         event before returning: a refusal raises AnswerRefused before anything is sent to the
         caller). Closing the iterator early cancels the answer."""

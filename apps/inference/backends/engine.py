@@ -6,7 +6,7 @@ import asyncio
 import json
 import socket
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ from apps.inference.backends.base import (
     AnswerRefused,
     BackendRequest,
     ChatBackend,
+    Events,
     Failed,
     RefusalCode,
     Token,
@@ -96,7 +97,7 @@ class LocalEngine(ChatBackend):
     def __init__(self, overflow: str = "refuse") -> None:
         self.overflow = overflow
 
-    async def open(self, request: BackendRequest) -> AsyncIterator[AnswerEvent]:
+    async def open(self, request: BackendRequest) -> Events:
         """Typed events; a refusal before the first token raises AnswerRefused."""
         events = chat_events(
             request.model, request.messages, dict(request.sampling),
@@ -113,9 +114,7 @@ class LocalEngine(ChatBackend):
         return _typed(first, events)
 
 
-async def _typed(
-    first: AnswerEvent, events: AsyncGenerator[dict[str, Any], None]
-) -> AsyncGenerator[AnswerEvent, None]:
+async def _typed(first: AnswerEvent, events: AsyncGenerator[dict[str, Any], None]) -> Events:
     try:
         yield first
         if not isinstance(first, Token):
