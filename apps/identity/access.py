@@ -146,11 +146,3 @@ def api_authenticated(view: View) -> View:
         return view(request, *args, **kwargs)
 
     return guarded  # type: ignore[return-value]
-
-
-def models_shared_with_friends() -> list[str]:
-    """The names of the models the owner shares with friends: none until sharing exists.
-
-    The friends' page lists what this returns, so sharing only has to fill it in.
-    """
-    return []

@@ -35,7 +35,12 @@ def checklist_pending(owner: Member) -> bool:
     """Whether the owner's first page is still the checklist rather than the chat."""
     if owner.checklist_dismissed_at is not None:
         return False
-    return not checklist_complete(checklist_items())
+    if checklist_complete(checklist_items()):
+        # Done once is done: the owner is not sent back when the engine restarts or the
+        # Lightning node is slow to answer, and "/" no longer asks each part every visit.
+        checklist_dismiss(owner)
+        return False
+    return True
 
 
 def checklist_dismiss(owner: Member) -> None:
@@ -45,9 +50,9 @@ def checklist_dismiss(owner: Member) -> None:
 
 
 def _local_model() -> ChecklistItem:
-    models, _ = inference.engine_overview()
+    models = inference.model_count()
     engine_up, engine_detail = inference.engine_state()
-    on_disk = f"{len(models)} model{'s' if len(models) != 1 else ''} on disk"
+    on_disk = f"{models} model{'s' if models != 1 else ''} on disk"
     if not models:
         detail = "No model yet: add a GGUF file on the Models page, from a URL or from this box."
     elif not engine_up:

@@ -17,7 +17,6 @@ from apps.identity.access import (
     anyone_required,
     api_authenticated,
     client_address,
-    models_shared_with_friends,
     owner_required,
     role_required,
 )
@@ -69,11 +68,7 @@ def start(request: HttpRequest) -> HttpResponse:
 @require_GET
 def shared(request: HttpRequest) -> HttpResponse:
     """A friend's page: what the owner shares with them, and what they can do meanwhile."""
-    context = {
-        "owner": services.node_owner(),
-        "shared_models": models_shared_with_friends(),
-    }
-    return render(request, "identity/shared.html", context)
+    return render(request, "identity/shared.html", {"owner": services.node_owner()})
 
 
 @never_cache

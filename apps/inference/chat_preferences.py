@@ -44,11 +44,21 @@ def preferences_set(member: Member, form: Mapping[str, Any]) -> Preferences:
     errors = chat_settings.settings_errors(form) | _choice_errors(form)
     if errors:
         raise PreferencesRefused(errors)
+    chosen = chat_settings.settings_checked(form)
     with transaction.atomic():
-        chat_settings.defaults_set(member, form)
-        conversations.overflow_set(member, form["overflow"])
-        # Last: a shorter retention deletes the conversations now past it, at once.
-        conversations.retention_set(member, form["retention_days"])
+        ChatPreferences.objects.update_or_create(
+            member=member,
+            defaults={
+                "system_prompt": chosen.system_prompt,
+                "temperature": chosen.temperature,
+                "top_p": chosen.top_p,
+                "max_tokens": chosen.max_tokens,
+                "overflow": form["overflow"],
+                "retention_days": int(form["retention_days"]),
+            },
+        )
+        # A shorter retention deletes the conversations now past it, at once.
+        conversations.retention_sweep(members=[member])
     return preferences_of(member)
 
 
@@ -56,7 +66,7 @@ def _choice_errors(form: Mapping[str, Any]) -> dict[str, str]:
     errors = {}
     if form.get("overflow") not in ChatPreferences.Overflow.values:
         errors["overflow"] = "Choose from the list what becomes of the oldest messages."
-    # Compared as text: the retention service's own int() would stumble on "²".
+    # Compared as text, so that only the offered numbers get through (not "²", not "07").
     offered = {str(days) for days in conversations.RETENTION_CHOICES}
     if str(form.get("retention_days")) not in offered:
         errors["retention_days"] = "Choose from the list how long to keep conversations."

@@ -18,6 +18,8 @@ from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
 ROLES = ("system", "user", "assistant")
 MAX_STOP_STRINGS = 4
 MAX_TOKENS_LIMIT = 32_768
+TEMPERATURE_RANGE = (0.0, 2.0)  # as OpenAI takes them; the chat's settings too
+TOP_P_RANGE = (0.0, 1.0)
 # The largest request follows the context: a token is rarely more than 8 characters, each at
 # most 6 bytes in JSON (\uXXXX), and long runs of one symbol reach 48 bytes; the envelope
 # (roles, parameters, a JSON schema) gets a fixed allowance on top.
@@ -111,8 +113,8 @@ def parse_chat_request(body: bytes) -> ChatRequest:
         stream=_boolean(data, "stream", False),
         include_usage=_include_usage(data.get("stream_options")),
         max_tokens=_max_tokens(data),
-        temperature=_number(data, "temperature", 1.0, 0.0, 2.0),
-        top_p=_number(data, "top_p", 1.0, 0.0, 1.0),
+        temperature=_number(data, "temperature", 1.0, *TEMPERATURE_RANGE),
+        top_p=_number(data, "top_p", 1.0, *TOP_P_RANGE),
         stop=_stop(data.get("stop")),
         seed=_seed(data.get("seed")),
         grammar=_grammar(data.get("response_format")),

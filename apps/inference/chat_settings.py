@@ -13,7 +13,7 @@ from typing import Any
 from django.conf import settings
 
 from apps.identity.models import Member
-from apps.inference.chat_request import MAX_TOKENS_LIMIT
+from apps.inference.chat_request import MAX_TOKENS_LIMIT, TEMPERATURE_RANGE, TOP_P_RANGE
 from apps.inference.models import ChatPreferences, Conversation
 
 MAX_SYSTEM_PROMPT_CHARS = 8_000
@@ -119,11 +119,11 @@ def _prompt(value: Any) -> str:
 
 
 def _temperature(value: Any) -> float:
-    return _number(value, "Temperature", 0.0, 2.0)
+    return _number(value, "Temperature", *TEMPERATURE_RANGE)
 
 
 def _top_p(value: Any) -> float:
-    return _number(value, "Top p", 0.0, 1.0)
+    return _number(value, "Top p", *TOP_P_RANGE)
 
 
 def _number(value: Any, name: str, low: float, high: float) -> float:

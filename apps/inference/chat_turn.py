@@ -20,7 +20,7 @@ from apps.identity.models import Member
 from apps.inference import chat_settings, conversations
 from apps.inference.answering import Sampling, answer_collected, open_answer, provenance
 from apps.inference.backends.base import AnswerRefused, Done, Events, Failed, RefusalCode, Token
-from apps.inference.chat_request import OpenAIError, parse_messages
+from apps.inference.chat_request import OpenAIError, load_json, parse_messages
 from apps.inference.chat_settings import ChatSettings
 from apps.inference.context_fit import Overflow
 from apps.inference.conversations import ChatError, Message
@@ -54,7 +54,7 @@ class Turn:
 
     @classmethod
     def from_request(cls, member: Member, body: bytes) -> Turn:
-        data = _json_object(body)
+        data = json_object(body)
         model = LocalModel.objects.filter(name=str(data.get("model", ""))).first()
         if model is None:
             raise ChatError("Choose a model from the list.")
@@ -241,11 +241,12 @@ def _wants_title(conversation: Conversation) -> bool:
     return early and conversation.title_source == Conversation.TitleSource.QUESTION
 
 
-def _json_object(body: bytes) -> dict[str, Any]:
+def json_object(body: bytes) -> dict[str, Any]:
+    """A request from the chat's script, checked as /v1 checks its bodies."""
     try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise ChatError("The request is not JSON.") from None
+        data = load_json(body)
+    except OpenAIError as error:
+        raise ChatError(str(error)) from None
     if not isinstance(data, dict):
         raise ChatError("The request must be a JSON object.")
     return data

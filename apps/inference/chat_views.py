@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
-from typing import Any
-
 from asgiref.sync import sync_to_async
 from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
@@ -19,7 +15,7 @@ from apps.identity.models import Member, Role
 from apps.inference import chat_settings, conversations
 from apps.inference.backends.base import AnswerRefused
 from apps.inference.chat_request import OpenAIError, read_body
-from apps.inference.chat_turn import Turn, refusal_text
+from apps.inference.chat_turn import Turn, json_object, refusal_text
 from apps.inference.conversations import ChatError
 from apps.inference.models import Conversation, LocalModel
 
@@ -30,26 +26,12 @@ EXAMPLE_PROMPTS = (
     "Give me a Python function that checks whether a word is a palindrome.",
     "Suggest three dinners I can make with rice, eggs and spinach.",
 )
-
-# Nothing on the chat page may run but our own script, whatever an answer contains.
-CHAT_POLICY = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
-)
-
-
-def with_policy(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
-    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        response = view(request, *args, **kwargs)
-        response["Content-Security-Policy"] = CHAT_POLICY
-        return response
-
-    return wrapped
+# Nothing on the chat page may run but the node's own script, whatever an answer contains:
+# the Content-Security-Policy every page carries (sovereign/middleware.py) sees to that.
 
 
 @never_cache
 @household_required
-@with_policy
 def chat_page(
     request: HttpRequest, conversation_id: int | None = None, private: bool = False
 ) -> HttpResponse:
@@ -127,20 +109,15 @@ def conversation_restore(request: HttpRequest, conversation_id: int) -> HttpResp
 @require_POST
 @household_required
 def conversation_rename(request: HttpRequest, conversation_id: int) -> HttpResponse:
-    """A form post (redirects back), or JSON from the page's script (answers JSON)."""
-    wants_json = request.content_type == "application/json"
     try:
-        title = json.loads(request.body).get("title") if wants_json else request.POST.get("title")
-        renamed = conversations.conversation_rename(request.user, conversation_id, title)  # type: ignore[arg-type]
-    except (ValueError, AttributeError):
-        return JsonResponse({"error": "The request is not a JSON object."}, status=400)
+        renamed = conversations.conversation_rename(
+            request.user,  # type: ignore[arg-type]
+            conversation_id,
+            request.POST.get("title"),
+        )
     except ChatError as error:
-        if wants_json:
-            return JsonResponse({"error": str(error)}, status=400)
         messages.error(request, str(error))
         return redirect("chat:conversation", conversation_id)
-    if wants_json:
-        return JsonResponse({"title": renamed.title})
     messages.success(request, "Renamed.")
     return redirect("chat:conversation", renamed.pk)
 
@@ -169,14 +146,12 @@ async def ask(request: HttpRequest) -> HttpResponseBase:
 def answer_stopped(request: HttpRequest) -> HttpResponse:
     """After Stop the page says what it had shown, and only that is kept of the answer."""
     try:
-        data = json.loads(request.body)
+        data = json_object(request.body)
         trimmed = conversations.answer_trim(
             request.user,  # type: ignore[arg-type]
             data.get("conversation"),
             data.get("shown"),
         )
-    except (ValueError, AttributeError):
-        return JsonResponse({"error": "The request is not a JSON object."}, status=400)
     except ChatError as error:
         return JsonResponse({"error": str(error)}, status=400)
     if not trimmed:

@@ -137,21 +137,24 @@ def question_checked(text: Any) -> str:
 def history(conversation: Conversation) -> list[Message]:
     """The messages so far, as the model reads them: the model's note of the oldest ones in
     their place once it has made one (see `summary_save`)."""
-    messages = _readable(conversation)
+    return _with_note(conversation, _readable(conversation))
+
+
+def _with_note(conversation: Conversation, messages: list[Message]) -> list[Message]:
+    """The conversation's note in place of the messages it covers, if it has one."""
     if not conversation.summary:
         return messages
     note = {"role": "system", "content": f"{SUMMARY_HEADING}\n{conversation.summary}"}
     return [note, *messages[conversation.summary_covers :]]
 
 
-def _readable(conversation: Conversation) -> list[Message]:
+def _readable(conversation: Conversation, before: int | None = None) -> list[Message]:
     """Every message of the conversation the model can read (answers that gave no text left
-    out): the list a note's `summary_covers` counts in."""
-    return [
-        {"role": message.role, "content": message.content}
-        for message in conversation.messages.all()
-        if message.content
-    ]
+    out), or those before one message: the list a note's `summary_covers` counts in."""
+    messages = conversation.messages.all()
+    if before is not None:
+        messages = messages.filter(pk__lt=before)
+    return [{"role": m.role, "content": m.content} for m in messages if m.content]
 
 
 def _readable_ids(conversation: Conversation) -> list[int]:
@@ -167,16 +170,9 @@ def history_before(conversation: Conversation, message_id: Any) -> tuple[list[Me
     """The conversation as the model reads it up to one of its questions, for an answer made
     again or a question edited (that question and all after it are to be replaced), and how
     many messages the note read in their place covers."""
-    question = _question_of(conversation, message_id)
-    earlier = [
-        {"role": message.role, "content": message.content}
-        for message in conversation.messages.filter(pk__lt=question.pk)
-        if message.content
-    ]
-    covers = conversation.summary_covers
-    if conversation.summary and covers <= len(earlier):
-        note = {"role": "system", "content": f"{SUMMARY_HEADING}\n{conversation.summary}"}
-        return [note, *earlier[covers:]], covers
+    earlier = _readable(conversation, before=_question_of(conversation, message_id).pk)
+    if conversation.summary and conversation.summary_covers <= len(earlier):
+        return _with_note(conversation, earlier), conversation.summary_covers
     return earlier, 0  # the note covers messages being replaced: it goes with them
 
 
@@ -200,7 +196,7 @@ def last_question(conversation: Conversation, question_id: Any) -> ChatMessage:
 def messages_replace_from(conversation: Conversation, message_id: int) -> None:
     """Delete a question and everything after it; a note that covered any of it goes too."""
     gone = conversation.messages.filter(pk__gte=message_id)
-    kept = len([m for m in conversation.messages.filter(pk__lt=message_id) if m.content])
+    kept = len(_readable(conversation, before=message_id))
     gone.delete()
     if conversation.summary_covers > kept:
         Conversation.objects.filter(pk=conversation.pk).update(summary="", summary_covers=0)

@@ -170,6 +170,10 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def model_count() -> int:
+    return LocalModel.objects.count()
+
+
 def engine_state() -> tuple[bool, str]:
     """Whether the engine process answers, and a line on what it is doing."""
     status = engine_status()

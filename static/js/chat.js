@@ -18,15 +18,7 @@
 
   function copyButton(label, text) {
     const button = Object.assign(document.createElement("button"), { type: "button", className: "copy", textContent: label });
-    button.addEventListener("click", async () => {
-      try {
-        await window.sovereignUi.copyText(text());
-        button.textContent = "Copied";
-      } catch (error) {
-        button.textContent = "Select and copy by hand";
-      }
-      setTimeout(() => { button.textContent = label; }, 1500);
-    });
+    button.addEventListener("click", () => window.sovereignUi.copyWithFeedback(button, text()));
     return button;
   }
 
@@ -137,7 +129,8 @@
       conversationStarted(event);
       if (event.question) questionEntry.dataset.message = String(event.question);
     } else if (event.event === "token") {
-      text.textContent += event.text;
+      if (!text.firstChild) text.append(document.createTextNode(""));
+      text.firstChild.appendData(event.text);  // not the whole text again at every token
     } else if (event.event === "done") {
       const rendered = Object.assign(document.createElement("div"), { className: "markdown" });
       rendered.innerHTML = event.html;  // sanitised by the server (apps/inference/markdown.py)

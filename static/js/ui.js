@@ -63,9 +63,6 @@
     for (const label of document.querySelectorAll(".theme-label")) {
       label.textContent = `Theme: ${theme || "system"}`;
     }
-    for (const input of document.querySelectorAll('.theme-form input[name="theme"]')) {
-      input.value = THEMES[(THEMES.indexOf(theme) + 1) % THEMES.length];
-    }
   }
 
   function setUpThemeToggle() {
@@ -107,7 +104,7 @@
     });
   }
 
-  // Copy: [data-copy-target="#id"] copies that element's text, [data-copy-text] its own value.
+  // Copy: [data-copy-target="#id"] copies that element's text.
   // navigator.clipboard exists only on https or localhost; a household's LAN address is often
   // plain http, where the old selection-and-execCommand way still works.
   async function copyText(text) {
@@ -128,25 +125,28 @@
     }
   }
 
+  // Copies the text and says so on the button for a moment (the chat's buttons use it too).
+  async function copyWithFeedback(button, text) {
+    const label = button.dataset.label || button.textContent;
+    button.dataset.label = label;
+    try {
+      await copyText(text);
+      button.textContent = "Copied";
+      button.setAttribute("data-copied", "");
+    } catch {
+      button.textContent = "Select and copy by hand";
+    }
+    setTimeout(() => {
+      button.textContent = label;
+      button.removeAttribute("data-copied");
+    }, 2000);
+  }
+
   function setUpCopyButtons() {
-    document.addEventListener("click", async (event) => {
-      const button = event.target instanceof Element && event.target.closest("[data-copy-target], [data-copy-text]");
-      if (!button) return;
-      const target = button.dataset.copyTarget && document.querySelector(button.dataset.copyTarget);
-      const text = button.dataset.copyText ?? (target ? target.textContent.trim() : "");
-      const label = button.dataset.label || button.textContent;
-      button.dataset.label = label;
-      try {
-        await copyText(text);
-        button.textContent = "Copied";
-        button.setAttribute("data-copied", "");
-      } catch {
-        button.textContent = "Select and copy by hand";
-      }
-      setTimeout(() => {
-        button.textContent = label;
-        button.removeAttribute("data-copied");
-      }, 2000);
+    document.addEventListener("click", (event) => {
+      const button = event.target instanceof Element && event.target.closest("[data-copy-target]");
+      const target = button && document.querySelector(button.dataset.copyTarget);
+      if (target) copyWithFeedback(button, target.textContent.trim());
     });
   }
 
@@ -162,7 +162,7 @@
     }
   }
 
-  window.sovereignUi = { confirmAction, copyText, applyTheme };
+  window.sovereignUi = { copyWithFeedback };
   setUpMenu();
   setUpAccountMenu();
   setUpThemeToggle();

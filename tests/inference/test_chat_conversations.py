@@ -47,17 +47,24 @@ def test_a_member_renames_a_conversation_and_the_model_no_longer_names_it(
     assert conversation.title == "Sats"
 
 
-def test_renaming_from_the_page_script_answers_json(member: Any, member_client: Client) -> None:
+def test_an_empty_name_is_refused_and_the_title_stays(member: Any, member_client: Client) -> None:
     conversation = exchange(member, ("Hi", "Hello"))
-    url = f"/chat/{conversation.pk}/rename"
 
-    named = member_client.post(url, json.dumps({"title": "Greetings"}), "application/json")
-    empty = member_client.post(url, json.dumps({"title": " "}), "application/json")
+    page = member_client.post(f"/chat/{conversation.pk}/rename", {"title": " "}, follow=True)
 
-    assert named.json() == {"title": "Greetings"}
-    assert empty.status_code == 400 and "name" in empty.json()["error"]
+    assert "Give the conversation a name." in page.content.decode()
     conversation.refresh_from_db()
-    assert conversation.title == "Greetings"
+    assert conversation.title == "Hi"
+
+
+@pytest.mark.parametrize("path", ["/chat/ask", "/chat/stopped"])
+def test_json_nested_too_deeply_is_refused_not_a_crash(member_client: Client, path: str) -> None:
+    body = "[" * 20_000 + "]" * 20_000
+
+    response = member_client.post(path, body, content_type="application/json")
+
+    assert response.status_code == 400
+    assert "nested too deeply" in response.json()["error"]
 
 
 def test_nobody_renames_or_deletes_another_members_conversation(

@@ -23,7 +23,6 @@ class RefusalCode(enum.StrEnum):
     ENGINE_STOPPED = "engine_stopped"
     ENGINE_BROKEN = "engine_broken"
     MODEL_UNAVAILABLE = "model_unavailable"
-    MODEL_NOT_FOUND = "model_not_found"
 
     @property
     def status(self) -> int:
@@ -38,7 +37,6 @@ _STATUS = {
     RefusalCode.ENGINE_STOPPED: 503,
     RefusalCode.ENGINE_BROKEN: 503,
     RefusalCode.MODEL_UNAVAILABLE: 503,
-    RefusalCode.MODEL_NOT_FOUND: 404,
 }
 
 

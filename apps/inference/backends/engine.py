@@ -92,16 +92,14 @@ def engine_status(timeout: float = 1.0) -> dict[str, Any] | None:
 
 
 class LocalEngine(ChatBackend):
-    """The engine process on this node, as one backend among the providers'."""
-
-    def __init__(self, overflow: str = "refuse") -> None:
-        self.overflow = overflow
+    """The engine process on this node, as one backend among the providers'. Its option
+    `overflow` says what to do with a prompt longer than the context (see chat_events)."""
 
     async def open(self, request: BackendRequest) -> Events:
         """Typed events; a refusal before the first token raises AnswerRefused."""
         events = chat_events(
             request.model, request.messages, dict(request.sampling),
-            user=request.user, overflow=str(request.options.get("overflow", self.overflow)),
+            user=request.user, overflow=str(request.options.get("overflow", "refuse")),
         )  # fmt: skip
         try:
             first = event_from_wire(await anext(events))
