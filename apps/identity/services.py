@@ -230,6 +230,10 @@ def member_set_role(pubkey: str, role: str, actor: str = "") -> Member:
     return member
 
 
+def member_by_id(member_id: int) -> Member | None:
+    return Member.objects.filter(pk=member_id).first()
+
+
 def member_group(member_id: int) -> str:
     """The channel-layer group of one member's open live pages."""
     return f"member-{member_id}"

@@ -205,6 +205,13 @@ def budget_set(scope: str, period: str, limit_msat: int, *, member: Any = None,
     return budget
 
 
+def spendable(caller: str, member_id: int | None) -> int | None:
+    """The most a payment by `caller` for this member could cost now, every budget that applies
+    considered (amount and fee); None when no budget applies."""
+    left = [remaining(budget) for budget in _budgets_for(caller, member_id)]
+    return min(left) if left else None
+
+
 def remaining(budget: Budget) -> int:
     if budget.scope == Budget.Scope.REQUEST:
         return budget.limit_msat

@@ -54,6 +54,10 @@ class PaymentRefused(Exception):
     """A check failed before anything was reserved or paid; the message says which."""
 
 
+class BudgetRefused(PaymentRefused):
+    """Paying would pass a budget (the message names which); nothing was reserved."""
+
+
 @dataclass(frozen=True)
 class PayOrder:
     bolt11: str
@@ -93,7 +97,7 @@ def pay(order: PayOrder) -> Payment:
             token_may_be_live=order.token_may_be_live,
         )  # fmt: skip
     except budgets.OverBudget as refusal:
-        raise PaymentRefused(str(refusal)) from None
+        raise BudgetRefused(str(refusal)) from None
     except budgets.InvoiceTaken as taken:
         raise PaymentRefused(_taken_message(taken)) from None
     except IntegrityError:  # the same purpose, paid at this very moment by another caller
@@ -101,8 +105,28 @@ def pay(order: PayOrder) -> Payment:
     return send(payment)
 
 
+def spendable_msat(member: Any, caller: str = "") -> int | None:
+    """What this member may still spend through `caller` within every budget; None: no limit.
+    A check before a request is sent; the reservation when paying is what decides."""
+    return budgets.spendable(caller, member.pk if member is not None else None)
+
+
 def payment_for(purpose: str) -> Payment | None:
     return Payment.objects.filter(purpose=purpose).order_by().first()
+
+
+def payment_settled(purpose: str) -> Payment | None:
+    """The payment made for `purpose`, decided from the node's records if still pending."""
+    payment = payment_for(purpose)
+    if payment is not None and payment.state == Payment.State.PENDING:
+        payment = settle(payment)
+    return payment
+
+
+def invoice_decode(bolt11: str) -> dict[str, Any]:
+    """The node's reading of an invoice; raises NodeRefused when it does not decode."""
+    decoded: dict[str, Any] = cln.call("decode", string=invoice_normalised(bolt11))
+    return decoded
 
 
 def _same_invoice(earlier: Payment, order: PayOrder) -> Payment:
