@@ -60,6 +60,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "apps.system",
+    "apps.audit",
     "apps.identity",
     "apps.inference",
     "apps.wallet",

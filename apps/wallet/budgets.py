@@ -16,7 +16,8 @@ from django.db.models import BigIntegerField, Case, F, Q, Sum, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from apps.wallet.models import Budget, Payment, SpendingLock
+from apps.audit.services import audit_record
+from apps.wallet.models import AuditAction, Budget, Payment, SpendingLock
 
 
 class OverBudget(Exception):
@@ -158,7 +159,8 @@ def reserve(**payment: Any) -> Payment:
     """Check every budget that applies and write the pending payment, all or nothing.
 
     The invoice's own check sits in the same serialised transaction: the node pays an invoice
-    once, so it may be pending or paid under one purpose only, however many payers race."""
+    once, so it may be pending or paid under one purpose only, however many payers race. So
+    does the audit row: a refused payment leaves none, and a reserved one always has one."""
     need = payment["amount_msat"] + payment["max_fee_msat"]
     with transaction.atomic():
         _serialise()
@@ -173,7 +175,14 @@ def reserve(**payment: Any) -> Payment:
             raise InvoiceTaken(*taken)
         for budget in applying:
             _check(budget, need, spent.get(budget.pk, 0))
-        return Payment.objects.create(**payment)
+        reserved = Payment.objects.create(**payment)
+        audit_record(
+            AuditAction.PAYMENT_RESERVED,
+            actor=reserved.caller,
+            subject=reserved.purpose,
+            detail=f"{reserved.audit_note}, fees up to {reserved.max_fee_msat} msat",
+        )
+        return reserved
 
 
 def _serialise() -> None:
