@@ -68,7 +68,8 @@ class L402Kind(Kind):
         tried = self._tried.pop(call.request_id, None)
         if tried is not None:  # the kept token's balance is used up
             await sync_to_async(credentials.credential_spent)(tried)
-        challenge = l402_challenge(challenges_parsed(response.headers.get_list("www-authenticate")))
+        offered = challenges_parsed(response.headers.get_list("www-authenticate"))
+        challenge = l402_challenge(offered)
         if challenge is None:
             raise Unanswered(
                 Outcome.FAILED,

@@ -43,7 +43,8 @@ class MppKind(Kind):
         return Authorization({})  # a charge pays for one request: nothing is reused
 
     async def on_payment_required(self, call: Call, response: httpx2.Response) -> Authorization:
-        challenge = charge_challenge(challenges_parsed(response.headers.get_list("www-authenticate")))
+        offered = challenges_parsed(response.headers.get_list("www-authenticate"))
+        challenge = charge_challenge(offered)
         if challenge is None:
             raise Unanswered(
                 Outcome.FAILED,
@@ -101,9 +102,7 @@ def charge_request(challenge: Challenge) -> dict[str, Any]:
             raise TypeError
         msat = int(request["amount"]) * MSAT_PER[str(request.get("currency", "sat")).lower()]
     except (ValueError, KeyError, TypeError):
-        raise Unanswered(
-            Outcome.INVOICE_REFUSED, "The provider's payment request is unreadable; nothing was paid."
-        ) from None
+        raise _refused("is unreadable") from None
     return {**request, "amount_msat": msat}
 
 

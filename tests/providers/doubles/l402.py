@@ -71,7 +71,7 @@ class L402Double(OpenAIShapedDouble):
         self.root_key = secrets.token_bytes(32)
         self.tokens: dict[str, int] = {}  # token id -> requests answered with it
         self.authorizations: list[str] = []  # every Authorization header a chat request had
-        self.challenges = 0  # 402s sent
+        self.offered: list[str] = []  # every token sent in a challenge, as sent
         self._lock = threading.Lock()
         self._labels = itertools.count()
 
@@ -114,6 +114,11 @@ class L402Double(OpenAIShapedDouble):
     def price_of(self, model_id: str) -> int:
         return self.prices.get(model_id, self.price_msat)
 
+    @property
+    def challenges(self) -> int:
+        """How many 402s were sent."""
+        return len(self.offered)
+
     def challenge(self, model_id: str) -> Refusal:
         switches = self.switches
         amount: int | str = self.price_of(model_id) * (2 if switches.get("overprice") else 1)
@@ -130,7 +135,7 @@ class L402Double(OpenAIShapedDouble):
             token = base64.urlsafe_b64encode(raw).decode().rstrip("=")
         else:
             token = base64.b64encode(raw).decode()
-        self.challenges += 1
+        self.offered.append(token)
         body = {"error": {"message": "payment required"}}
         return Refusal(402, body, self.headers(token, invoice))
 

@@ -73,7 +73,7 @@ class MPPDouble(OpenAIShapedDouble):
         self.secret = secrets.token_bytes(32)
         self.authorizations: list[str] = []
         self.receipts: list[dict[str, Any]] = []  # every receipt sent, in order
-        self.challenges = 0
+        self.offered: list[dict[str, str]] = []  # every challenge's parameters, as sent
         self._used: set[str] = set()  # challenge ids already paid for and answered
         self._lock = threading.Lock()
         self._labels = itertools.count()
@@ -159,11 +159,11 @@ class MPPDouble(OpenAIShapedDouble):
             "request": b64url(jcs(request)),
             "expires": rfc3339(datetime.now(UTC) + timedelta(minutes=5)),
             "description": "One chat completion",
-            "opaque": b64url(jcs({"n": self.challenges})),
+            "opaque": b64url(jcs({"n": len(self.offered)})),
         }
         params = {"id": self.id_of(params), **params}
         header = "Payment " + ", ".join(f'{name}="{value}"' for name, value in params.items())
-        self.challenges += 1
+        self.offered.append(params)
         problem = {
             "type": PROBLEM,
             "title": "Payment Required",
