@@ -73,12 +73,9 @@ def credential_live(credential_id: int) -> bool:
     return changed == 1
 
 
-def credential_spent(credential_id: int, *, note: dict[str, Any] | None = None) -> None:
+def credential_spent(credential_id: int) -> None:
     """The provider will not take it again, or its payment failed: never used again."""
-    fields: dict[str, Any] = {"state": State.SPENT}
-    if note is not None:
-        fields["note"] = note
-    Credential.objects.filter(pk=credential_id).exclude(state=State.SPENT).update(**fields)
+    Credential.objects.filter(pk=credential_id).exclude(state=State.SPENT).update(state=State.SPENT)
 
 
 def credential_used(credential_id: int) -> None:

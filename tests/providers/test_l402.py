@@ -6,12 +6,17 @@ between two lightningd doubles."""
 from __future__ import annotations
 
 import re
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+from django.db import connection
+from nostr_sdk import Keys
 
+from apps.identity.models import Member
 from apps.inference.backends.base import Done, Failed, RefusalCode
 from apps.providers import secrets, services
 from apps.providers.models import Credential, OutsideRequest, ProviderModel
@@ -20,7 +25,8 @@ from apps.wallet import services as wallet
 from apps.wallet.models import Payment
 from tests.lightningd import LightningdDouble
 from tests.providers.doubles.l402 import L402Double
-from tests.providers.paid import ask, ask_whole, payments
+from tests.providers.doubles.mpp import MPPDouble
+from tests.providers.paid import ask, ask_whole, committed_msat, payments
 
 PRICE = 20_000
 MODEL = "aperture/strong-1"
@@ -288,3 +294,61 @@ def test_a_crash_right_after_paying_leaves_a_token_that_is_used_not_bought_again
     assert isinstance(end, Done) and text == "l402 answers: after the restart"
     assert len(payments()) == 1 and l402.challenges == 1
     assert Credential.objects.get().state == "live"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_twenty_concurrent_paid_requests_never_pass_any_budget(
+    provider_node: LightningdDouble, household_node: LightningdDouble, owner: Any
+) -> None:
+    # Each token buys one request here, so every request must pay: four members with room for
+    # two payments each (20,000 msat plus up to 5,000 of fee held while pending), and a
+    # household budget below the sum of their allowances.
+    allowance, household = 50_000, 150_000
+    people = [
+        Member.objects.create_user(pubkey=Keys.generate().public_key().to_hex(), role="member")
+        for _ in range(4)
+    ]
+    for person in people:
+        budgets.budget_set("member", "day", allowance, member=person)
+    budgets.budget_set("household", "day", household)
+    start = threading.Barrier(20)
+
+    with L402Double(provider_node, price_msat=PRICE, requests_per_token=1) as metered:
+        services.provider_add(metered.url, kind="l402", name="aperture")
+
+        def one(n: int) -> Done | Failed:
+            start.wait()
+            try:
+                return ask(people[n % 4], MODEL, f"question {n}")[1]
+            finally:
+                connection.close()
+
+        with ThreadPoolExecutor(20) as pool:
+            ends = list(pool.map(one, range(20)))
+
+    for person in people:
+        mine = Payment.objects.filter(member=person)
+        assert sum(committed_msat(p) for p in mine) <= allowance
+    assert sum(committed_msat(p) for p in payments()) <= household
+    complete = Payment.objects.filter(state="complete")
+    assert complete.count() == len(paid_invoices(provider_node)) > 0
+    assert not Payment.objects.filter(state="pending").exists()
+    answered = [end for end in ends if isinstance(end, Done)]
+    refused = [end for end in ends if isinstance(end, Failed)]
+    assert 0 < len(answered) <= complete.count() and len(refused) >= 20 - complete.count()
+    # Refused by a budget before paying, or (a token bought by one request and used first by
+    # another, as one-request tokens allow) asked to pay again: never paid twice.
+    assert {end.code for end in refused} <= {RefusalCode.OVER_BUDGET, RefusalCode.PROVIDER_FAILED}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_402_without_an_l402_challenge_pays_nothing(
+    provider_node: LightningdDouble, household_node: LightningdDouble, owner: Any, member: Any
+) -> None:
+    with MPPDouble(provider_node) as mpp:  # an MPP server added as an L402 one
+        services.provider_add(mpp.url, kind="l402", name="aperture")
+        text, end = ask(member, MODEL)
+
+    assert isinstance(end, Failed) and end.code == RefusalCode.PROVIDER_FAILED
+    assert "nothing was paid" in end.message and payments() == []
+    assert not Credential.objects.exists()

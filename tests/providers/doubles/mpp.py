@@ -22,6 +22,7 @@ Switches, besides the base's (which act only on requests that got past payment):
     "overprice": the request and its invoice ask twice the published price
     "amount_mismatch": the request says the published price, the invoice asks twice it
     "amountless": the invoice has no amount
+    "expired": the challenge expired a minute ago
 """
 
 from __future__ import annotations
@@ -157,7 +158,9 @@ class MPPDouble(OpenAIShapedDouble):
             "method": "lightning",
             "intent": "charge",
             "request": b64url(jcs(request)),
-            "expires": rfc3339(datetime.now(UTC) + timedelta(minutes=5)),
+            "expires": rfc3339(
+                datetime.now(UTC) + timedelta(minutes=-1 if switches.get("expired") else 5)
+            ),
             "description": "One chat completion",
             "opaque": b64url(jcs({"n": len(self.offered)})),
         }
