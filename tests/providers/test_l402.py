@@ -10,15 +10,17 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.db import connection
+from django.utils import timezone
 from nostr_sdk import Keys
 
 from apps.identity.models import Member
 from apps.inference.backends.base import Done, Failed, RefusalCode
-from apps.providers import secrets, services
+from apps.providers import credentials, secrets, services
 from apps.providers.models import Credential, OutsideRequest, ProviderModel
 from apps.wallet import budgets
 from apps.wallet import services as wallet
@@ -352,3 +354,20 @@ def test_a_402_without_an_l402_challenge_pays_nothing(
     assert isinstance(end, Failed) and end.code == RefusalCode.PROVIDER_FAILED
     assert "nothing was paid" in end.message and payments() == []
     assert not Credential.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_token_left_by_a_crash_before_paying_is_set_aside_and_a_new_one_bought(
+    l402: L402Double, aperture: Any, member: Any
+) -> None:
+    credentials.credential_open(aperture.pk, "L402", "never-paid", "l402:aperture:crashed")
+    Credential.objects.update(created_at=timezone.now() - timedelta(minutes=2))
+
+    text, end = ask(member, MODEL)
+
+    assert isinstance(end, Done) and len(payments()) == 1
+    assert list(Credential.objects.order_by("id").values_list("state", flat=True)) == [
+        "spent",
+        "live",
+    ]
+    assert l402.authorizations == [f"L402 {l402.offered[0]}:{Payment.objects.get().preimage}"]

@@ -43,8 +43,9 @@ SCHEMES = ("L402", "LSAT")
 PENDING_WAIT_SECONDS = 3.0
 PENDING_POLL_SECONDS = 0.05
 # A pending token whose payment the wallet never recorded: a crash came between writing it
-# and paying. Young, the payment may be about to start; old, nothing was paid for it.
-ABANDONED_AFTER = timedelta(minutes=5)
+# and paying. Young, its payment may be about to be reserved (the node decodes the invoice
+# first, within LIGHTNING_TIMEOUT); after this, nothing was paid for it.
+ABANDONED_AFTER = timedelta(seconds=60)
 MANIFEST_PATH = "/.well-known/l402.json"
 MANIFEST_BYTES = 1 << 20
 CHAT_PATH = "/v1/chat/completions"

@@ -55,7 +55,11 @@ class MppKind(Kind):
         purpose = call.purpose("mpp")
         note = {"challenge_id": challenge.params.get("id", "")}
         credential_id = await sync_to_async(credentials.credential_open)(
-            call.provider.id, SCHEME, challenge.params.get("id", ""), purpose, note
+            call.provider.id,
+            SCHEME,
+            "",
+            purpose,
+            note,  # the preimage is the only secret
         )
         try:
             paid = await paying.invoice_pay(call, bolt11, purpose, live_token=False)
