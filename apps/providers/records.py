@@ -9,6 +9,7 @@ from typing import Any
 
 from django.db import transaction
 
+from apps.audit.services import audit_record
 from apps.inference.backends.base import Usage
 from apps.privacy import services as privacy
 from apps.providers.backends.base import Call, Outcome
@@ -67,6 +68,12 @@ def request_record(ended: Ended) -> dict[str, Any]:
             privacy.egress_end(
                 ended.egress_id, outcome=ended.outcome, cost_msat=cost, payment_hash=payment_hash
             )
+        audit_record(
+            "outside_request",
+            actor=f"member:{ended.call.member_id}" if ended.call.member_id else "",
+            subject=f"{ended.call.provider.name}/{ended.call.model_id}",
+            detail=f"{ended.outcome}, {cost} msat, {ended.call.origin}",
+        )
     return {
         "provider": ended.call.provider.name,
         "model": f"{ended.call.provider.name}/{ended.call.model_id}",

@@ -14,6 +14,7 @@ from django.db import transaction
 from django.db.models import Avg, Count, Q, Sum
 from django.utils import timezone
 
+from apps.audit.services import audit_record
 from apps.providers import secrets
 from apps.providers.backends.base import ProviderInfo
 from apps.providers.models import NAME_PATTERN, Credential, OutsideRequest, Provider, ProviderModel
@@ -279,9 +280,4 @@ def credentials_live(provider_id: int) -> list[Credential]:
 
 
 def _audit(action: str, actor: str, subject: str, detail: str) -> None:
-    """Providers added and removed are on the audit trail (the shared audit service)."""
-    try:
-        from apps.audit.services import audit_record  # type: ignore[import-not-found]
-    except ImportError:  # until the shared audit service lands
-        return
     audit_record(action, actor=actor, subject=subject, detail=detail)
