@@ -148,12 +148,14 @@ def test_routes_are_listed_at_the_highest_price_of_the_models_a_member_may_use(
 # Fallback --------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(("switch", "outcome"), [("status_500", "failed"), ("silent", "timeout")])
 @pytest.mark.django_db(transaction=True)
 def test_fallback_after_a_failure_reaches_the_next_and_names_both(
-    lan: dict[str, OpenAIShapedDouble], added: None, member: Any
+    lan: dict[str, OpenAIShapedDouble], added: None, member: Any, switch: str, outcome: str
 ) -> None:
     routing.route_set("strong", "fallback", ["alpha/strong-1", "beta/strong-2", "gamma/strong-1"])
-    lan["alpha"].switches["status_500"] = True
+    Provider.objects.filter(name="alpha").update(timeout_seconds=0.5)
+    lan["alpha"].switches[switch] = True
 
     text, end = _ask(member, "route/strong")
 
@@ -165,7 +167,7 @@ def test_fallback_after_a_failure_reaches_the_next_and_names_both(
     assert lan["gamma"].requests == []
     records = OutsideRequest.objects.order_by("id")
     assert [(r.provider.name, r.outcome) for r in records] == [
-        ("alpha", "failed"),
+        ("alpha", outcome),
         ("beta", "answered"),
     ]
     assert len({r.request_id for r in records}) == 1  # one question: the wallet's purposes agree
@@ -216,6 +218,8 @@ def test_a_provider_with_a_bad_recent_record_is_tried_last(
     assert text == "beta answers: what is a sat"
     assert isinstance(end, Done) and end.provenance["fell_back_from"] == []
     assert lan["alpha"].requests == []
+    asked = pipeline.AnswerRequest(member, pipeline.Origin.API, "route/strong", [], SAMPLING)
+    assert pipeline.route_of(asked).provenance["model"] == "beta/strong-1"  # first, now
     assert routing.reliability_order(["alpha/strong-1", "beta/strong-1", "gamma/strong-1"]) == (
         ["beta/strong-1", "gamma/strong-1", "alpha/strong-1"],
         {"alpha/strong-1"},
