@@ -1,7 +1,8 @@
 """Routes across providers (`route/<name>`): fallback along the owner's order, the reliable
 first; spread giving each new conversation to another provider; both through the one pipeline,
 each attempt recorded against its own provider. The providers are OpenAI-shaped servers on
-loopback (the home-network kind: nothing is paid)."""
+loopback (the home-network kind: nothing is paid), and once an Aperture-shaped L402 server paid
+over a channel between two lightningd doubles."""
 
 from __future__ import annotations
 
@@ -20,6 +21,9 @@ from apps.privacy.models import Egress
 from apps.providers import routing, services
 from apps.providers.models import OutsideRequest, Provider, ProviderModel, RouteChoice
 from apps.wallet import budgets
+from apps.wallet.models import Payment
+from tests.lightningd import LightningdDouble
+from tests.providers.doubles.l402 import L402Double
 from tests.providers.doubles.openai_shape import OpenAIShapedDouble
 
 SAMPLING = Sampling(max_tokens=32, temperature=0.0, top_p=1.0, seed=7)
@@ -172,6 +176,37 @@ def test_fallback_after_a_failure_reaches_the_next_and_names_both(
     ]
     assert len({r.request_id for r in records}) == 1  # one question: the wallet's purposes agree
     assert [e.provider for e in Egress.objects.order_by("id")] == ["alpha", "beta"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_fallback_after_a_paid_failure_never_pays_that_provider_again_for_the_question(
+    lan: dict[str, OpenAIShapedDouble],
+    added: None,
+    member: Any,
+    provider_node: LightningdDouble,
+    household_node: LightningdDouble,
+) -> None:
+    # Each token answers one request: the route's second try at the provider meets a new 402.
+    with L402Double(provider_node, price_msat=20_000, requests_per_token=1) as aperture:
+        services.provider_add(aperture.url, kind="l402", name="aperture")
+        route = ["aperture/strong-1", "aperture/strong-2", "alpha/strong-1"]
+        routing.route_set("strong", "fallback", route)
+        aperture.switches["status_500"] = True  # paid, then broken
+
+        text, end = _ask(member, "route/strong")
+
+    assert text == "alpha answers: what is a sat"
+    assert isinstance(end, Done) and end.provenance["cost_msat"] == 0
+    assert end.provenance["fell_back_from"] == ["aperture/strong-1", "aperture/strong-2"]
+    [payment] = Payment.objects.all()
+    assert (payment.state, payment.amount_msat) == ("complete", 20_000)
+    assert aperture.challenges == 2  # asked twice to be paid, paid once
+    records = OutsideRequest.objects.order_by("id")
+    assert [(r.model_id, r.outcome, r.cost_msat) for r in records] == [
+        ("strong-1", "failed", payment.amount_msat + (payment.fee_msat or 0)),
+        ("strong-2", "invoice_refused", 0),
+        ("strong-1", "answered", 0),
+    ]
 
 
 @pytest.mark.django_db(transaction=True)
