@@ -116,17 +116,14 @@ async def _along_route(request: AnswerRequest, name: str) -> Events:
     wallet pays once per provider and request, so a provider paid before it failed is never
     paid again for this question, even if the route names it twice."""
     plan = await sync_to_async(_plan)(request, name)
-    passed: list[str] = []
-    reasons: list[str] = []
+    failed: list[tuple[str, AnswerRefused]] = []
     for model in plan.models:
         try:
             events = await _answer_model(replace(request, model=model))
         except AnswerRefused as refusal:
             if refusal.code not in FALLS_BACK:
                 raise
-            passed.append(model)
-            reasons.append(f"{model}: {refusal}")
-            last = refusal
+            failed.append((model, refusal))
             continue
         try:
             await sync_to_async(routing.choice_record)(
@@ -135,9 +132,12 @@ async def _along_route(request: AnswerRequest, name: str) -> Events:
         except BaseException:
             await events.aclose()
             raise
-        shown = {"route": plan.name, "policy": plan.policy, "fell_back_from": passed}
-        return _routed(events, shown)
-    raise AnswerRefused(last.code, f"No model of {plan.name} answered. " + " ".join(reasons))
+        passed = [failure[0] for failure in failed]
+        return _routed(
+            events, {"route": plan.name, "policy": plan.policy, "fell_back_from": passed}
+        )
+    reasons = " ".join(f"{model}: {refusal}" for model, refusal in failed)
+    raise AnswerRefused(failed[-1][1].code, f"No model of {plan.name} answered. {reasons}")
 
 
 def _plan(request: AnswerRequest, name: str) -> routing.Plan:
