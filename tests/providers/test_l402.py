@@ -209,6 +209,21 @@ def test_a_used_up_token_is_marked_spent_and_a_new_one_bought_within_the_budget(
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_token_the_provider_refuses_with_401_is_set_aside_and_the_next_question_buys_anew(
+    l402: L402Double, aperture: Any, member: Any
+) -> None:
+    assert isinstance(ask(member, MODEL, "first")[1], Done)
+    l402.switches["revoked"] = True
+    _, refused = ask(member, MODEL, "second")
+    assert isinstance(refused, Failed) and refused.code == RefusalCode.PROVIDER_FAILED
+    assert list(Credential.objects.values_list("state", flat=True)) == ["spent"]
+    l402.switches["revoked"] = False
+
+    assert isinstance(ask(member, MODEL, "third")[1], Done)
+    assert [p.state for p in payments()] == ["complete", "complete"]
+
+
+@pytest.mark.django_db(transaction=True)
 def test_over_the_provider_s_cap_the_request_is_refused_before_anything_is_paid(
     l402: L402Double, aperture: Any, member: Any
 ) -> None:

@@ -36,6 +36,7 @@ from apps.providers.challenges import (
     macaroon_payment_hash,
 )
 from apps.providers.credentials import Kept
+from apps.wallet import services as wallet
 
 SCHEMES = ("L402", "LSAT")
 # How long a request waits for a token another request is buying before it gives up rather
@@ -62,7 +63,6 @@ class L402Kind(Kind):
             return Authorization({})
         token, preimage = kept
         self._tried[call.request_id] = token.id
-        await sync_to_async(credentials.credential_used)(token.id)
         return Authorization({"Authorization": f"{token.scheme} {token.secret}:{preimage}"})
 
     async def on_payment_required(self, call: Call, response: httpx2.Response) -> Authorization:
@@ -85,6 +85,12 @@ class L402Kind(Kind):
         await sync_to_async(credentials.credential_live)(token_id)
         header = f"{challenge.scheme} {challenge.token}:{paid.preimage}"
         return Authorization({"Authorization": header}, payment_purpose=purpose)
+
+    async def on_refused(self, call: Call, response: httpx2.Response) -> None:
+        """A 401 on a kept token: the provider will not take it; the next request buys anew."""
+        tried = self._tried.pop(call.request_id, None)
+        if tried is not None and response.status_code == 401:
+            await sync_to_async(credentials.credential_spent)(tried)
 
     async def on_answer(self, call: Call, response: httpx2.Response) -> None:
         self._tried.pop(call.request_id, None)
@@ -132,14 +138,10 @@ async def _kept_token(provider_id: int) -> tuple[Kept, str] | None:
     than buying another while that one may still be paid."""
     deadline = time.monotonic() + PENDING_WAIT_SECONDS
     while True:
-        tokens = await sync_to_async(credentials.credentials_unspent)(provider_id, SCHEMES)
-        waiting = False
-        for token in tokens:
-            preimage, in_flight = await _preimage(token)
-            if preimage is not None:
-                return token, preimage
-            waiting = waiting or in_flight
-        if not waiting:
+        usable = await sync_to_async(_token_now)(provider_id)
+        if not isinstance(usable, bool):
+            return usable
+        if not usable:
             return None
         if time.monotonic() > deadline:
             raise Unanswered(
@@ -150,19 +152,33 @@ async def _kept_token(provider_id: int) -> tuple[Kept, str] | None:
         await asyncio.sleep(PENDING_POLL_SECONDS)
 
 
-async def _preimage(token: Kept) -> tuple[str | None, bool]:
+def _token_now(provider_id: int) -> tuple[Kept, str] | bool:
+    """A token usable now, with its preimage (in one trip to the database thread: every
+    request with a kept token asks this); else whether one is being paid."""
+    waiting = False
+    for token in credentials.credentials_unspent(provider_id, SCHEMES):
+        preimage, in_flight = _preimage(token)
+        if preimage is not None:
+            credentials.credential_used(token.id)
+            return token, preimage
+        waiting = waiting or in_flight
+    return waiting
+
+
+def _preimage(token: Kept) -> tuple[str | None, bool]:
     """The preimage of a token whose payment is complete (a pending token becomes live), or
     None and whether its payment may still complete."""
-    try:
-        paid = await paying.payment_settled(token.payment_purpose)
-    except Unanswered as unanswered:
-        if unanswered.outcome == Outcome.PAYMENT_PENDING:
-            return None, True
-        await sync_to_async(credentials.credential_spent)(token.id)  # failed: nothing paid
-        return None, False
-    if paid is not None:
+    payment = wallet.payment_settled(token.payment_purpose)
+    if payment is not None:
+        try:
+            paid = paying.paid_or_unanswered(payment)
+        except Unanswered as unanswered:
+            if unanswered.outcome == Outcome.PAYMENT_PENDING:
+                return None, True
+            credentials.credential_spent(token.id)  # failed: nothing was paid
+            return None, False
         if token.state == credentials.State.PENDING:
-            await sync_to_async(credentials.credential_live)(token.id)
+            credentials.credential_live(token.id)
         return paid.preimage, False
     # No payment under its purpose: a crash came between writing the token and paying, or
     # the payment is about to start. Old, nothing was paid for it.
@@ -171,7 +187,7 @@ async def _preimage(token: Kept) -> tuple[str | None, bool]:
         and timezone.now() - token.created_at < ABANDONED_AFTER
     ):
         return None, True
-    await sync_to_async(credentials.credential_spent)(token.id)
+    credentials.credential_spent(token.id)
     return None, False
 
 

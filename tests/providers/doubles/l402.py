@@ -31,6 +31,7 @@ huge, which act only on requests that got past payment):
     "amountless": the invoice has no amount
     "hash_mismatch": the macaroon's payment hash is not the invoice's
     "again_402": a valid, paid credential still gets a new 402
+    "revoked": a valid, paid credential gets a 401 (the spec's answer to an invalid one)
 """
 
 from __future__ import annotations
@@ -81,6 +82,9 @@ class L402Double(OpenAIShapedDouble):
         if header is not None:
             self.authorizations.append(header)
         token_id = self.token_accepted(header or "")
+        if token_id is not None and self.switches.get("revoked"):
+            message = {"error": {"message": "token revoked"}}
+            return Refusal(401, message)  # an invalid credential gets a 401 (the spec allows it)
         if token_id is None or self.switches.get("again_402"):
             return self.challenge(str(body.get("model", "")))
         with self._lock:
