@@ -146,6 +146,7 @@ class OutsideRequest(models.Model):
         INVOICE_REFUSED = "invoice_refused"
         OVER_BUDGET = "over_budget"
         PAYMENT_PENDING = "payment_pending"
+        STOPPED = "stopped"  # the member stopped the answer, or left: not the provider's doing
 
     provider = models.ForeignKey(Provider, on_delete=models.CASCADE, related_name="requests")
     model_id = models.CharField(max_length=200)
