@@ -82,7 +82,7 @@ def test_the_newest_hundred_are_shown_with_a_note(owner_client: Client, owner: A
     page = owner_client.get("/privacy/egress/").content.decode()
 
     assert "The newest 100 are shown." in page
-    assert page.count('class="egress-record"') == 100
+    assert page.count('class="card egress-record"') == 100
     assert "{&quot;n&quot;: 101}" in page and "{&quot;n&quot;: 1}" not in page
 
 
