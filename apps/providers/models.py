@@ -8,6 +8,7 @@ Amounts are integers in millisatoshis. Secrets (API keys, kept tokens) are seale
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.validators import RegexValidator
@@ -70,16 +71,39 @@ class ProviderModel(models.Model):
     def name(self) -> str:
         return f"{self.provider.name}/{self.model_id}"
 
+    def price(self) -> Price:
+        return Price(
+            self.provider.pays,
+            self.provider.max_price_msat,
+            self.request_msat,
+            self.prompt_msat_per_1k,
+            self.completion_msat_per_1k,
+        )
+
     def price_msat(self, max_tokens: int, prompt_tokens: int = 0) -> int:
+        return self.price().most(max_tokens, prompt_tokens)
+
+
+@dataclass(frozen=True)
+class Price:
+    """What a provider publishes for one of its models."""
+
+    paid: bool  # False on the home network
+    provider_max_msat: int
+    request_msat: int | None
+    prompt_msat_per_1k: int | None
+    completion_msat_per_1k: int | None
+
+    def most(self, max_tokens: int, prompt_tokens: int = 0) -> int:
         """The most one request may cost, as shown before asking: the fixed price, or the
         per-token prices for the prompt and the longest answer, rounded up; the provider's
         own limit when nothing is published. Free on the home network."""
-        if not self.provider.pays:
+        if not self.paid:
             return 0
         if self.request_msat is not None:
             return self.request_msat
         if self.prompt_msat_per_1k is None and self.completion_msat_per_1k is None:
-            return self.provider.max_price_msat
+            return self.provider_max_msat
         prompt = (self.prompt_msat_per_1k or 0) * prompt_tokens
         completion = (self.completion_msat_per_1k or 0) * max_tokens
         return math.ceil((prompt + completion) / 1000)
@@ -122,6 +146,7 @@ class OutsideRequest(models.Model):
         INVOICE_REFUSED = "invoice_refused"
         OVER_BUDGET = "over_budget"
         PAYMENT_PENDING = "payment_pending"
+        STOPPED = "stopped"  # the member stopped the answer, or left: not the provider's doing
 
     provider = models.ForeignKey(Provider, on_delete=models.CASCADE, related_name="requests")
     model_id = models.CharField(max_length=200)
@@ -144,3 +169,53 @@ class OutsideRequest(models.Model):
 
     def __str__(self) -> str:
         return f"request to {self.provider.name}/{self.model_id} ({self.outcome})"
+
+
+class Route(models.Model):
+    """An owner's named route across models, asked for as the model `route/<name>`: `fallback`
+    tries its models in order until one answers; `spread` gives each new conversation to the
+    model a member has used least, so no one provider sees all of their conversations.
+
+    Its models are kept by name (`<provider>/<model id>` or a local model's name): a provider's
+    catalog is read again now and then, and a model it no longer lists is skipped, not lost."""
+
+    class Policy(models.TextChoices):
+        FALLBACK = "fallback", "Fallback (in order)"
+        SPREAD = "spread", "Spread (each new conversation elsewhere)"
+
+    name = models.CharField(max_length=40, unique=True, validators=[RegexValidator(NAME_PATTERN)])
+    policy = models.CharField(max_length=10, choices=Policy.choices)
+    model_names = models.JSONField(default=list)  # in the owner's order
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"route {self.name} ({self.policy})"
+
+
+class RouteChoice(models.Model):
+    """Which model of a route answered a member's conversation: the conversation stays with
+    it, and spread counts these to give a new conversation to the model used least. An API
+    request has no conversation (`conversation_key` empty): each counts as a new one."""
+
+    route = models.ForeignKey(Route, on_delete=models.CASCADE, related_name="choices")
+    member = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
+    conversation_key = models.CharField(max_length=64, blank=True)
+    model = models.CharField(max_length=250)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["route", "member", "conversation_key"],
+                condition=~models.Q(conversation_key=""),
+                name="one_choice_per_conversation",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.route.name}: {self.model}"
