@@ -197,6 +197,11 @@ def _get_json(provider: Provider, path: str) -> Any:
         raise ProviderError(
             f"The provider cannot be reached at {provider.base_url} ({error})."
         ) from None
+    if response.status_code in (401, 403):
+        raise ProviderError(
+            f"The provider answered {response.status_code} to {path}: it wants an API key, "
+            "or refuses the one given."
+        )
     if response.status_code != 200:
         raise ProviderError(f"The provider answered {response.status_code} to {path}.")
     if len(response.content) > CATALOG_BYTES:
