@@ -9,6 +9,8 @@
     GET /topup/status/{invoice_id} (Bearer) -> {"invoice_id", "status": "New"|"Settled"|
         "Expired", "amount", "currency"} (BTCPay's words: PPQ's status shape is not published)
     POST /credits/balance {"credit_id"} (or Bearer) -> {"balance": <USD>}
+    GET /topup/payment-methods -> {"methods": [{"method": "btc-lightning", limits…}]} (the
+        shape of its entries is the double's own: PPQ's is not published)
     POST /v1/chat/completions (Bearer sk-…): a balance under `min_balance_msat` is a 402
         {"error": "Insufficient credit."} with no challenge; an answer is debited its cost.
         No cost header: PPQ sends none.
@@ -75,7 +77,18 @@ class PPQDouble(OpenAIShapedDouble):
             ("POST", "/topup/create/btc-lightning"): self._topup_create,
             ("GET", "/topup/status/{invoice_id}"): self._topup_status,
             ("POST", "/credits/balance"): self._balance,
+            ("GET", "/topup/payment-methods"): self._payment_methods,
         }
+
+    def _payment_methods(self, handler: Handler, body: dict[str, Any]) -> None:
+        lightning = {
+            "method": "btc-lightning",
+            "currencies": ["SATS", "BTC", "USD"],
+            "min_sats": MIN_TOPUP_SATS,
+            "max_sats": MAX_TOPUP_SATS,
+            "expiry_minutes": INVOICE_SECONDS // 60,
+        }
+        handler.send_json(200, {"methods": [lightning]})
 
     def _account_create(self, handler: Handler, body: dict[str, Any]) -> None:
         account = Account(str(uuid.uuid4()), "sk-" + secrets.token_hex(24))

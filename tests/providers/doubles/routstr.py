@@ -9,6 +9,7 @@
            expires_at}; a paid invoice is credited the first time it is seen paid: "create"
            makes a new key holding amount_sats, "topup" adds to the key that asked.
     POST /lightning/recover {"bolt11"} -> the same status object, found by the invoice.
+    GET /v1/info -> {name, description, version, npub, mints, http_url, onion_url, …}
     GET /v1/balance/info (Bearer) -> {"api_key", "balance" (msat), "reserved": 0}
     POST /v1/chat/completions (Bearer sk-…): the balance must hold the model's max_cost
         (sats_pricing.max_cost), else 402 with no challenge; an answer is debited its cost and
@@ -74,7 +75,21 @@ class RoutstrDouble(OpenAIShapedDouble):
             ("GET", "/lightning/invoice/{invoice_id}/status"): self._invoice_status,
             ("POST", "/lightning/recover"): self._recover,
             ("GET", "/v1/balance/info"): self._balance_info,
+            ("GET", "/v1/info"): self._info,
         }
+
+    def _info(self, handler: Handler, body: dict[str, Any]) -> None:
+        info = {
+            "name": "Routstr double",
+            "description": "A Routstr-shaped node for tests",
+            "version": "0.2.0",
+            "npub": "",
+            "mints": ["http://mint.invalid"],
+            "http_url": self.url,
+            "onion_url": "",
+            "child_key_cost_msats": 0,
+        }
+        handler.send_json(200, info)
 
     def _invoice_create(self, handler: Handler, body: dict[str, Any]) -> None:
         amount, purpose = body.get("amount_sats"), body.get("purpose", "create")
