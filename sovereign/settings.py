@@ -60,9 +60,12 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "apps.system",
+    "apps.audit",
     "apps.identity",
     "apps.inference",
     "apps.wallet",
+    "apps.providers",
+    "apps.privacy",
 ]
 
 MIDDLEWARE = [
@@ -217,6 +220,15 @@ LIGHTNING_TIMEOUT = 10.0  # seconds for an answer to a question (getinfo, listpa
 # failed only this long (plus a margin) after it was asked.
 LIGHTNING_PAY_SECONDS = env_int("SOVEREIGN_LIGHTNING_PAY_SECONDS", 60, minimum=1, maximum=600)
 ENGINE_DEFAULT_MAX_TOKENS = 512
+
+# Outside providers: how long one may take to begin answering (and between two parts of a
+# stream), and the most of an answer read from one (larger is a broken provider).
+PROVIDER_TIMEOUT_SECONDS = env_int("SOVEREIGN_PROVIDER_TIMEOUT_SECONDS", 60, minimum=1, maximum=600)
+PROVIDER_ANSWER_BYTES = 4 << 20
+# The most one outside request may cost when its provider publishes no price (sats).
+PROVIDER_MAX_PRICE_SAT = env_int("SOVEREIGN_PROVIDER_MAX_PRICE_SAT", 100, minimum=1, maximum=100_000)
+# How much one top-up of a prepaid provider's balance buys (sats).
+PROVIDER_TOPUP_SAT = env_int("SOVEREIGN_PROVIDER_TOPUP_SAT", 1000, minimum=1, maximum=1_000_000)
 
 # How often the worker reports that it is alive; three missed reports mean down.
 HEARTBEAT_SECONDS = 2

@@ -19,11 +19,12 @@ from django.db.models import F
 from django.urls import reverse
 from django.utils import timezone
 
+from apps.audit.services import audit_record
 from apps.identity import nip98
 from apps.identity.addresses import NotPublic, public_addresses
 from apps.identity.backends import relays
 from apps.identity.backends.base import BunkerUriInvalid, RelayError, RemoteSignerSession
-from apps.identity.models import AuditEvent, LoginChallenge, LoginCode, Member
+from apps.identity.models import AuditAction, LoginChallenge, LoginCode, Member
 from apps.identity.nip98 import AuthRefused
 from apps.identity.services import (
     ATTEMPT_WINDOW,
@@ -32,7 +33,6 @@ from apps.identity.services import (
     attempt_allowed,
     attempt_record,
     attempts_exceeded,
-    audit_record,
     event_remember,
     invite_accept,
     is_claimed,
@@ -51,7 +51,6 @@ CODES_PER_WINDOW = 3
 CODE_SEND_WINDOW = timedelta(minutes=15)
 CODE_FAILURES_PER_DAY = 10
 BUNKER_TIMEOUT = 30
-Action = AuditEvent.Action
 
 
 def challenge_issue() -> str:
@@ -91,7 +90,7 @@ def login_verify(
 def login_refuse(refusal: AuthRefused, context: LoginContext, how: str) -> AuthRefused:
     """Count and audit a refusal that came before any proof could be checked."""
     attempt_record(f"login-failed:{context.client}")
-    audit_record(Action.LOGIN_FAILED, detail=f"{how}: {refusal}")
+    audit_record(AuditAction.LOGIN_FAILED, detail=f"{how}: {refusal}")
     return refusal
 
 
@@ -107,7 +106,7 @@ def _log_in(prove: Callable[[], str], context: LoginContext, how: str) -> Member
         with transaction.atomic():
             pubkey = prove()
             member = _login_member(pubkey, context.may_claim, context.invite_token)
-            audit_record(Action.LOGIN, member.pubkey, detail=how)
+            audit_record(AuditAction.LOGIN, actor=member.pubkey, detail=how)
             profile_refresh_soon(member)
     except AuthRefused as refusal:
         raise login_refuse(refusal, context, how) from None
@@ -170,7 +169,7 @@ def _code_issue(pubkey: str) -> str | None:
             code_hash=_code_digest(pubkey, code),
             expires_at=timezone.now() + CODE_LIFETIME,
         )
-        audit_record(Action.CODE_SENT, subject=pubkey)
+        audit_record(AuditAction.CODE_SENT, subject=pubkey)
     return code
 
 

@@ -135,30 +135,19 @@ class Attempt(models.Model):
         return self.key
 
 
-class AuditEvent(models.Model):
-    class Action(models.TextChoices):
-        NODE_CLAIMED = "node_claimed", "Node claimed"
-        LOGIN = "login", "Logged in"
-        LOGIN_FAILED = "login_failed", "Login refused"
-        LOGOUT = "logout", "Logged out"
-        CODE_SENT = "code_sent", "Login code sent"
-        MEMBER_ADDED = "member_added", "Member added"
-        MEMBER_REMOVED = "member_removed", "Member removed"
-        ROLE_CHANGED = "role_changed", "Role changed"
-        INVITE_CREATED = "invite_created", "Invite created"
-        INVITE_USED = "invite_used", "Invite used"
-        INVITE_CANCELLED = "invite_cancelled", "Invite cancelled"
-        APIKEY_CREATED = "apikey_created", "API key created"
-        APIKEY_REVOKED = "apikey_revoked", "API key revoked"
+class AuditAction(models.TextChoices):
+    """What identity writes to the audit trail (apps.audit), with the labels people read."""
 
-    at = models.DateTimeField(auto_now_add=True, db_index=True)
-    action = models.CharField(max_length=20, choices=Action.choices)
-    actor = models.CharField(max_length=64, blank=True)  # pubkey hex, or "" for the node/CLI
-    subject = models.CharField(max_length=100, blank=True)
-    detail = models.CharField(max_length=300, blank=True)
-
-    class Meta:
-        ordering: ClassVar[list[str]] = ["-at", "-id"]
-
-    def __str__(self) -> str:
-        return f"{self.at:%Y-%m-%d %H:%M} {self.action} {self.subject}"
+    NODE_CLAIMED = "node_claimed", "Node claimed"
+    LOGIN = "login", "Logged in"
+    LOGIN_FAILED = "login_failed", "Login refused"
+    LOGOUT = "logout", "Logged out"
+    CODE_SENT = "code_sent", "Login code sent"
+    MEMBER_ADDED = "member_added", "Member added"
+    MEMBER_REMOVED = "member_removed", "Member removed"
+    ROLE_CHANGED = "role_changed", "Role changed"
+    INVITE_CREATED = "invite_created", "Invite created"
+    INVITE_USED = "invite_used", "Invite used"
+    INVITE_CANCELLED = "invite_cancelled", "Invite cancelled"
+    APIKEY_CREATED = "apikey_created", "API key created"
+    APIKEY_REVOKED = "apikey_revoked", "API key revoked"

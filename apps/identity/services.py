@@ -8,7 +8,6 @@ import hmac
 import logging
 import secrets
 import time
-from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,13 +17,14 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from nostr_sdk import Keys, PublicKey
 
+from apps.audit.services import audit_record
 from apps.identity import nip98, pictures
 from apps.identity.backends import relays
 from apps.identity.backends.base import RelayError
 from apps.identity.models import (
     ApiKey,
     Attempt,
-    AuditEvent,
+    AuditAction,
     Invite,
     Member,
     Role,
@@ -39,7 +39,6 @@ logger = logging.getLogger(__name__)
 LOGIN_ATTEMPTS_PER_WINDOW = 10
 ATTEMPT_WINDOW = timedelta(minutes=5)
 API_KEY_PREFIX = "sov_"
-Action = AuditEvent.Action
 
 
 class IdentityError(Exception):
@@ -80,52 +79,7 @@ def node_npub() -> str:
     return str(node_keys().public_key().to_bech32())
 
 
-# Audit and rate limits
-
-
-def audit_record(action: str, actor: str = "", subject: str = "", detail: str = "") -> None:
-    AuditEvent.objects.create(action=action, actor=actor, subject=subject, detail=detail[:300])
-
-
-NOBODY = "nobody logged in"
-
-
-@dataclass(frozen=True)
-class AuditRow:
-    """One line of the audit view: an event, or a run of anonymous refused logins."""
-
-    at: datetime
-    action: str
-    who: str
-    about: str
-    detail: str
-    count: int = 1
-
-
-def audit_rows(limit: int = 100, scanned: int = 2000) -> list[AuditRow]:
-    """The newest audit events for people to read: keys as npubs, and refused logins by
-    nobody in particular folded into one line per run, so they cannot bury the rest."""
-    rows: list[AuditRow] = []
-    for event in AuditEvent.objects.all()[:scanned]:
-        anonymous_refusal = event.action == Action.LOGIN_FAILED and not event.actor
-        if anonymous_refusal and rows and rows[-1].who == NOBODY:
-            rows[-1] = replace(rows[-1], count=rows[-1].count + 1, detail="")
-            continue
-        if len(rows) == limit:
-            break
-        who = NOBODY if anonymous_refusal else _audit_name(event.actor)
-        label = event.get_action_display()
-        rows.append(AuditRow(event.at, label, who, _audit_name(event.subject), event.detail))
-    return rows
-
-
-def _audit_name(value: str) -> str:
-    """A key as a short npub; "shell" and other words as they are."""
-    if len(value) == 64 and all(c in "0123456789abcdef" for c in value):
-        npub = str(PublicKey.parse(value).to_bech32())
-        return f"{npub[:12]}…{npub[-6:]}"
-    return value or "the node"
-
+# Rate limits
 
 # Attempts are kept this long, longer than any window they are counted in.
 ATTEMPT_RETENTION = timedelta(days=1)
@@ -182,7 +136,7 @@ def node_claim(pubkey: str, actor: str = "") -> Member:
         owner, _ = Member.objects.get_or_create(pubkey=pubkey, defaults={"role": Role.OWNER})
         Member.objects.filter(pk=owner.pk).update(role=Role.OWNER)
         owner.refresh_from_db()
-        audit_record(Action.NODE_CLAIMED, actor or pubkey, subject=pubkey)
+        audit_record(AuditAction.NODE_CLAIMED, actor=actor or pubkey, subject=pubkey)
     # The secret has done its one job.
     (settings.DATA_DIR / "setup_secret").unlink(missing_ok=True)
     return owner
@@ -197,7 +151,7 @@ def member_add(pubkey: str, role: str, actor: str = "") -> Member:
     try:
         with transaction.atomic():
             member = Member.objects.create_user(pubkey=pubkey, role=role)
-            audit_record(Action.MEMBER_ADDED, actor, subject=pubkey, detail=role)
+            audit_record(AuditAction.MEMBER_ADDED, actor=actor, subject=pubkey, detail=role)
             profile_refresh_soon(member)
     except IntegrityError:
         raise IdentityError("That key is already a member of this node.") from None
@@ -212,7 +166,7 @@ def member_remove(pubkey: str, actor: str = "") -> None:
             raise IdentityError("The owner can't be removed.")
         member_sockets_close(member.pk)
         member.delete()
-        audit_record(Action.MEMBER_REMOVED, actor, subject=pubkey)
+        audit_record(AuditAction.MEMBER_REMOVED, actor=actor, subject=pubkey)
     pictures.picture_forget(pubkey)
 
 
@@ -225,9 +179,15 @@ def member_set_role(pubkey: str, role: str, actor: str = "") -> Member:
             raise IdentityError("The owner's role can't be changed.")
         Member.objects.filter(pk=member.pk).update(role=role)
         member_sockets_close(member.pk)
-        audit_record(Action.ROLE_CHANGED, actor, subject=pubkey, detail=f"{member.role} → {role}")
+        audit_record(
+            AuditAction.ROLE_CHANGED, actor=actor, subject=pubkey, detail=f"{member.role} → {role}"
+        )
     member.refresh_from_db()
     return member
+
+
+def member_by_id(member_id: int) -> Member | None:
+    return Member.objects.filter(pk=member_id).first()
 
 
 def member_group(member_id: int) -> str:
@@ -262,7 +222,10 @@ def invite_create(role: str, actor: Member, days: int = 7) -> tuple[Invite, str]
             expires_at=timezone.now() + timedelta(days=days),
         )
         audit_record(
-            Action.INVITE_CREATED, actor.pubkey, subject=f"invite {invite.pk}", detail=role
+            AuditAction.INVITE_CREATED,
+            actor=actor.pubkey,
+            subject=f"invite {invite.pk}",
+            detail=role,
         )
     return invite, token
 
@@ -277,7 +240,9 @@ def invite_cancel(invite_id: int, actor: Member) -> None:
         cancelled = Invite.objects.filter(id=invite_id, used_at=None).update(used_at=timezone.now())
         if not cancelled:
             raise IdentityError("No such open invite.")
-        audit_record(Action.INVITE_CANCELLED, actor.pubkey, subject=f"invite {invite_id}")
+        audit_record(
+            AuditAction.INVITE_CANCELLED, actor=actor.pubkey, subject=f"invite {invite_id}"
+        )
 
 
 def invite_accept(token: str, pubkey: str) -> Member:
@@ -291,7 +256,9 @@ def invite_accept(token: str, pubkey: str) -> Member:
     if created:
         member.set_unusable_password()
         member.save(update_fields=["password"])
-    audit_record(Action.INVITE_USED, pubkey, subject=f"invite {invite.pk}", detail=invite.role)
+    audit_record(
+        AuditAction.INVITE_USED, actor=pubkey, subject=f"invite {invite.pk}", detail=invite.role
+    )
     return member
 
 
@@ -382,7 +349,11 @@ def apikey_create(member: Member, name: str, actor: str | None = None) -> tuple[
         api_key = ApiKey.objects.create(
             member=member, name=name, prefix=key[:10], key_hash=_digest(key)
         )
-        audit_record(Action.APIKEY_CREATED, member.pubkey if actor is None else actor, subject=name)
+        audit_record(
+            AuditAction.APIKEY_CREATED,
+            actor=member.pubkey if actor is None else actor,
+            subject=name,
+        )
     return api_key, key
 
 
@@ -393,7 +364,7 @@ def apikey_revoke(member: Member, key_id: int) -> None:
         )
         if not revoked:
             raise IdentityError("No such key, or it is already revoked.")
-        audit_record(Action.APIKEY_REVOKED, member.pubkey, subject=str(key_id))
+        audit_record(AuditAction.APIKEY_REVOKED, actor=member.pubkey, subject=str(key_id))
 
 
 def request_authenticate(authorization: str, *, urls: set[str], method: str, body: bytes) -> Member:

@@ -12,6 +12,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from apps.audit.services import audit_record, audit_rows
 from apps.identity import checklist, logins, pictures, services
 from apps.identity.access import (
     anyone_required,
@@ -20,7 +21,7 @@ from apps.identity.access import (
     owner_required,
     role_required,
 )
-from apps.identity.models import ApiKey, AuditEvent, Member, Role
+from apps.identity.models import ApiKey, AuditAction, Member, Role
 from apps.identity.nip98 import AuthRefused, event_from_authorization
 from apps.identity.services import IdentityError
 
@@ -154,7 +155,7 @@ def logout_view(request: HttpRequest) -> HttpResponse:
             return redirect("identity:login")
         return render(request, "identity/logout.html")
     if request.user.is_authenticated:
-        services.audit_record(AuditEvent.Action.LOGOUT, request.user.pubkey)
+        audit_record(AuditAction.LOGOUT, actor=request.user.pubkey)
     logout(request)
     return redirect("identity:login")
 
@@ -173,7 +174,7 @@ def people(request: HttpRequest) -> HttpResponse:
         "members": members,
         "pictured": {m.pubkey for m in members if pictures.picture_path(m.pubkey).exists()},
         "roles": [Role.MEMBER, Role.FRIEND],
-        "audit": services.audit_rows(),
+        "audit": audit_rows(),
         "invites": services.invites_open(),
         "invite_link": invite_link,
     }

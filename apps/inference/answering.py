@@ -1,8 +1,6 @@
-"""One answer from the local engine, for every caller (the /v1 API and the dashboard's chat).
+"""What every answer shares, whoever gives it: its sampling, its provenance, its whole text.
 
-`open_answer` returns once the engine has taken the request, so a refusal (queue full, prompt
-too long, engine down) comes before anything is sent to the caller: it raises `AnswerRefused`.
-The events are typed (backends/base.py): `Token`s, then `Done` or `Failed`.
+Answers are asked of the pipeline (pipeline.py), the one entry point for every caller.
 """
 
 from __future__ import annotations
@@ -10,16 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from apps.inference.backends.base import (
-    BackendRequest,
-    Done,
-    Events,
-    Failed,
-    RefusalCode,
-    Token,
-)
-from apps.inference.backends.engine import LocalEngine
-from apps.inference.context_fit import Overflow
+from apps.inference.backends.base import Done, Events, Failed, RefusalCode, Token
 from apps.inference.models import LocalModel
 
 
@@ -43,21 +32,6 @@ class Sampling:
 def provenance(model: LocalModel, sampling: Sampling) -> dict[str, Any]:
     """Which file answered, and how: clients may ignore it, the owner can check it."""
     return {"model": model.name, "model_sha256": model.sha256, "sampling": sampling.shown()}
-
-
-async def open_answer(
-    model: LocalModel,
-    messages: list[dict[str, str]],
-    sampling: Sampling,
-    *,
-    user: str,
-    overflow: Overflow = Overflow.REFUSE,
-) -> Events:
-    """The answer's events, once the engine has taken the request."""
-    request = BackendRequest(
-        str(model.path), messages, asdict(sampling), user, options={"overflow": overflow}
-    )
-    return await LocalEngine().open(request)
 
 
 async def answer_collected(events: Events) -> tuple[str, Done | Failed]:

@@ -20,10 +20,10 @@ from django.views.decorators.csrf import csrf_exempt
 from apps.identity.access import api_models_user
 from apps.identity.models import Member
 from apps.identity.nip98 import AuthRefused
-from apps.inference.answering import Sampling, answer_collected, open_answer, provenance
+from apps.inference import pipeline
+from apps.inference.answering import Sampling, answer_collected
 from apps.inference.backends.base import AnswerRefused, Done, Events, Failed, RefusalCode, Token
 from apps.inference.chat_request import ChatRequest, OpenAIError, parse_chat_request, read_body
-from apps.inference.models import LocalModel
 
 logger = logging.getLogger(__name__)
 View = Callable[..., Coroutine[Any, Any, HttpResponseBase]]
@@ -72,11 +72,24 @@ async def unknown(request: HttpRequest, path: str = "") -> HttpResponse:
 @openai_errors
 async def models_list(request: HttpRequest) -> HttpResponse:
     _allow(request, "GET")
-    await _authenticate(request)
-    models = [model async for model in LocalModel.objects.order_by("name")]
-    data = [{"id": m.name, "object": "model", "created": int(m.added_at.timestamp()),
-             "owned_by": "sovereign"} for m in models]  # fmt: skip
-    return JsonResponse({"object": "list", "data": data})
+    member = await _authenticate(request)
+    max_tokens = settings.ENGINE_DEFAULT_MAX_TOKENS
+    choices = await sync_to_async(pipeline.choices_for)(member, max_tokens)
+    return JsonResponse({"object": "list", "data": [_model_entry(c, max_tokens) for c in choices]})
+
+
+def _model_entry(choice: pipeline.ModelChoice, max_tokens: int) -> dict[str, Any]:
+    """OpenAI's model entry; an outside model's price (for an answer of the default length)
+    under `sovereign`, which OpenAI's clients ignore."""
+    entry = {
+        "id": choice.name,
+        "object": "model",
+        "created": int(choice.added_at.timestamp()),
+        "owned_by": choice.owned_by,
+    }
+    if choice.outside:
+        entry["sovereign"] = {"price_msat": choice.price_msat, "for_max_tokens": max_tokens}
+    return entry
 
 
 @openai_errors
@@ -85,12 +98,8 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
     body = read_body(request)  # refused by its size before anything reads it
     member = await _authenticate(request)
     chat = parse_chat_request(body)
-    model = await LocalModel.objects.filter(name=chat.model).afirst()
-    if model is None:
-        raise OpenAIError(f"The model '{chat.model}' does not exist.", status=404,
-                          param="model", code="model_not_found")  # fmt: skip
-    sampling, events = await _start(model, chat, user=str(member.pk))
-    answer = Answer(chat, model, sampling)
+    events = await _start(member, chat)
+    answer = Answer(chat)
     if chat.stream:
         response = StreamingHttpResponse(answer.sse(events), content_type="text/event-stream")
         response["Cache-Control"] = "no-cache"
@@ -99,9 +108,8 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
     return JsonResponse(await answer.whole(events))
 
 
-async def _start(model: LocalModel, chat: ChatRequest, user: str) -> tuple[Sampling, Events]:
-    """Open the engine stream once the engine has taken the request: refusals come before any
-    200."""
+async def _start(member: Member, chat: ChatRequest) -> Events:
+    """Open the answer once its model has taken the request: refusals come before any 200."""
     sampling = Sampling(
         max_tokens=chat.max_tokens or settings.ENGINE_DEFAULT_MAX_TOKENS,
         temperature=chat.temperature,
@@ -111,38 +119,46 @@ async def _start(model: LocalModel, chat: ChatRequest, user: str) -> tuple[Sampl
         stop=chat.stop,
         grammar=chat.grammar,
     )
+    asked = pipeline.AnswerRequest(member, pipeline.Origin.API, chat.model, chat.messages, sampling)
     try:
-        events = await open_answer(model, chat.messages, sampling, user=user)
+        return await pipeline.answer(asked)
     except AnswerRefused as refusal:
-        raise _engine_error(refusal) from None
-    return sampling, events
+        raise _refusal_error(refusal) from None
 
 
-def _engine_error(refusal: AnswerRefused | Failed) -> OpenAIError:
-    """An engine refusal as OpenAI would answer it."""
+PARAM_AT_FAULT = {
+    RefusalCode.CONTEXT_LENGTH_EXCEEDED: "messages",
+    RefusalCode.MODEL_NOT_FOUND: "model",
+}
+
+
+def _refusal_error(refusal: AnswerRefused | Failed) -> OpenAIError:
+    """A refusal as OpenAI would answer it."""
     code = refusal.code
     status = code.status
     if status == 429:
         kind = "rate_limit_error"
+    elif status == 402:
+        kind = "insufficient_quota"
     else:
         kind = "server_error" if status >= 500 else "invalid_request_error"
-    param = "messages" if code == RefusalCode.CONTEXT_LENGTH_EXCEEDED else None
+    param = PARAM_AT_FAULT.get(code)
     message = refusal.message if isinstance(refusal, Failed) else str(refusal)
     return OpenAIError(message, status=status, param=param, code=str(code), kind=kind)
 
 
 class Answer:
-    """Shapes engine events into OpenAI's chat.completion (chunks)."""
+    """Shapes an answer's events into OpenAI's chat.completion (chunks)."""
 
-    def __init__(self, chat: ChatRequest, model: LocalModel, sampling: Sampling) -> None:
-        self.chat, self.model, self.sampling = chat, model, sampling
+    def __init__(self, chat: ChatRequest) -> None:
+        self.chat = chat
         self.id, self.created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         # A token's chunk is this answer's constant bytes around the text's JSON string: the
         # envelope is encoded once, not once a token. Content is the chunk's last string.
         self.token_head, _, self.token_tail = self._chunk({"content": ""}, None).rpartition(b'""')
 
     def _envelope(self, kind: str) -> dict[str, Any]:
-        return {"id": self.id, "object": kind, "created": self.created, "model": self.model.name}
+        return {"id": self.id, "object": kind, "created": self.created, "model": self.chat.model}
 
     @staticmethod
     def _usage(done: Done) -> dict[str, Any]:
@@ -156,13 +172,13 @@ class Answer:
     async def whole(self, events: Events) -> dict[str, Any]:
         text, event = await answer_collected(events)
         if isinstance(event, Failed):
-            raise _engine_error(event)
+            raise _refusal_error(event)
         message = {"role": "assistant", "content": text}
         choice = {"index": 0, "message": message, "logprobs": None,
                   "finish_reason": event.finish_reason}  # fmt: skip
         return {**self._envelope("chat.completion"), "choices": [choice],
                 "usage": self._usage(event),
-                "sovereign": provenance(self.model, self.sampling)}  # fmt: skip
+                "sovereign": dict(event.provenance)}  # fmt: skip
 
     async def sse(self, events: Events) -> AsyncIterator[bytes]:
         yield self._chunk({"role": "assistant", "content": ""}, None)
@@ -172,7 +188,7 @@ class Answer:
                     yield self.token_head + json.dumps(event.text).encode() + self.token_tail
                     continue
                 if isinstance(event, Failed):
-                    error = _engine_error(event)
+                    error = _refusal_error(event)
                     body = {"message": str(error), "type": error.kind, "param": None,
                             "code": error.code}  # fmt: skip
                     yield _data({"error": body})
@@ -184,7 +200,7 @@ class Answer:
             await events.aclose()  # a client that left stops the generation at once
 
     def _end(self, done: Done) -> bytes:
-        last = self._chunk({}, done.finish_reason, sovereign=provenance(self.model, self.sampling))
+        last = self._chunk({}, done.finish_reason, sovereign=dict(done.provenance))
         if self.chat.include_usage:
             last += _data({**self._envelope("chat.completion.chunk"), "choices": [],
                            "usage": self._usage(done)})  # fmt: skip

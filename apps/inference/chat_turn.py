@@ -17,8 +17,8 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from apps.identity.models import Member
-from apps.inference import chat_settings, conversations
-from apps.inference.answering import Sampling, answer_collected, open_answer, provenance
+from apps.inference import chat_settings, conversations, pipeline
+from apps.inference.answering import Sampling, answer_collected
 from apps.inference.backends.base import AnswerRefused, Done, Events, Failed, RefusalCode, Token
 from apps.inference.chat_request import OpenAIError, load_json, parse_messages
 from apps.inference.chat_settings import ChatSettings
@@ -26,6 +26,7 @@ from apps.inference.context_fit import Overflow
 from apps.inference.conversations import ChatError, Message
 from apps.inference.markdown import render_markdown
 from apps.inference.models import ChatPreferences, Conversation, LocalModel, context_note
+from apps.inference.pipeline import AnswerRequest, Origin
 
 TITLE_TOKENS = 24
 TITLE_EXCHANGES = 2
@@ -34,9 +35,7 @@ TITLE_EXCHANGES = 2
 class Turn:
     """One question and its answer, in a stored conversation or a private one (stored nowhere)."""
 
-    def __init__(
-        self, member: Member, model: LocalModel, question: str, chosen: ChatSettings
-    ) -> None:
+    def __init__(self, member: Member, model: str, question: str, chosen: ChatSettings) -> None:
         self.member, self.model, self.question, self.chosen = member, model, question, chosen
         self.stored = True
         self.conversation: Conversation | None = None
@@ -45,6 +44,8 @@ class Turn:
         self.earlier: list[Message] = []
         self.covered = 0  # messages of the conversation that `earlier` holds a note of
         self.summarise = False  # the member wants a note of what no longer fits
+        self.price_shown_msat: int | None = None  # an outside model's price, as the chat showed it
+        self.provenance: dict[str, Any] = {}
         self.sampling = Sampling(
             max_tokens=chosen.answer_tokens,
             temperature=chosen.temperature,
@@ -55,19 +56,21 @@ class Turn:
     @classmethod
     def from_request(cls, member: Member, body: bytes) -> Turn:
         data = json_object(body)
-        model = LocalModel.objects.filter(name=str(data.get("model", ""))).first()
-        if model is None:
+        model = data.get("model")
+        if not isinstance(model, str) or not model:
             raise ChatError("Choose a model from the list.")
         if data.get("private") is True:
             turn = cls(member, model, _question(data), _settings(member, None, data))
             turn.stored = False
             turn.earlier = _private_history(data.get("history"))
+            turn.price_shown_msat = _price_shown(data)
             return turn
         conversation = None
         if data.get("conversation") is not None:
             conversation = conversations.conversation_of(member, data["conversation"])
         turn = cls(member, model, "", _settings(member, conversation, data))
         turn._continue(conversation, data)
+        turn.price_shown_msat = _price_shown(data)
         turn.summarise = conversations.overflow_of(member) == ChatPreferences.Overflow.SUMMARISE
         return turn
 
@@ -93,14 +96,18 @@ class Turn:
             )
 
     async def open(self) -> Events:
-        """Ask the engine; the question is stored once the engine has taken it."""
-        events = await open_answer(
+        """Ask the model; the question is stored once the model has taken it."""
+        asked = AnswerRequest(
+            self.member,
+            Origin.CHAT,
             self.model,
             self._messages(),
             self.sampling,
-            user=str(self.member.pk),
+            private=not self.stored,
             overflow=Overflow.DROP_OLDEST,  # a conversation goes on; the answer says what it missed
+            price_shown_msat=self.price_shown_msat,
         )
+        events = await pipeline.answer(asked)
         if self.stored:
             await sync_to_async(self._question_save)()
         return events
@@ -137,7 +144,7 @@ class Turn:
                     break
                 parts.append(event.text)
                 yield _line(event="token", text=event.text)
-            end = end or Failed(RefusalCode.ENGINE_STOPPED, "The model engine stopped.")
+            assert end is not None  # the pipeline ends every answer with Done or Failed
             yield await self._end("".join(parts), end)
             async for line in self._after(end):
                 yield line
@@ -163,6 +170,7 @@ class Turn:
                 await sync_to_async(self._answer_save)(text, "error")
             return _line(event="error", message=end.message)
         dropped = end.dropped_messages
+        self.provenance = dict(end.provenance)
         answer_id = None
         if self.conversation is not None:
             answer_id = await sync_to_async(self._answer_save)(text, end.finish_reason, dropped)
@@ -170,7 +178,7 @@ class Turn:
         html = await sync_to_async(render_markdown, thread_sensitive=False)(text)
         return _line(event="done", finish_reason=end.finish_reason,
                      html=html, answer=answer_id,
-                     provenance=provenance(self.model, self.sampling),
+                     provenance=self.provenance,
                      context_note=context_note(self.covered + dropped,
                                                self.covered))  # fmt: skip
 
@@ -181,7 +189,7 @@ class Turn:
         answer = conversations.answer_save(
             self.conversation,
             text,
-            provenance(self.model, self.sampling),
+            self.provenance or {"model": self.model, "sampling": self.sampling.shown()},
             finish_reason,
             left_out=self.covered + dropped,
             summarised=self.covered,
@@ -212,17 +220,39 @@ class Turn:
         return prompt, conversations.last_covered(self.conversation, covers)
 
     async def _ask_aside(self, prompt: list[Message], max_tokens: int) -> str | None:
-        """A whole answer to a request of the node's own, greedy; None if it was not made."""
+        """A whole answer to a request of the node's own, greedy, by a local model (what the
+        node asks for itself never leaves it); None if it was not made."""
+        model = await sync_to_async(_aside_model)(self.model)
+        if model is None:
+            return None
         sampling = Sampling(max_tokens=max_tokens, temperature=0.0, top_p=1.0, seed=0)
+        asked = AnswerRequest(
+            self.member, Origin.NODE, model, prompt, sampling, overflow=Overflow.DROP_OLDEST
+        )
         try:
-            events = await open_answer(
-                self.model, prompt, sampling, user=str(self.member.pk),
-                overflow=Overflow.DROP_OLDEST,
-            )  # fmt: skip
+            events = await pipeline.answer(asked)
         except AnswerRefused:
             return None  # the next turn tries again
         text, end = await answer_collected(events)
         return text if isinstance(end, Done) else None
+
+
+def _aside_model(chosen: str) -> str | None:
+    """The model the conversation uses if it is local, else the first local model."""
+    if LocalModel.objects.filter(name=chosen).exists():
+        return chosen
+    first = LocalModel.objects.order_by("added_at", "pk").first()
+    return None if first is None else first.name
+
+
+def _price_shown(data: dict[str, Any]) -> int | None:
+    """The price the chat showed for an outside model (msat), which the answer may not pass."""
+    price = data.get("price_msat")
+    if price is None:
+        return None
+    if not isinstance(price, int) or isinstance(price, bool) or price < 0:
+        raise ChatError("'price_msat' must be the price shown, in millisatoshis.")
+    return price
 
 
 def refusal_text(refusal: AnswerRefused) -> str:

@@ -12,12 +12,12 @@ from django.views.decorators.http import require_POST
 
 from apps.identity.access import household_required
 from apps.identity.models import Member, Role
-from apps.inference import chat_settings, conversations
+from apps.inference import chat_settings, conversations, pipeline
 from apps.inference.backends.base import AnswerRefused
 from apps.inference.chat_request import OpenAIError, read_body
 from apps.inference.chat_turn import Turn, json_object, refusal_text
 from apps.inference.conversations import ChatError
-from apps.inference.models import Conversation, LocalModel
+from apps.inference.models import Conversation
 
 UNDO = "chat.undo"  # the conversation this browser may bring back
 EXAMPLE_PROMPTS = (
@@ -43,7 +43,8 @@ def chat_page(
             conversation = conversations.conversation_of(member, conversation_id)
         except ChatError:
             raise Http404("There is no such conversation.") from None
-    models = list(LocalModel.objects.order_by("name"))
+    chosen = chat_settings.settings_of(None if private else conversation, member)
+    models = pipeline.choices_for(member, chosen.answer_tokens)
     query = request.GET.get("q", "").strip()[:200]
     listed = conversations.conversations_search(member, query) if query else None
     context = {
@@ -55,7 +56,7 @@ def chat_page(
         "models": models,
         "model_chosen": _model_chosen(conversation, models),
         "private": private,
-        "chosen": chat_settings.settings_of(None if private else conversation, member),
+        "chosen": chosen,
         "examples": EXAMPLE_PROMPTS,
     }
     return render(request, "inference/chat.html", context)
@@ -69,15 +70,16 @@ def _undoable(request: HttpRequest, member: Member) -> Conversation | None:
     return Conversation.objects.filter(pk=pk, member=member).exclude(deleted_at=None).first()
 
 
-def _model_chosen(conversation: Conversation | None, models: list[LocalModel]) -> str:
-    """The model that answered last in this conversation, else the one added first: a model
-    added later never silently becomes everyone's default."""
+def _model_chosen(conversation: Conversation | None, models: list[pipeline.ModelChoice]) -> str:
+    """The model that answered last in this conversation, else the local one added first: a
+    model added later never silently becomes everyone's default, and none outside is."""
     names = {model.name for model in models}
     if conversation is not None:
         last = conversation.messages.exclude(model_name="").order_by("-id").first()
         if last is not None and last.model_name in names:
             return last.model_name
-    first = min(models, key=lambda model: (model.added_at, model.pk), default=None)
+    local = [model for model in models if not model.outside]
+    first = min(local, key=lambda model: model.added_at, default=None)
     return first.name if first is not None else ""
 
 

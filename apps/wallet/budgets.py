@@ -16,7 +16,8 @@ from django.db.models import BigIntegerField, Case, F, Q, Sum, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from apps.wallet.models import Budget, Payment, SpendingLock
+from apps.audit.services import audit_record
+from apps.wallet.models import AuditAction, Budget, Payment, SpendingLock
 
 
 class OverBudget(Exception):
@@ -158,7 +159,8 @@ def reserve(**payment: Any) -> Payment:
     """Check every budget that applies and write the pending payment, all or nothing.
 
     The invoice's own check sits in the same serialised transaction: the node pays an invoice
-    once, so it may be pending or paid under one purpose only, however many payers race."""
+    once, so it may be pending or paid under one purpose only, however many payers race. So
+    does the audit row: a refused payment leaves none, and a reserved one always has one."""
     need = payment["amount_msat"] + payment["max_fee_msat"]
     with transaction.atomic():
         _serialise()
@@ -173,7 +175,14 @@ def reserve(**payment: Any) -> Payment:
             raise InvoiceTaken(*taken)
         for budget in applying:
             _check(budget, need, spent.get(budget.pk, 0))
-        return Payment.objects.create(**payment)
+        reserved = Payment.objects.create(**payment)
+        audit_record(
+            AuditAction.PAYMENT_RESERVED,
+            actor=reserved.caller,
+            subject=reserved.purpose,
+            detail=f"{reserved.audit_note}, fees up to {reserved.max_fee_msat} msat",
+        )
+        return reserved
 
 
 def _serialise() -> None:
@@ -203,6 +212,13 @@ def budget_set(scope: str, period: str, limit_msat: int, *, member: Any = None,
         defaults={"period": period, "limit_msat": limit_msat},
     )  # fmt: skip
     return budget
+
+
+def spendable(caller: str, member_id: int | None) -> int | None:
+    """The most a payment by `caller` for this member could cost now, every budget that applies
+    considered (amount and fee); None when no budget applies."""
+    left = [remaining(budget) for budget in _budgets_for(caller, member_id)]
+    return min(left) if left else None
 
 
 def remaining(budget: Budget) -> int:

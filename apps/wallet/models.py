@@ -20,6 +20,16 @@ def preimage_matches(preimage: str, payment_hash: str) -> bool:
         return False
 
 
+class AuditAction(models.TextChoices):
+    """What the wallet writes to the audit trail (apps.audit), with the labels people read."""
+
+    PAYMENT_RESERVED = "payment_reserved", "Payment reserved"
+    PAYMENT_SENT = "payment_sent", "Payment sent"
+    PAYMENT_FAILED = "payment_failed", "Payment failed"
+    INVOICE_ISSUED = "invoice_issued", "Invoice issued"
+    INVOICE_PAID = "invoice_paid", "Invoice paid"
+
+
 class Payment(models.Model):
     """One outgoing payment, written as pending before the node is asked to pay."""
 
@@ -58,6 +68,12 @@ class Payment(models.Model):
     @property
     def proof_holds(self) -> bool:
         return preimage_matches(self.preimage, self.payment_hash)
+
+    @property
+    def audit_note(self) -> str:
+        """What the audit trail says of it: never the preimage (it may be a live credential)
+        nor the invoice, only the amount and enough of the hash to find it in the ledger."""
+        return f"{self.amount_msat} msat, payment hash {self.payment_hash[:16]}…"
 
 
 class Invoice(models.Model):

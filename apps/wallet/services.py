@@ -22,13 +22,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from apps.audit.services import audit_record
 from apps.wallet import budgets
 from apps.wallet.backends import cln
 from apps.wallet.backends.cln import NodeMissing, NodeRefused, NodeSilent
-from apps.wallet.models import Invoice, Payment, preimage_matches
+from apps.wallet.models import AuditAction, Invoice, Payment, preimage_matches
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +53,10 @@ DEADLINE_MARGIN = 5  # seconds past xpay's retry_for before the wallet stops wai
 
 class PaymentRefused(Exception):
     """A check failed before anything was reserved or paid; the message says which."""
+
+
+class BudgetRefused(PaymentRefused):
+    """Paying would pass a budget (the message names which); nothing was reserved."""
 
 
 @dataclass(frozen=True)
@@ -93,7 +98,7 @@ def pay(order: PayOrder) -> Payment:
             token_may_be_live=order.token_may_be_live,
         )  # fmt: skip
     except budgets.OverBudget as refusal:
-        raise PaymentRefused(str(refusal)) from None
+        raise BudgetRefused(str(refusal)) from None
     except budgets.InvoiceTaken as taken:
         raise PaymentRefused(_taken_message(taken)) from None
     except IntegrityError:  # the same purpose, paid at this very moment by another caller
@@ -101,8 +106,28 @@ def pay(order: PayOrder) -> Payment:
     return send(payment)
 
 
+def spendable_msat(member: Any, caller: str = "") -> int | None:
+    """What this member may still spend through `caller` within every budget; None: no limit.
+    A check before a request is sent; the reservation when paying is what decides."""
+    return budgets.spendable(caller, member.pk if member is not None else None)
+
+
 def payment_for(purpose: str) -> Payment | None:
     return Payment.objects.filter(purpose=purpose).order_by().first()
+
+
+def payment_settled(purpose: str) -> Payment | None:
+    """The payment made for `purpose`, decided from the node's records if still pending."""
+    payment = payment_for(purpose)
+    if payment is not None and payment.state == Payment.State.PENDING:
+        payment = settle(payment)
+    return payment
+
+
+def invoice_decode(bolt11: str) -> dict[str, Any]:
+    """The node's reading of an invoice; raises NodeRefused when it does not decode."""
+    decoded: dict[str, Any] = cln.call("decode", string=invoice_normalised(bolt11))
+    return decoded
 
 
 def _same_invoice(earlier: Payment, order: PayOrder) -> Payment:
@@ -252,7 +277,14 @@ def _complete(payment: Payment, preimage: str, amount_sent_msat: int) -> Payment
         "fee_msat": amount_sent_msat - payment.amount_msat,
         "settled_at": timezone.now(),
     }
-    if Payment.objects.filter(pk=payment.pk, state=Payment.State.PENDING).update(**settled):
+    with transaction.atomic():
+        changed = Payment.objects.filter(pk=payment.pk, state=Payment.State.PENDING).update(
+            **settled
+        )
+        if changed:  # audited once, by whoever settled it
+            note = f"{payment.audit_note}, fee {settled['fee_msat']} msat"
+            _audit(payment, AuditAction.PAYMENT_SENT, note)
+    if changed:
         for name, value in settled.items():
             setattr(payment, name, value)
     else:  # settled meanwhile by another process: theirs stands
@@ -261,12 +293,21 @@ def _complete(payment: Payment, preimage: str, amount_sent_msat: int) -> Payment
 
 
 def _fail(payment: Payment, why: str) -> Payment:
-    # A failed row holds no proof: a preimage it took from another purpose's payment goes.
-    Payment.objects.filter(pk=payment.pk, state=Payment.State.PENDING).update(
-        state=Payment.State.FAILED, settled_at=timezone.now(), error=why, preimage=""
-    )
+    with transaction.atomic():
+        # A failed row holds no proof: a preimage it took from another purpose's payment goes.
+        failed = Payment.objects.filter(pk=payment.pk, state=Payment.State.PENDING).update(
+            state=Payment.State.FAILED, settled_at=timezone.now(), error=why, preimage=""
+        )
+        if failed:
+            # The node's error text is quoted; an invoice it may echo is not kept in the trail.
+            why = why.replace(payment.bolt11, "the invoice")
+            _audit(payment, AuditAction.PAYMENT_FAILED, f"{payment.audit_note}: {why}")
     payment.refresh_from_db()
     return payment
+
+
+def _audit(payment: Payment, action: str, note: str) -> None:
+    audit_record(action, actor=payment.caller, subject=payment.purpose, detail=note)
 
 
 def reconcile() -> dict[str, int]:
@@ -374,11 +415,20 @@ def invoice_create(
         made = _made_before_a_crash(label, amount_msat, description)
     except (NodeMissing, NodeSilent) as error:
         raise PaymentRefused(f"Cannot make an invoice now: {error}") from None
-    return Invoice.objects.create(
-        purpose=purpose, label=label, caller=caller, bolt11=made["bolt11"],
-        payment_hash=made["payment_hash"], description=description, amount_msat=amount_msat,
-        expires_at=timestamp(made["expires_at"]),
-    )  # fmt: skip
+    with transaction.atomic():
+        issued = Invoice.objects.create(
+            purpose=purpose,
+            label=label,
+            caller=caller,
+            bolt11=made["bolt11"],
+            payment_hash=made["payment_hash"],
+            description=description,
+            amount_msat=amount_msat,
+            expires_at=timestamp(made["expires_at"]),
+        )
+        note = f"{amount_msat} msat, payment hash {issued.payment_hash[:16]}…"
+        audit_record(AuditAction.INVOICE_ISSUED, actor=caller, subject=purpose, detail=note)
+    return issued
 
 
 def _made_before_a_crash(label: str, amount_msat: int, description: str) -> dict[str, Any]:
@@ -416,11 +466,22 @@ def invoices_sync() -> int:
 
 
 def _invoice_settled(invoice: Invoice, found: dict[str, Any]) -> None:
+    settled: dict[str, Any] = {"state": Invoice.State.EXPIRED}
     if found["status"] == "paid":
-        invoice.state = Invoice.State.PAID
-        invoice.preimage = found["payment_preimage"]
-        invoice.amount_received_msat = found["amount_received_msat"]
-        invoice.paid_at = timestamp(found["paid_at"])
-    else:
-        invoice.state = Invoice.State.EXPIRED
-    invoice.save()
+        settled = {
+            "state": Invoice.State.PAID,
+            "preimage": found["payment_preimage"],
+            "amount_received_msat": found["amount_received_msat"],
+            "paid_at": timestamp(found["paid_at"]),
+        }
+    with transaction.atomic():
+        # Conditional, so two syncs at once settle (and audit) an invoice only once.
+        changed = Invoice.objects.filter(pk=invoice.pk, state=Invoice.State.UNPAID).update(
+            **settled
+        )
+        if changed and settled["state"] == Invoice.State.PAID:
+            received = settled["amount_received_msat"]
+            note = f"{received} msat received, payment hash {invoice.payment_hash[:16]}…"
+            audit_record(
+                AuditAction.INVOICE_PAID, actor=invoice.caller, subject=invoice.purpose, detail=note
+            )

@@ -213,6 +213,8 @@
     if (welcome) welcome.remove();
     const at = how.at ?? privateHistory.length;
     const body = { model: form.model.value, question, conversation, private: isPrivate, settings: chatSettings() };
+    const price = form.model.selectedOptions[0]?.dataset.priceMsat;
+    if (price !== undefined) body.price_msat = Number(price); // the price shown: never more
     if (how.regenerate) body.regenerate = how.regenerate;
     if (how.edit) body.edit = how.edit;
     if (isPrivate) body.history = privateHistory.slice(0, at);

@@ -10,8 +10,9 @@ import pytest
 from django.test import Client
 from nostr_sdk import EventBuilder, Keys, Kind, Tag, Timestamp
 
+from apps.audit.models import AuditEvent
 from apps.identity import services
-from apps.identity.models import AuditEvent, LoginChallenge, Member, SeenEvent
+from apps.identity.models import LoginChallenge, Member, SeenEvent
 from apps.identity.nip98 import AuthRefused
 from tests.instances import signed_login_header
 

@@ -12,8 +12,10 @@ from django.core.management.base import CommandError
 from django.test import Client
 from nostr_sdk import EventBuilder, Kind, Tag
 
+from apps.audit.models import AuditEvent
+from apps.audit.services import audit_rows
 from apps.identity import services
-from apps.identity.models import ApiKey, AuditEvent, Member
+from apps.identity.models import ApiKey, Member
 from tests.instances import signed_login_header
 
 pytestmark = pytest.mark.django_db
@@ -270,7 +272,7 @@ def test_the_audit_shows_npubs_and_the_shell_and_folds_anonymous_refusals(
         Client().post("/auth/login", HTTP_AUTHORIZATION="Nostr !!!")
     owner_client.post("/keys/", {"action": "create", "name": "laptop"})
 
-    rows = services.audit_rows()
+    rows = audit_rows()
     page = owner_client.get("/people/").content.decode()
     audit = page[page.index('id="audit"') :]
 

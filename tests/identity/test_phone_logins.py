@@ -13,7 +13,8 @@ from django.test import Client
 from django.utils import timezone
 from nostr_sdk import Keys
 
-from apps.identity.models import Attempt, AuditEvent, LoginCode, Member
+from apps.audit.models import AuditEvent
+from apps.identity.models import Attempt, LoginCode, Member
 from tests.identity.peers import FakeSigner, code_in_dm, gift_wraps_for
 
 pytestmark = pytest.mark.django_db

@@ -4,7 +4,8 @@ A backend streams typed events for one request: `Token`s, then `Done`, or `Faile
 it refuses before any token raises `AnswerRefused` with a code from `RefusalCode`, so each
 caller (the chat, /v1, agents) maps one closed set of codes to its own wire format.
 
-The local engine is one backend (backends/engine.py); each provider kind will be another.
+The local engine is one backend (backends/engine.py); outside providers are another
+(apps/providers/backends/chat.py), whatever their kind.
 """
 
 from __future__ import annotations
@@ -23,6 +24,12 @@ class RefusalCode(enum.StrEnum):
     ENGINE_STOPPED = "engine_stopped"
     ENGINE_BROKEN = "engine_broken"
     MODEL_UNAVAILABLE = "model_unavailable"
+    MODEL_NOT_FOUND = "model_not_found"
+    PROVIDER_FAILED = "provider_failed"  # garbage, an error, a stream cut midway
+    PROVIDER_TIMEOUT = "provider_timeout"
+    INVOICE_REFUSED = "invoice_refused"  # above the price shown, no amount, not its own
+    OVER_BUDGET = "over_budget"  # a budget or the member's allowance: nothing was paid
+    PAYMENT_PENDING = "payment_pending"  # the outcome is unknown; it is not paid again
 
     @property
     def status(self) -> int:
@@ -37,6 +44,12 @@ _STATUS = {
     RefusalCode.ENGINE_STOPPED: 503,
     RefusalCode.ENGINE_BROKEN: 503,
     RefusalCode.MODEL_UNAVAILABLE: 503,
+    RefusalCode.MODEL_NOT_FOUND: 404,
+    RefusalCode.PROVIDER_FAILED: 502,
+    RefusalCode.PROVIDER_TIMEOUT: 504,
+    RefusalCode.INVOICE_REFUSED: 502,
+    RefusalCode.OVER_BUDGET: 402,
+    RefusalCode.PAYMENT_PENDING: 503,
 }
 
 
@@ -67,6 +80,7 @@ class Done:
     finish_reason: str  # stop, length
     usage: Usage
     dropped_messages: int = 0  # the oldest messages left out to fit the context
+    provenance: Mapping[str, Any] = field(default_factory=dict)  # who answered, how, at what cost
 
 
 @dataclass(frozen=True)

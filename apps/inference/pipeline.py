@@ -1,0 +1,213 @@
+"""The one entry point that answers every request: the chat, /v1, agents, and the node's own.
+
+    answer(AnswerRequest) -> Events      (async; answer_sync for a Celery task)
+
+It resolves the model's name to a route — a local model, or `<provider>/<model id>` outside —
+and, for an outside route, runs what leaving the node needs, each once, here: the member's
+allowance is checked before a byte leaves, the privacy hook redacts the messages and restores
+the answer, the provider is paid (within every budget) and the egress recorded (by
+apps/providers/calling.py, the one place that talks to providers). Every answer ends with one
+`Done`, carrying its provenance (which model, file or provider answered, how, at what cost),
+or one `Failed`; a request refused before its first token raises `AnswerRefused`.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from asgiref.sync import async_to_sync, sync_to_async
+
+from apps.identity.models import Member, Role
+from apps.inference.answering import Sampling, answer_collected, provenance
+from apps.inference.backends.base import (
+    AnswerRefused,
+    BackendRequest,
+    ChatBackend,
+    Done,
+    Events,
+    Failed,
+    RefusalCode,
+    Token,
+)
+from apps.inference.backends.engine import LocalEngine
+from apps.inference.context_fit import Overflow
+from apps.inference.models import LocalModel
+from apps.privacy import redaction
+from apps.providers import services as providers
+from apps.providers.backends.chat import OutsideBackend
+from apps.wallet import services as wallet
+
+Message = dict[str, str]
+
+
+class Origin(enum.StrEnum):
+    CHAT = "chat"
+    API = "api"
+    AGENT = "agent"
+    NODE = "node"  # the node's own asides: a conversation's title, a summary
+
+
+@dataclass(frozen=True)
+class AnswerRequest:
+    member: Member  # who asks: whose allowance pays, whose records these are
+    origin: Origin
+    model: str  # a local model's name, or <provider>/<model id>
+    messages: list[Message]
+    sampling: Sampling
+    private: bool = False  # stored nowhere on the node (the chat's private conversations)
+    overflow: Overflow = Overflow.REFUSE
+    price_shown_msat: int | None = None  # what the member saw: a higher price is refused
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+
+@dataclass(frozen=True)
+class Route:
+    backend: ChatBackend
+    backend_request: BackendRequest
+    provenance: dict[str, Any]
+    outside: bool
+
+
+async def answer(request: AnswerRequest) -> Events:
+    """The answer's events, once its backend has taken the request."""
+    route = await sync_to_async(route_of)(request)
+    if not route.outside:
+        return _ended(await route.backend.open(route.backend_request), route.provenance)
+    outbound = redaction.outbound(request.member, request.messages)
+    backend_request = replace(route.backend_request, messages=outbound.messages)
+    events = await route.backend.open(backend_request)
+    return _ended(outbound.restored(events), route.provenance)
+
+
+def answer_sync(request: AnswerRequest) -> tuple[str, Done | Failed]:
+    """The whole answer, for a Celery task or a shell (never on an event loop)."""
+
+    async def whole() -> tuple[str, Done | Failed]:
+        try:
+            events = await answer(request)
+        except AnswerRefused as refusal:
+            return "", Failed(refusal.code, str(refusal))
+        return await answer_collected(events)
+
+    return async_to_sync(whole)()
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """A model a member may ask, as the chat's picker and /v1/models list it."""
+
+    name: str
+    added_at: Any  # datetime
+    owned_by: str  # "sovereign", or the provider's name
+    price_msat: int  # the most one answer of `max_tokens` may cost; 0 on the node
+
+    @property
+    def outside(self) -> bool:
+        return self.owned_by != "sovereign"
+
+
+def choices_for(member: Member, max_tokens: int) -> list[ModelChoice]:
+    """The local models, then the outside ones this member may use, with their prices."""
+    choices = [
+        ModelChoice(model.name, model.added_at, "sovereign", 0)
+        for model in LocalModel.objects.order_by("name")
+    ]
+    if may_go_outside(member):
+        for offer in providers.outside_models():
+            price = offer.price_msat(max_tokens)
+            choices.append(
+                ModelChoice(offer.name, offer.provider.added_at, offer.provider.name, price)
+            )
+    return choices
+
+
+def route_of(request: AnswerRequest) -> Route:
+    local = LocalModel.objects.filter(name=request.model).first()
+    if local is not None:
+        return _local(request, local)
+    outside = providers.route_for(request.model) if may_go_outside(request.member) else None
+    if outside is None:
+        raise AnswerRefused(
+            RefusalCode.MODEL_NOT_FOUND, f"The model '{request.model}' does not exist."
+        )
+    return _outside(request, outside)
+
+
+def may_go_outside(member: Member) -> bool:
+    """Friends use only what the owner shares with them (nothing outside, for now)."""
+    return member.role in (Role.OWNER, Role.MEMBER)
+
+
+def _local(request: AnswerRequest, model: LocalModel) -> Route:
+    backend_request = BackendRequest(
+        str(model.path),
+        request.messages,
+        asdict(request.sampling),
+        str(request.member.pk),
+        options={"overflow": request.overflow},
+    )
+    return Route(LocalEngine(), backend_request, provenance(model, request.sampling), outside=False)
+
+
+def _outside(request: AnswerRequest, route: providers.OutsideRoute) -> Route:
+    if request.sampling.grammar is not None:
+        raise AnswerRefused(
+            RefusalCode.BAD_REQUEST,
+            "A response format (JSON or a grammar) is only kept by local models.",
+        )
+    price = route.price_msat(request.sampling.max_tokens)
+    _check_price(request, price, caller=f"provider:{route.provider.name}")
+    options = {
+        "request_id": request.request_id,
+        "price_msat": price,
+        "origin": str(request.origin),
+        "member_id": request.member.pk,
+    }
+    backend_request = BackendRequest(
+        route.model_id, request.messages, asdict(request.sampling), str(request.member.pk), options
+    )
+    shown = {"model": route.name, "price_msat": price, "sampling": request.sampling.shown()}
+    return Route(OutsideBackend(route.provider), backend_request, shown, outside=True)
+
+
+def _check_price(request: AnswerRequest, price: int, *, caller: str) -> None:
+    """Before a byte leaves: the price the member saw still holds, and their allowance (and
+    every other budget) has room for it."""
+    shown = request.price_shown_msat
+    if shown is not None and price > shown:
+        raise AnswerRefused(
+            RefusalCode.INVOICE_REFUSED,
+            f"The price went up from {_sat(shown)} to {_sat(price)}; nothing was sent or paid. "
+            "Ask again to accept the new price.",
+        )
+    left = wallet.spendable_msat(request.member, caller)
+    if price > 0 and left is not None and left < price:
+        raise AnswerRefused(
+            RefusalCode.OVER_BUDGET,
+            f"This model costs up to {_sat(price)} a question and {_sat(max(left, 0))} is left "
+            "in your allowance and the household's budgets; nothing was sent or paid.",
+        )
+
+
+def _sat(msat: int) -> str:
+    sats = msat / 1000
+    return f"{sats:g} sat"
+
+
+async def _ended(events: Events, shown: dict[str, Any]) -> Events:
+    """Exactly one end, carrying the provenance; a backend that stops without one failed."""
+    try:
+        async for event in events:
+            if isinstance(event, Token):
+                yield event
+                continue
+            if isinstance(event, Done):
+                event = replace(event, provenance={**shown, **event.provenance})
+            yield event
+            return
+        yield Failed(RefusalCode.ENGINE_STOPPED, "The answer ended early.")
+    finally:
+        await events.aclose()

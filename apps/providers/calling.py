@@ -1,0 +1,326 @@
+"""The one place that sends a chat request to an outside provider and reads its answer.
+
+`open_outside` posts the body with the kind's credentials; on a 402 the kind pays (once) and the
+request is sent again; a second 402 ends it, unpaid. The answer is untrusted: its status, type,
+size and shape are checked, and it becomes typed events (Token, then Done or Failed). Before the
+first byte leaves, an egress record holds the exact body and its destination; when the request
+ends, the provider's record says how it went and what it cost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import weakref
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import httpx2
+from asgiref.sync import sync_to_async
+from django.conf import settings
+
+from apps.inference.backends.base import (
+    AnswerEvent,
+    AnswerRefused,
+    Done,
+    Events,
+    Failed,
+    RefusalCode,
+    Token,
+    Usage,
+)
+from apps.providers import records
+from apps.providers.backends.base import Authorization, Call, Kind, Outcome, Unanswered
+
+REFUSAL_FOR = {
+    Outcome.FAILED: RefusalCode.PROVIDER_FAILED,
+    Outcome.TIMEOUT: RefusalCode.PROVIDER_TIMEOUT,
+    Outcome.INVOICE_REFUSED: RefusalCode.INVOICE_REFUSED,
+    Outcome.OVER_BUDGET: RefusalCode.OVER_BUDGET,
+    Outcome.PAYMENT_PENDING: RefusalCode.PAYMENT_PENDING,
+}
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx2.AsyncClient] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _client() -> httpx2.AsyncClient:
+    """One client (and its kept connections) per event loop: reusing a connection is most of
+    what makes a request with a kept token cheap."""
+    loop = asyncio.get_running_loop()
+    if loop not in _clients:
+        _clients[loop] = httpx2.AsyncClient(follow_redirects=False, trust_env=False)
+    return _clients[loop]
+
+
+@dataclass
+class Exchange:
+    """What one outside request did, for its records."""
+
+    call: Call
+    started: float = field(default_factory=time.monotonic)
+    egress_id: int | None = None
+    payment_purpose: str = ""
+    first_token_ms: int | None = None
+    usage: Usage | None = None
+
+    def elapsed_ms(self) -> int:
+        return round((time.monotonic() - self.started) * 1000)
+
+
+async def open_outside(call: Call, kind: Kind) -> Events:
+    """The provider's answer as events, once it has begun; a request that ends before any
+    token (refused, unpaid, broken, silent) raises AnswerRefused and is recorded as such."""
+    exchange = Exchange(call)
+    exchange.egress_id = await sync_to_async(records.egress_begin)(call)
+    try:
+        response = await _answered(exchange, kind)
+        await kind.on_answer(call, response)
+        events = _events(exchange, response)
+        first = await anext(events)
+    except Unanswered as unanswered:
+        await _record(exchange, unanswered.outcome, str(unanswered))
+        raise AnswerRefused(REFUSAL_FOR[unanswered.outcome], str(unanswered)) from None
+    if isinstance(first, Failed):
+        await events.aclose()
+        await _record(exchange, _outcome_of(first), first.message)
+        raise AnswerRefused(first.code, first.message)
+    return _recorded(exchange, kind, first, events)
+
+
+async def _answered(exchange: Exchange, kind: Kind) -> httpx2.Response:
+    """The provider's 200, paying once on a 402."""
+    call = exchange.call
+    response = await _send(call, await kind.credentials(call))
+    if response.status_code == 402:
+        await _body(response)
+        paid = await kind.on_payment_required(call, response)
+        exchange.payment_purpose = paid.payment_purpose
+        response = await _send(call, paid)
+        if response.status_code == 402:
+            await response.aclose()
+            raise Unanswered(
+                Outcome.FAILED,
+                "The provider asked to be paid again right after being paid; nothing more "
+                "was paid for this request.",
+            )
+    if response.status_code != 200:
+        detail = await _error_detail(response)
+        raise Unanswered(Outcome.FAILED, f"The provider answered {response.status_code}{detail}.")
+    return response
+
+
+async def _send(call: Call, authorization: Authorization) -> httpx2.Response:
+    timeout = httpx2.Timeout(call.provider.timeout_seconds)
+    request = _client().build_request(
+        "POST",
+        f"{call.provider.base_url}/v1/chat/completions",
+        json=call.body,
+        headers={**authorization.headers, "Accept": "text/event-stream"},
+        timeout=timeout,
+    )
+    try:
+        return await _client().send(request, stream=True)
+    except httpx2.TimeoutException:
+        raise Unanswered(Outcome.TIMEOUT, "The provider did not answer in time.") from None
+    except httpx2.HTTPError as error:
+        raise Unanswered(Outcome.FAILED, f"The provider cannot be reached ({error}).") from None
+
+
+async def _body(response: httpx2.Response, limit: int = 1 << 16) -> bytes:
+    """At most `limit` bytes of a short answer (a 402's challenge, an error)."""
+    received = b""
+    try:
+        async for part in response.aiter_bytes():
+            received += part
+            if len(received) > limit:
+                break
+    except httpx2.HTTPError:
+        pass
+    finally:
+        await response.aclose()
+    response._content = received[:limit]  # so that .json() and .text read what was kept
+    return received[:limit]
+
+
+async def _error_detail(response: httpx2.Response) -> str:
+    raw = await _body(response, 2000)
+    try:
+        message = json.loads(raw)["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        return ""
+    return f": {str(message)[:200]}"
+
+
+def _events(exchange: Exchange, response: httpx2.Response) -> Events:
+    kind = response.headers.get("content-type", "").split(";")[0].strip()
+    if kind == "text/event-stream":
+        return _streamed(exchange, response)
+    if kind == "application/json":
+        return _whole(exchange, response)
+    return _failed_at_once(response, f"The provider answered with {kind or 'no type'}, not JSON.")
+
+
+async def _failed_at_once(response: httpx2.Response, message: str) -> Events:
+    await response.aclose()
+    yield Failed(RefusalCode.PROVIDER_FAILED, message)
+
+
+async def _whole(exchange: Exchange, response: httpx2.Response) -> Events:
+    try:
+        raw = await _bounded(response)
+        answer = json.loads(raw)
+        choice = answer["choices"][0]
+        text = choice["message"]["content"]
+        if not isinstance(text, str):
+            raise TypeError
+    except (ValueError, KeyError, TypeError, IndexError):
+        yield Failed(RefusalCode.PROVIDER_FAILED, "The provider's answer was not a chat answer.")
+        return
+    except _Broken as broken:
+        yield broken.failed
+        return
+    exchange.first_token_ms = exchange.elapsed_ms()
+    yield Token(text)
+    yield Done(str(choice.get("finish_reason") or "stop"), _usage(answer.get("usage")))
+
+
+class _Broken(Exception):
+    def __init__(self, failed: Failed) -> None:
+        self.failed = failed
+
+
+async def _bounded(response: httpx2.Response) -> bytes:
+    received = bytearray()
+    try:
+        async for part in response.aiter_bytes():
+            received += part
+            if len(received) > settings.PROVIDER_ANSWER_BYTES:
+                raise _Broken(
+                    Failed(RefusalCode.PROVIDER_FAILED, "The provider's answer was too large.")
+                )
+    except httpx2.TimeoutException:
+        raise _Broken(
+            Failed(RefusalCode.PROVIDER_TIMEOUT, "The provider stopped answering.")
+        ) from None
+    except httpx2.HTTPError:
+        raise _Broken(
+            Failed(RefusalCode.PROVIDER_FAILED, "The provider's answer broke off.")
+        ) from None
+    finally:
+        await response.aclose()
+    return bytes(received)
+
+
+async def _streamed(exchange: Exchange, response: httpx2.Response) -> Events:
+    """Server-sent chunks as events; a stream that stops before its end is a failure."""
+    finish: str | None = None
+    usage: Usage | None = None
+    try:
+        async for payload in _sse_payloads(response):
+            if payload == "[DONE]":
+                break
+            chunk = json.loads(payload)
+            usage = _usage(chunk["usage"]) if chunk.get("usage") else usage
+            for choice in chunk.get("choices") or []:
+                text = (choice.get("delta") or {}).get("content")
+                if isinstance(text, str) and text:
+                    if exchange.first_token_ms is None:
+                        exchange.first_token_ms = exchange.elapsed_ms()
+                    yield Token(text)
+                finish = choice.get("finish_reason") or finish
+    except _Broken as broken:
+        yield broken.failed
+        return
+    except (ValueError, KeyError, TypeError, AttributeError):
+        yield Failed(RefusalCode.PROVIDER_FAILED, "The provider's stream was not chat chunks.")
+        return
+    finally:
+        await response.aclose()
+    if finish is None:
+        yield Failed(RefusalCode.PROVIDER_FAILED, "The provider's answer stopped midway.")
+        return
+    yield Done(finish, usage or Usage(0, 0))
+
+
+async def _sse_payloads(response: httpx2.Response) -> AsyncIterator[str]:
+    received = 0
+    try:
+        async for line in response.aiter_lines():
+            received += len(line) + 1
+            if received > settings.PROVIDER_ANSWER_BYTES:
+                raise _Broken(
+                    Failed(RefusalCode.PROVIDER_FAILED, "The provider's answer was too large.")
+                )
+            if line.startswith("data:"):
+                yield line[5:].strip()
+    except httpx2.TimeoutException:
+        raise _Broken(
+            Failed(RefusalCode.PROVIDER_TIMEOUT, "The provider stopped answering.")
+        ) from None
+    except httpx2.HTTPError:
+        raise _Broken(
+            Failed(RefusalCode.PROVIDER_FAILED, "The provider's answer broke off.")
+        ) from None
+
+
+def _usage(value: Any) -> Usage:
+    try:
+        return Usage(int(value["prompt_tokens"]), int(value["completion_tokens"]))
+    except (KeyError, TypeError, ValueError):
+        return Usage(0, 0)
+
+
+async def _recorded(exchange: Exchange, kind: Kind, first: AnswerEvent, events: Events) -> Events:
+    """The events, the request's records written when it ends (or is abandoned), the end
+    carrying who answered and what it cost."""
+    ended = False
+    try:
+        event: AnswerEvent | None = first
+        while event is not None:
+            if not isinstance(event, Token):
+                ended = True
+                provenance = await _ended(exchange, kind, event)
+                yield replace(event, provenance=provenance) if isinstance(event, Done) else event
+                return
+            yield event
+            event = await anext(events, None)
+        ended = True
+        yield Failed(RefusalCode.PROVIDER_FAILED, "The provider's answer stopped midway.")
+        await _ended(exchange, kind, None)
+    finally:
+        await events.aclose()
+        if not ended:  # the member stopped it, or left
+            await asyncio.shield(_ended(exchange, kind, None))
+
+
+async def _ended(exchange: Exchange, kind: Kind, end: Done | Failed | None) -> dict[str, Any]:
+    if isinstance(end, Done):
+        exchange.usage = end.usage
+        await kind.on_usage(exchange.call, end.usage.prompt_tokens, end.usage.completion_tokens)
+        return await _record(exchange, Outcome.ANSWERED, "")
+    if isinstance(end, Failed):
+        return await _record(exchange, _outcome_of(end), end.message)
+    return await _record(exchange, Outcome.FAILED, "The answer was stopped before its end.")
+
+
+def _outcome_of(failed: Failed) -> Outcome:
+    return Outcome.TIMEOUT if failed.code == RefusalCode.PROVIDER_TIMEOUT else Outcome.FAILED
+
+
+async def _record(exchange: Exchange, outcome: Outcome, error: str) -> dict[str, Any]:
+    """Write the request's record; what the answer's provenance says of it."""
+    return await sync_to_async(records.request_record)(
+        records.Ended(
+            call=exchange.call,
+            outcome=outcome,
+            error=error,
+            egress_id=exchange.egress_id,
+            payment_purpose=exchange.payment_purpose,
+            first_token_ms=exchange.first_token_ms,
+            total_ms=exchange.elapsed_ms(),
+            usage=exchange.usage,
+        )
+    )

@@ -1,0 +1,101 @@
+"""Paying a provider's invoice through the wallet, for every kind that pays (L402, MPP, top-ups).
+
+The wallet decides everything about money (the invoice's checks, every budget, the journal);
+this module turns its answers into what an outside request needs: a preimage to retry with,
+or `Unanswered` with the outcome the provider's record keeps. An unknown outcome is never a
+failure: the payment stays pending, the request ends, and nothing is paid again for it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from asgiref.sync import sync_to_async
+
+from apps.providers.backends.base import Call, Outcome, Unanswered
+from apps.wallet import services as wallet
+from apps.wallet.backends.cln import NodeMissing, NodeRefused, NodeSilent
+
+
+@dataclass(frozen=True)
+class PaidInvoice:
+    purpose: str
+    payment_hash: str
+    amount_msat: int
+    fee_msat: int
+    preimage: str
+
+
+async def invoice_pay(
+    call: Call,
+    bolt11: str,
+    purpose: str,
+    *,
+    live_token: bool,
+    max_amount_msat: int | None = None,
+) -> PaidInvoice:
+    """Pay once for `purpose` (paying it again returns the same payment), for at most the price
+    shown (or `max_amount_msat`, the amount a top-up asked for)."""
+    order = wallet.PayOrder(
+        bolt11=bolt11,
+        purpose=purpose,
+        caller=call.caller,
+        max_amount_msat=call.price_msat if max_amount_msat is None else max_amount_msat,
+        member=await _member(call.member_id),
+        token_may_be_live=live_token,
+    )
+    try:
+        payment = await sync_to_async(wallet.pay)(order)
+    except wallet.BudgetRefused as refusal:
+        raise Unanswered(Outcome.OVER_BUDGET, f"Not paid: {refusal}") from None
+    except wallet.PaymentRefused as refusal:
+        raise Unanswered(
+            Outcome.INVOICE_REFUSED, f"The provider's invoice was refused: {refusal}"
+        ) from None
+    return paid_or_unanswered(payment)
+
+
+def paid_or_unanswered(payment: Any) -> PaidInvoice:
+    """A wallet payment as a request sees it: paid, or why the request cannot go on."""
+    if payment.state == payment.State.COMPLETE:
+        return PaidInvoice(
+            payment.purpose,
+            payment.payment_hash,
+            payment.amount_msat,
+            payment.fee_msat or 0,
+            payment.preimage,
+        )
+    if payment.state == payment.State.PENDING:
+        raise Unanswered(
+            Outcome.PAYMENT_PENDING,
+            "The payment's outcome is not known yet. It stays pending and the wallet settles it "
+            "from the node's records; it will not be paid again. Try again in a minute.",
+        )
+    raise Unanswered(Outcome.FAILED, f"The payment failed, nothing was paid: {payment.error}")
+
+
+async def invoice_decoded(bolt11: str) -> dict[str, Any]:
+    """The node's own reading of an invoice (never a regex's)."""
+    try:
+        decoded: dict[str, Any] = await sync_to_async(wallet.invoice_decode)(bolt11)
+    except (NodeRefused, NodeMissing, NodeSilent) as error:
+        raise Unanswered(Outcome.INVOICE_REFUSED, f"The invoice does not decode: {error}") from None
+    if not decoded.get("valid") or "payment_hash" not in decoded:
+        raise Unanswered(Outcome.INVOICE_REFUSED, "The provider's invoice is not valid.")
+    return decoded
+
+
+async def payment_settled(purpose: str) -> PaidInvoice | None:
+    """The payment made for `purpose`, asked of the node again if it is still pending; None
+    when there is none. Raises Unanswered while its outcome is unknown or when it failed."""
+    payment = await sync_to_async(wallet.payment_settled)(purpose)
+    return None if payment is None else paid_or_unanswered(payment)
+
+
+async def _member(member_id: int | None) -> Any:
+    if member_id is None:
+        return None
+    from apps.identity.services import member_by_id
+
+    return await sync_to_async(member_by_id)(member_id)

@@ -1,0 +1,283 @@
+"""Outside providers: adding, listing, testing and removing them, their catalogs and prices, and
+the routes the answer pipeline takes to their models (`<provider name>/<model id>`)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx2
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Avg, Count, Q, Sum
+from django.utils import timezone
+
+from apps.audit.services import audit_record
+from apps.providers import secrets
+from apps.providers.backends.base import ProviderInfo
+from apps.providers.models import NAME_PATTERN, Credential, OutsideRequest, Provider, ProviderModel
+
+CATALOG_BYTES = 1 << 20
+
+
+class ProviderError(Exception):
+    """Bad input for a provider, or one that cannot be reached; nothing was changed."""
+
+
+@dataclass(frozen=True)
+class OutsideRoute:
+    """An outside model as the pipeline reaches it."""
+
+    name: str  # <provider>/<model id>
+    provider: ProviderInfo
+    model_id: str
+    model: ProviderModel
+
+    def price_msat(self, max_tokens: int, prompt_tokens: int = 0) -> int:
+        return self.model.price_msat(max_tokens, prompt_tokens)
+
+
+def provider_info(provider: Provider) -> ProviderInfo:
+    return ProviderInfo(
+        id=provider.pk,
+        name=provider.name,
+        kind=provider.kind,
+        base_url=provider.base_url,
+        timeout_seconds=provider.timeout_seconds,
+        max_price_msat=provider.max_price_msat,
+        topup_msat=provider.topup_msat,
+    )
+
+
+def base_url_checked(url: str) -> str:
+    """The provider's root as chat requests are built on it: http(s), no query, no `/v1`."""
+    url = url.strip()
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ProviderError(
+            "The provider's URL must start with http:// or https:// and name a host."
+        )
+    if parts.query or parts.fragment or parts.username:
+        raise ProviderError("The provider's URL takes no query, fragment or password.")
+    path = re.sub(r"/v1/?$", "", parts.path.rstrip("/"))
+    return f"{parts.scheme}://{parts.netloc}{path}"
+
+
+def provider_add(url: str, *, kind: str, name: str, api_key: str = "", actor: str = "") -> Provider:
+    """Add a provider and fetch its models; a provider whose catalog cannot be read is not
+    added (the error says why)."""
+    if kind not in Provider.Kind.values:
+        raise ProviderError(f"Unknown kind '{kind}': use one of {', '.join(Provider.Kind.values)}.")
+    if not re.match(NAME_PATTERN, name or ""):
+        raise ProviderError(
+            "The name must be 1 to 40 lower-case letters, digits or dashes, such as 'routstr'."
+        )
+    if Provider.objects.filter(name=name).exists():
+        raise ProviderError(f"There is already a provider named '{name}'.")
+    provider = Provider(
+        name=name,
+        kind=kind,
+        base_url=base_url_checked(url),
+        secret_sealed=secrets.seal(api_key.strip()),
+        timeout_seconds=float(settings.PROVIDER_TIMEOUT_SECONDS),
+        max_price_msat=settings.PROVIDER_MAX_PRICE_SAT * 1000,
+        topup_msat=settings.PROVIDER_TOPUP_SAT * 1000,
+    )
+    catalog = catalog_read(provider)
+    with transaction.atomic():
+        provider.catalog_fetched_at = timezone.now()
+        provider.save()
+        _catalog_save(provider, catalog)
+        _audit("provider_added", actor, name, f"{kind} {provider.base_url}")
+    return provider
+
+
+def provider_remove(name: str, actor: str = "") -> None:
+    with transaction.atomic():
+        removed, _ = Provider.objects.filter(name=name).delete()
+        if not removed:
+            raise ProviderError(f"There is no provider named '{name}'.")
+        _audit("provider_removed", actor, name, "")
+
+
+def provider_get(name: str) -> Provider:
+    provider = Provider.objects.filter(name=name).first()
+    if provider is None:
+        raise ProviderError(f"There is no provider named '{name}'.")
+    return provider
+
+
+def providers_list() -> list[Provider]:
+    return list(Provider.objects.prefetch_related("models"))
+
+
+def provider_test(name: str) -> list[ProviderModel]:
+    """Read the provider's catalog again; its models and prices replace the ones kept."""
+    provider = provider_get(name)
+    try:
+        catalog = catalog_read(provider)
+    except ProviderError as error:
+        Provider.objects.filter(pk=provider.pk).update(catalog_error=str(error))
+        raise
+    with transaction.atomic():
+        Provider.objects.filter(pk=provider.pk).update(
+            catalog_error="", catalog_fetched_at=timezone.now()
+        )
+        _catalog_save(provider, catalog)
+    return list(provider.models.all())
+
+
+def api_key_of(provider_id: int) -> str:
+    sealed = Provider.objects.filter(pk=provider_id).values_list("secret_sealed", flat=True)
+    return secrets.unseal(sealed.first() or "")
+
+
+# Catalogs ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Offer:
+    model_id: str
+    request_msat: int | None = None
+    prompt_msat_per_1k: int | None = None
+    completion_msat_per_1k: int | None = None
+    context_length: int | None = None
+
+
+def catalog_read(provider: Provider) -> list[Offer]:
+    """The provider's models and published prices, from `GET /v1/models` (and what its kind
+    publishes besides)."""
+    data = _get_json(provider, "/v1/models")
+    entries = data.get("data") if isinstance(data, dict) else None
+    if not isinstance(entries, list):
+        raise ProviderError("The provider's model list is not an OpenAI-style list.")
+    read = (_offer(entry) for entry in entries if isinstance(entry, dict))
+    offers = [offer for offer in read if offer is not None]
+    if not offers:
+        raise ProviderError("The provider lists no models.")
+    return offers
+
+
+def _get_json(provider: Provider, path: str) -> Any:
+    headers = {}
+    key = secrets.unseal(provider.secret_sealed)
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    try:
+        with httpx2.Client(timeout=min(provider.timeout_seconds, 15), trust_env=False) as client:
+            response = client.get(f"{provider.base_url}{path}", headers=headers)
+    except httpx2.HTTPError as error:
+        raise ProviderError(
+            f"The provider cannot be reached at {provider.base_url} ({error})."
+        ) from None
+    if response.status_code != 200:
+        raise ProviderError(f"The provider answered {response.status_code} to {path}.")
+    if len(response.content) > CATALOG_BYTES:
+        raise ProviderError("The provider's model list is too large.")
+    try:
+        return response.json()
+    except ValueError:
+        raise ProviderError(f"The provider's answer to {path} is not JSON.") from None
+
+
+def _offer(entry: dict[str, Any]) -> Offer | None:
+    model_id = entry.get("id")
+    if not isinstance(model_id, str) or not 0 < len(model_id) <= 200:
+        return None
+    context = entry.get("context_length")
+    return Offer(
+        model_id=model_id,
+        request_msat=_msat(entry.get("sovereign_price", {}), "request_msat"),
+        context_length=context if isinstance(context, int) and context > 0 else None,
+    )
+
+
+def _msat(prices: Any, key: str) -> int | None:
+    value = prices.get(key) if isinstance(prices, dict) else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        return None
+    return int(value)
+
+
+def _catalog_save(provider: Provider, offers: list[Offer]) -> None:
+    provider.models.exclude(model_id__in=[offer.model_id for offer in offers]).delete()
+    for offer in offers:
+        ProviderModel.objects.update_or_create(
+            provider=provider,
+            model_id=offer.model_id,
+            defaults={
+                "request_msat": offer.request_msat,
+                "prompt_msat_per_1k": offer.prompt_msat_per_1k,
+                "completion_msat_per_1k": offer.completion_msat_per_1k,
+                "context_length": offer.context_length,
+            },
+        )
+
+
+# Routes ------------------------------------------------------------------------------------
+
+
+def route_for(name: str) -> OutsideRoute | None:
+    """The outside model named `<provider>/<model id>`, or None."""
+    provider_name, slash, model_id = name.partition("/")
+    if not slash:
+        return None
+    model = (
+        ProviderModel.objects.select_related("provider")
+        .filter(provider__name=provider_name, model_id=model_id)
+        .first()
+    )
+    if model is None:
+        return None
+    return OutsideRoute(name, provider_info(model.provider), model_id, model)
+
+
+def outside_models() -> list[ProviderModel]:
+    return list(ProviderModel.objects.select_related("provider"))
+
+
+# Records -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Reputation:
+    requests: int
+    failures: int
+    timeouts: int
+    refused_invoices: int
+    first_token_ms: float | None
+    msat_per_1k_tokens: float | None
+
+
+def reputation(provider: Provider) -> Reputation:
+    """What the node's own requests to this provider say of it."""
+    Outcome = OutsideRequest.Outcome
+    totals = provider.requests.aggregate(
+        requests=Count("id"),
+        failures=Count("id", filter=Q(outcome=Outcome.FAILED)),
+        timeouts=Count("id", filter=Q(outcome=Outcome.TIMEOUT)),
+        refused=Count("id", filter=Q(outcome=Outcome.INVOICE_REFUSED)),
+        first_token=Avg("first_token_ms", filter=Q(outcome=Outcome.ANSWERED)),
+        cost=Sum("cost_msat"),
+        tokens=Sum("completion_tokens"),
+    )
+    tokens = (totals["tokens"] or 0) + 0
+    per_1k = (totals["cost"] or 0) * 1000 / tokens if tokens else None
+    return Reputation(
+        requests=totals["requests"],
+        failures=totals["failures"],
+        timeouts=totals["timeouts"],
+        refused_invoices=totals["refused"],
+        first_token_ms=totals["first_token"],
+        msat_per_1k_tokens=per_1k,
+    )
+
+
+def credentials_live(provider_id: int) -> list[Credential]:
+    return list(Credential.objects.filter(provider_id=provider_id, state=Credential.State.LIVE))
+
+
+def _audit(action: str, actor: str, subject: str, detail: str) -> None:
+    audit_record(action, actor=actor, subject=subject, detail=detail)
