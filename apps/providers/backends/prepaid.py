@@ -327,7 +327,8 @@ async def _asked(call: Call, asking: Awaitable[T], undo: Callable[[], Awaitable[
     except (ProviderSilent, ProviderRefused) as error:
         await undo()
         raise Unanswered(
-            Outcome.FAILED, f"{call.provider.name} could not be topped up: {error}. Nothing was paid."
+            Outcome.FAILED,
+            f"{call.provider.name} could not be topped up: {error}. Nothing was paid.",
         ) from None
 
 

@@ -108,7 +108,9 @@ class PrepaidApi:
             ) as response:
                 raw = await _capped(response)
         except httpx2.HTTPError as error:
-            raise ProviderSilent(f"{method} {path} got no answer ({type(error).__name__})") from None
+            raise ProviderSilent(
+                f"{method} {path} got no answer ({type(error).__name__})"
+            ) from None
         if not 200 <= response.status_code < 300:
             raise ProviderRefused(f"{method} {path} answered {response.status_code}")
         try:
@@ -140,7 +142,9 @@ class RoutstrApi(PrepaidApi):
         try:
             status = await self.answer("GET", path)
         except ProviderSilent:  # the answer (and the key it carried) was lost: ask by invoice
-            status = await self.answer("POST", "/lightning/recover", body={"bolt11": invoice.bolt11})
+            status = await self.answer(
+                "POST", "/lightning/recover", body={"bolt11": invoice.bolt11}
+            )
         if not isinstance(status, dict) or str(status.get("status")).lower() not in CREDITED:
             return None
         return key or key_checked(status.get("api_key"))
