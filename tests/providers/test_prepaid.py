@@ -7,6 +7,7 @@ come from their own lightningd double, joined by a channel to the household's no
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -76,6 +77,14 @@ def paid_to(node: LightningdDouble) -> list[int]:
     """Every invoice the provider's node was paid, in msat."""
     invoices = node.rpc.listinvoices()["invoices"]
     return [i["amount_received_msat"] for i in invoices if i["status"] == "paid"]
+
+
+def completed(node: LightningdDouble) -> None:
+    """Wait until the node's one payment, released, has gone through."""
+    deadline = time.monotonic() + 10
+    while node.rpc.listpays()["pays"][0]["status"] != "complete":
+        assert time.monotonic() < deadline, "the released payment never completed"
+        time.sleep(0.02)
 
 
 def committed_msat() -> int:
@@ -227,6 +236,7 @@ def test_a_key_whose_payment_outcome_is_unknown_is_finished_once_the_wallet_sett
     assert isinstance(end, Failed) and end.code == RefusalCode.PAYMENT_PENDING
 
     household_node.release(Payment.objects.get().payment_hash)
+    completed(household_node)
     assert wallet.reconcile()["complete"] == 1
     assert isinstance(ask(member, routstr, "once it went through"), Done)
     assert Payment.objects.count() == 1 and paid_to(provider_node) == [TOPUP_SAT * 1000]
