@@ -4,7 +4,7 @@ the routes the answer pipeline takes to their models (`<provider name>/<model id
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -157,7 +157,26 @@ def catalog_read(provider: Provider) -> list[Offer]:
     offers = [offer for offer in read if offer is not None]
     if not offers:
         raise ProviderError("The provider lists no models.")
+    if provider.kind == Provider.Kind.PREPAID:
+        offers = _prepaid_priced(offers, data)
     return offers
+
+
+def _prepaid_priced(offers: list[Offer], data: Any) -> list[Offer]:
+    """Routstr publishes its prices in sats (`sats_pricing`); the prepaid kind reads them."""
+    from apps.providers.backends.prepaid import catalog_prices
+
+    prices = catalog_prices(data)
+    return [_priced(offer, prices.get(offer.model_id, {})) for offer in offers]
+
+
+def _priced(offer: Offer, prices: dict[str, int]) -> Offer:
+    return replace(
+        offer,
+        prompt_msat_per_1k=prices.get("prompt_msat_per_1k", offer.prompt_msat_per_1k),
+        completion_msat_per_1k=prices.get("completion_msat_per_1k", offer.completion_msat_per_1k),
+        context_length=prices.get("context_length", offer.context_length),
+    )
 
 
 def _get_json(provider: Provider, path: str) -> Any:
