@@ -7,8 +7,10 @@ come from their own lightningd double, joined by a channel to the household's no
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -30,6 +32,7 @@ from tests.providers.doubles.routstr import RoutstrDouble
 
 SAMPLING = Sampling(max_tokens=32, temperature=0.0, top_p=1.0, seed=7)
 TOPUP_SAT = 1000  # settings.PROVIDER_TOPUP_SAT, what one top-up buys
+ASKERS = 6
 DOUBLES = {"routstr": RoutstrDouble, "ppq": PPQDouble}
 
 
@@ -204,6 +207,48 @@ def test_an_invoice_not_for_the_amount_asked_is_refused_with_nothing_paid(
     prepaid.switches.clear()  # a later question starts over, and pays once
     assert isinstance(ask(member, prepaid, "again"), Done)
     assert paid_to(provider_node) == [TOPUP_SAT * 1000]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_500_after_paying_is_a_failure_and_the_key_bought_is_used_next_time(
+    prepaid: Any, provider_node: LightningdDouble, member: Any
+) -> None:
+    added(prepaid)
+    prepaid.switches["status_500"] = True
+    end = ask(member, prepaid)
+    assert isinstance(end, Failed) and end.code == RefusalCode.PROVIDER_FAILED
+    assert OutsideRequest.objects.get().outcome == "failed"
+
+    prepaid.switches.clear()
+    assert isinstance(ask(member, prepaid, "again"), Done)
+    assert paid_to(provider_node) == [TOPUP_SAT * 1000] and Payment.objects.count() == 1
+
+
+@pytest.mark.parametrize("short", [False, True], ids=["no key yet", "balance short"])
+@pytest.mark.django_db(transaction=True)
+def test_questions_at_the_same_moment_buy_one_key_or_one_top_up(
+    prepaid: Any, provider_node: LightningdDouble, member: Any, short: bool
+) -> None:
+    added(prepaid)
+    if short:
+        ask(member, prepaid)
+        prepaid.balance_set(0)
+    start = threading.Barrier(ASKERS)
+
+    def one(n: int) -> Done | Failed:
+        start.wait()
+        try:
+            return ask(member, prepaid, f"question {n}")
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(ASKERS) as pool:
+        ends = list(pool.map(one, range(ASKERS)))
+
+    assert paid_to(provider_node) == [TOPUP_SAT * 1000] * (2 if short else 1)
+    assert any(isinstance(end, Done) for end in ends)
+    refused = [end for end in ends if isinstance(end, Failed)]
+    assert all(end.code == RefusalCode.PAYMENT_PENDING for end in refused), refused
 
 
 # Lost answers and crashes -----------------------------------------------------------------

@@ -156,12 +156,16 @@ class PrepaidKind(Kind):
     async def _topup(self, call: Call, kept: keys.Kept, api: PrepaidApi) -> None:
         """One top-up of the kept key, paid at most once for this request."""
         purpose = call.purpose("topup")
+        seen = int(kept.note.get("topups", 0))
         for _attempt in range(2):
-            earlier = await sync_to_async(keys.topup_claim)(kept.id, purpose)
-            if earlier is None:
+            claim = await sync_to_async(keys.topup_claim)(kept.id, purpose, seen)
+            if claim.mine:
                 break
-            if await self._topup_resume(call, kept, earlier, api):
-                return  # another request's top-up went through: the retry needs no payment
+            if claim.fresh:
+                return  # topped up since this request read the key: the retry needs no payment
+            assert claim.earlier is not None
+            if await self._topup_resume(call, kept, claim.earlier, api):
+                return  # another request's top-up went through: likewise
         else:
             raise Unanswered(Outcome.FAILED, f"No top-up could be begun at {call.provider.name}.")
         if isinstance(api, PPQApi) and _sats(call) < PPQ_MIN_SATS:
@@ -213,7 +217,7 @@ class PrepaidKind(Kind):
                 f"A top-up of {call.provider.name} is paid, but it has not credited it yet. It "
                 "is checked again on the next question; it is not paid again.",
             )
-        await sync_to_async(keys.topup_clear)(kept.id, slot["purpose"])
+        await sync_to_async(keys.topup_clear)(kept.id, slot["purpose"], credited=True)
         await _balance_refresh(api, kept)
 
     async def _pay(

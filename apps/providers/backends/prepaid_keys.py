@@ -107,17 +107,30 @@ def abandon(credential_id: int) -> None:
     )
 
 
-def topup_claim(credential_id: int, purpose: str) -> dict[str, Any] | None:
-    """Write this request's top-up down before anything is asked or paid; an earlier one
-    still open is returned instead (one top-up at a time per key)."""
+@dataclass(frozen=True)
+class TopupClaim:
+    """What a request short of balance may do: its own top-up (`mine`), wait on an earlier
+    one still open (`earlier`), or nothing (`fresh`: a top-up ended since it read the key, so
+    its short answer may predate it)."""
+
+    mine: bool = False
+    earlier: dict[str, Any] | None = None
+    fresh: bool = False
+
+
+def topup_claim(credential_id: int, purpose: str, topups_seen: int) -> TopupClaim:
+    """Write this request's top-up down before anything is asked or paid, unless another is
+    open or one ended since the request read the key (one top-up at a time, and none twice
+    for the same shortfall)."""
     with transaction.atomic():
         row = Credential.objects.select_for_update().get(id=credential_id)
-        earlier = row.note.get("topup")
-        if earlier:
-            return dict(earlier)
+        if row.note.get("topup"):
+            return TopupClaim(earlier=dict(row.note["topup"]))
+        if int(row.note.get("topups", 0)) > topups_seen:
+            return TopupClaim(fresh=True)
         row.note = {**row.note, "topup": {"purpose": purpose, "at": timezone.now().timestamp()}}
         row.save(update_fields=["note"])
-        return None
+        return TopupClaim(mine=True)
 
 
 def topup_note(credential_id: int, invoice: dict[str, str]) -> dict[str, Any]:
@@ -129,11 +142,15 @@ def topup_note(credential_id: int, invoice: dict[str, str]) -> dict[str, Any]:
         return slot
 
 
-def topup_clear(credential_id: int, purpose: str) -> None:
+def topup_clear(credential_id: int, purpose: str, *, credited: bool = False) -> None:
+    """The open top-up is closed: credited (counted in `topups`), or dropped unpaid."""
     with transaction.atomic():
         row = Credential.objects.select_for_update().get(id=credential_id)
         if (row.note.get("topup") or {}).get("purpose") == purpose:
-            row.note = {k: v for k, v in row.note.items() if k != "topup"}
+            note = {k: v for k, v in row.note.items() if k != "topup"}
+            if credited:
+                note["topups"] = int(note.get("topups", 0)) + 1
+            row.note = note
             row.save(update_fields=["note"])
 
 
