@@ -137,14 +137,32 @@ def test_ppqs_balance_is_kept_in_dollars_as_ppq_tells_it(
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_key_is_sealed_at_rest(prepaid: OpenAIShapedDouble, member: Any) -> None:
+def test_the_key_is_sealed_at_rest(prepaid: Any, member: Any) -> None:
     added(prepaid)
     ask(member, prepaid)
+    given = list(getattr(prepaid, "balances", {}))  # Routstr's keys
+    for account in getattr(prepaid, "accounts", {}).values():  # PPQ's keys and credit ids
+        given += [account.api_key, account.credit_id]
+    assert given
     with connection.cursor() as cursor:
         cursor.execute("SELECT * FROM providers_credential")
         [row] = cursor.fetchall()
-    assert not any("sk-" in str(column) for column in row)
-    assert prepaid.requests[0] and "sk-" not in str(Credential.objects.get().note)
+    stored = " ".join(str(column) for column in row)
+    assert "sk-" not in stored
+    assert not any(secret in stored for secret in given)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_server_that_speaks_neither_flavour_is_refused_before_anything_is_paid(
+    household_node: LightningdDouble, member: Any
+) -> None:
+    with OpenAIShapedDouble() as plain:
+        added(plain)
+        end = ask(member, plain)
+    assert isinstance(end, Failed) and end.code == RefusalCode.PROVIDER_FAILED
+    assert "not a prepaid provider" in end.message
+    assert plain.requests == [] and not Payment.objects.exists()
+    assert not Credential.objects.exists()
 
 
 # Topping up -------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ import httpx2
 from asgiref.sync import sync_to_async
 from django.utils import timezone
 
-from apps.providers import paying
+from apps.providers import paying, secrets
 from apps.providers.backends import prepaid_keys as keys
 from apps.providers.backends.base import Authorization, Call, Kind, Outcome, Unanswered
 from apps.providers.backends.prepaid_api import (
@@ -119,7 +119,8 @@ class PrepaidKind(Kind):
             abandon = _abandoning(kept.id)
             if isinstance(api, PPQApi):
                 key, credit_id = await _asked(call, api.account_create(), abandon)
-                kept = await sync_to_async(keys.key_live)(kept.id, key, {"credit_id": credit_id})
+                sealed = {"credit_id": secrets.seal(credit_id)}  # a bearer secret too
+                kept = await sync_to_async(keys.key_live)(kept.id, key, sealed)
                 await self._topup(call, kept, api)
                 return await sync_to_async(keys.key_kept)(call.provider.id)
             invoice = await _asked(call, api.topup_invoice(None, _sats(call)), abandon)
@@ -375,8 +376,8 @@ def _sats(call: Call) -> int:
 async def _balance_refresh(api: PrepaidApi, kept: keys.Kept) -> None:
     """The provider's word on the balance; a balance it will not tell is left as it was."""
     try:
-        balance = await api.balance(kept.key, kept.note)
-    except (ProviderSilent, ProviderRefused, KeyError):
+        balance = await api.balance(kept.key, secrets.unseal(kept.note.get("credit_id", "")))
+    except (ProviderSilent, ProviderRefused):
         return
     await sync_to_async(keys.balance_keep)(kept.id, balance)
 

@@ -81,7 +81,7 @@ class PrepaidApi:
         """The key, once the provider has credited this invoice; None while it has not."""
         raise NotImplementedError
 
-    async def balance(self, key: str, note: dict[str, Any]) -> Balance:
+    async def balance(self, key: str, credit_id: str) -> Balance:
         raise NotImplementedError
 
     async def credited_within(self, key: str, invoice: TopupInvoice) -> str | None:
@@ -141,7 +141,8 @@ class RoutstrApi(PrepaidApi):
         path = f"/lightning/invoice/{quote(invoice.invoice_id, safe='')}/status"
         try:
             status = await self.answer("GET", path)
-        except ProviderSilent:  # the answer (and the key it carried) was lost: ask by invoice
+        except (ProviderSilent, ProviderRefused):  # the answer (and its key) was lost, or the
+            # invoice id is not known there any more: Routstr finds the invoice by itself
             status = await self.answer(
                 "POST", "/lightning/recover", body={"bolt11": invoice.bolt11}
             )
@@ -149,7 +150,7 @@ class RoutstrApi(PrepaidApi):
             return None
         return key or key_checked(status.get("api_key"))
 
-    async def balance(self, key: str, note: dict[str, Any]) -> Balance:
+    async def balance(self, key: str, credit_id: str) -> Balance:
         info = await self.answer("GET", "/v1/balance/info", key=key)
         return Balance(msat=_whole_number(info, "balance"))
 
@@ -176,8 +177,8 @@ class PPQApi(PrepaidApi):
             return None
         return key
 
-    async def balance(self, key: str, note: dict[str, Any]) -> Balance:
-        told = await self.answer("POST", "/credits/balance", body={"credit_id": note["credit_id"]})
+    async def balance(self, key: str, credit_id: str) -> Balance:
+        told = await self.answer("POST", "/credits/balance", body={"credit_id": credit_id})
         usd = told.get("balance") if isinstance(told, dict) else None
         if isinstance(usd, bool) or not isinstance(usd, int | float | str):
             raise ProviderRefused("the balance is not a number")
