@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx2
@@ -26,6 +26,7 @@ class ProviderInfo:
     timeout_seconds: float
     max_price_msat: int
     topup_msat: int
+    api_key: str = field(default="", repr=False)  # the owner's key for it (home network), unsealed
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,10 @@ class Kind(ABC):
         """A 402 (its body already read): check, pay, keep what was bought, and return the
         retry's headers. Called at most once a request: a second 402 ends it unpaid."""
         raise Unanswered(Outcome.FAILED, "The provider asked to be paid, and it takes no payment.")
+
+    async def on_refused(self, call: Call, response: httpx2.Response) -> None:  # noqa: B027
+        """The provider refused the request (a status other than 200 or 402, its body read):
+        a kind may drop a credential it will not take again."""
 
     async def on_answer(self, call: Call, response: httpx2.Response) -> None:  # noqa: B027
         """An answer's headers arrived (receipts, cost, balance); most kinds keep nothing."""
