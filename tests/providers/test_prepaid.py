@@ -21,7 +21,7 @@ from apps.inference.answering import Sampling
 from apps.inference.backends.base import Done, Failed, RefusalCode
 from apps.providers import services
 from apps.providers.backends.prepaid import catalog_prices
-from apps.providers.models import Credential, OutsideRequest
+from apps.providers.models import Credential, OutsideRequest, ProviderModel
 from apps.wallet import budgets
 from apps.wallet import services as wallet
 from apps.wallet.models import Payment
@@ -269,6 +269,24 @@ def test_questions_at_the_same_moment_buy_one_key_or_one_top_up(
     assert all(end.code == RefusalCode.PAYMENT_PENDING for end in refused), refused
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_key_the_provider_no_longer_knows_is_set_aside_and_the_next_question_buys_anew(
+    prepaid: Any, provider_node: LightningdDouble, member: Any
+) -> None:
+    added(prepaid)
+    ask(member, prepaid)
+    prepaid.keys_forget()
+    end = ask(member, prepaid, "with a forgotten key")
+    assert isinstance(end, Failed) and end.code == RefusalCode.PROVIDER_FAILED
+    assert "401" in end.message
+    assert Credential.objects.get().state == "spent"
+    assert paid_to(provider_node) == [TOPUP_SAT * 1000]
+
+    assert isinstance(ask(member, prepaid, "with a new key"), Done)
+    assert paid_to(provider_node) == [TOPUP_SAT * 1000] * 2
+    assert [c.state for c in Credential.objects.all()] == ["live", "spent"]
+
+
 # Lost answers and crashes -----------------------------------------------------------------
 @pytest.mark.django_db(transaction=True)
 def test_a_lost_status_answer_is_recovered_by_the_invoice_and_paid_once(
@@ -356,7 +374,7 @@ def test_routstrs_sats_pricing_becomes_msat_per_thousand_tokens() -> None:
 @pytest.mark.django_db
 def test_a_routstr_providers_models_carry_its_published_prices(routstr: RoutstrDouble) -> None:
     added(routstr)
-    model = services.route_for("routstr/strong-1")
-    assert model is not None
-    assert model.model.prompt_msat_per_1k == 1_000_000
-    assert model.model.completion_msat_per_1k == 2_000_000
+    model = ProviderModel.objects.get(provider__name="routstr", model_id="strong-1")
+    assert (model.prompt_msat_per_1k, model.completion_msat_per_1k) == (1_000_000, 2_000_000)
+    route = services.route_for("routstr/strong-1")
+    assert route is not None and route.price_msat(32) == 32 * 2 * 1000  # 2 sats a token

@@ -85,6 +85,12 @@ class PrepaidKind(Kind):
             await self._topup(call, self.kept, api)
         return self._authorization()
 
+    async def on_refused(self, call: Call, response: httpx2.Response) -> None:
+        """A 401 on the key: the provider no longer knows it (its balance is out of reach);
+        it is set aside and the next question buys a key anew, within the budgets."""
+        if self.kept is not None and response.status_code == 401:
+            await sync_to_async(keys.key_set_aside)(self.kept.id)
+
     async def on_answer(self, call: Call, response: httpx2.Response) -> None:
         if self.kept is not None:
             cost = _cost_told(response)

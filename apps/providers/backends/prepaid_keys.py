@@ -118,6 +118,16 @@ class TopupClaim:
     fresh: bool = False
 
 
+def key_set_aside(credential_id: int) -> None:
+    """The provider refuses the key: spent, kept for the owner to see, never sent again."""
+    with transaction.atomic():
+        row = Credential.objects.select_for_update().get(id=credential_id)
+        if row.state == Credential.State.LIVE:
+            row.state = Credential.State.SPENT
+            row.note = {**row.note, "refused": timezone.now().isoformat()}
+            row.save(update_fields=["state", "note"])
+
+
 def topup_claim(credential_id: int, purpose: str, topups_seen: int) -> TopupClaim:
     """Write this request's top-up down before anything is asked or paid, unless another is
     open or one ended since the request read the key (one top-up at a time, and none twice

@@ -175,6 +175,11 @@ class PPQDouble(OpenAIShapedDouble):
             for account in self.accounts.values():
                 account.balance_msat = msat
 
+    def keys_forget(self) -> None:
+        """Every key is unknown from now on: the chat answers 401 on it."""
+        with self.lock:
+            self.accounts.clear()
+
     def cost_msat(self, usage: dict[str, int]) -> int:
         usd = (
             usage["prompt_tokens"] * self.usd_per_prompt_token

@@ -191,6 +191,11 @@ class RoutstrDouble(OpenAIShapedDouble):
             for key in self.balances:
                 self.balances[key] = msat
 
+    def keys_forget(self) -> None:
+        """Every key is unknown from now on: the chat answers 401 on it."""
+        with self.lock:
+            self.balances.clear()
+
     @property
     def required_msat(self) -> int:
         return self.max_cost_sats * 1000
