@@ -26,7 +26,7 @@ from apps.wallet import budgets
 from apps.wallet import services as wallet
 from apps.wallet.models import Payment
 from tests.lightningd import LightningdDouble
-from tests.providers.doubles.openai_shape import OpenAIShapedDouble
+from tests.providers.doubles.openai_shape import OpenAIShapedDouble, Refusal
 from tests.providers.doubles.ppq import PPQDouble
 from tests.providers.doubles.routstr import RoutstrDouble
 
@@ -270,6 +270,20 @@ def test_questions_at_the_same_moment_buy_one_key_or_one_top_up(
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_402_with_a_payment_challenge_pays_nothing_on_a_prepaid_provider(
+    routstr: RoutstrDouble, provider_node: LightningdDouble, member: Any
+) -> None:
+    added(routstr)
+    ask(member, routstr)
+    challenge = ("WWW-Authenticate", 'L402 macaroon="AGIAJEemVQUTEyNCR0exk7ek90Cg==", invoice="x"')
+    routstr.refusal = lambda handler, body: Refusal(402, {}, [challenge])  # type: ignore[method-assign]
+    end = ask(member, routstr, "on a challenge")
+    assert isinstance(end, Failed) and end.code == RefusalCode.PROVIDER_FAILED
+    assert "payment challenge (L402)" in end.message
+    assert paid_to(provider_node) == [TOPUP_SAT * 1000] and Payment.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_key_the_provider_no_longer_knows_is_set_aside_and_the_next_question_buys_anew(
     prepaid: Any, provider_node: LightningdDouble, member: Any
 ) -> None:
@@ -357,6 +371,7 @@ def test_routstrs_sats_pricing_becomes_msat_per_thousand_tokens() -> None:
             },
             {"id": "dollars-only", "pricing": {"prompt": "0.000002"}},
             {"id": "broken", "sats_pricing": {"prompt": -1, "completion": "x", "max_cost": True}},
+            {"id": "absurd", "sats_pricing": {"prompt": "1e1000000", "completion": "NaN"}},
         ]
     }
     assert catalog_prices(models) == {
@@ -368,6 +383,7 @@ def test_routstrs_sats_pricing_becomes_msat_per_thousand_tokens() -> None:
         },
         "dollars-only": {},
         "broken": {},
+        "absurd": {},
     }
 
 

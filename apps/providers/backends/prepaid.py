@@ -22,6 +22,7 @@ Money, in the order things are written:
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import asdict
@@ -50,6 +51,7 @@ from apps.providers.models import Credential
 
 COST_HEADER = "X-Routstr-Cost-Msats"
 PPQ_MIN_SATS = 100  # PPQ's smallest Lightning top-up
+MOST_SATS = 100_000_000  # a published price above a bitcoin is not a price
 T = TypeVar("T")
 
 
@@ -65,10 +67,12 @@ class PrepaidKind(Kind):
     async def on_payment_required(self, call: Call, response: httpx2.Response) -> Authorization:
         challenge = response.headers.get("WWW-Authenticate", "")
         if challenge:
+            scheme = re.match(r"[A-Za-z0-9_-]{1,20}", challenge.strip())  # the provider's text
             raise Unanswered(
                 Outcome.FAILED,
-                f"{call.provider.name} asked for a payment challenge ({challenge.split()[0]}), "
-                "which a prepaid provider does not: is it added with the right kind?",
+                f"{call.provider.name} asked for a payment challenge "
+                f"({scheme.group(0) if scheme else 'of no known scheme'}), which a prepaid "
+                "provider does not: is it added with the right kind?",
             )
         assert self.kept is not None
         told = _balance_told(response)
@@ -284,7 +288,7 @@ def _msat(value: Any, per: int) -> int | None:
         number = Decimal(str(value))  # 0.1 sat stays 0.1, not 0.1000000000000000055
     except InvalidOperation:
         return None
-    if not number.is_finite() or number < 0:
+    if not number.is_finite() or not 0 <= number <= MOST_SATS:
         return None
     return math.ceil(number * per)
 
