@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 
 Route = Callable[["Handler", dict[str, Any]], None]
 
@@ -72,8 +72,8 @@ class OpenAIShapedDouble:
         assert self._server is not None
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
-    def start(self) -> OpenAIShapedDouble:
-        double = self
+    def start(self) -> Self:
+        double: OpenAIShapedDouble = self
 
         class BoundHandler(Handler):
             owner = double
@@ -89,7 +89,7 @@ class OpenAIShapedDouble:
             self._server.shutdown()
             self._server.server_close()
 
-    def __enter__(self) -> OpenAIShapedDouble:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
