@@ -26,6 +26,7 @@ from apps.wallet import budgets
 from apps.wallet import services as wallet
 from apps.wallet.models import Payment
 from tests.lightningd import LightningdDouble
+from tests.providers import paid
 from tests.providers.doubles.openai_shape import OpenAIShapedDouble, Refusal
 from tests.providers.doubles.ppq import PPQDouble
 from tests.providers.doubles.routstr import RoutstrDouble
@@ -122,6 +123,19 @@ def test_routstrs_balance_is_followed_from_its_cost_headers(
     ask(member, routstr, "and a second one")
     [key] = routstr.balances
     assert Credential.objects.get().balance_msat == routstr.balances[key] < TOPUP_SAT * 1000
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_whole_answer_is_paid_from_the_key_and_its_cost_comes_off_the_balance(
+    routstr: RoutstrDouble, provider_node: LightningdDouble, member: Any
+) -> None:
+    added(routstr)
+    text, end = paid.ask_whole(member, "routstr", "strong-1", price_msat=100_000)
+    assert isinstance(end, Done) and text == "routstr answers: a whole one"
+    assert routstr.requests[0]["stream"] is False
+    [key] = routstr.balances
+    assert Credential.objects.get().balance_msat == routstr.balances[key] < TOPUP_SAT * 1000
+    assert paid_to(provider_node) == [TOPUP_SAT * 1000]
 
 
 @pytest.mark.django_db(transaction=True)
