@@ -83,6 +83,8 @@ def provider_add(url: str, *, kind: str, name: str, api_key: str = "", actor: st
         raise ProviderError(
             "The name must be 1 to 40 lower-case letters, digits or dashes, such as 'routstr'."
         )
+    if name == "route":  # routes are asked for as route/<name> (routing.py)
+        raise ProviderError("The name 'route' is kept for routes: give the provider another.")
     if Provider.objects.filter(name=name).exists():
         raise ProviderError(f"There is already a provider named '{name}'.")
     provider = Provider(
@@ -212,6 +214,11 @@ def _get_json(provider: Provider, path: str) -> Any:
         raise ProviderError(
             f"The provider cannot be reached at {provider.base_url} ({error})."
         ) from None
+    if response.status_code in (401, 403):
+        raise ProviderError(
+            f"The provider answered {response.status_code} to {path}: it wants an API key, "
+            "or refuses the one given."
+        )
     if response.status_code != 200:
         raise ProviderError(f"The provider answered {response.status_code} to {path}.")
     if len(response.content) > CATALOG_BYTES:
