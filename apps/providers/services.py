@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from apps.audit.services import audit_record
 from apps.providers import secrets
-from apps.providers.backends import l402
+from apps.providers.backends import l402, prepaid
 from apps.providers.backends.base import ProviderInfo
 from apps.providers.models import (
     NAME_PATTERN,
@@ -165,6 +165,8 @@ def catalog_read(provider: Provider) -> list[Offer]:
         raise ProviderError("The provider lists no models.")
     if provider.kind in (Provider.Kind.L402, Provider.Kind.MPP):
         return _manifest_priced(provider, offers)
+    if provider.kind == Provider.Kind.PREPAID:
+        return _prepaid_priced(offers, data)
     return offers
 
 
@@ -183,6 +185,21 @@ def _manifest_priced(provider: Provider, offers: list[Offer]) -> list[Offer]:
         )
         for offer in offers
     ]
+
+
+def _prepaid_priced(offers: list[Offer], data: Any) -> list[Offer]:
+    """Routstr publishes its prices in sats (`sats_pricing`); the prepaid kind reads them."""
+    prices = prepaid.catalog_prices(data)
+    return [_priced(offer, prices.get(offer.model_id, {})) for offer in offers]
+
+
+def _priced(offer: Offer, prices: dict[str, int]) -> Offer:
+    return replace(
+        offer,
+        prompt_msat_per_1k=prices.get("prompt_msat_per_1k", offer.prompt_msat_per_1k),
+        completion_msat_per_1k=prices.get("completion_msat_per_1k", offer.completion_msat_per_1k),
+        context_length=prices.get("context_length", offer.context_length),
+    )
 
 
 def _get_json(provider: Provider, path: str) -> Any:
