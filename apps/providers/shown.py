@@ -96,7 +96,7 @@ class RouteShown:
 
 
 # One line each, the same on the page's form, its list of routes and the shell.
-POLICY_LINES = {
+POLICY_LINES: dict[str, str] = {
     Route.Policy.FALLBACK: "Tries the models in this order: when one fails or times out, the "
     "next answers.",
     Route.Policy.SPREAD: "Gives each new conversation to the model the member has used least, "

@@ -270,3 +270,12 @@ def test_members_and_friends_can_neither_set_nor_remove_a_route(
         assert client.post("/providers/routes/strong/remove").status_code == 403
     assert list(Route.objects.values_list("name", flat=True)) == ["strong"]
     assert owner_client.get("/providers/routes/strong/remove").status_code == 405
+
+
+def test_with_no_model_at_all_the_page_says_so_instead_of_an_empty_form(
+    owner_client: Client,
+) -> None:
+    page = owner_client.get("/providers/").content.decode()
+
+    assert "No model to route yet: add a provider above, or a model on the node." in page
+    assert 'action="/providers/routes/set"' not in page
