@@ -33,11 +33,16 @@ def providers_page(request: HttpRequest) -> HttpResponse:
         "editing": editing,
         "policies": [(value, shown.POLICY_LINES[value]) for value in Route.Policy.values],
         "offered": shown.models_offered(),
-        "rows": [
-            (place, (picked[i] if i < len(picked) else "")) for i, place in enumerate(ORDINALS)
-        ],
+        "rows": _model_rows(picked),
     }
     return render(request, "providers/page.html", context)
+
+
+def _model_rows(picked: list[str]) -> list[tuple[str, str]]:
+    """The form's rows of models, one a place up to the most a route names: each row's label
+    and the model picked in it, if any."""
+    places = ORDINALS[: routing.MOST_MODELS]
+    return [(place, picked[i] if i < len(picked) else "") for i, place in enumerate(places)]
 
 
 @owner_required
