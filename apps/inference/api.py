@@ -181,8 +181,8 @@ class Answer:
                 "sovereign": dict(event.provenance)}  # fmt: skip
 
     async def sse(self, events: Events) -> AsyncIterator[bytes]:
-        yield self._chunk({"role": "assistant", "content": ""}, None)
         try:
+            yield self._chunk({"role": "assistant", "content": ""}, None)
             async for event in events:
                 if isinstance(event, Token):
                     yield self.token_head + json.dumps(event.text).encode() + self.token_tail

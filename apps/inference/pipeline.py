@@ -25,6 +25,7 @@ from asgiref.sync import async_to_sync, sync_to_async
 from apps.identity.models import Member, Role
 from apps.inference.answering import Sampling, answer_collected, provenance
 from apps.inference.backends.base import (
+    PRIMING,
     AnswerRefused,
     BackendRequest,
     ChatBackend,
@@ -33,6 +34,7 @@ from apps.inference.backends.base import (
     Failed,
     RefusalCode,
     Token,
+    primed,
 )
 from apps.inference.backends.engine import LocalEngine
 from apps.inference.context_fit import Overflow
@@ -104,11 +106,13 @@ async def answer(request: AnswerRequest) -> Events:
 async def _answer_model(request: AnswerRequest) -> Events:
     route = await sync_to_async(route_of)(request)
     if not route.outside:
-        return _ended(await route.backend.open(route.backend_request), route.provenance)
+        return await primed(
+            _ended(await route.backend.open(route.backend_request), route.provenance)
+        )
     outbound = redaction.outbound(request.member, request.messages)
     backend_request = replace(route.backend_request, messages=outbound.messages)
     events = await route.backend.open(backend_request)
-    return _ended(outbound.restored(events), route.provenance)
+    return await primed(_ended(outbound.restored(events), route.provenance))
 
 
 async def _along_route(request: AnswerRequest, name: str) -> Events:
@@ -133,9 +137,8 @@ async def _along_route(request: AnswerRequest, name: str) -> Events:
             await events.aclose()
             raise
         passed = [failure[0] for failure in failed]
-        return _routed(
-            events, {"route": plan.name, "policy": plan.policy, "fell_back_from": passed}
-        )
+        shown = {"route": plan.name, "policy": plan.policy, "fell_back_from": passed}
+        return await primed(_routed(events, shown))
     reasons = " ".join(f"{model}: {refusal}" for model, refusal in failed)
     raise AnswerRefused(failed[-1][1].code, f"No model of {plan.name} answered. {reasons}")
 
@@ -154,6 +157,7 @@ def _plan(request: AnswerRequest, name: str) -> routing.Plan:
 async def _routed(events: Events, shown: dict[str, Any]) -> Events:
     """The answer, its end naming the route and the models passed over before it."""
     try:
+        yield PRIMING
         async for event in events:
             if isinstance(event, Done):
                 event = replace(event, provenance={**event.provenance, **shown})
@@ -293,6 +297,7 @@ def _sat(msat: int) -> str:
 async def _ended(events: Events, shown: dict[str, Any]) -> Events:
     """Exactly one end, carrying the provenance; a backend that stops without one failed."""
     try:
+        yield PRIMING
         async for event in events:
             if isinstance(event, Token):
                 yield event

@@ -22,6 +22,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from apps.inference.backends.base import (
+    PRIMING,
     AnswerEvent,
     AnswerRefused,
     Done,
@@ -30,6 +31,7 @@ from apps.inference.backends.base import (
     RefusalCode,
     Token,
     Usage,
+    primed,
 )
 from apps.providers import records
 from apps.providers.backends.base import Authorization, Call, Kind, Outcome, Unanswered
@@ -79,7 +81,6 @@ async def open_outside(call: Call, kind: Kind) -> Events:
     """The provider's answer as events, once it has begun; a request that ends before any
     token (refused, unpaid, broken, silent) raises AnswerRefused and is recorded as such."""
     exchange = Exchange(call)
-    exchange.egress_id = await sync_to_async(records.egress_begin)(call)
     try:
         response = await _answered(exchange, kind)
         await kind.on_answer(call, response)
@@ -88,11 +89,14 @@ async def open_outside(call: Call, kind: Kind) -> Events:
     except Unanswered as unanswered:
         await _record(exchange, unanswered.outcome, str(unanswered))
         raise AnswerRefused(REFUSAL_FOR[unanswered.outcome], str(unanswered)) from None
+    except BaseException:  # the member left while it was being paid or asked
+        await asyncio.shield(_record(exchange, Outcome.STOPPED, "Stopped before it began."))
+        raise
     if isinstance(first, Failed):
         await events.aclose()
         await _record(exchange, _outcome_of(first), first.message)
         raise AnswerRefused(first.code, first.message)
-    return _recorded(exchange, kind, first, events)
+    return await primed(_recorded(exchange, kind, first, events))
 
 
 async def _answered(exchange: Exchange, kind: Kind) -> httpx2.Response:
@@ -100,6 +104,8 @@ async def _answered(exchange: Exchange, kind: Kind) -> httpx2.Response:
     call = exchange.call
     first = await kind.credentials(call)  # may buy a key first (a prepaid provider's)
     exchange.paid(first)
+    # Recorded before the question's first byte leaves: a crash mid-request keeps it.
+    exchange.egress_id = await sync_to_async(records.egress_begin)(call)
     response = await _send(call, first)
     if response.status_code == 402:
         await _body(response)
@@ -286,6 +292,7 @@ async def _recorded(exchange: Exchange, kind: Kind, first: AnswerEvent, events: 
     written once the caller is done with the answer (or abandoned it), not before its end."""
     end: Done | Failed | None = None
     try:
+        yield PRIMING
         event: AnswerEvent | None = first
         while isinstance(event, Token):
             yield event

@@ -111,3 +111,23 @@ def test_an_answer_the_member_stops_is_recorded_as_stopped_not_against_the_provi
 
     async_to_sync(first_token_then_stop)()
     assert OutsideRequest.objects.get().outcome == "stopped"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_answer_dropped_before_its_first_token_is_read_is_still_recorded(
+    lan: OpenAIShapedDouble, added: Any, member: Any
+) -> None:
+    async def open_then_drop() -> None:
+        request = pipeline.AnswerRequest(
+            member,
+            pipeline.Origin.API,
+            "lan/strong-1",
+            [{"role": "user", "content": "hi"}],
+            SAMPLING,
+        )
+        events = await pipeline.answer(request)
+        await events.aclose()  # as a client that left before the answer was streamed to it
+
+    async_to_sync(open_then_drop)()
+    assert OutsideRequest.objects.get().outcome == "stopped"
+    assert Egress.objects.get().outcome == "stopped"

@@ -94,6 +94,18 @@ class Failed:
 AnswerEvent = Token | Done | Failed
 Events = AsyncGenerator[AnswerEvent, None]  # Tokens, then one Done or Failed
 
+# An async generator closed before it started skips its `finally`: a wrapper that must always
+# clean up (close what it wraps, write its records) yields PRIMING first, inside its `try`, and
+# is handed out by `primed`, which takes that first event. Closed or dropped after that, its
+# cleanup runs.
+PRIMING = Token("")
+
+
+async def primed(events: Events) -> Events:
+    if await anext(events) is not PRIMING:
+        raise RuntimeError("A primed stream must yield PRIMING first.")
+    return events
+
 
 @dataclass(frozen=True)
 class BackendRequest:

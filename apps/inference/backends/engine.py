@@ -13,6 +13,7 @@ from typing import Any
 from django.conf import settings
 
 from apps.inference.backends.base import (
+    PRIMING,
     AnswerEvent,
     AnswerRefused,
     BackendRequest,
@@ -22,6 +23,7 @@ from apps.inference.backends.base import (
     RefusalCode,
     Token,
     event_from_wire,
+    primed,
 )
 from apps.inference.engine_protocol import ENDS, Event, LineReader, tokens_merged
 
@@ -109,11 +111,12 @@ class LocalEngine(ChatBackend):
         if isinstance(first, Failed):
             await events.aclose()
             raise AnswerRefused(first.code, first.message)
-        return _typed(first, events)
+        return await primed(_typed(first, events))
 
 
 async def _typed(first: AnswerEvent, events: AsyncGenerator[dict[str, Any], None]) -> Events:
     try:
+        yield PRIMING
         yield first
         if not isinstance(first, Token):
             return
