@@ -87,6 +87,7 @@ FALLS_BACK = frozenset(
         RefusalCode.PROVIDER_FAILED,
         RefusalCode.PROVIDER_TIMEOUT,
         RefusalCode.INVOICE_REFUSED,
+        RefusalCode.WALLET_UNAVAILABLE,  # the next model may be free
         RefusalCode.ENGINE_STOPPED,  # a local model of the route, down or busy
         RefusalCode.ENGINE_BROKEN,
         RefusalCode.MODEL_UNAVAILABLE,

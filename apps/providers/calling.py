@@ -42,6 +42,7 @@ REFUSAL_FOR = {
     Outcome.INVOICE_REFUSED: RefusalCode.INVOICE_REFUSED,
     Outcome.OVER_BUDGET: RefusalCode.OVER_BUDGET,
     Outcome.PAYMENT_PENDING: RefusalCode.PAYMENT_PENDING,
+    Outcome.WALLET_UNAVAILABLE: RefusalCode.WALLET_UNAVAILABLE,
 }
 _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx2.AsyncClient] = (
     weakref.WeakKeyDictionary()

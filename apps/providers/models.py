@@ -147,6 +147,7 @@ class OutsideRequest(models.Model):
         OVER_BUDGET = "over_budget"
         PAYMENT_PENDING = "payment_pending"
         STOPPED = "stopped"  # the member stopped the answer, or left: not the provider's doing
+        WALLET_UNAVAILABLE = "wallet_unavailable"  # the household's node could not be asked
 
     provider = models.ForeignKey(Provider, on_delete=models.CASCADE, related_name="requests")
     model_id = models.CharField(max_length=200)

@@ -49,6 +49,8 @@ async def invoice_pay(
         payment = await sync_to_async(wallet.pay)(order)
     except wallet.BudgetRefused as refusal:
         raise Unanswered(Outcome.OVER_BUDGET, f"Not paid: {refusal}") from None
+    except wallet.NodeUnavailable as refusal:
+        raise Unanswered(Outcome.WALLET_UNAVAILABLE, f"Not paid: {refusal}") from None
     except wallet.PaymentRefused as refusal:
         raise Unanswered(
             Outcome.INVOICE_REFUSED, f"The provider's invoice was refused: {refusal}"
@@ -79,7 +81,11 @@ async def invoice_decoded(bolt11: str) -> dict[str, Any]:
     """The node's own reading of an invoice (never a regex's)."""
     try:
         decoded: dict[str, Any] = await sync_to_async(wallet.invoice_decode)(bolt11)
-    except (NodeRefused, NodeMissing, NodeSilent) as error:
+    except (NodeMissing, NodeSilent) as error:
+        raise Unanswered(
+            Outcome.WALLET_UNAVAILABLE, f"The household's Lightning node cannot be asked: {error}"
+        ) from None
+    except NodeRefused as error:
         raise Unanswered(Outcome.INVOICE_REFUSED, f"The invoice does not decode: {error}") from None
     if not decoded.get("valid") or "payment_hash" not in decoded:
         raise Unanswered(Outcome.INVOICE_REFUSED, "The provider's invoice is not valid.")

@@ -39,12 +39,13 @@ _BAD = (
     OutsideRequest.Outcome.TIMEOUT,
     OutsideRequest.Outcome.INVOICE_REFUSED,
 )
-# Not the provider's doing: the household's budgets, a payment whose outcome is unknown, or
-# the member stopping the answer.
+# Not the provider's doing: the household's budgets or its own Lightning node, a payment whose
+# outcome is unknown, or the member stopping the answer.
 _NOT_ITS_DOING = (
     OutsideRequest.Outcome.OVER_BUDGET,
     OutsideRequest.Outcome.PAYMENT_PENDING,
     OutsideRequest.Outcome.STOPPED,
+    OutsideRequest.Outcome.WALLET_UNAVAILABLE,
 )
 
 

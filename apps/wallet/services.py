@@ -59,6 +59,10 @@ class BudgetRefused(PaymentRefused):
     """Paying would pass a budget (the message names which); nothing was reserved."""
 
 
+class NodeUnavailable(PaymentRefused):
+    """The household's own node cannot be asked now; nothing was reserved."""
+
+
 @dataclass(frozen=True)
 class PayOrder:
     bolt11: str
@@ -173,7 +177,7 @@ def invoice_checked(order: PayOrder) -> dict[str, Any]:
     except NodeRefused as refusal:
         raise PaymentRefused(f"The invoice does not decode: {refusal}") from None
     except (NodeMissing, NodeSilent) as error:
-        raise PaymentRefused(f"Cannot pay now: {error}") from None
+        raise NodeUnavailable(f"Cannot pay now: {error}") from None
     if not invoice.get("valid") or invoice.get("type") != "bolt11 invoice":
         raise PaymentRefused("The node says this is not a valid BOLT11 invoice.")
     if invoice.get("currency") != CURRENCIES.get(network):

@@ -386,3 +386,16 @@ def test_a_token_left_by_a_crash_before_paying_is_set_aside_and_a_new_one_bought
         "live",
     ]
     assert l402.authorizations == [f"L402 {l402.offered[0]}:{Payment.objects.get().preimage}"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_household_s_node_not_answering_is_not_held_against_the_provider(
+    l402: L402Double, aperture: Any, member: Any, settings: Any, tmp_path: Any
+) -> None:
+    settings.LIGHTNING_RPC = str(tmp_path / "no-node" / "lightning-rpc")
+    wallet._networks.clear()
+    _, refused = ask(member, MODEL, "while the node is down")
+
+    assert isinstance(refused, Failed) and refused.code == RefusalCode.WALLET_UNAVAILABLE
+    assert OutsideRequest.objects.get().outcome == "wallet_unavailable"
+    assert payments() == []

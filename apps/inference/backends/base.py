@@ -30,6 +30,7 @@ class RefusalCode(enum.StrEnum):
     INVOICE_REFUSED = "invoice_refused"  # above the price shown, no amount, not its own
     OVER_BUDGET = "over_budget"  # a budget or the member's allowance: nothing was paid
     PAYMENT_PENDING = "payment_pending"  # the outcome is unknown; it is not paid again
+    WALLET_UNAVAILABLE = "wallet_unavailable"  # the household's Lightning node is not answering
 
     @property
     def status(self) -> int:
@@ -50,6 +51,7 @@ _STATUS = {
     RefusalCode.INVOICE_REFUSED: 502,
     RefusalCode.OVER_BUDGET: 402,
     RefusalCode.PAYMENT_PENDING: 503,
+    RefusalCode.WALLET_UNAVAILABLE: 503,
 }
 
 

@@ -58,6 +58,7 @@ class Outcome(enum.StrEnum):
     OVER_BUDGET = "over_budget"
     PAYMENT_PENDING = "payment_pending"
     STOPPED = "stopped"
+    WALLET_UNAVAILABLE = "wallet_unavailable"  # the household's own node, not the provider
 
 
 class Unanswered(Exception):
