@@ -55,11 +55,19 @@ class Turn:
 
     @classmethod
     def from_request(cls, member: Member, body: bytes) -> Turn:
-        data = json_object(body)
+        return cls.from_data(member, json_object(body))
+
+    @classmethod
+    def from_data(cls, member: Member, data: dict[str, Any]) -> Turn:
         model = data.get("model")
         if not isinstance(model, str) or not model:
             raise ChatError("Choose a model from the list.")
         if data.get("private") is True:
+            if "/" in model:  # an outside model's name; local ones are slugs
+                raise ChatError(
+                    "A private chat asks only the models on this node: what goes outside is "
+                    "recorded on the node."
+                )
             turn = cls(member, model, _question(data), _settings(member, None, data))
             turn.stored = False
             turn.earlier = _private_history(data.get("history"))
@@ -101,7 +109,7 @@ class Turn:
             self.member,
             Origin.CHAT,
             self.model,
-            self._messages(),
+            self.messages(),
             self.sampling,
             private=not self.stored,
             overflow=Overflow.DROP_OLDEST,  # a conversation goes on; the answer says what it missed
@@ -112,7 +120,7 @@ class Turn:
             await sync_to_async(self._question_save)()
         return events
 
-    def _messages(self) -> list[Message]:
+    def messages(self) -> list[Message]:
         """The system prompt and any note as one leading system message: chat templates differ
         in what they make of several."""
         messages = [*self.earlier, {"role": "user", "content": self.question}]
@@ -189,12 +197,19 @@ class Turn:
         answer = conversations.answer_save(
             self.conversation,
             text,
-            self.provenance or {"model": self.model, "sampling": self.sampling.shown()},
+            self.provenance or self._provenance_unended(),
             finish_reason,
             left_out=self.covered + dropped,
             summarised=self.covered,
         )
         return answer.pk
+
+    def _provenance_unended(self) -> dict[str, Any]:
+        """What is known of who answered when the answer did not end: an outside model's
+        provider is the first part of its name (local models' names have no slash)."""
+        provider, slash, _ = self.model.partition("/")
+        shown = {"model": self.model, "sampling": self.sampling.shown()}
+        return {**shown, "provider": provider} if slash else shown
 
     async def _title(self) -> bytes:
         """The local model names the conversation after its first answer."""

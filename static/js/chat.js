@@ -1,5 +1,9 @@
 // The chat: sends a question, shows the answer as it streams in, stops it on request, answers
 // again, edits a question, copies answers and code, and opens the conversation list on a phone.
+// Outside models: the picker shows each one's price, the line under the composer says what
+// leaves the node, the price shown is sent with the question (the node refuses an answer that
+// would cost more), "Ask <model>" answers the last question again with an outside model, and
+// a cross-check asks 2 to 4 models at once.
 // Streamed text is shown with textContent only; the finished answer's HTML comes from the
 // server's Markdown renderer, which lets no script or event handler through.
 (() => {
@@ -48,6 +52,94 @@
     if (markdown) decorateCode(markdown);
     const old = answer.querySelector(".actions .copy");
     if (old) old.replaceWith(copyButton("Copy", () => sourceOf(answer)));
+    const actions = answer.querySelector(".actions");
+    if (actions) actions.append(...laterActions(answer));
+  }
+
+  // ---- models and their prices
+
+  // An amount in msat as the node's pages show it (the wallet's `sats` filter).
+  function sats(msat) {
+    const whole = Math.floor(msat / 1000).toLocaleString("en-US");
+    const rest = msat % 1000;
+    return rest ? `${whole}.${String(rest).padStart(3, "0")} sat` : `${whole} sat`;
+  }
+
+  const priceLine = (msat) => (msat ? `up to ${sats(msat)}` : "free");
+  const modelSelect = () => form && form.model;
+  const strongerSelect = () => form && form.stronger;
+
+  // The picker's option for a model: what the page knows of it (outside: provider, price).
+  function modelOption(name) {
+    const select = modelSelect();
+    return select ? [...select.options].find((option) => option.value === name) || null : null;
+  }
+
+  const isOutside = (option) => Boolean(option && option.dataset.priceMsat !== undefined);
+  const outsideOptions = () => (modelSelect() ? [...modelSelect().options].filter(isOutside) : []);
+
+  function strongerModel() {
+    const select = strongerSelect();
+    return select && select.value ? modelOption(select.value) : outsideOptions()[0] || null;
+  }
+
+  function strongerLabel(option) {
+    return `Ask ${option.value} (${priceLine(Number(option.dataset.priceMsat))})`;
+  }
+
+  // The buttons only the last answer shows (chat.css): another model on the same question.
+  function laterActions(answer) {
+    const buttons = [];
+    const stronger = strongerModel();
+    if (stronger && !answer.dataset.provider) {  // a local answer: one click asks outside
+      buttons.push(Object.assign(document.createElement("button"), { type: "button", className: "stronger", textContent: strongerLabel(stronger) }));
+    }
+    if (modelSelect() && modelSelect().options.length >= 2) {
+      buttons.push(Object.assign(document.createElement("button"), { type: "button", className: "crosscheck-open", textContent: "Cross-check" }));
+    }
+    return buttons;
+  }
+
+  // What leaves the node with the chosen model, said before anything is sent.
+  function showEgress() {
+    const option = modelSelect().selectedOptions[0];
+    const line = document.getElementById("egress-note");
+    const outside = isOutside(option);
+    line.hidden = !outside;
+    form.question.placeholder = outside ? `Ask ${option.value}…` : "Ask the local model…";
+    if (!outside) return;
+    const price = Number(option.dataset.priceMsat);
+    const paid = price ? `Up to ${sats(price)} a question, from your allowance.` : "No charge.";
+    line.replaceChildren(
+      Object.assign(document.createElement("strong"), { textContent: "Leaves this node: " }),
+      `your question and the conversation so far go to ${option.dataset.provider}. ${paid}`,
+    );
+  }
+
+  function relabelStronger() {
+    const option = strongerModel();
+    if (option) transcript.querySelectorAll(".actions .stronger").forEach((button) => { button.textContent = strongerLabel(option); });
+  }
+
+  function relabel(option, price) {
+    option.dataset.priceMsat = String(price);
+    option.textContent = `${option.value} · ${priceLine(price)}`;
+  }
+
+  // Prices follow the longest answer the chat asks for, and a provider may change its own:
+  // asked again when either may have changed, so what is shown is what is sent.
+  async function refreshPrices() {
+    if (!form) return;
+    const query = new URLSearchParams({ max_tokens: form.max_tokens.value.trim() });
+    const response = await fetch(`${chat.dataset.models}?${query}`).catch(() => null);
+    if (!response || !response.ok) return;
+    const { models } = await response.json();
+    for (const model of models.filter((m) => m.outside)) {
+      const shown = [modelOption(model.name), strongerSelect() && [...strongerSelect().options].find((o) => o.value === model.name)];
+      for (const option of shown) if (option) relabel(option, model.price_msat);
+    }
+    showEgress();
+    relabelStronger();
   }
 
   // ---- the transcript
@@ -75,19 +167,36 @@
     actions.append(
       copyButton("Copy", () => sourceOf(answer)),
       Object.assign(document.createElement("button"), { type: "button", className: "regenerate", textContent: "Regenerate" }),
+      ...laterActions(answer),
     );
     return actions;
   }
 
+  // Who gave the answer: a local model's file (its sha256), or the provider outside, the
+  // model and what it cost (with the payment's hash, whose proof the wallet keeps).
   function provenanceOf(provenance, finishReason) {
     const details = Object.assign(document.createElement("details"), { className: "provenance" });
     const notes = { length: " · cut at max_tokens", cancelled: " · stopped" }[finishReason] || "";
-    details.append(Object.assign(document.createElement("summary"), { textContent: provenance.model + notes }));
+    const outside = Boolean(provenance.provider);
+    const cost = outside && typeof provenance.cost_msat === "number" ? sats(provenance.cost_msat) : "";
+    const who = outside ? [provenance.model, provenance.provider, cost].filter(Boolean).join(" · ") : provenance.model;
+    details.append(Object.assign(document.createElement("summary"), { textContent: who + notes }));
     const line = document.createElement("p");
-    const model = Object.assign(document.createElement("span"), { title: `sha256 ${provenance.model_sha256}` });
-    model.textContent = `${provenance.model} · sha256 ${provenance.model_sha256.slice(0, 12)}…`;
+    if (outside) {
+      line.append(`Answered outside this node by ${provenance.provider} · ${provenance.model}`);
+      if (cost) line.append(` · cost ${cost}`);
+      if (provenance.payment_hash) {
+        const payment = Object.assign(document.createElement("span"), { title: `payment hash ${provenance.payment_hash}` });
+        payment.textContent = `payment ${provenance.payment_hash.slice(0, 12)}…`;
+        line.append(" · ", payment);
+      }
+    } else {
+      const model = Object.assign(document.createElement("span"), { title: `sha256 ${provenance.model_sha256}` });
+      model.textContent = `${provenance.model} · sha256 ${String(provenance.model_sha256).slice(0, 12)}…`;
+      line.append(model);
+    }
     const s = provenance.sampling;
-    line.append(model, ` · temperature ${s.temperature} · top_p ${s.top_p} · seed ${s.seed} · max_tokens ${s.max_tokens}`);
+    if (s) line.append(` · temperature ${s.temperature} · top_p ${s.top_p} · seed ${s.seed} · max_tokens ${s.max_tokens}`);
     details.append(line);
     return details;
   }
@@ -141,6 +250,7 @@
         answer.prepend(Object.assign(document.createElement("p"), { className: "context-note", textContent: event.context_note }));
       }
       decorateCode(rendered);
+      if (event.provenance.provider) answer.dataset.provider = event.provenance.provider;
       answer.append(actionsOf(answer), provenanceOf(event.provenance, event.finish_reason));
     } else if (event.event === "title") {
       titled(event.title);
@@ -211,15 +321,18 @@
     errorOutput.textContent = "";
     const welcome = document.getElementById("welcome");
     if (welcome) welcome.remove();
+    crossCheckClose();
     const at = how.at ?? privateHistory.length;
-    const body = { model: form.model.value, question, conversation, private: isPrivate, settings: chatSettings() };
-    const price = form.model.selectedOptions[0]?.dataset.priceMsat;
-    if (price !== undefined) body.price_msat = Number(price); // the price shown: never more
+    const model = how.model || form.model.value;  // "Ask <model>": another model, this once
+    const body = { model, question, conversation, private: isPrivate, settings: chatSettings() };
+    const option = modelOption(model);
+    if (isOutside(option)) body.price_msat = Number(option.dataset.priceMsat);  // the price shown: never more
     if (how.regenerate) body.regenerate = how.regenerate;
     if (how.edit) body.edit = how.edit;
     if (isPrivate) body.history = privateHistory.slice(0, at);
     const questionEntry = how.reuse || questionItem(question);
     const answer = item("answer");
+    if (isOutside(option)) answer.dataset.provider = option.dataset.provider;
     const text = Object.assign(document.createElement("div"), { className: "streaming" });
     answer.append(text);
     scrollToEnd();
@@ -248,6 +361,7 @@
         putBack(how.reuse ? null : questionEntry, answer, how.replaced || []);
         if (!how.reuse) form.question.value = question;
         if (error.name !== "AbortError") errorOutput.textContent = error.message;
+        if (isOutside(option)) refreshPrices();  // a price that went up is shown as it is now
         return;
       }
       if (error.name === "AbortError") {
@@ -296,12 +410,12 @@
     return known === undefined ? null : Number(known);
   }
 
-  function regenerate(answer) {
+  function regenerate(answer, model) {
     if (running || answer !== transcript.lastElementChild) return;
     const question = answer.previousElementSibling;
     if (place(question) === null) return window.location.reload();  // the page is behind
     answer.remove();
-    const how = { reuse: question, replaced: [answer] };
+    const how = { reuse: question, replaced: [answer], model };
     if (isPrivate) how.at = place(question);
     else how.regenerate = place(question);
     return ask(question.querySelector(".bubble").textContent, how);
@@ -337,6 +451,125 @@
       else how.edit = place(question);
       ask(text, how);
     });
+  }
+
+  // ---- cross-check: the last question to 2 to 4 models, answers side by side (not kept)
+
+  const crossSection = document.getElementById("crosscheck");
+  const el = (tag, props = {}, ...children) => {
+    const node = Object.assign(document.createElement(tag), props);
+    node.append(...children);
+    return node;
+  };
+
+  function crossCheckClose() {
+    if (!crossSection) return;
+    crossSection.hidden = true;
+    crossSection.replaceChildren();
+  }
+
+  // The form: every model of the picker, its price shown, the answer's own model and the
+  // stronger one ticked.
+  function crossCheckOpen(answer) {
+    if (running || answer !== transcript.lastElementChild) return;
+    const question = answer.previousElementSibling;
+    if (place(question) === null) return window.location.reload();  // the page is behind
+    const answeredBy = answer.querySelector(".provenance summary")?.textContent.split(" · ")[0];
+    const ticked = new Set([answeredBy, strongerModel()?.value].filter(Boolean));
+    const choices = el("fieldset", { className: "crosscheck-models" }, el("legend", { textContent: "Models to ask (2 to 4)" }));
+    for (const option of modelSelect().options) {
+      const box = el("input", { type: "checkbox", name: "checked", value: option.value, checked: ticked.has(option.value) });
+      if (isOutside(option)) box.dataset.priceMsat = option.dataset.priceMsat;
+      const where = isOutside(option) ? `${option.dataset.provider} · ${priceLine(Number(option.dataset.priceMsat))}` : "on this node · free";
+      choices.append(el("label", {}, box, el("span", { className: "model-name", textContent: option.value }), el("small", { textContent: where })));
+    }
+    const submit = el("button", { type: "submit", className: "primary" });
+    const cancel = el("button", { type: "button", textContent: "Cancel" });
+    const problem = el("output", { className: "crosscheck-error", role: "alert" });
+    const panel = el("form", { className: "crosscheck-form" },
+      el("h2", { textContent: "Cross-check the last question" }),
+      el("p", { className: "hint", textContent: "The models answer it side by side, and the local model writes a short note on where they agree and differ. Not kept in the conversation." }),
+      choices, el("div", { className: "crosscheck-buttons" }, submit, cancel), problem);
+    const tickedBoxes = () => [...choices.querySelectorAll("input:checked")];
+    const total = () => {
+      const boxes = tickedBoxes();
+      const price = boxes.reduce((sum, box) => sum + Number(box.dataset.priceMsat || 0), 0);
+      submit.textContent = `Ask ${boxes.length} models` + (price ? ` · up to ${sats(price)}` : "");
+      submit.disabled = boxes.length < 2 || boxes.length > 4;
+    };
+    choices.addEventListener("change", total);
+    total();
+    cancel.addEventListener("click", () => { crossCheckClose(); answer.querySelector(".crosscheck-open")?.focus(); });
+    panel.addEventListener("submit", (event) => {
+      event.preventDefault();
+      crossCheckAsk(question, tickedBoxes(), problem);
+    });
+    crossSection.replaceChildren(panel);
+    crossSection.hidden = false;
+    crossSection.scrollIntoView({ block: "nearest" });
+    choices.querySelector("input").focus();
+  }
+
+  async function crossCheckAsk(question, boxes, problem) {
+    if (running) return;
+    const models = boxes.map((box) => box.value);
+    const prices = Object.fromEntries(boxes.filter((box) => box.dataset.priceMsat !== undefined).map((box) => [box.value, Number(box.dataset.priceMsat)]));
+    const body = { models, prices, settings: chatSettings() };
+    if (isPrivate) Object.assign(body, { private: true, question: question.querySelector(".bubble").textContent, history: privateHistory.slice(0, place(question)) });
+    else Object.assign(body, { conversation, regenerate: place(question) });
+    const panel = crossSection.firstElementChild;
+    const progress = el("p", { className: "crosscheck-progress", role: "status" },
+      el("span", { className: "spinner", ariaHidden: "true" }), `Asking ${models.length} models… the answers come together.`);
+    panel.hidden = true;
+    crossSection.append(progress);
+    const controller = new AbortController();
+    setRunning(controller);
+    try {
+      const response = await post(chat.dataset.crosscheck, body, controller.signal);
+      const result = await response.json().catch(() => ({ error: `The node answered ${response.status}.` }));
+      if (!response.ok) throw new Error(result.error);
+      crossSection.replaceChildren(crossCheckShown(result));
+    } catch (error) {
+      progress.remove();
+      panel.hidden = false;
+      problem.textContent = error.name === "AbortError" ? "Stopped; nothing more is asked." : error.message;
+      refreshPrices();
+    } finally {
+      if (running === controller) setRunning(null);
+    }
+  }
+
+  function crossCheckShown(result) {
+    const close = el("button", { type: "button", className: "icon-button", textContent: "✕", ariaLabel: "Close the cross-check" });
+    close.addEventListener("click", crossCheckClose);
+    const answers = el("div", { className: "crosscheck-answers" });
+    for (const shown of result.answers) {
+      const who = shown.provider
+        ? [`by ${shown.provider}`, typeof shown.cost_msat === "number" ? sats(shown.cost_msat) : ""].filter(Boolean).join(" · ")
+        : "on this node · free";
+      const article = el("article", { className: "checked" }, el("h3", { textContent: shown.model }), el("p", { className: "who", textContent: who }));
+      if (shown.error) {
+        article.classList.add("failed");
+        article.append(el("p", { className: "checked-error", textContent: shown.error }));
+      } else {
+        const rendered = el("div", { className: "markdown" });
+        rendered.innerHTML = shown.html;  // sanitised by the server (apps/inference/markdown.py)
+        decorateCode(rendered);
+        article.append(rendered);
+      }
+      answers.append(article);
+    }
+    const note = el("div", { className: "crosscheck-note" }, el("h3", { textContent: "Where they agree and differ" }));
+    if (result.note_html) {
+      const rendered = el("div", { className: "markdown" });
+      rendered.innerHTML = result.note_html;  // sanitised by the server, as above
+      note.append(rendered, el("p", { className: "who", textContent: "A note by the local model." }));
+    } else {
+      note.append(el("p", { className: "who", textContent: "The local model wrote no note this time." }));
+    }
+    return el("div", { className: "crosscheck-result" },
+      el("div", { className: "crosscheck-head" }, el("h2", { textContent: "Cross-check · not kept" }), close),
+      answers, note);
   }
 
   // ---- the conversation list as a drawer on a phone
@@ -379,6 +612,8 @@
     const button = event.target.closest("button");
     if (!button) return;
     if (button.classList.contains("regenerate")) regenerate(button.closest(".answer"));
+    else if (button.classList.contains("stronger")) regenerate(button.closest(".answer"), strongerModel().value);
+    else if (button.classList.contains("crosscheck-open")) crossCheckOpen(button.closest(".answer"));
     else if (button.classList.contains("edit")) edit(button.closest(".question"));
   });
   for (const example of document.querySelectorAll(".examples .example")) {
@@ -403,6 +638,19 @@
     }
   });
   document.getElementById("stop").addEventListener("click", () => running && running.abort());
+  modelSelect().addEventListener("change", showEgress);
+  form.max_tokens.addEventListener("change", refreshPrices);
+  const stronger = strongerSelect();
+  if (stronger) {  // the member's pick, kept in this browser
+    const kept = window.localStorage.getItem("chat.stronger");
+    if (kept && [...stronger.options].some((option) => option.value === kept)) stronger.value = kept;
+    relabelStronger();
+    stronger.addEventListener("change", () => {
+      window.localStorage.setItem("chat.stronger", stronger.value);
+      relabelStronger();
+    });
+  }
+  showEgress();
   scrollToEnd();
   if (window.matchMedia("(min-width: 50rem)").matches) question.focus();
 })();
