@@ -125,15 +125,17 @@ def choices_for(member: Member, max_tokens: int) -> list[ModelChoice]:
 
 
 def route_of(request: AnswerRequest) -> Route:
-    local = LocalModel.objects.filter(name=request.model).first()
-    if local is not None:
-        return _local(request, local)
-    outside = providers.route_for(request.model) if may_go_outside(request.member) else None
-    if outside is None:
-        raise AnswerRefused(
-            RefusalCode.MODEL_NOT_FOUND, f"The model '{request.model}' does not exist."
-        )
-    return _outside(request, outside)
+    """Local models' names are slugs; outside ones are `<provider>/<model id>`."""
+    if "/" not in request.model:
+        local = LocalModel.objects.filter(name=request.model).order_by().first()
+        if local is not None:
+            return _local(request, local)
+    elif may_go_outside(request.member):
+        outside = providers.route_for(request.model)
+        if outside is not None:
+            return _outside(request, outside)
+    message = f"The model '{request.model}' does not exist."
+    raise AnswerRefused(RefusalCode.MODEL_NOT_FOUND, message)
 
 
 def may_go_outside(member: Member) -> bool:

@@ -274,45 +274,57 @@ def _usage(value: Any) -> Usage:
 
 
 async def _recorded(exchange: Exchange, kind: Kind, first: AnswerEvent, events: Events) -> Events:
-    """The events, the request's records written when it ends (or is abandoned), the end
-    carrying who answered and what it cost."""
-    ended = False
+    """The events, the end carrying who answered and what it cost; the request's records are
+    written once the caller is done with the answer (or abandoned it), not before its end."""
+    end: Done | Failed | None = None
     try:
         event: AnswerEvent | None = first
-        while event is not None:
-            if not isinstance(event, Token):
-                ended = True
-                provenance = await _ended(exchange, kind, event)
-                yield replace(event, provenance=provenance) if isinstance(event, Done) else event
-                return
+        while isinstance(event, Token):
             yield event
             event = await anext(events, None)
-        ended = True
-        yield Failed(RefusalCode.PROVIDER_FAILED, "The provider's answer stopped midway.")
-        await _ended(exchange, kind, None)
+        if event is None:
+            event = Failed(RefusalCode.PROVIDER_FAILED, "The provider's answer stopped midway.")
+        if isinstance(event, Done):
+            exchange.usage = event.usage
+            event = replace(event, provenance=await _provenance(exchange))
+        end = event
+        yield end
     finally:
         await events.aclose()
-        if not ended:  # the member stopped it, or left
-            await asyncio.shield(_ended(exchange, kind, None))
+        await asyncio.shield(_ended(exchange, kind, end))
 
 
-async def _ended(exchange: Exchange, kind: Kind, end: Done | Failed | None) -> dict[str, Any]:
+async def _provenance(exchange: Exchange) -> dict[str, Any]:
+    """Who answered, and what this request paid (and the payment's hash: its proof)."""
+    call = exchange.call
+    cost, payment_hash = 0, ""
+    if exchange.payment_purpose:
+        cost, payment_hash = await sync_to_async(records.paid_for)(exchange.payment_purpose)
+    return {
+        "provider": call.provider.name,
+        "model": f"{call.provider.name}/{call.model_id}",
+        "request_id": call.request_id,
+        "cost_msat": cost,
+        "payment_hash": payment_hash,
+    }
+
+
+async def _ended(exchange: Exchange, kind: Kind, end: Done | Failed | None) -> None:
     if isinstance(end, Done):
-        exchange.usage = end.usage
         await kind.on_usage(exchange.call, end.usage.prompt_tokens, end.usage.completion_tokens)
-        return await _record(exchange, Outcome.ANSWERED, "")
-    if isinstance(end, Failed):
-        return await _record(exchange, _outcome_of(end), end.message)
-    return await _record(exchange, Outcome.FAILED, "The answer was stopped before its end.")
+        await _record(exchange, Outcome.ANSWERED, "")
+    elif isinstance(end, Failed):
+        await _record(exchange, _outcome_of(end), end.message)
+    else:  # the member stopped it, or left
+        await _record(exchange, Outcome.FAILED, "The answer was stopped before its end.")
 
 
 def _outcome_of(failed: Failed) -> Outcome:
     return Outcome.TIMEOUT if failed.code == RefusalCode.PROVIDER_TIMEOUT else Outcome.FAILED
 
 
-async def _record(exchange: Exchange, outcome: Outcome, error: str) -> dict[str, Any]:
-    """Write the request's record; what the answer's provenance says of it."""
-    return await sync_to_async(records.request_record)(
+async def _record(exchange: Exchange, outcome: Outcome, error: str) -> None:
+    await sync_to_async(records.request_record)(
         records.Ended(
             call=exchange.call,
             outcome=outcome,

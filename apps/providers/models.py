@@ -8,6 +8,7 @@ Amounts are integers in millisatoshis. Secrets (API keys, kept tokens) are seale
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.validators import RegexValidator
@@ -70,16 +71,39 @@ class ProviderModel(models.Model):
     def name(self) -> str:
         return f"{self.provider.name}/{self.model_id}"
 
+    def price(self) -> Price:
+        return Price(
+            self.provider.pays,
+            self.provider.max_price_msat,
+            self.request_msat,
+            self.prompt_msat_per_1k,
+            self.completion_msat_per_1k,
+        )
+
     def price_msat(self, max_tokens: int, prompt_tokens: int = 0) -> int:
+        return self.price().most(max_tokens, prompt_tokens)
+
+
+@dataclass(frozen=True)
+class Price:
+    """What a provider publishes for one of its models."""
+
+    paid: bool  # False on the home network
+    provider_max_msat: int
+    request_msat: int | None
+    prompt_msat_per_1k: int | None
+    completion_msat_per_1k: int | None
+
+    def most(self, max_tokens: int, prompt_tokens: int = 0) -> int:
         """The most one request may cost, as shown before asking: the fixed price, or the
         per-token prices for the prompt and the longest answer, rounded up; the provider's
         own limit when nothing is published. Free on the home network."""
-        if not self.provider.pays:
+        if not self.paid:
             return 0
         if self.request_msat is not None:
             return self.request_msat
         if self.prompt_msat_per_1k is None and self.completion_msat_per_1k is None:
-            return self.provider.max_price_msat
+            return self.provider_max_msat
         prompt = (self.prompt_msat_per_1k or 0) * prompt_tokens
         completion = (self.completion_msat_per_1k or 0) * max_tokens
         return math.ceil((prompt + completion) / 1000)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
 
 from django.db import transaction
 
@@ -44,10 +43,10 @@ def egress_begin(call: Call) -> int:
     )
 
 
-def request_record(ended: Ended) -> dict[str, Any]:
-    """The provider's record of the request, and the egress row completed, in one transaction;
-    what the answer's provenance says of it."""
-    cost, payment_hash = _cost(ended.payment_purpose)
+def request_record(ended: Ended) -> None:
+    """The provider's record of the request, the egress row completed and the audit row, in
+    one transaction."""
+    cost, payment_hash = paid_for(ended.payment_purpose)
     usage = ended.usage or Usage(0, 0)
     with transaction.atomic():
         OutsideRequest.objects.create(
@@ -74,16 +73,9 @@ def request_record(ended: Ended) -> dict[str, Any]:
             subject=f"{ended.call.provider.name}/{ended.call.model_id}",
             detail=f"{ended.outcome}, {cost} msat, {ended.call.origin}",
         )
-    return {
-        "provider": ended.call.provider.name,
-        "model": f"{ended.call.provider.name}/{ended.call.model_id}",
-        "request_id": ended.call.request_id,
-        "cost_msat": cost,
-        "payment_hash": payment_hash,
-    }
 
 
-def _cost(purpose: str) -> tuple[int, str]:
+def paid_for(purpose: str) -> tuple[int, str]:
     """What this request paid (amount and fee), and the payment's hash: its proof is the
     wallet's. A payment still pending counts its amount: it may well be paid."""
     payment = wallet.payment_for(purpose) if purpose else None

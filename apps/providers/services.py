@@ -10,14 +10,21 @@ from urllib.parse import urlsplit
 
 import httpx2
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Avg, Count, Q, Sum
 from django.utils import timezone
 
 from apps.audit.services import audit_record
 from apps.providers import secrets
 from apps.providers.backends.base import ProviderInfo
-from apps.providers.models import NAME_PATTERN, Credential, OutsideRequest, Provider, ProviderModel
+from apps.providers.models import (
+    NAME_PATTERN,
+    Credential,
+    OutsideRequest,
+    Price,
+    Provider,
+    ProviderModel,
+)
 
 CATALOG_BYTES = 1 << 20
 
@@ -33,10 +40,10 @@ class OutsideRoute:
     name: str  # <provider>/<model id>
     provider: ProviderInfo
     model_id: str
-    model: ProviderModel
+    price: Price
 
     def price_msat(self, max_tokens: int, prompt_tokens: int = 0) -> int:
-        return self.model.price_msat(max_tokens, prompt_tokens)
+        return self.price.most(max_tokens, prompt_tokens)
 
 
 def provider_info(provider: Provider) -> ProviderInfo:
@@ -48,6 +55,7 @@ def provider_info(provider: Provider) -> ProviderInfo:
         timeout_seconds=provider.timeout_seconds,
         max_price_msat=provider.max_price_msat,
         topup_msat=provider.topup_msat,
+        api_key=secrets.unseal(provider.secret_sealed),
     )
 
 
@@ -127,11 +135,6 @@ def provider_test(name: str) -> list[ProviderModel]:
         )
         _catalog_save(provider, catalog)
     return list(provider.models.all())
-
-
-def api_key_of(provider_id: int) -> str:
-    sealed = Provider.objects.filter(pk=provider_id).values_list("secret_sealed", flat=True)
-    return secrets.unseal(sealed.first() or "")
 
 
 # Catalogs ----------------------------------------------------------------------------------
@@ -219,19 +222,39 @@ def _catalog_save(provider: Provider, offers: list[Offer]) -> None:
 # Routes ------------------------------------------------------------------------------------
 
 
+# Every request reads its route: one fixed query, not one the ORM compiles each time (a
+# millisecond of the few Sovereign may add to a request; see docs/benchmarks.md).
+_ROUTE_SQL = (
+    "SELECT p.id, p.name, p.kind, p.base_url, p.timeout_seconds, p.max_price_msat, "
+    "p.topup_msat, p.secret_sealed, m.request_msat, m.prompt_msat_per_1k, "
+    "m.completion_msat_per_1k FROM providers_providermodel m "
+    "JOIN providers_provider p ON p.id = m.provider_id WHERE p.name = %s AND m.model_id = %s"
+)
+
+
 def route_for(name: str) -> OutsideRoute | None:
     """The outside model named `<provider>/<model id>`, or None."""
     provider_name, slash, model_id = name.partition("/")
     if not slash:
         return None
-    model = (
-        ProviderModel.objects.select_related("provider")
-        .filter(provider__name=provider_name, model_id=model_id)
-        .first()
-    )
-    if model is None:
+    with connection.cursor() as cursor:
+        cursor.execute(_ROUTE_SQL, [provider_name, model_id])
+        row = cursor.fetchone()
+    if row is None:
         return None
-    return OutsideRoute(name, provider_info(model.provider), model_id, model)
+    provider_id, _, kind, base_url, timeout, max_price, topup, sealed = row[:8]
+    provider = ProviderInfo(
+        provider_id,
+        provider_name,
+        kind,
+        base_url,
+        timeout,
+        max_price,
+        topup,
+        secrets.unseal(sealed),
+    )
+    price = Price(kind != Provider.Kind.OPENAI, max_price, row[8], row[9], row[10])
+    return OutsideRoute(name, provider, model_id, price)
 
 
 def outside_models() -> list[ProviderModel]:

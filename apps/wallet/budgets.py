@@ -69,13 +69,17 @@ def _scope_of(budget: Budget) -> Q:
     return Q()
 
 
+_BUDGETS_SQL = (
+    "SELECT id, scope, member_id, caller, period, limit_msat FROM wallet_budget "
+    "WHERE scope IN ('household', 'request') OR (scope = 'caller' AND caller = %s) "
+    "OR (scope = 'member' AND member_id = %s)"
+)
+
+
 def _budgets_for(caller: str, member_id: int | None) -> list[Budget]:
-    applies = Q(scope__in=[Budget.Scope.HOUSEHOLD, Budget.Scope.REQUEST]) | Q(
-        scope=Budget.Scope.CALLER, caller=caller
-    )
-    if member_id is not None:
-        applies |= Q(scope=Budget.Scope.MEMBER, member_id=member_id)
-    return list(Budget.objects.filter(applies))
+    """Every budget a payment by `caller` for this member must stay within (a fixed query:
+    every payment and every outside request reads it)."""
+    return list(Budget.objects.raw(_BUDGETS_SQL, [caller, member_id]))
 
 
 # What a row commits, as COMMITTED says, in SQL: the reservation's query is written once here
@@ -217,8 +221,12 @@ def budget_set(scope: str, period: str, limit_msat: int, *, member: Any = None,
 def spendable(caller: str, member_id: int | None) -> int | None:
     """The most a payment by `caller` for this member could cost now, every budget that applies
     considered (amount and fee); None when no budget applies."""
-    left = [remaining(budget) for budget in _budgets_for(caller, member_id)]
-    return min(left) if left else None
+    applying = _budgets_for(caller, member_id)
+    if not applying:
+        return None
+    periodic = [budget for budget in applying if budget.scope != Budget.Scope.REQUEST]
+    spent, _ = _reservation_facts(periodic, "", "") if periodic else ({}, None)
+    return min(budget.limit_msat - spent.get(budget.pk, 0) for budget in applying)
 
 
 def remaining(budget: Budget) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx2
@@ -26,6 +26,7 @@ class ProviderInfo:
     timeout_seconds: float
     max_price_msat: int
     topup_msat: int
+    api_key: str = field(default="", repr=False)  # the owner's key for it (home network), unsealed
 
 
 @dataclass(frozen=True)
