@@ -480,7 +480,7 @@
     for (const option of modelSelect().options) {
       const box = el("input", { type: "checkbox", name: "checked", value: option.value, checked: ticked.has(option.value) });
       if (isOutside(option)) box.dataset.priceMsat = option.dataset.priceMsat;
-      const where = isOutside(option) ? `${option.dataset.provider} · ${priceLine(Number(option.dataset.priceMsat))}` : "on this node · free";
+      const where = isOutside(option) ? `by ${option.dataset.provider} · ${priceLine(Number(option.dataset.priceMsat))}` : "on this node · free";
       choices.append(el("label", {}, box, el("span", { className: "model-name", textContent: option.value }), el("small", { textContent: where })));
     }
     const submit = el("button", { type: "submit", className: "primary" });
@@ -529,6 +529,7 @@
       const result = await response.json().catch(() => ({ error: `The node answered ${response.status}.` }));
       if (!response.ok) throw new Error(result.error);
       crossSection.replaceChildren(crossCheckShown(result));
+      crossSection.scrollIntoView({ block: "start" });
     } catch (error) {
       progress.remove();
       panel.hidden = false;
