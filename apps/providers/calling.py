@@ -108,6 +108,7 @@ async def _answered(exchange: Exchange, kind: Kind) -> httpx2.Response:
             )
     if response.status_code != 200:
         detail = await _error_detail(response)
+        await kind.on_refused(call, response)
         raise Unanswered(Outcome.FAILED, f"The provider answered {response.status_code}{detail}.")
     return response
 

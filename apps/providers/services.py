@@ -4,7 +4,7 @@ the routes the answer pipeline takes to their models (`<provider name>/<model id
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from apps.audit.services import audit_record
 from apps.providers import secrets
+from apps.providers.backends import l402
 from apps.providers.backends.base import ProviderInfo
 from apps.providers.models import (
     NAME_PATTERN,
@@ -160,7 +161,26 @@ def catalog_read(provider: Provider) -> list[Offer]:
     offers = [offer for offer in read if offer is not None]
     if not offers:
         raise ProviderError("The provider lists no models.")
+    if provider.kind in (Provider.Kind.L402, Provider.Kind.MPP):
+        return _manifest_priced(provider, offers)
     return offers
+
+
+def _manifest_priced(provider: Provider, offers: list[Offer]) -> list[Offer]:
+    """L402 and MPP servers publish their prices in the agent-spec manifest
+    (`/.well-known/l402.json`); where it prices a model, that price is the one shown."""
+    prices = l402.manifest_prices(provider.base_url, timeout=min(provider.timeout_seconds, 15))
+    if not prices:
+        return offers
+    return [
+        replace(
+            offer,
+            request_msat=prices.get(
+                offer.model_id, prices.get(l402.EVERY_MODEL, offer.request_msat)
+            ),
+        )
+        for offer in offers
+    ]
 
 
 def _get_json(provider: Provider, path: str) -> Any:

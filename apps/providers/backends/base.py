@@ -85,6 +85,10 @@ class Kind(ABC):
         retry's headers. Called at most once a request: a second 402 ends it unpaid."""
         raise Unanswered(Outcome.FAILED, "The provider asked to be paid, and it takes no payment.")
 
+    async def on_refused(self, call: Call, response: httpx2.Response) -> None:  # noqa: B027
+        """The provider refused the request (a status other than 200 or 402, its body read):
+        a kind may drop a credential it will not take again."""
+
     async def on_answer(self, call: Call, response: httpx2.Response) -> None:  # noqa: B027
         """An answer's headers arrived (receipts, cost, balance); most kinds keep nothing."""
 

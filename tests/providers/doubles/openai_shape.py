@@ -32,6 +32,7 @@ class Refusal:
     status: int
     body: dict[str, Any] = field(default_factory=dict)
     headers: list[tuple[str, str]] = field(default_factory=list)
+    content_type: str = "application/json"  # MPP's 402 is application/problem+json (RFC 9457)
 
 
 class OpenAIShapedDouble:
@@ -129,10 +130,16 @@ class Handler(BaseHTTPRequestHandler):
             return {}
         return data if isinstance(data, dict) else {}
 
-    def send_json(self, status: int, payload: Any, headers: list[tuple[str, str]] = ()) -> None:  # type: ignore[assignment]
+    def send_json(
+        self,
+        status: int,
+        payload: Any,
+        headers: list[tuple[str, str]] = (),  # type: ignore[assignment]
+        content_type: str = "application/json",
+    ) -> None:
         raw = json.dumps(payload).encode()
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(raw)))
         for name, value in headers:
             self.send_header(name, value)
@@ -157,7 +164,7 @@ class Handler(BaseHTTPRequestHandler):
         owner = self.owner
         refusal = owner.refusal(self, body)
         if refusal is not None:
-            self.send_json(refusal.status, refusal.body, refusal.headers)
+            self.send_json(refusal.status, refusal.body, refusal.headers, refusal.content_type)
             return
         owner.requests.append(body)
         if self._broken():
