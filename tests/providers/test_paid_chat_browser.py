@@ -1,8 +1,13 @@
-"""The chat with an outside model in Chromium, against a real node: a member picks an outside
-model, sees its price and what leaves the node, asks, and gets the answer naming the provider;
-the owner then finds the egress record. A local answer is asked again of the outside model in
-one click, and cross-checked against it, side by side. Each page is audited (sideways
-scrolling, axe-core, CSP) and photographed into build/screenshots at 390 and 1280 px."""
+"""The chat with a paid outside model in Chromium, against a real node: a member picks an
+outside model, sees its price and what leaves the node, asks, and gets the answer naming the
+provider and what it cost; the owner then finds the payment, with its proof, on the wallet page
+and the request in the egress record. A local answer is asked again of the outside model in one
+click, and cross-checked against it, side by side.
+
+The provider is the Aperture-shaped L402 double, paid over a channel between two lightningd
+doubles (the node's and the provider's); each token answers one request, so every question
+pays. Each page is audited (sideways scrolling, axe-core, CSP) and photographed into
+build/screenshots at 390 and 1280 px."""
 
 from __future__ import annotations
 
@@ -17,7 +22,9 @@ from nostr_sdk import Keys
 from playwright.sync_api import Browser, Page, expect
 
 from tests.browser import audit_page, install_nostr_extension
-from tests.instances import Instance
+from tests.instances import Instance, wait_for
+from tests.lightningd import LightningdDouble
+from tests.providers.doubles.l402 import L402Double
 from tests.providers.doubles.openai_shape import OpenAIShapedDouble
 
 pytestmark = [pytest.mark.processes, pytest.mark.browser]
@@ -25,27 +32,38 @@ PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1280, "height": 800}
 SIZES = [pytest.param(PHONE, id="phone"), pytest.param(DESKTOP, id="desktop")]
 ANSWER_TOKENS = 24  # the local model's answers: short, the flows matter here
-OUTSIDE = "lan/strong-1"
+OUTSIDE = "aperture/strong-1"
+PRICE_MSAT = 20_000
 
 
 @dataclass
 class Household:
     node: Instance
     owner: Keys
-    provider: OpenAIShapedDouble
+    provider: L402Double
 
 
 @pytest.fixture(scope="module")
 def household(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Household]:
-    """A claimed node with the engine, and a provider on the home network added to it."""
+    """A claimed node with the engine, paying through its Lightning node; an L402 provider
+    and a free one on the home network added to it."""
+    base = tmp_path_factory.mktemp("household")
+    (base / "node").mkdir()
     owner = Keys.generate()
-    node = Instance(tmp_path_factory.mktemp("node"))
-    node.run("web", "engine")
-    with OpenAIShapedDouble() as provider:
+    with (
+        LightningdDouble(base / "provider-node", alias="provider") as provider_node,
+        LightningdDouble(base / "household-node", alias="household") as household_node,
+        L402Double(provider_node, price_msat=PRICE_MSAT, requests_per_token=1) as aperture,
+        OpenAIShapedDouble() as lan,
+    ):
+        household_node.connect(provider_node, amount_sat=1_000_000, push_msat=100_000_000)
+        node = Instance(base / "node", SOVEREIGN_LIGHTNING_RPC=str(household_node.rpc_file))
+        node.run("web", "engine")
         node.wait_until("engine", "up", timeout=120)
         node.claim(owner)
-        shell(node, f"services.provider_add({provider.url!r}, kind='openai', name='lan')")
-        yield Household(node, owner, provider)
+        shell(node, f"services.provider_add({aperture.url!r}, kind='l402', name='aperture')")
+        shell(node, f"services.provider_add({lan.url!r}, kind='openai', name='lan')")
+        yield Household(node, owner, aperture)
         node.stop()
 
 
@@ -97,7 +115,7 @@ def egress_of(node: Instance, question: str) -> dict[str, Any]:
         f"row = next(e for e in Egress.objects.all() if {question!r} in e.body)\n"
         "import json; print(json.dumps({'provider': row.provider, 'model': row.model, "
         "'outcome': row.outcome, 'cost_msat': row.cost_msat, 'origin': row.origin, "
-        "'body': json.loads(row.body)}))"
+        "'payment_hash': row.payment_hash, 'body': json.loads(row.body)}))"
     )
     return dict(json.loads(shell(node, code)))
 
@@ -108,21 +126,22 @@ def send(page: Page, question: str) -> None:
 
 
 @pytest.mark.parametrize("viewport", SIZES)
-def test_a_member_picks_an_outside_model_sees_what_leaves_and_gets_an_answer_naming_it(
+def test_a_member_sees_a_price_asks_and_the_owner_sees_the_payment_and_the_egress_record(
     household: Household, browser: Browser, viewport: dict[str, int]
 ) -> None:
     page = new_member(household, browser, viewport)
     width = viewport["width"]
     picker = page.locator("select[name=model]")
     outside = picker.locator("optgroup[label='Outside (paid per question)'] option")
-    expect(outside).to_have_text([f"{OUTSIDE} · free", "lan/strong-2 · free"])
+    priced = [f"{OUTSIDE} · up to 20 sat", "aperture/strong-2 · up to 20 sat"]
+    expect(outside).to_have_text([*priced, "lan/strong-1 · free", "lan/strong-2 · free"])
     expect(page.locator("#egress-note")).to_be_hidden()  # the local model is chosen
 
     picker.select_option(OUTSIDE)
 
-    note = page.locator("#egress-note")
-    expect(note).to_have_text(
-        "Leaves this node: your question and the conversation so far go to lan. No charge."
+    expect(page.locator("#egress-note")).to_have_text(
+        "Leaves this node: your question and the conversation so far go to aperture. "
+        "Up to 20 sat a question, from your allowance."
     )
     expect(page.get_by_label("Question")).to_have_attribute("placeholder", f"Ask {OUTSIDE}…")
     audit_page(page, "chat-outside-picker")
@@ -130,21 +149,37 @@ def test_a_member_picks_an_outside_model_sees_what_leaves_and_gets_an_answer_nam
     send(page, question)
 
     answer = page.locator(".answer").last
-    expect(answer.locator(".markdown")).to_have_text(f"double answers: {question}")
-    expect(answer.locator(".provenance summary")).to_have_text(f"{OUTSIDE} · lan · 0 sat")
+    expect(answer.locator(".markdown")).to_have_text(f"l402 answers: {question}")
+    expect(answer.locator(".provenance summary")).to_have_text(f"{OUTSIDE} · aperture · 20 sat")
     answer.locator(".provenance summary").click()
     expect(answer.locator(".provenance p")).to_contain_text(
-        f"Answered outside this node by lan · {OUTSIDE} · cost 0 sat"
+        f"Answered outside this node by aperture · {OUTSIDE} · cost 20 sat · payment "
     )
     expect(answer.get_by_role("button", name=re.compile("^Ask "))).to_have_count(0)
     audit_page(page, "chat-outside-answer")
     page.reload()
-    expect(page.locator(".answer .provenance summary")).to_have_text(f"{OUTSIDE} · lan · 0 sat")
+    summary = page.locator(".answer .provenance summary")
+    expect(summary).to_have_text(f"{OUTSIDE} · aperture · 20 sat")
     expect(picker).not_to_have_value(OUTSIDE)  # a page opens on the node's own model
 
-    record = egress_of(household.node, question)
-    assert (record["provider"], record["model"], record["origin"]) == ("lan", OUTSIDE, "chat")
+    record = wait_for(
+        lambda: (row := egress_of(household.node, question))["outcome"] == "answered" and row,
+        30,
+        "the egress record to be completed",
+    )
+    assert (record["provider"], record["model"], record["origin"]) == ("aperture", OUTSIDE, "chat")
     assert record["body"]["messages"][-1] == {"role": "user", "content": question}
+    assert record["cost_msat"] == PRICE_MSAT
+    owner = logged_in(browser, household.node, household.owner, viewport)
+    owner.goto(f"{household.node.url}/wallet/")
+    paid = owner.locator("#ledger tbody tr").filter(has_text=record["payment_hash"])
+    expect(paid).to_have_count(1)
+    expect(paid.locator("td").nth(2)).to_have_text("provider:aperture")
+    expect(paid.locator("td").nth(4)).to_have_text("20 sat")
+    expect(paid.locator(".state")).to_have_text("complete")
+    paid.locator("summary").click()
+    expect(paid.locator("summary")).to_have_text("holds")
+    audit_page(owner, "wallet-paid-provider")
 
 
 @pytest.mark.parametrize("viewport", SIZES)
@@ -157,18 +192,19 @@ def test_a_local_answer_is_asked_of_a_stronger_model_and_cross_checked_side_by_s
     expect(answer.locator(".provenance")).to_contain_text("sha256", timeout=90_000)
     audit_page(page, "chat-ask-stronger")
 
-    answer.get_by_role("button", name=f"Ask {OUTSIDE} (free)").click()
+    answer.get_by_role("button", name=f"Ask {OUTSIDE} (up to 20 sat)").click()
 
     answer = page.locator(".answer").last
-    expect(answer.locator(".provenance summary")).to_have_text(f"{OUTSIDE} · lan · 0 sat")
+    expect(answer.locator(".provenance summary")).to_have_text(f"{OUTSIDE} · aperture · 20 sat")
     expect(page.locator(".answer")).to_have_count(1)  # asked again, in the local one's place
     answer.get_by_role("button", name="Cross-check").click()
     form = page.locator(".crosscheck-form")
-    expect(form.get_by_role("checkbox", name=re.compile("strong-1"))).to_be_checked()
+    expect(form.locator(f"input[value='{OUTSIDE}']")).to_be_checked()
     form.get_by_role("checkbox", name=re.compile("smollm2")).check()
-    expect(form.get_by_role("button", name="Ask 2 models")).to_be_enabled()
+    ask = form.get_by_role("button", name="Ask 2 models · up to 20 sat")
+    expect(ask).to_be_enabled()
     audit_page(page, "chat-crosscheck-form")
-    form.get_by_role("button", name="Ask 2 models").click()
+    ask.click()
 
     result = page.locator(".crosscheck-result")
     expect(result.get_by_role("heading", name="Cross-check · not kept")).to_be_visible(
@@ -177,7 +213,7 @@ def test_a_local_answer_is_asked_of_a_stronger_model_and_cross_checked_side_by_s
     checked = result.locator(".checked")
     expect(checked).to_have_count(2)
     expect(checked.locator("h3")).to_have_text(["smollm2-135m-instruct", OUTSIDE])
-    expect(checked.locator(".who")).to_have_text(["on this node · free", "by lan · 0 sat"])
+    expect(checked.locator(".who")).to_have_text(["on this node · free", "by aperture · 20 sat"])
     expect(result.locator(".crosscheck-note")).to_contain_text("Where they agree and differ")
     first, second = (checked.nth(n).bounding_box() or {} for n in (0, 1))
     if viewport == PHONE:
