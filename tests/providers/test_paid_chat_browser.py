@@ -223,3 +223,33 @@ def test_a_local_answer_is_asked_of_a_stronger_model_and_cross_checked_side_by_s
     audit_page(page, "chat-crosscheck")
     send(page, "Thanks.")  # a new question puts the cross-check away
     expect(result).to_have_count(0)
+
+
+def test_a_price_that_went_up_is_refused_shown_and_paid_only_once_asked_again(
+    household: Household, browser: Browser
+) -> None:
+    page = new_member(household, browser, DESKTOP)
+    picker = page.locator("select[name=model]")
+    picker.select_option(OUTSIDE)
+    household.provider.price_msat = 30_000
+    try:
+        shell(household.node, "services.provider_test('aperture')")  # the owner re-reads it
+        send(page, "How much now?")
+
+        expect(page.locator("#ask-error")).to_have_text(
+            "The price went up from 20 sat to 30 sat; nothing was sent or paid. "
+            "Ask again to accept the new price."
+        )
+        expect(page.locator(".answer")).to_have_count(0)
+        expect(page.get_by_label("Question")).to_have_value("How much now?")
+        expect(picker.locator("option:checked")).to_have_text(f"{OUTSIDE} · up to 30 sat")
+        expect(page.locator("#egress-note")).to_contain_text("Up to 30 sat a question")
+        audit_page(page, "chat-price-went-up")
+        page.get_by_label("Question").press("Enter")
+
+        summary = page.locator(".answer .provenance summary")
+        expect(summary).to_have_text(f"{OUTSIDE} · aperture · 30 sat")
+        expect(page.locator("#ask-error")).to_have_text("")
+    finally:
+        household.provider.price_msat = PRICE_MSAT
+        shell(household.node, "services.provider_test('aperture')")
