@@ -43,6 +43,7 @@ django.setup()
 
 import httpx2  # noqa: E402
 from asgiref.sync import sync_to_async  # noqa: E402
+from django.conf import settings  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 
 from apps.identity.models import Member  # noqa: E402
@@ -50,7 +51,12 @@ from apps.inference import pipeline  # noqa: E402
 from apps.inference.answering import Sampling  # noqa: E402
 from apps.inference.backends.base import Done, Token  # noqa: E402
 from apps.providers import services  # noqa: E402
+from apps.providers.models import Credential  # noqa: E402
+from apps.providers.secrets import unseal  # noqa: E402
+from apps.wallet import services as wallet  # noqa: E402
 from bench.report import write_section  # noqa: E402
+from tests.lightningd import ProcessDouble  # noqa: E402
+from tests.providers.doubles.l402 import L402Double  # noqa: E402
 from tests.providers.doubles.openai_shape import OpenAIShapedDouble  # noqa: E402
 
 REQUESTS = int(os.environ.get("BENCH_REQUESTS", 200))
@@ -131,14 +137,75 @@ async def home_network(member: Member) -> dict[str, float]:
             )
 
 
-async def measure() -> dict[str, dict[str, float]]:
+def kept_header() -> dict[str, str]:
+    """The credential Sovereign keeps (its token and the payment's preimage), for the direct
+    path to present the same."""
+    token = Credential.objects.filter(state=Credential.State.LIVE).latest("id")
+    payment = wallet.payment_for(token.payment_purpose)
+    assert payment is not None
+    return {"Authorization": f"{token.scheme} {unseal(token.secret_sealed)}:{payment.preimage}"}
+
+
+async def kept_token(member: Member, double: L402Double) -> dict[str, float]:
+    await sync_to_async(services.provider_add)(double.url, kind="l402", name="kept")
+    await through_sovereign(member, "kept/strong-1")  # pays once: the token is kept
+    header = await sync_to_async(kept_header)()
+    async with httpx2.AsyncClient() as client:
+        return await side_by_side(
+            lambda: through_sovereign(member, "kept/strong-1"),
+            lambda: direct(client, double.url, body_for("strong-1"), header),
+        )
+
+
+async def paid_by_hand(client: httpx2.AsyncClient, url: str, n: list[int]) -> Timing:
+    """Ask, pay the 402's invoice through the wallet, ask again with the token: what a client
+    of the wallet would write without Sovereign's providers."""
+    started = time.perf_counter()
+    response = await client.post(f"{url}/v1/chat/completions", json=body_for("strong-1"))
+    assert response.status_code == 402
+    challenge = response.headers.get_list("www-authenticate")[-1]
+    token = challenge.split('macaroon="')[1].split('"')[0]
+    invoice = challenge.split('invoice="')[1].split('"')[0]
+    n[0] += 1
+    order = wallet.PayOrder(invoice, f"by-hand-{n[0]}", "bench", max_amount_msat=20_000)
+    payment = await sync_to_async(wallet.pay)(order)
+    header = {"Authorization": f"L402 {token}:{payment.preimage}"}
+    first_started = time.perf_counter()
+    whole, first = await direct(client, url, body_for("strong-1"), header)
+    offset = _ms(started, first_started)
+    return whole + offset, first + offset
+
+
+async def fresh_payment(member: Member, double: L402Double) -> dict[str, float]:
+    await sync_to_async(services.provider_add)(double.url, kind="l402", name="fresh")
+    count = [0]
+    async with httpx2.AsyncClient() as client:
+        return await side_by_side(
+            lambda: through_sovereign(member, "fresh/strong-1"),
+            lambda: paid_by_hand(client, double.url, count),
+        )
+
+
+async def measure(payer: ProcessDouble, payee: ProcessDouble) -> dict[str, dict[str, float]]:
     member = await sync_to_async(Member.objects.create_user)(pubkey="ab" * 32, role="owner")
-    return {"home network": await home_network(member)}
+    figures = {"home network": await home_network(member)}
+    with L402Double(payee, price_msat=20_000, requests_per_token=10**9) as double:  # type: ignore[arg-type]
+        figures["L402, kept token"] = await kept_token(member, double)
+    with L402Double(payee, price_msat=20_000, requests_per_token=1) as double:  # type: ignore[arg-type]
+        figures["L402, a payment each request"] = await fresh_payment(member, double)
+    return figures
 
 
 def main() -> None:
     call_command("migrate", verbosity=0)
-    figures = asyncio.run(measure())
+    directory = Path(os.environ["SOVEREIGN_DATA_DIR"])
+    with (
+        ProcessDouble(directory / "payee", alias="provider") as payee,
+        ProcessDouble(directory / "payer", alias="household") as payer,
+    ):
+        payer.connect(payee, amount_sat=10_000_000, push_msat=0)
+        settings.LIGHTNING_RPC = str(payer.rpc_file)
+        figures = asyncio.run(measure(payer, payee))
     rows = [
         f"| {case} | {f['direct_ms']:.2f} ms | {f['sovereign_ms']:.2f} ms | "
         f"{f['added_ms']:.2f} ms | {f['first_token_added_ms']:.2f} ms |"

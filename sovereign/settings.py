@@ -226,7 +226,9 @@ ENGINE_DEFAULT_MAX_TOKENS = 512
 PROVIDER_TIMEOUT_SECONDS = env_int("SOVEREIGN_PROVIDER_TIMEOUT_SECONDS", 60, minimum=1, maximum=600)
 PROVIDER_ANSWER_BYTES = 4 << 20
 # The most one outside request may cost when its provider publishes no price (sats).
-PROVIDER_MAX_PRICE_SAT = env_int("SOVEREIGN_PROVIDER_MAX_PRICE_SAT", 100, minimum=1, maximum=100_000)
+PROVIDER_MAX_PRICE_SAT = env_int(
+    "SOVEREIGN_PROVIDER_MAX_PRICE_SAT", 100, minimum=1, maximum=100_000
+)
 # How much one top-up of a prepaid provider's balance buys (sats).
 PROVIDER_TOPUP_SAT = env_int("SOVEREIGN_PROVIDER_TOPUP_SAT", 1000, minimum=1, maximum=1_000_000)
 

@@ -19,6 +19,8 @@ urlpatterns = [
     path("chat/", include("apps.inference.chat_urls")),
     path("models/", include("apps.inference.urls")),
     path("wallet/", include("apps.wallet.urls")),
+    path("providers/", include("apps.providers.urls")),
+    path("privacy/", include("apps.privacy.urls")),
     path("v1/", include("apps.inference.api_urls")),
     path("", include("apps.identity.urls")),
 ]

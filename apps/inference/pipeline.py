@@ -2,11 +2,13 @@
 
     answer(AnswerRequest) -> Events      (async; answer_sync for a Celery task)
 
-It resolves the model's name to a route — a local model, or `<provider>/<model id>` outside —
-and, for an outside route, runs what leaving the node needs, each once, here: the member's
-allowance is checked before a byte leaves, the privacy hook redacts the messages and restores
-the answer, the provider is paid (within every budget) and the egress recorded (by
-apps/providers/calling.py, the one place that talks to providers). Every answer ends with one
+It resolves the model's name to a route — a local model, `<provider>/<model id>` outside, or
+an owner's `route/<name>` across several (apps/providers/routing.py: tried in order, each model
+that fails before its first token passed over for the next) — and, for an outside model, runs
+what leaving the node needs, each once, here: the member's allowance is checked before a byte
+leaves, the privacy hook redacts the messages and restores the answer, the provider is paid
+(within every budget) and the egress recorded (by apps/providers/calling.py, the one place
+that talks to providers). Every answer ends with one
 `Done`, carrying its provenance (which model, file or provider answered, how, at what cost),
 or one `Failed`; a request refused before its first token raises `AnswerRefused`.
 """
@@ -36,6 +38,7 @@ from apps.inference.backends.engine import LocalEngine
 from apps.inference.context_fit import Overflow
 from apps.inference.models import LocalModel
 from apps.privacy import redaction
+from apps.providers import routing
 from apps.providers import services as providers
 from apps.providers.backends.chat import OutsideBackend
 from apps.wallet import services as wallet
@@ -60,6 +63,9 @@ class AnswerRequest:
     private: bool = False  # stored nowhere on the node (the chat's private conversations)
     overflow: Overflow = Overflow.REFUSE
     price_shown_msat: int | None = None  # what the member saw: a higher price is refused
+    # The chat's conversation, which a spread route keeps with one model; None (the API): each
+    # request counts as a new conversation.
+    conversation_key: str | None = None
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
@@ -71,8 +77,31 @@ class Route:
     outside: bool
 
 
+# A model that fails in one of these ways before its first token is passed over for the route's
+# next. Not OVER_BUDGET nor PAYMENT_PENDING: going on elsewhere would pass the member's budget,
+# or spend while a payment's outcome is unknown. Nor a request the member must change.
+FALLS_BACK = frozenset(
+    {
+        RefusalCode.PROVIDER_FAILED,
+        RefusalCode.PROVIDER_TIMEOUT,
+        RefusalCode.INVOICE_REFUSED,
+        RefusalCode.ENGINE_STOPPED,  # a local model of the route, down or busy
+        RefusalCode.ENGINE_BROKEN,
+        RefusalCode.MODEL_UNAVAILABLE,
+        RefusalCode.OVERLOADED,
+    }
+)
+
+
 async def answer(request: AnswerRequest) -> Events:
     """The answer's events, once its backend has taken the request."""
+    name = routing.route_name(request.model)
+    if name is not None:
+        return await _along_route(request, name)
+    return await _answer_model(request)
+
+
+async def _answer_model(request: AnswerRequest) -> Events:
     route = await sync_to_async(route_of)(request)
     if not route.outside:
         return _ended(await route.backend.open(route.backend_request), route.provenance)
@@ -80,6 +109,57 @@ async def answer(request: AnswerRequest) -> Events:
     backend_request = replace(route.backend_request, messages=outbound.messages)
     events = await route.backend.open(backend_request)
     return _ended(outbound.restored(events), route.provenance)
+
+
+async def _along_route(request: AnswerRequest, name: str) -> Events:
+    """The first answer along the route's models. Every attempt keeps the request's id: the
+    wallet pays once per provider and request, so a provider paid before it failed is never
+    paid again for this question, even if the route names it twice."""
+    plan = await sync_to_async(_plan)(request, name)
+    failed: list[tuple[str, AnswerRefused]] = []
+    for model in plan.models:
+        try:
+            events = await _answer_model(replace(request, model=model))
+        except AnswerRefused as refusal:
+            if refusal.code not in FALLS_BACK:
+                raise
+            failed.append((model, refusal))
+            continue
+        try:
+            await sync_to_async(routing.choice_record)(
+                plan, request.member, request.conversation_key, model
+            )
+        except BaseException:
+            await events.aclose()
+            raise
+        passed = [failure[0] for failure in failed]
+        return _routed(
+            events, {"route": plan.name, "policy": plan.policy, "fell_back_from": passed}
+        )
+    reasons = " ".join(f"{model}: {refusal}" for model, refusal in failed)
+    raise AnswerRefused(failed[-1][1].code, f"No model of {plan.name} answered. {reasons}")
+
+
+def _plan(request: AnswerRequest, name: str) -> routing.Plan:
+    try:
+        return routing.plan_for(
+            request.member, name, request.conversation_key, outside=may_go_outside(request.member)
+        )
+    except routing.RouteError:
+        raise AnswerRefused(
+            RefusalCode.MODEL_NOT_FOUND, f"The model '{request.model}' does not exist."
+        ) from None
+
+
+async def _routed(events: Events, shown: dict[str, Any]) -> Events:
+    """The answer, its end naming the route and the models passed over before it."""
+    try:
+        async for event in events:
+            if isinstance(event, Done):
+                event = replace(event, provenance={**event.provenance, **shown})
+            yield event
+    finally:
+        await events.aclose()
 
 
 def answer_sync(request: AnswerRequest) -> tuple[str, Done | Failed]:
@@ -110,7 +190,8 @@ class ModelChoice:
 
 
 def choices_for(member: Member, max_tokens: int) -> list[ModelChoice]:
-    """The local models, then the outside ones this member may use, with their prices."""
+    """The local models, then the outside ones this member may use, with their prices, then
+    the routes (owned by "route"), each at the highest price among the models it may use."""
     choices = [
         ModelChoice(model.name, model.added_at, "sovereign", 0)
         for model in LocalModel.objects.order_by("name")
@@ -121,11 +202,21 @@ def choices_for(member: Member, max_tokens: int) -> list[ModelChoice]:
             choices.append(
                 ModelChoice(offer.name, offer.provider.added_at, offer.provider.name, price)
             )
+    for route in routing.routes_list():
+        models = routing.usable_models(route, outside=may_go_outside(member))
+        if models:
+            price = routing.route_price_msat(models, max_tokens)
+            name = f"{routing.PREFIX}/{route.name}"
+            choices.append(ModelChoice(name, route.created_at, routing.PREFIX, price))
     return choices
 
 
 def route_of(request: AnswerRequest) -> Route:
-    """Local models' names are slugs; outside ones are `<provider>/<model id>`."""
+    """Local models' names are slugs; outside ones are `<provider>/<model id>`; for a route
+    (`route/<name>`), where the request goes first."""
+    name = routing.route_name(request.model)
+    if name is not None:
+        return route_of(replace(request, model=_plan(request, name).models[0]))
     if "/" not in request.model:
         local = LocalModel.objects.filter(name=request.model).order_by().first()
         if local is not None:

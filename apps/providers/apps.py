@@ -14,5 +14,7 @@ class ProvidersConfig(AppConfig):
                 "provider_added": "Provider added",
                 "provider_removed": "Provider removed",
                 "outside_request": "Request sent outside",
+                "route_set": "Route set",
+                "route_removed": "Route removed",
             }
         )

@@ -317,7 +317,7 @@ async def _ended(exchange: Exchange, kind: Kind, end: Done | Failed | None) -> N
     elif isinstance(end, Failed):
         await _record(exchange, _outcome_of(end), end.message)
     else:  # the member stopped it, or left
-        await _record(exchange, Outcome.FAILED, "The answer was stopped before its end.")
+        await _record(exchange, Outcome.STOPPED, "Stopped before its end.")
 
 
 def _outcome_of(failed: Failed) -> Outcome:

@@ -146,6 +146,7 @@ class OutsideRequest(models.Model):
         INVOICE_REFUSED = "invoice_refused"
         OVER_BUDGET = "over_budget"
         PAYMENT_PENDING = "payment_pending"
+        STOPPED = "stopped"  # the member stopped the answer, or left: not the provider's doing
 
     provider = models.ForeignKey(Provider, on_delete=models.CASCADE, related_name="requests")
     model_id = models.CharField(max_length=200)
@@ -168,3 +169,53 @@ class OutsideRequest(models.Model):
 
     def __str__(self) -> str:
         return f"request to {self.provider.name}/{self.model_id} ({self.outcome})"
+
+
+class Route(models.Model):
+    """An owner's named route across models, asked for as the model `route/<name>`: `fallback`
+    tries its models in order until one answers; `spread` gives each new conversation to the
+    model a member has used least, so no one provider sees all of their conversations.
+
+    Its models are kept by name (`<provider>/<model id>` or a local model's name): a provider's
+    catalog is read again now and then, and a model it no longer lists is skipped, not lost."""
+
+    class Policy(models.TextChoices):
+        FALLBACK = "fallback", "Fallback (in order)"
+        SPREAD = "spread", "Spread (each new conversation elsewhere)"
+
+    name = models.CharField(max_length=40, unique=True, validators=[RegexValidator(NAME_PATTERN)])
+    policy = models.CharField(max_length=10, choices=Policy.choices)
+    model_names = models.JSONField(default=list)  # in the owner's order
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"route {self.name} ({self.policy})"
+
+
+class RouteChoice(models.Model):
+    """Which model of a route answered a member's conversation: the conversation stays with
+    it, and spread counts these to give a new conversation to the model used least. An API
+    request has no conversation (`conversation_key` empty): each counts as a new one."""
+
+    route = models.ForeignKey(Route, on_delete=models.CASCADE, related_name="choices")
+    member = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
+    conversation_key = models.CharField(max_length=64, blank=True)
+    model = models.CharField(max_length=250)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["route", "member", "conversation_key"],
+                condition=~models.Q(conversation_key=""),
+                name="one_choice_per_conversation",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.route.name}: {self.model}"

@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from apps.audit.services import audit_record
 from apps.providers import secrets
-from apps.providers.backends import l402
+from apps.providers.backends import l402, prepaid
 from apps.providers.backends.base import ProviderInfo
 from apps.providers.models import (
     NAME_PATTERN,
@@ -83,6 +83,8 @@ def provider_add(url: str, *, kind: str, name: str, api_key: str = "", actor: st
         raise ProviderError(
             "The name must be 1 to 40 lower-case letters, digits or dashes, such as 'routstr'."
         )
+    if name == "route":  # routes are asked for as route/<name> (routing.py)
+        raise ProviderError("The name 'route' is kept for routes: give the provider another.")
     if Provider.objects.filter(name=name).exists():
         raise ProviderError(f"There is already a provider named '{name}'.")
     provider = Provider(
@@ -163,6 +165,8 @@ def catalog_read(provider: Provider) -> list[Offer]:
         raise ProviderError("The provider lists no models.")
     if provider.kind in (Provider.Kind.L402, Provider.Kind.MPP):
         return _manifest_priced(provider, offers)
+    if provider.kind == Provider.Kind.PREPAID:
+        return _prepaid_priced(offers, data)
     return offers
 
 
@@ -183,6 +187,21 @@ def _manifest_priced(provider: Provider, offers: list[Offer]) -> list[Offer]:
     ]
 
 
+def _prepaid_priced(offers: list[Offer], data: Any) -> list[Offer]:
+    """Routstr publishes its prices in sats (`sats_pricing`); the prepaid kind reads them."""
+    prices = prepaid.catalog_prices(data)
+    return [_priced(offer, prices.get(offer.model_id, {})) for offer in offers]
+
+
+def _priced(offer: Offer, prices: dict[str, int]) -> Offer:
+    return replace(
+        offer,
+        prompt_msat_per_1k=prices.get("prompt_msat_per_1k", offer.prompt_msat_per_1k),
+        completion_msat_per_1k=prices.get("completion_msat_per_1k", offer.completion_msat_per_1k),
+        context_length=prices.get("context_length", offer.context_length),
+    )
+
+
 def _get_json(provider: Provider, path: str) -> Any:
     headers = {}
     key = secrets.unseal(provider.secret_sealed)
@@ -195,6 +214,11 @@ def _get_json(provider: Provider, path: str) -> Any:
         raise ProviderError(
             f"The provider cannot be reached at {provider.base_url} ({error})."
         ) from None
+    if response.status_code in (401, 403):
+        raise ProviderError(
+            f"The provider answered {response.status_code} to {path}: it wants an API key, "
+            "or refuses the one given."
+        )
     if response.status_code != 200:
         raise ProviderError(f"The provider answered {response.status_code} to {path}.")
     if len(response.content) > CATALOG_BYTES:

@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from apps.audit.services import audit_record
@@ -114,6 +114,20 @@ def spendable_msat(member: Any, caller: str = "") -> int | None:
 
 def payment_for(purpose: str) -> Payment | None:
     return Payment.objects.filter(purpose=purpose).order_by().first()
+
+
+_PROOF_SQL = "SELECT state, preimage, payment_hash FROM wallet_payment WHERE purpose = %s"
+
+
+def payment_proof(purpose: str) -> tuple[str, str] | None:
+    """A complete payment's state and checked preimage, in one fixed query (every request with
+    a kept token asks it); anything else (pending, failed, none) goes through payment_settled."""
+    with connection.cursor() as cursor:
+        cursor.execute(_PROOF_SQL, [purpose])
+        row = cursor.fetchone()
+    if row is None or row[0] != Payment.State.COMPLETE or not preimage_matches(row[1], row[2]):
+        return None
+    return row[0], row[1]
 
 
 def payment_settled(purpose: str) -> Payment | None:

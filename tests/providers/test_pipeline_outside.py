@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from asgiref.sync import async_to_sync
 
 from apps.inference import pipeline
 from apps.inference.answering import Sampling
@@ -90,3 +91,23 @@ def test_an_unknown_model_and_a_friend_asking_outside_are_not_found(
     request = pipeline.AnswerRequest(friend, pipeline.Origin.API, "lan/strong-1", [], SAMPLING)
     with pytest.raises(AnswerRefused):
         pipeline.route_of(request)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_answer_the_member_stops_is_recorded_as_stopped_not_against_the_provider(
+    lan: OpenAIShapedDouble, added: Any, member: Any
+) -> None:
+    async def first_token_then_stop() -> None:
+        request = pipeline.AnswerRequest(
+            member,
+            pipeline.Origin.CHAT,
+            "lan/strong-1",
+            [{"role": "user", "content": "hi"}],
+            SAMPLING,
+        )
+        events = await pipeline.answer(request)
+        await anext(events)
+        await events.aclose()
+
+    async_to_sync(first_token_then_stop)()
+    assert OutsideRequest.objects.get().outcome == "stopped"

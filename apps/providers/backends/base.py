@@ -57,6 +57,7 @@ class Outcome(enum.StrEnum):
     INVOICE_REFUSED = "invoice_refused"
     OVER_BUDGET = "over_budget"
     PAYMENT_PENDING = "payment_pending"
+    STOPPED = "stopped"
 
 
 class Unanswered(Exception):

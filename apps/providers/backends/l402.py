@@ -168,6 +168,9 @@ def _token_now(provider_id: int) -> tuple[Kept, str] | bool:
 def _preimage(token: Kept) -> tuple[str | None, bool]:
     """The preimage of a token whose payment is complete (a pending token becomes live), or
     None and whether its payment may still complete."""
+    proof = wallet.payment_proof(token.payment_purpose) if token.state == "live" else None
+    if proof is not None:
+        return proof[1], False
     payment = wallet.payment_settled(token.payment_purpose)
     if payment is not None:
         try:

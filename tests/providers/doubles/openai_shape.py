@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 
 Route = Callable[["Handler", dict[str, Any]], None]
 
@@ -59,7 +59,8 @@ class OpenAIShapedDouble:
         return []
 
     def extra_routes(self) -> dict[tuple[str, str], Route]:
-        """(method, path) -> handler, for a provider's own endpoints."""
+        """(method, path) -> handler, for a provider's own endpoints. A path segment written
+        `{name}` matches any one segment; the handler finds it in `handler.path_params`."""
         return {}
 
     def model_entry(self, model_id: str) -> dict[str, Any]:
@@ -71,8 +72,8 @@ class OpenAIShapedDouble:
         assert self._server is not None
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
-    def start(self) -> OpenAIShapedDouble:
-        double = self
+    def start(self) -> Self:
+        double: OpenAIShapedDouble = self
 
         class BoundHandler(Handler):
             owner = double
@@ -88,7 +89,7 @@ class OpenAIShapedDouble:
             self._server.shutdown()
             self._server.server_close()
 
-    def __enter__(self) -> OpenAIShapedDouble:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -111,6 +112,7 @@ def usage_of(body: dict[str, Any], text: str) -> dict[str, int]:
 class Handler(BaseHTTPRequestHandler):
     owner: OpenAIShapedDouble
     protocol_version = "HTTP/1.0"  # bodies end when the connection closes: streams need no framing
+    path_params: dict[str, str]
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet
         pass
@@ -149,9 +151,9 @@ class Handler(BaseHTTPRequestHandler):
     def _route(self, method: str) -> None:
         path = self.path.split("?", 1)[0]
         body = self.json_body() if method == "POST" else {}
-        extra = self.owner.extra_routes()
-        if (method, path) in extra:
-            extra[(method, path)](self, body)
+        route = _route_for(self.owner.extra_routes(), method, path, self)
+        if route is not None:
+            route(self, body)
         elif (method, path) == ("GET", "/v1/models"):
             data = [self.owner.model_entry(m) for m in self.owner.models]
             self.send_json(200, {"object": "list", "data": data})
@@ -223,6 +225,26 @@ class Handler(BaseHTTPRequestHandler):
     def _event(self, payload: dict[str, Any]) -> None:
         self.wfile.write(b"data: " + json.dumps(payload).encode() + b"\n\n")
         self.wfile.flush()
+
+
+def _route_for(
+    routes: dict[tuple[str, str], Route], method: str, path: str, handler: Handler
+) -> Route | None:
+    """The route for this request: an exact path, else a template whose `{name}` segments
+    take the request's segments (kept in `handler.path_params`)."""
+    handler.path_params = {}
+    if (method, path) in routes:
+        return routes[(method, path)]
+    segments = path.split("/")
+    for (route_method, template), route in routes.items():
+        parts = template.split("/")
+        if route_method != method or "{" not in template or len(parts) != len(segments):
+            continue
+        pairs = list(zip(parts, segments, strict=True))
+        if all(part == segment for part, segment in pairs if not part.startswith("{")):
+            handler.path_params = {p[1:-1]: s for p, s in pairs if p.startswith("{")}
+            return route
+    return None
 
 
 def _completion(body: dict[str, Any], text: str, usage: dict[str, int]) -> dict[str, Any]:

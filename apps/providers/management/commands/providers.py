@@ -1,0 +1,104 @@
+"""`manage.py providers add|list|remove|test`: outside providers, from a shell.
+
+An API key is read from a file or an environment variable, never from the command line itself,
+where the process list and the shell's history would keep it; no subcommand prints one.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from apps.identity.management.database import SHELL, database_ready
+from apps.providers import services, shown
+from apps.providers.models import Provider
+from apps.providers.services import ProviderError
+from apps.wallet.templatetags.wallet import sats
+
+KINDS = ", ".join(Provider.Kind.values)
+
+
+class Command(BaseCommand):
+    help = "Add, list, test or remove the outside providers whose models members may ask."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        actions = parser.add_subparsers(dest="action", required=True)
+        add = actions.add_parser("add", help="add a provider and read its models and prices")
+        add.add_argument("url", help="its base URL, such as https://api.ppq.ai")
+        add.add_argument("--kind", required=True, help=f"how it is paid: {KINDS}")
+        add.add_argument("--name", required=True, help="short, lower case: its models' prefix")
+        key = add.add_mutually_exclusive_group()
+        key.add_argument("--api-key-file", help="a file holding the API key it asks for")
+        key.add_argument("--api-key-env", help="an environment variable holding the API key")
+        actions.add_parser("list", help="each provider, its models and prices, its record")
+        remove = actions.add_parser("remove", help="remove a provider and what was kept of it")
+        remove.add_argument("name")
+        test = actions.add_parser("test", help="read a provider's models and prices again")
+        test.add_argument("name")
+
+    def handle(self, *args: Any, action: str, **options: Any) -> None:
+        database_ready()
+        try:
+            getattr(self, f"_{action}")(**options)
+        except ProviderError as error:
+            raise CommandError(str(error)) from None
+
+    def _add(self, url: str, kind: str, name: str, **options: Any) -> None:
+        api_key = _api_key(options.get("api_key_file"), options.get("api_key_env"))
+        provider = services.provider_add(url, kind=kind, name=name, api_key=api_key, actor=SHELL)
+        self.stdout.write(f"Added {provider.name} ({provider.kind}) at {provider.base_url}:")
+        self._models(shown.provider_shown(provider))
+
+    def _list(self, **options: Any) -> None:
+        providers = shown.providers_shown()
+        if not providers:
+            self.stdout.write("No outside provider yet: `manage.py providers add URL ...`.")
+        for provider in providers:
+            key = ", with an API key" if provider.has_api_key else ""
+            self.stdout.write(f"{provider.name}  {provider.kind}  {provider.base_url}{key}")
+            self._models(provider)
+            self.stdout.write(f"  record: {provider.record_line}")
+            if provider.credentials_kept:
+                self.stdout.write(f"  kept: {_kept(provider)}")
+            if provider.catalog_error:
+                self.stdout.write(f"  last test failed: {provider.catalog_error}")
+
+    def _remove(self, name: str, **options: Any) -> None:
+        services.provider_remove(name, actor=SHELL)
+        self.stdout.write(f"Removed {name}.")
+
+    def _test(self, name: str, **options: Any) -> None:
+        services.provider_test(name)
+        self.stdout.write(f"{name} answered; its models and prices now:")
+        self._models(shown.provider_shown(services.provider_get(name)))
+
+    def _models(self, provider: shown.ProviderShown) -> None:
+        for model in provider.models:
+            self.stdout.write(f"  {model.name}  {model.price}")
+
+
+def _api_key(path: str | None, variable: str | None) -> str:
+    if path:
+        try:
+            key = Path(path).read_text().strip()
+        except OSError as error:
+            raise CommandError(f"The API key file cannot be read: {error.strerror}.") from None
+        if not key:
+            raise CommandError(f"The API key file {path} is empty.")
+        return key
+    if variable:
+        key = os.environ.get(variable, "").strip()
+        if not key:
+            raise CommandError(f"The environment variable {variable} holds no API key.")
+        return key
+    return ""
+
+
+def _kept(provider: shown.ProviderShown) -> str:
+    kept = f"{provider.credentials_kept} credential{'s' if provider.credentials_kept > 1 else ''}"
+    if provider.balance_msat is None:
+        return kept
+    return f"{kept}, balance {sats(provider.balance_msat)}"
