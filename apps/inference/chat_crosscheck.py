@@ -20,8 +20,7 @@ from apps.inference.chat_turn import Turn, json_object
 from apps.inference.conversations import ChatError, Message
 from apps.inference.markdown import render_markdown
 
-FEWEST_MODELS = 2
-MOST_MODELS = 4
+FEWEST_MODELS, MOST_MODELS = crosscheck.FEWEST, crosscheck.MOST
 
 
 @dataclass(frozen=True)
@@ -29,6 +28,7 @@ class CrossCheckAsked:
     messages: list[Message]
     models: list[str]
     sampling: Sampling
+    private: bool  # a private chat's: nothing of it is stored
 
 
 def crosscheck_asked(member: Member, body: bytes) -> CrossCheckAsked:
@@ -40,7 +40,7 @@ def crosscheck_asked(member: Member, body: bytes) -> CrossCheckAsked:
         raise ChatError("Say which question to cross-check.")
     turn = Turn.from_data(member, {**data, "model": models[0]})
     _prices_checked(member, models, data.get("prices"), turn.sampling.max_tokens)
-    return CrossCheckAsked(turn.messages(), models, turn.sampling)
+    return CrossCheckAsked(turn.messages(), models, turn.sampling, private=not turn.stored)
 
 
 def _models(value: Any) -> list[str]:
@@ -76,18 +76,20 @@ def crosscheck_shown(result: crosscheck.CrossCheck) -> dict[str, Any]:
     sanitising renderer (answers are untrusted), each answer naming who gave it."""
     answers = []
     for checked in result.answers:
-        shown: dict[str, Any] = {"model": checked.model, "provider": "", "cost_msat": None}
+        shown: dict[str, Any] = {"model": checked.model, "answered_by": checked.answered_by}
         end = checked.end
         if isinstance(end, Done):
-            shown["provider"] = str(end.provenance.get("provider", ""))
-            shown["cost_msat"] = end.provenance.get("cost_msat")
+            outside = checked.provider != "sovereign"
+            shown["provider"] = checked.provider if outside else ""
+            shown["cost_msat"] = end.provenance.get("cost_msat") if outside else None
             shown["finish_reason"] = end.finish_reason
             shown["html"] = render_markdown(checked.text)
         else:
             shown["error"] = end.message
         answers.append(shown)
-    note = result.note or ""
-    return {"answers": answers, "note_html": render_markdown(note) if note else ""}
+    written = not result.note.startswith(crosscheck.NOT_WRITTEN.partition("{")[0])
+    note = render_markdown(result.note) if written else ""
+    return {"answers": answers, "note_html": note, "note_missing": "" if written else result.note}
 
 
 def _sat(msat: int) -> str:

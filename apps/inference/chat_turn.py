@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -45,6 +46,7 @@ class Turn:
         self.covered = 0  # messages of the conversation that `earlier` holds a note of
         self.summarise = False  # the member wants a note of what no longer fits
         self.price_shown_msat: int | None = None  # an outside model's price, as the chat showed it
+        self.route_key = uuid.uuid4().hex  # a new conversation's, for a spread route
         self.provenance: dict[str, Any] = {}
         self.sampling = Sampling(
             max_tokens=chosen.answer_tokens,
@@ -114,11 +116,21 @@ class Turn:
             private=not self.stored,
             overflow=Overflow.DROP_OLDEST,  # a conversation goes on; the answer says what it missed
             price_shown_msat=self.price_shown_msat,
+            conversation_key=self._conversation_key(),
         )
         events = await pipeline.answer(asked)
         if self.stored:
             await sync_to_async(self._question_save)()
         return events
+
+    def _conversation_key(self) -> str | None:
+        """What a spread route keeps this conversation with one model by; None for a private
+        chat (each of its questions counts as a new conversation)."""
+        if not self.stored:
+            return None
+        if self.conversation is None:
+            return self.route_key
+        return self.conversation.route_key or f"conversation:{self.conversation.pk}"
 
     def messages(self) -> list[Message]:
         """The system prompt and any note as one leading system message: chat templates differ
@@ -133,7 +145,9 @@ class Turn:
 
     def _question_save(self) -> None:
         if self.conversation is None:
-            self.conversation = conversations.conversation_start(self.member, self.question)
+            self.conversation = conversations.conversation_start(
+                self.member, self.question, self.route_key
+            )
         elif self.replace_from is not None:
             conversations.messages_replace_from(self.conversation, self.replace_from)
         chat_settings.conversation_settings_set(self.conversation, self.chosen)

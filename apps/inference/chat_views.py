@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -20,6 +21,7 @@ from apps.inference.chat_request import MAX_TOKENS_LIMIT, OpenAIError, read_body
 from apps.inference.chat_turn import Turn, json_object, refusal_text
 from apps.inference.conversations import ChatError
 from apps.inference.models import Conversation
+from apps.providers import routing
 
 UNDO = "chat.undo"  # the conversation this browser may bring back
 EXAMPLE_PROMPTS = (
@@ -59,13 +61,38 @@ def chat_page(
         "undo": _undoable(request, member),
         "models": models,
         "local_models": [model for model in models if not model.outside],
-        "outside_models": [model for model in models if model.outside],
+        "outside_models": [m for m in models if m.outside and m.owned_by != routing.PREFIX],
+        "routes": _routes_shown(member, models),
         "model_chosen": _model_chosen(conversation, models),
         "private": private,
         "chosen": chosen,
         "examples": EXAMPLE_PROMPTS,
     }
     return render(request, "inference/chat.html", context)
+
+
+@dataclass(frozen=True)
+class RouteShown:
+    """A route in the picker: its price, how it picks a model, and whether any of its models
+    is outside (what the line under the composer says)."""
+
+    name: str
+    price_msat: int
+    policy: str
+    leaves: bool
+
+
+def _routes_shown(member: Member, models: list[pipeline.ModelChoice]) -> list[RouteShown]:
+    routes = {f"{routing.PREFIX}/{route.name}": route for route in routing.routes_list()}
+    outside = pipeline.may_go_outside(member)
+    shown = []
+    for model in models:
+        route = routes.get(model.name) if model.owned_by == routing.PREFIX else None
+        if route is not None:
+            usable = routing.usable_models(route, outside=outside)
+            leaves = any("/" in name for name in usable)  # local models' names have no slash
+            shown.append(RouteShown(model.name, model.price_msat, route.policy, leaves))
+    return shown
 
 
 def _undoable(request: HttpRequest, member: Member) -> Conversation | None:
@@ -180,9 +207,14 @@ async def cross_check(request: HttpRequest) -> HttpResponse:
     try:
         asked = await sync_to_async(chat_crosscheck.crosscheck_asked)(member, read_body(request))
         result = await crosscheck.cross_check(
-            member, asked.messages, asked.models, asked.sampling, origin=pipeline.Origin.CHAT
+            member,
+            asked.messages,
+            asked.models,
+            asked.sampling,
+            origin=pipeline.Origin.CHAT,
+            private=asked.private,
         )
-    except (ChatError, OpenAIError) as error:
+    except (ChatError, OpenAIError, crosscheck.CrossCheckError) as error:
         return JsonResponse({"error": str(error)}, status=400)
     except AnswerRefused as refusal:
         return JsonResponse({"error": refusal_text(refusal)}, status=refusal.status)

@@ -203,8 +203,10 @@ def messages_replace_from(conversation: Conversation, message_id: int) -> None:
         conversation.summary, conversation.summary_covers = "", 0
 
 
-def conversation_start(member: Member, question: str) -> Conversation:
-    return Conversation.objects.create(member=member, title=_title_cut(question))
+def conversation_start(member: Member, question: str, route_key: str = "") -> Conversation:
+    return Conversation.objects.create(
+        member=member, title=_title_cut(question), route_key=route_key
+    )
 
 
 def question_save(conversation: Conversation, question: str) -> ChatMessage:

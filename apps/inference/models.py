@@ -73,6 +73,9 @@ class Conversation(models.Model):
     # the order the model reads the conversation (answers without text left out).
     summary = models.TextField(blank=True)
     summary_covers = models.PositiveIntegerField(default=0)
+    # What a spread route knows the conversation by (it keeps one model for it): set before
+    # the first question is asked, when there is no id yet; "" for conversations from before.
+    route_key = models.CharField(max_length=32, blank=True)
 
     def __str__(self) -> str:
         return self.title

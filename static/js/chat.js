@@ -75,8 +75,11 @@
     return select ? [...select.options].find((option) => option.value === name) || null : null;
   }
 
-  const isOutside = (option) => Boolean(option && option.dataset.priceMsat !== undefined);
-  const outsideOptions = () => (modelSelect() ? [...modelSelect().options].filter(isOutside) : []);
+  // Priced: an outside model or a route (whose price is its dearest model's); the price shown
+  // is sent with the question. A provider's model names who answers.
+  const isPriced = (option) => Boolean(option && option.dataset.priceMsat !== undefined);
+  const isProvider = (option) => Boolean(option && option.dataset.provider !== undefined);
+  const outsideOptions = () => (modelSelect() ? [...modelSelect().options].filter(isProvider) : []);
 
   function strongerModel() {
     const select = strongerSelect();
@@ -104,15 +107,19 @@
   function showEgress() {
     const option = modelSelect().selectedOptions[0];
     const line = document.getElementById("egress-note");
-    const outside = isOutside(option);
-    line.hidden = !outside;
-    form.question.placeholder = outside ? `Ask ${option.value}…` : "Ask the local model…";
-    if (!outside) return;
+    const leaves = isProvider(option) || (option && option.dataset.leaves === "true");
+    line.hidden = !leaves;
+    form.question.placeholder = isPriced(option) ? `Ask ${option.value}…` : "Ask the local model…";
+    if (!leaves) return;
     const price = Number(option.dataset.priceMsat);
     const paid = price ? `Up to ${sats(price)} a question, from your allowance.` : "No charge.";
+    const where = isProvider(option)
+      ? `go to ${option.dataset.provider}.`
+      : { fallback: "go to the first of this route's models that answers, in the household's order.",
+          spread: "go to the model this route gives the conversation: each new one goes elsewhere." }[option.dataset.route];
     line.replaceChildren(
       Object.assign(document.createElement("strong"), { textContent: "Leaves this node: " }),
-      `your question and the conversation so far go to ${option.dataset.provider}. ${paid}`,
+      `your question and the conversation so far ${where} ${paid}`,
     );
   }
 
@@ -326,13 +333,13 @@
     const model = how.model || form.model.value;  // "Ask <model>": another model, this once
     const body = { model, question, conversation, private: isPrivate, settings: chatSettings() };
     const option = modelOption(model);
-    if (isOutside(option)) body.price_msat = Number(option.dataset.priceMsat);  // the price shown: never more
+    if (isPriced(option)) body.price_msat = Number(option.dataset.priceMsat);  // the price shown: never more
     if (how.regenerate) body.regenerate = how.regenerate;
     if (how.edit) body.edit = how.edit;
     if (isPrivate) body.history = privateHistory.slice(0, at);
     const questionEntry = how.reuse || questionItem(question);
     const answer = item("answer");
-    if (isOutside(option)) answer.dataset.provider = option.dataset.provider;
+    if (isProvider(option)) answer.dataset.provider = option.dataset.provider;
     const text = Object.assign(document.createElement("div"), { className: "streaming" });
     answer.append(text);
     scrollToEnd();
@@ -361,7 +368,7 @@
         putBack(how.reuse ? null : questionEntry, answer, how.replaced || []);
         if (!how.reuse) form.question.value = question;
         if (error.name !== "AbortError") errorOutput.textContent = error.message;
-        if (isOutside(option)) refreshPrices();  // a price that went up is shown as it is now
+        if (isPriced(option)) refreshPrices();  // a price that went up is shown as it is now
         return;
       }
       if (error.name === "AbortError") {
@@ -479,8 +486,10 @@
     const choices = el("fieldset", { className: "crosscheck-models" }, el("legend", { textContent: "Models to ask (2 to 4)" }));
     for (const option of modelSelect().options) {
       const box = el("input", { type: "checkbox", name: "checked", value: option.value, checked: ticked.has(option.value) });
-      if (isOutside(option)) box.dataset.priceMsat = option.dataset.priceMsat;
-      const where = isOutside(option) ? `by ${option.dataset.provider} · ${priceLine(Number(option.dataset.priceMsat))}` : "on this node · free";
+      if (isPriced(option)) box.dataset.priceMsat = option.dataset.priceMsat;
+      const price = priceLine(Number(option.dataset.priceMsat));
+      const where = isProvider(option) ? `by ${option.dataset.provider} · ${price}`
+        : isPriced(option) ? `a ${option.dataset.route} route · ${price}` : "on this node · free";
       choices.append(el("label", {}, box, el("span", { className: "model-name", textContent: option.value }), el("small", { textContent: where })));
     }
     const submit = el("button", { type: "submit", className: "primary" });
@@ -545,9 +554,11 @@
     close.addEventListener("click", crossCheckClose);
     const answers = el("div", { className: "crosscheck-answers" });
     for (const shown of result.answers) {
-      const who = shown.provider
-        ? [`by ${shown.provider}`, typeof shown.cost_msat === "number" ? sats(shown.cost_msat) : ""].filter(Boolean).join(" · ")
-        : "on this node · free";
+      const who = shown.error ? "no answer" : [
+        shown.answered_by && shown.answered_by !== shown.model ? `answered by ${shown.answered_by}` : "",
+        shown.provider ? `by ${shown.provider}` : "on this node",
+        shown.provider ? (typeof shown.cost_msat === "number" ? sats(shown.cost_msat) : "") : "free",
+      ].filter(Boolean).join(" · ");
       const article = el("article", { className: "checked" }, el("h3", { textContent: shown.model }), el("p", { className: "who", textContent: who }));
       if (shown.error) {
         article.classList.add("failed");
@@ -566,7 +577,7 @@
       rendered.innerHTML = result.note_html;  // sanitised by the server, as above
       note.append(rendered, el("p", { className: "who", textContent: "A note by the local model." }));
     } else {
-      note.append(el("p", { className: "who", textContent: "The local model wrote no note this time." }));
+      note.append(el("p", { className: "who", textContent: result.note_missing || "The local model wrote no note this time." }));
     }
     return el("div", { className: "crosscheck-result" },
       el("div", { className: "crosscheck-head" }, el("h2", { textContent: "Cross-check · not kept" }), close),

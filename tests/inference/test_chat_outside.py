@@ -20,7 +20,7 @@ from django.test import AsyncClient, Client
 from apps.inference import conversations
 from apps.inference.models import ChatMessage, Conversation, LocalModel
 from apps.privacy.models import Egress
-from apps.providers import services
+from apps.providers import routing, services
 from tests.inference.conftest import MODEL
 from tests.providers.doubles.openai_shape import OpenAIShapedDouble
 
@@ -212,7 +212,10 @@ def test_a_cross_check_shows_each_models_answer_naming_who_gave_it_and_keeps_not
         ("lan2/strong-2", "lan2", 0),
     ]
     assert result["answers"][0]["html"].strip() == "<p>double answers: What is a sat?</p>"
-    assert "note_html" in result
+    assert result["note_html"] == ""
+    assert result["note_missing"] == (
+        "The note could not be written: this node has no local model to write it."
+    )
     assert [r["model"] for r in lan.requests + lan2.requests] == ["strong-1", "strong-2"]
     assert conversation.messages.count() == 2  # not kept
     assert Egress.objects.count() == 2  # but what left the node is recorded
@@ -261,3 +264,37 @@ def test_a_cross_check_takes_only_the_last_question_and_only_from_the_household(
 
     assert status == 400 and "Only the last question" in refusal["error"]
     assert post_streamed(friend_client, "/chat/crosscheck", body)[0] == 403
+
+
+def test_a_route_is_offered_with_its_price_and_says_whether_it_leaves_the_node(
+    member_client: Client, model: LocalModel, lan: Any, priced: Any
+) -> None:
+    routing.route_set("careful", "fallback", [MODEL, "priced/big-1"])
+    routing.route_set("home", "fallback", [MODEL])
+
+    page = member_client.get("/chat/").content.decode()
+
+    assert (
+        '<option value="route/careful" data-route="fallback" data-leaves="true" '
+        f'data-price-msat="{PRICE_MSAT}">route/careful · up to 21 sat</option>'
+    ) in page
+    assert 'data-leaves="false" data-price-msat="0">route/home · free</option>' in page
+    stronger = page[page.index('<select name="stronger">') :]
+    assert "route/" not in stronger[: stronger.index("</select>")]  # models, not routes
+
+
+def test_a_spread_route_keeps_a_conversation_with_the_model_that_answered_it_first(
+    member: Any, member_client: Client, lan: OpenAIShapedDouble, lan2: OpenAIShapedDouble
+) -> None:
+    routing.route_set("apart", "spread", ["lan/strong-1", "lan2/strong-2"])
+    asked = {"model": "route/apart", "price_msat": 0}
+
+    _, first = post_streamed(member_client, "/chat/ask", {**asked, "question": "One?"})
+    started = next(event for event in first if event["event"] == "start")
+    later = {**asked, "question": "Two?", "conversation": started["conversation"]}
+    _, second = post_streamed(member_client, "/chat/ask", later)
+    _, other = post_streamed(member_client, "/chat/ask", {**asked, "question": "New?"})
+
+    providers = [done_of(events)["provenance"]["provider"] for events in (first, second, other)]
+    assert providers == ["lan", "lan", "lan2"]  # kept with its conversation; a new one elsewhere
+    assert done_of(first)["provenance"]["route"] == "route/apart"

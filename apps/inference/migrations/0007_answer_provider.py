@@ -10,6 +10,11 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.AddField(
+            model_name="conversation",
+            name="route_key",
+            field=models.CharField(blank=True, max_length=32),
+        ),
+        migrations.AddField(
             model_name="chatmessage",
             name="cost_msat",
             field=models.BigIntegerField(blank=True, null=True),
