@@ -1,8 +1,9 @@
 """The chat with a paid outside model in Chromium, against a real node: a member picks an
 outside model, sees its price and what leaves the node, asks, and gets the answer naming the
-provider and what it cost; the owner then finds the payment, with its proof, on the wallet page
-and the request in the egress record. A local answer is asked again of the outside model in one
-click, and cross-checked against it, side by side.
+provider and what it cost; the owner then finds the request on the egress page (what was sent,
+to whom, its cost and payment hash) and that payment, with its proof, in the wallet's ledger.
+A local answer is asked again of the outside model in one click, and cross-checked against it,
+side by side. A price that went up is refused, shown, and paid only once asked again.
 
 The provider is the Aperture-shaped L402 double, paid over a channel between two lightningd
 doubles (the node's and the provider's); each token answers one request, so every question
@@ -105,6 +106,7 @@ def new_member(household: Household, browser: Browser, viewport: dict[str, int])
     )
     page = logged_in(browser, household.node, keys, viewport)
     page.goto(f"{household.node.url}/chat/")
+    page.npub = npub  # type: ignore[attr-defined]
     return page
 
 
@@ -162,17 +164,26 @@ def test_a_member_sees_a_price_asks_and_the_owner_sees_the_payment_and_the_egres
     expect(summary).to_have_text(f"{OUTSIDE} · aperture · 20 sat")
     expect(picker).not_to_have_value(OUTSIDE)  # a page opens on the node's own model
 
-    record = wait_for(
-        lambda: (row := egress_of(household.node, question))["outcome"] == "answered" and row,
+    wait_for(
+        lambda: egress_of(household.node, question)["outcome"] == "answered",
         30,
         "the egress record to be completed",
     )
-    assert (record["provider"], record["model"], record["origin"]) == ("aperture", OUTSIDE, "chat")
-    assert record["body"]["messages"][-1] == {"role": "user", "content": question}
-    assert record["cost_msat"] == PRICE_MSAT
     owner = logged_in(browser, household.node, household.owner, viewport)
+    owner.goto(f"{household.node.url}/privacy/egress/")
+    record = owner.locator(".egress-record").filter(has_text=question)
+    expect(record).to_have_count(1)
+    expect(record.locator(".egress-model")).to_have_text(OUTSIDE)
+    npub = page.npub  # type: ignore[attr-defined]
+    who = f"{npub[:12]}…{npub[-6:]}"
+    facts = record.locator(".facts dd")
+    expect(facts).to_have_text([who, "chat", "aperture", "20 sat", re.compile("…")])
+    payment_hash = record.locator(".facts code").get_attribute("title") or ""
+    record.locator("summary").click()
+    expect(record.locator("pre")).to_contain_text(json.dumps(question))
+    audit_page(owner, "egress-paid-chat")
     owner.goto(f"{household.node.url}/wallet/")
-    paid = owner.locator("#ledger tbody tr").filter(has_text=record["payment_hash"])
+    paid = owner.locator("#ledger tbody tr").filter(has_text=payment_hash)
     expect(paid).to_have_count(1)
     expect(paid.locator("td").nth(2)).to_have_text("provider:aperture")
     expect(paid.locator("td").nth(4)).to_have_text("20 sat")
