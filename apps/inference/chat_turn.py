@@ -28,6 +28,7 @@ from apps.inference.conversations import ChatError, Message
 from apps.inference.markdown import render_markdown
 from apps.inference.models import ChatPreferences, Conversation, LocalModel, context_note
 from apps.inference.pipeline import AnswerRequest, Origin
+from apps.providers import routing
 
 TITLE_TOKENS = 24
 TITLE_EXCHANGES = 2
@@ -223,7 +224,9 @@ class Turn:
         provider is the first part of its name (local models' names have no slash)."""
         provider, slash, _ = self.model.partition("/")
         shown = {"model": self.model, "sampling": self.sampling.shown()}
-        return {**shown, "provider": provider} if slash else shown
+        if not slash or provider == routing.PREFIX:  # a route's: which model took it is unknown
+            return shown
+        return {**shown, "provider": provider}
 
     async def _title(self) -> bytes:
         """The local model names the conversation after its first answer."""

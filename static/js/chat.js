@@ -192,6 +192,7 @@
     if (outside) {
       line.append(`Answered outside this node by ${provenance.provider} · ${provenance.model}`);
       if (cost) line.append(` · cost ${cost}`);
+      if (provenance.route) line.append(` · through ${provenance.route}`);
       if (provenance.payment_hash) {
         const payment = Object.assign(document.createElement("span"), { title: `payment hash ${provenance.payment_hash}` });
         payment.textContent = `payment ${provenance.payment_hash.slice(0, 12)}…`;

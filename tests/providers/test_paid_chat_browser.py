@@ -202,6 +202,13 @@ def test_a_local_answer_is_asked_of_a_stronger_model_and_cross_checked_side_by_s
     answer = page.locator(".answer").last
     expect(answer.locator(".provenance")).to_contain_text("sha256", timeout=90_000)
     audit_page(page, "chat-ask-stronger")
+    page.get_by_text("Settings of this chat").click()
+    stronger = page.locator("select[name=stronger]")
+    stronger.select_option("lan/strong-2")
+    expect(answer.locator("button.stronger")).to_have_text("Ask lan/strong-2 (free)")
+    audit_page(page, "chat-settings-stronger")
+    stronger.select_option(OUTSIDE)
+    page.get_by_text("Settings of this chat").click()
 
     answer.get_by_role("button", name=f"Ask {OUTSIDE} (up to 20 sat)").click()
 
