@@ -2,8 +2,8 @@
 // again, edits a question, copies answers and code, and opens the conversation list on a phone.
 // Outside models: the picker shows each one's price, the line under the composer says what
 // leaves the node, the price shown is sent with the question (the node refuses an answer that
-// would cost more), "Ask <model>" answers the last question again with an outside model, and
-// a cross-check asks 2 to 4 models at once.
+// would cost more), and "Ask <model>" answers the last question again with an outside model.
+// The cross-check of the last question is chat_crosscheck.js.
 // Streamed text is shown with textContent only; the finished answer's HTML comes from the
 // server's Markdown renderer, which lets no script or event handler through.
 (() => {
@@ -329,7 +329,7 @@
     errorOutput.textContent = "";
     const welcome = document.getElementById("welcome");
     if (welcome) welcome.remove();
-    crossCheckClose();
+    window.sovereignChat.crossCheck?.close();
     const at = how.at ?? privateHistory.length;
     const model = how.model || form.model.value;  // "Ask <model>": another model, this once
     const body = { model, question, conversation, private: isPrivate, settings: chatSettings() };
@@ -461,130 +461,6 @@
     });
   }
 
-  // ---- cross-check: the last question to 2 to 4 models, answers side by side (not kept)
-
-  const crossSection = document.getElementById("crosscheck");
-  const el = (tag, props = {}, ...children) => {
-    const node = Object.assign(document.createElement(tag), props);
-    node.append(...children);
-    return node;
-  };
-
-  function crossCheckClose() {
-    if (!crossSection) return;
-    crossSection.hidden = true;
-    crossSection.replaceChildren();
-  }
-
-  // The form: every model of the picker, its price shown, the answer's own model and the
-  // stronger one ticked.
-  function crossCheckOpen(answer) {
-    if (running || answer !== transcript.lastElementChild) return;
-    const question = answer.previousElementSibling;
-    if (place(question) === null) return window.location.reload();  // the page is behind
-    const answeredBy = answer.querySelector(".provenance summary")?.textContent.split(" · ")[0];
-    const ticked = new Set([answeredBy, strongerModel()?.value].filter(Boolean));
-    const choices = el("fieldset", { className: "crosscheck-models" }, el("legend", { textContent: "Models to ask (2 to 4)" }));
-    for (const option of modelSelect().options) {
-      const box = el("input", { type: "checkbox", name: "checked", value: option.value, checked: ticked.has(option.value) });
-      if (isPriced(option)) box.dataset.priceMsat = option.dataset.priceMsat;
-      const price = priceLine(Number(option.dataset.priceMsat));
-      const where = isProvider(option) ? `by ${option.dataset.provider} · ${price}`
-        : isPriced(option) ? `a ${option.dataset.route} route · ${price}` : "on this node · free";
-      choices.append(el("label", {}, box, el("span", { className: "model-name", textContent: option.value }), el("small", { textContent: where })));
-    }
-    const submit = el("button", { type: "submit", className: "primary" });
-    const cancel = el("button", { type: "button", textContent: "Cancel" });
-    const problem = el("output", { className: "crosscheck-error", role: "alert" });
-    const panel = el("form", { className: "crosscheck-form" },
-      el("h2", { textContent: "Cross-check the last question" }),
-      el("p", { className: "hint", textContent: "The models answer it side by side, and the local model writes a short note on where they agree and differ. Not kept in the conversation." }),
-      choices, el("div", { className: "crosscheck-buttons" }, submit, cancel), problem);
-    const tickedBoxes = () => [...choices.querySelectorAll("input:checked")];
-    const total = () => {
-      const boxes = tickedBoxes();
-      const price = boxes.reduce((sum, box) => sum + Number(box.dataset.priceMsat || 0), 0);
-      submit.textContent = `Ask ${boxes.length} models` + (price ? ` · up to ${sats(price)}` : "");
-      submit.disabled = boxes.length < 2 || boxes.length > 4;
-    };
-    choices.addEventListener("change", total);
-    total();
-    cancel.addEventListener("click", () => { crossCheckClose(); answer.querySelector(".crosscheck-open")?.focus(); });
-    panel.addEventListener("submit", (event) => {
-      event.preventDefault();
-      crossCheckAsk(question, tickedBoxes(), problem);
-    });
-    crossSection.replaceChildren(panel);
-    crossSection.hidden = false;
-    crossSection.scrollIntoView({ block: "nearest" });
-    choices.querySelector("input").focus();
-  }
-
-  async function crossCheckAsk(question, boxes, problem) {
-    if (running) return;
-    const models = boxes.map((box) => box.value);
-    const prices = Object.fromEntries(boxes.filter((box) => box.dataset.priceMsat !== undefined).map((box) => [box.value, Number(box.dataset.priceMsat)]));
-    const body = { models, prices, settings: chatSettings() };
-    if (isPrivate) Object.assign(body, { private: true, question: question.querySelector(".bubble").textContent, history: privateHistory.slice(0, place(question)) });
-    else Object.assign(body, { conversation, regenerate: place(question) });
-    const panel = crossSection.firstElementChild;
-    const progress = el("p", { className: "crosscheck-progress", role: "status" },
-      el("span", { className: "spinner", ariaHidden: "true" }), `Asking ${models.length} models… the answers come together.`);
-    panel.hidden = true;
-    crossSection.append(progress);
-    const controller = new AbortController();
-    setRunning(controller);
-    try {
-      const response = await post(chat.dataset.crosscheck, body, controller.signal);
-      const result = await response.json().catch(() => ({ error: `The node answered ${response.status}.` }));
-      if (!response.ok) throw new Error(result.error);
-      crossSection.replaceChildren(crossCheckShown(result));
-      crossSection.scrollIntoView({ block: "start" });
-    } catch (error) {
-      progress.remove();
-      panel.hidden = false;
-      problem.textContent = error.name === "AbortError" ? "Stopped; nothing more is asked." : error.message;
-      refreshPrices();
-    } finally {
-      if (running === controller) setRunning(null);
-    }
-  }
-
-  function crossCheckShown(result) {
-    const close = el("button", { type: "button", className: "icon-button", textContent: "✕", ariaLabel: "Close the cross-check" });
-    close.addEventListener("click", crossCheckClose);
-    const answers = el("div", { className: "crosscheck-answers" });
-    for (const shown of result.answers) {
-      const who = shown.error ? "no answer" : [
-        shown.answered_by && shown.answered_by !== shown.model ? `answered by ${shown.answered_by}` : "",
-        shown.provider ? `by ${shown.provider}` : "on this node",
-        shown.provider ? (typeof shown.cost_msat === "number" ? sats(shown.cost_msat) : "") : "free",
-      ].filter(Boolean).join(" · ");
-      const article = el("article", { className: "checked" }, el("h3", { textContent: shown.model }), el("p", { className: "who", textContent: who }));
-      if (shown.error) {
-        article.classList.add("failed");
-        article.append(el("p", { className: "checked-error", textContent: shown.error }));
-      } else {
-        const rendered = el("div", { className: "markdown" });
-        rendered.innerHTML = shown.html;  // sanitised by the server (apps/inference/markdown.py)
-        decorateCode(rendered);
-        article.append(rendered);
-      }
-      answers.append(article);
-    }
-    const note = el("div", { className: "crosscheck-note" }, el("h3", { textContent: "Where they agree and differ" }));
-    if (result.note_html) {
-      const rendered = el("div", { className: "markdown" });
-      rendered.innerHTML = result.note_html;  // sanitised by the server, as above
-      note.append(rendered, el("p", { className: "who", textContent: "A note by the local model." }));
-    } else {
-      note.append(el("p", { className: "who", textContent: result.note_missing || "The local model wrote no note this time." }));
-    }
-    return el("div", { className: "crosscheck-result" },
-      el("div", { className: "crosscheck-head" }, el("h2", { textContent: "Cross-check · not kept" }), close),
-      answers, note);
-  }
-
   // ---- the conversation list as a drawer on a phone
 
   const opener = document.querySelector("button.drawer-open");
@@ -621,12 +497,21 @@
   transcript.querySelectorAll(".answer").forEach(decorateAnswer);
   if (!form) return;
 
+  // What the cross-check (chat_crosscheck.js) shares with the rest of the chat.
+  window.sovereignChat = {
+    transcript, isPrivate, privateHistory, crossCheckUrl: chat.dataset.crosscheck,
+    get conversation() { return conversation; },
+    get running() { return running; },
+    setRunning, post, place, chatSettings, decorateCode, refreshPrices,
+    modelSelect, strongerModel, isPriced, isProvider, priceLine, sats,
+  };
+
   transcript.addEventListener("click", (event) => {
     const button = event.target.closest("button");
     if (!button) return;
     if (button.classList.contains("regenerate")) regenerate(button.closest(".answer"));
     else if (button.classList.contains("stronger")) regenerate(button.closest(".answer"), strongerModel().value);
-    else if (button.classList.contains("crosscheck-open")) crossCheckOpen(button.closest(".answer"));
+    else if (button.classList.contains("crosscheck-open")) window.sovereignChat.crossCheck?.open(button.closest(".answer"));
     else if (button.classList.contains("edit")) edit(button.closest(".question"));
   });
   for (const example of document.querySelectorAll(".examples .example")) {
