@@ -193,7 +193,8 @@ def models_priced(request: HttpRequest) -> HttpResponse:
 
 
 def _priced(model: pipeline.ModelChoice) -> dict[str, Any]:
-    provider = model.owned_by if model.outside else ""
+    """A model as the page re-prices it; `provider` only for a provider's model."""
+    provider = model.owned_by if model.outside and model.owned_by != routing.PREFIX else ""
     shown = {"name": model.name, "provider": provider, "outside": model.outside}
     return {**shown, "price_msat": model.price_msat}
 
