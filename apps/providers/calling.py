@@ -62,9 +62,14 @@ class Exchange:
     call: Call
     started: float = field(default_factory=time.monotonic)
     egress_id: int | None = None
-    payment_purpose: str = ""
+    payment_purposes: list[str] = field(default_factory=list)  # paid for this request
     first_token_ms: int | None = None
     usage: Usage | None = None
+
+    def paid(self, authorization: Authorization) -> None:
+        purpose = authorization.payment_purpose
+        if purpose and purpose not in self.payment_purposes:
+            self.payment_purposes.append(purpose)
 
     def elapsed_ms(self) -> int:
         return round((time.monotonic() - self.started) * 1000)
@@ -93,11 +98,13 @@ async def open_outside(call: Call, kind: Kind) -> Events:
 async def _answered(exchange: Exchange, kind: Kind) -> httpx2.Response:
     """The provider's 200, paying once on a 402."""
     call = exchange.call
-    response = await _send(call, await kind.credentials(call))
+    first = await kind.credentials(call)  # may buy a key first (a prepaid provider's)
+    exchange.paid(first)
+    response = await _send(call, first)
     if response.status_code == 402:
         await _body(response)
         paid = await kind.on_payment_required(call, response)
-        exchange.payment_purpose = paid.payment_purpose
+        exchange.paid(paid)
         response = await _send(call, paid)
         if response.status_code == 402:
             await response.aclose()
@@ -299,8 +306,8 @@ async def _provenance(exchange: Exchange) -> dict[str, Any]:
     """Who answered, and what this request paid (and the payment's hash: its proof)."""
     call = exchange.call
     cost, payment_hash = 0, ""
-    if exchange.payment_purpose:
-        cost, payment_hash = await sync_to_async(records.paid_for)(exchange.payment_purpose)
+    if exchange.payment_purposes:
+        cost, payment_hash = await sync_to_async(records.paid_for)(exchange.payment_purposes)
     return {
         "provider": call.provider.name,
         "model": f"{call.provider.name}/{call.model_id}",
@@ -331,7 +338,7 @@ async def _record(exchange: Exchange, outcome: Outcome, error: str) -> None:
             outcome=outcome,
             error=error,
             egress_id=exchange.egress_id,
-            payment_purpose=exchange.payment_purpose,
+            payment_purposes=tuple(exchange.payment_purposes),
             first_token_ms=exchange.first_token_ms,
             total_ms=exchange.elapsed_ms(),
             usage=exchange.usage,

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from django.db import transaction
@@ -22,7 +23,7 @@ class Ended:
     outcome: Outcome
     error: str
     egress_id: int | None
-    payment_purpose: str
+    payment_purposes: tuple[str, ...]
     first_token_ms: int | None
     total_ms: int
     usage: Usage | None
@@ -46,7 +47,7 @@ def egress_begin(call: Call) -> int:
 def request_record(ended: Ended) -> None:
     """The provider's record of the request, the egress row completed and the audit row, in
     one transaction."""
-    cost, payment_hash = paid_for(ended.payment_purpose)
+    cost, payment_hash = paid_for(ended.payment_purposes)
     usage = ended.usage or Usage(0, 0)
     with transaction.atomic():
         OutsideRequest.objects.create(
@@ -60,7 +61,7 @@ def request_record(ended: Ended) -> None:
             prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.completion_tokens,
             cost_msat=cost,
-            payment_purpose=ended.payment_purpose,
+            payment_purpose=" ".join(ended.payment_purposes),
             error=ended.error[:500],
         )
         if ended.egress_id is not None:
@@ -75,10 +76,14 @@ def request_record(ended: Ended) -> None:
         )
 
 
-def paid_for(purpose: str) -> tuple[int, str]:
-    """What this request paid (amount and fee), and the payment's hash: its proof is the
-    wallet's. A payment still pending counts its amount: it may well be paid."""
-    payment = wallet.payment_for(purpose) if purpose else None
-    if payment is None or payment.state == payment.State.FAILED:
-        return 0, ""
-    return payment.amount_msat + (payment.fee_msat or 0), payment.payment_hash
+def paid_for(purposes: Sequence[str]) -> tuple[int, str]:
+    """What this request paid (amounts and fees: a key bought, then a top-up, say), and the
+    last payment's hash: its proof is the wallet's. A payment still pending counts its amount:
+    it may well be paid."""
+    cost, payment_hash = 0, ""
+    for purpose in purposes:
+        payment = wallet.payment_for(purpose)
+        if payment is not None and payment.state != payment.State.FAILED:
+            cost += payment.amount_msat + (payment.fee_msat or 0)
+            payment_hash = payment.payment_hash
+    return cost, payment_hash

@@ -1,6 +1,7 @@
-"""How a provider is shown to people, the same on the Providers page and in `manage.py providers
-list`: its models with the price of one request, its record, and what the node keeps bought
-from it. Nothing here reads or shows a secret."""
+"""How a provider and a route are shown to people, the same on the Providers page and in
+`manage.py providers list` / `providers route list`: models with the price of one request, a
+provider's record and what the node keeps bought from it, a route's models in order and the
+most it costs. Nothing here reads or shows a secret."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from datetime import datetime
 
 from django.conf import settings
 
-from apps.providers import services
-from apps.providers.models import Provider, ProviderModel
+from apps.inference.models import LocalModel
+from apps.providers import routing, services
+from apps.providers.models import Provider, ProviderModel, Route
 from apps.wallet.templatetags.wallet import sats
 
 
@@ -81,6 +83,59 @@ def price_text(model: ProviderModel) -> str:
     if model.prompt_msat_per_1k is None and model.completion_msat_per_1k is None:
         return f"up to {price} a request (no published price: the node's cap)"
     return f"up to {price} a request of {max_tokens} tokens"
+
+
+@dataclass(frozen=True)
+class RouteShown:
+    name: str  # route/<name>, as members ask for it
+    short_name: str  # <name>, as the owner sets and removes it
+    policy: str
+    policy_line: str
+    models: list[ModelShown]  # in the owner's order
+    most: str  # what one request along it costs at most, for people
+
+
+# One line each, the same on the page's form, its list of routes and the shell.
+POLICY_LINES: dict[str, str] = {
+    Route.Policy.FALLBACK: "Tries the models in this order: when one fails or times out, the "
+    "next answers.",
+    Route.Policy.SPREAD: "Gives each new conversation to the model the member has used least, "
+    "so no one provider sees them all.",
+}
+LOCAL_PRICE = "free (on this node)"
+GONE_PRICE = "no longer listed: skipped"
+
+
+def routes_shown() -> list[RouteShown]:
+    offered = {model.name: model for model in models_offered()}
+    return [route_shown(route, offered) for route in routing.routes_list()]
+
+
+def route_shown(route: Route, offered: dict[str, ModelShown] | None = None) -> RouteShown:
+    """`offered`: models_offered() by name; a model no longer there is shown as skipped."""
+    if offered is None:
+        offered = {model.name: model for model in models_offered()}
+    models = [offered.get(name, ModelShown(name, GONE_PRICE, None)) for name in route.model_names]
+    most = routing.route_price_msat(
+        routing.usable_models(route, outside=True), settings.ENGINE_DEFAULT_MAX_TOKENS
+    )
+    return RouteShown(
+        name=f"{routing.PREFIX}/{route.name}",
+        short_name=route.name,
+        policy=route.policy,
+        policy_line=POLICY_LINES.get(route.policy, ""),
+        models=models,
+        most=f"at most {sats(most)} a request" if most else "free",
+    )
+
+
+def models_offered() -> list[ModelShown]:
+    """Every model a route may name: the node's own, then the outside ones with their price."""
+    local = [
+        ModelShown(model.name, LOCAL_PRICE, model.context_length)
+        for model in LocalModel.objects.order_by("name")
+    ]
+    return local + [model_shown(model) for model in services.outside_models()]
 
 
 def record_line(record: services.Reputation) -> str:

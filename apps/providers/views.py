@@ -1,5 +1,6 @@
 """The owner's Providers page: add a provider, see its models, prices and record, test it again
-or remove it. Every change goes through apps/providers/services.py, which audits it."""
+or remove it; set and remove the routes across models. Every change goes through
+apps/providers/services.py or routing.py, which audit it."""
 
 from __future__ import annotations
 
@@ -11,16 +12,37 @@ from django.views.decorators.http import require_POST
 
 from apps.identity.access import owner_required
 from apps.identity.models import Member
-from apps.providers import services, shown
-from apps.providers.models import Provider
+from apps.providers import routing, services, shown
+from apps.providers.models import Provider, Route
 from apps.providers.services import ProviderError
+
+ORDINALS = ("1st", "2nd", "3rd", "4th", "5th", "6th", "7th", "8th")
 
 
 @never_cache
 @owner_required
 def providers_page(request: HttpRequest) -> HttpResponse:
-    context = {"providers": shown.providers_shown(), "kinds": Provider.Kind.choices}
+    routes = shown.routes_shown()
+    # `?route=<name>` fills the form with that route, to change it without picking all again.
+    editing = next((r for r in routes if r.short_name == request.GET.get("route")), None)
+    picked = [model.name for model in editing.models] if editing else []
+    context = {
+        "providers": shown.providers_shown(),
+        "kinds": Provider.Kind.choices,
+        "routes": routes,
+        "editing": editing,
+        "policies": [(value, shown.POLICY_LINES[value]) for value in Route.Policy.values],
+        "offered": shown.models_offered(),
+        "rows": _model_rows(picked),
+    }
     return render(request, "providers/page.html", context)
+
+
+def _model_rows(picked: list[str]) -> list[tuple[str, str]]:
+    """The form's rows of models, one a place up to the most a route names: each row's label
+    and the model picked in it, if any."""
+    places = ORDINALS[: routing.MOST_MODELS]
+    return [(place, picked[i] if i < len(picked) else "") for i, place in enumerate(places)]
 
 
 @owner_required
@@ -71,4 +93,36 @@ def provider_remove(request: HttpRequest, name: str) -> HttpResponse:
         messages.error(request, str(error))
         return redirect("providers:page")
     messages.success(request, f"Removed {name}: its models are no longer offered.")
+    return redirect("providers:page")
+
+
+@owner_required
+@require_POST
+def route_set(request: HttpRequest) -> HttpResponse:
+    owner: Member = request.user  # type: ignore[assignment]
+    form = request.POST
+    name = form.get("name", "").strip()
+    models = [model.strip() for model in form.getlist("models") if model.strip()]
+    try:
+        routing.route_set(name, form.get("policy", ""), models, actor=owner.pubkey)
+    except ProviderError as error:
+        messages.error(request, f"Route not set: {error}")
+        return redirect("providers:page")
+    messages.success(
+        request,
+        f"Set {routing.PREFIX}/{name}: {len(models)} model{'s' if len(models) != 1 else ''}.",
+    )
+    return redirect("providers:page")
+
+
+@owner_required
+@require_POST
+def route_remove(request: HttpRequest, name: str) -> HttpResponse:
+    owner: Member = request.user  # type: ignore[assignment]
+    try:
+        routing.route_remove(name, actor=owner.pubkey)
+    except ProviderError as error:
+        messages.error(request, str(error))
+        return redirect("providers:page")
+    messages.success(request, f"Removed {routing.PREFIX}/{name}: members can no longer ask for it.")
     return redirect("providers:page")

@@ -1,5 +1,5 @@
 """The owner's Providers page: adding, testing and removing a provider against a real server on
-loopback, what each provider shows, and nobody else getting in."""
+loopback, what each provider shows, setting and removing routes, and nobody else getting in."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import pytest
 from django.test import Client
 
 from apps.audit.models import AuditEvent
-from apps.providers.models import Credential, OutsideRequest, Provider, ProviderModel
+from apps.providers.models import Credential, OutsideRequest, Provider, ProviderModel, Route
+from tests.providers.catalog import LOCAL, models_in_catalog
 from tests.providers.doubles.openai_shape import OpenAIShapedDouble
 
 pytestmark = pytest.mark.django_db
@@ -151,3 +152,130 @@ def test_changes_are_posted_only(owner_client: Client, lan: OpenAIShapedDouble) 
 
     assert owner_client.get("/providers/lan/remove").status_code == 405
     assert Provider.objects.exists()
+
+
+# Routes ----------------------------------------------------------------------------------
+
+
+def set_route(client: Client, name: str, policy: str, *models: str) -> str:
+    """The form as a browser sends it: eight model rows, the ones left empty sent empty."""
+    rows = [*models, *[""] * (8 - len(models))]
+    form = {"name": name, "policy": policy, "models": rows}
+    return client.post("/providers/routes/set", form, follow=True).content.decode()
+
+
+def test_the_form_offers_every_model_with_its_price_and_explains_each_policy(
+    owner_client: Client,
+) -> None:
+    models_in_catalog()
+
+    page = owner_client.get("/providers/").content.decode()
+
+    assert "No route yet" in page
+    assert page.count('<select id="route-model-') == 8 and '<label for="route-model-8">8th<' in page
+    assert f'<option value="{LOCAL}">{LOCAL} · free (on this node)</option>' in page
+    assert '<option value="ppq/gpt-4o">ppq/gpt-4o · 21 sat a request</option>' in page
+    assert "Tries the models in this order: when one fails or times out" in page
+    assert "Gives each new conversation to the model the member has used least" in page
+
+
+def test_the_owner_sets_a_route_and_sees_its_models_in_order_with_their_prices(
+    owner_client: Client, owner: Any
+) -> None:
+    models_in_catalog()
+
+    page = set_route(owner_client, "strong", "fallback", "ppq/gpt-4o", "", LOCAL)
+
+    assert "Set route/strong: 2 models." in page
+    route = Route.objects.get()
+    assert (route.name, route.policy, route.model_names) == (
+        "strong",
+        "fallback",
+        ["ppq/gpt-4o", LOCAL],
+    )
+    listed = page[page.index('id="route-strong"') :]
+    assert "<code>route/strong</code>" in listed and "at most 21 sat a request" in listed
+    assert listed.index("ppq/gpt-4o") < listed.index(LOCAL) < listed.index("free (on this node)")
+    assert 'data-confirm="Remove route/strong?' in listed
+    event = AuditEvent.objects.get(action="route_set")
+    assert (event.actor, event.subject) == (owner.pubkey, "route/strong")
+
+
+def test_change_fills_the_form_with_the_route_and_setting_it_again_replaces_it(
+    owner_client: Client,
+) -> None:
+    models_in_catalog()
+    set_route(owner_client, "strong", "fallback", "ppq/gpt-4o", LOCAL)
+
+    form = owner_client.get("/providers/?route=strong").content.decode()
+    assert "Change route/strong</h3>" in form and 'value="strong"' in form
+    assert '<option value="ppq/gpt-4o" selected>' in form
+    assert form.index('<option value="ppq/gpt-4o" selected>') < form.index(
+        f'<option value="{LOCAL}" selected>'
+    )
+    set_route(owner_client, "strong", "spread", "ppq/llama-3.3-70b", LOCAL)
+
+    route = Route.objects.get()
+    assert (route.policy, route.model_names) == ("spread", ["ppq/llama-3.3-70b", LOCAL])
+
+
+def test_the_owner_removes_a_route(owner_client: Client, owner: Any) -> None:
+    models_in_catalog()
+    set_route(owner_client, "strong", "fallback", LOCAL)
+
+    page = owner_client.post("/providers/routes/strong/remove", follow=True).content.decode()
+
+    assert "Removed route/strong: members can no longer ask for it." in page
+    assert not Route.objects.exists()
+    assert AuditEvent.objects.get(action="route_removed").actor == owner.pubkey
+    gone = owner_client.post("/providers/routes/strong/remove", follow=True).content.decode()
+    assert "There is no route named &#x27;strong&#x27;." in gone
+
+
+@pytest.mark.parametrize(
+    ("name", "policy", "models", "says"),
+    [
+        ("strong", "fallback", ["ppq/no-such"], "There is no model named &#x27;ppq/no-such&#x27;"),
+        ("strong", "fallback", [], "A fallback route names 1 to 8 models."),
+        ("strong", "spread", ["ppq/gpt-4o"], "A spread route names 2 to 8 models."),
+        ("strong", "", ["ppq/gpt-4o"], "Unknown policy"),
+        ("Strong!", "fallback", ["ppq/gpt-4o"], "A route&#x27;s name must be"),
+        ("strong", "fallback", ["ppq/gpt-4o", "ppq/gpt-4o"], "A route names each model once."),
+    ],
+)
+def test_a_bad_route_shows_the_reason_and_changes_nothing(
+    owner_client: Client, name: str, policy: str, models: list[str], says: str
+) -> None:
+    models_in_catalog()
+    set_route(owner_client, "strong", "fallback", LOCAL)
+    AuditEvent.objects.all().delete()
+
+    page = set_route(owner_client, name, policy, *models)
+
+    assert "Route not set: " + says in page
+    route = Route.objects.get()
+    assert (route.name, route.policy, route.model_names) == ("strong", "fallback", [LOCAL])
+    assert not AuditEvent.objects.exists()
+
+
+def test_members_and_friends_can_neither_set_nor_remove_a_route(
+    member_client: Client, friend_client: Client, owner_client: Client
+) -> None:
+    models_in_catalog()
+    set_route(owner_client, "strong", "fallback", LOCAL)
+
+    form = {"name": "mine", "policy": "fallback", "models": ["ppq/gpt-4o"]}
+    for client in (member_client, friend_client):
+        assert client.post("/providers/routes/set", form).status_code == 403
+        assert client.post("/providers/routes/strong/remove").status_code == 403
+    assert list(Route.objects.values_list("name", flat=True)) == ["strong"]
+    assert owner_client.get("/providers/routes/strong/remove").status_code == 405
+
+
+def test_with_no_model_at_all_the_page_says_so_instead_of_an_empty_form(
+    owner_client: Client,
+) -> None:
+    page = owner_client.get("/providers/").content.decode()
+
+    assert "No model to route yet: add a provider above, or a model on the node." in page
+    assert 'action="/providers/routes/set"' not in page

@@ -1,7 +1,7 @@
 """The Providers page and the egress record in Chromium, against a real node and a real
-OpenAI-shaped server on loopback: the owner adds and removes a provider through the page, a
-member's question leaves the node through /v1, and both pages pass the audit on a phone and a
-desktop, in both themes."""
+OpenAI-shaped server on loopback: the owner adds and removes a provider and sets, changes and
+removes a route through the page, a member's question leaves the node through /v1, and both
+pages pass the audit on a phone and a desktop, in both themes."""
 
 from __future__ import annotations
 
@@ -30,7 +30,8 @@ def lan() -> Iterator[OpenAIShapedDouble]:
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory, lan: OpenAIShapedDouble) -> Iterator[Instance]:
-    """A node with one provider added from its shell, and one member's question sent to it."""
+    """A node with one provider and one route added from its shell, and one member's question
+    sent to the provider."""
     instance = Instance(tmp_path_factory.mktemp("node"))
     instance.serve_web()
     instance.claim(PEOPLE["owner"])
@@ -38,6 +39,17 @@ def node(tmp_path_factory: pytest.TempPathFactory, lan: OpenAIShapedDouble) -> I
     assert instance.manage("member", "add", member).returncode == 0
     added = instance.manage("providers", "add", lan.url, "--kind", "openai", "--name", "lan")
     assert added.returncode == 0, added.stderr
+    routed = instance.manage(
+        "providers",
+        "route",
+        "set",
+        "strong",
+        "--policy",
+        "fallback",
+        "lan/strong-1",
+        "lan/strong-2",
+    )
+    assert routed.returncode == 0, routed.stderr
     created = instance.manage("apikey", "create", member, "--name", "phone")
     client = openai.OpenAI(
         base_url=f"{instance.url}/v1",
@@ -85,6 +97,43 @@ def test_the_owner_adds_and_removes_a_provider_on_the_page(
     expect(page.get_by_role("status")).to_contain_text("Removed second")
     expect(card).to_have_count(0)
     expect(page.locator("#provider-lan .record dd").first).to_have_text("1")  # its request
+
+
+def test_the_owner_sets_changes_and_removes_a_route_on_a_phone(
+    node: Instance, browser: Browser
+) -> None:
+    page = logged_in(node, browser, "owner")
+    page.set_viewport_size(PHONE)
+    page.goto(f"{node.url}/providers/")
+    expect(page.locator("#route-strong li")).to_have_text(
+        ["1. lan/strong-1 free (home network)", "2. lan/strong-2 free (home network)"]
+    )
+    form = page.locator(".route-form")
+    form.get_by_label("Route name").fill("private")
+    form.get_by_label("Spread").check()
+    form.get_by_label("1st").select_option("lan/strong-2")
+    form.get_by_label("2nd").select_option("lan/strong-1")
+    form.get_by_role("button", name="Set route").click()
+    expect(page.get_by_role("status")).to_have_text("Set route/private: 2 models.")
+    expect(page.locator("#route-private li code")).to_have_text(["lan/strong-2", "lan/strong-1"])
+    audit_both_widths(page, "owner-light-routes")
+
+    page.get_by_role("link", name="Change route/private").click()
+    expect(form.get_by_label("Spread")).to_be_checked()
+    expect(form.get_by_label("1st")).to_have_value("lan/strong-2")
+    form.get_by_label("Fallback").check()
+    form.get_by_label("2nd").select_option("")
+    form.get_by_role("button", name="Set route").click()
+    expect(page.get_by_role("status")).to_have_text("Set route/private: 1 model.")
+    expect(page.locator("#route-private li code")).to_have_text(["lan/strong-2"])
+
+    page.get_by_role("button", name="Remove route/private").click()
+    dialog = page.get_by_role("dialog")
+    expect(dialog).to_contain_text("Remove route/private?")
+    dialog.get_by_role("button", name="Remove").click()
+    expect(page.get_by_role("status")).to_contain_text("Removed route/private")
+    expect(page.locator("#route-private")).to_have_count(0)
+    expect(page.locator("#route-strong")).to_have_count(1)
 
 
 @pytest.mark.parametrize("theme", ["light", "dark"])

@@ -112,6 +112,9 @@ def test_the_first_question_buys_a_key_by_paying_once_and_the_next_ones_use_it(
     assert paid_to(provider_node) == [TOPUP_SAT * 1000]
     assert Payment.objects.count() == 1 and Credential.objects.count() == 1
     assert prepaid.answered == 3
+    # The question that bought the key is charged with it; the others paid nothing.
+    costs = list(OutsideRequest.objects.order_by("id").values_list("cost_msat", flat=True))
+    assert costs == [TOPUP_SAT * 1000, 0, 0]
 
 
 @pytest.mark.django_db(transaction=True)

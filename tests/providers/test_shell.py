@@ -1,5 +1,6 @@
-"""`manage.py providers add|list|remove|test` against a real OpenAI-shaped server on loopback:
-clear errors that change nothing, and no API key ever printed."""
+"""`manage.py providers add|list|remove|test` against a real OpenAI-shaped server on loopback,
+and `providers route set|list|remove`: clear errors that change nothing, and no API key ever
+printed."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from apps.audit.models import AuditEvent
-from apps.providers.models import Credential, OutsideRequest, Provider, ProviderModel
-from tests.providers.doubles.openai_shape import Handler, OpenAIShapedDouble, Route
+from apps.providers.models import Credential, OutsideRequest, Provider, ProviderModel, Route
+from tests.providers.catalog import LOCAL, models_in_catalog
+from tests.providers.doubles.openai_shape import Handler, OpenAIShapedDouble
+from tests.providers.doubles.openai_shape import Route as DoubleRoute
 
 pytestmark = pytest.mark.django_db
 KEY = "sk-home-network-secret"
@@ -25,7 +28,7 @@ class KeyedDouble(OpenAIShapedDouble):
 
     name = "keyed"
 
-    def extra_routes(self) -> dict[tuple[str, str], Route]:
+    def extra_routes(self) -> dict[tuple[str, str], DoubleRoute]:
         return {("GET", "/v1/models"): self._models}
 
     def _models(self, handler: Handler, body: dict[str, Any]) -> None:
@@ -199,3 +202,93 @@ def test_remove_takes_the_provider_and_its_models_away_and_is_audited(
     assert "There is no provider named 'lan'" in refused("remove", "lan")
     assert "There is no provider named 'nope'" in refused("test", "nope")
     assert providers("list").startswith("No outside provider yet")
+
+
+# Routes ----------------------------------------------------------------------------------
+
+
+def test_route_set_list_and_remove_show_the_models_in_order_with_their_prices() -> None:
+    models_in_catalog()
+
+    set_ = providers(
+        "route", "set", "strong", "--policy", "fallback", "ppq/gpt-4o", LOCAL, "ppq/llama-3.3-70b"
+    )
+
+    assert set_.startswith("Set:\nroute/strong  fallback  at most 21 sat a request\n")
+    assert "  Tries the models in this order" in set_
+    providers("route", "set", "private", "--policy", "spread", "ppq/llama-3.3-70b", LOCAL)
+    listed = providers("route", "list")
+    assert (
+        "route/private  spread  at most 5 sat a request\n"
+        "  Gives each new conversation to the model the member has used least" in listed
+    )
+    assert (
+        "  1. ppq/gpt-4o  21 sat a request\n"
+        f"  2. {LOCAL}  free (on this node)\n"
+        "  3. ppq/llama-3.3-70b  5 sat a request\n" in listed
+    )
+    assert listed.index("route/private") < listed.index("route/strong")
+    assert providers("route", "remove", "strong") == "Removed route/strong.\n"
+    assert list(Route.objects.values_list("name", flat=True)) == ["private"]
+    events = AuditEvent.objects.order_by("id")
+    assert [(e.action, e.actor, e.subject) for e in events] == [
+        ("route_set", "shell", "route/strong"),
+        ("route_set", "shell", "route/private"),
+        ("route_removed", "shell", "route/strong"),
+    ]
+
+
+def test_setting_a_route_again_replaces_its_policy_and_models() -> None:
+    models_in_catalog()
+    providers("route", "set", "strong", "--policy", "fallback", "ppq/gpt-4o")
+
+    providers("route", "set", "strong", "--policy", "spread", LOCAL, "ppq/gpt-4o")
+
+    route = Route.objects.get()
+    assert (route.policy, route.model_names) == ("spread", [LOCAL, "ppq/gpt-4o"])
+
+
+def test_a_model_the_catalog_no_longer_lists_is_shown_as_skipped() -> None:
+    models_in_catalog()
+    providers("route", "set", "strong", "--policy", "fallback", "ppq/gpt-4o", LOCAL)
+    ProviderModel.objects.filter(model_id="gpt-4o").delete()
+
+    listed = providers("route", "list")
+
+    assert "route/strong  fallback  free\n" in listed
+    assert "  1. ppq/gpt-4o  no longer listed: skipped\n" in listed
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (
+            ["strong", "--policy", "fallback", "ppq/no-such"],
+            "There is no model named 'ppq/no-such'",
+        ),
+        (["strong", "--policy", "fallback", "ppq/gpt-4o", "nowhere"], "no model named 'nowhere'"),
+        (["strong", "--policy", "gold", "ppq/gpt-4o"], "Unknown policy 'gold'"),
+        (["strong", "--policy", "spread", "ppq/gpt-4o"], "A spread route names 2 to 8 models"),
+        (["Strong Route", "--policy", "fallback", "ppq/gpt-4o"], "A route's name must be"),
+        (["strong", "--policy", "fallback", "ppq/gpt-4o", "ppq/gpt-4o"], "each model once"),
+        (["strong", "--policy", "fallback", "route/other"], "cannot name another route"),
+    ],
+)
+def test_a_bad_route_is_refused_with_the_reason_and_nothing_changes(
+    argv: list[str], says: str
+) -> None:
+    models_in_catalog()
+    providers("route", "set", "strong", "--policy", "fallback", LOCAL)
+    AuditEvent.objects.all().delete()
+
+    assert says in refused("route", "set", *argv)
+
+    route = Route.objects.get()
+    assert (route.name, route.policy, route.model_names) == ("strong", "fallback", [LOCAL])
+    assert not AuditEvent.objects.exists()
+
+
+def test_removing_a_route_that_is_not_there_is_refused_and_list_says_there_is_none() -> None:
+    assert "There is no route named 'gone'" in refused("route", "remove", "gone")
+    assert providers("route", "list").startswith("No route yet: `manage.py providers route set")
+    assert not AuditEvent.objects.exists()

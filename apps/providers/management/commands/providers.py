@@ -1,4 +1,5 @@
-"""`manage.py providers add|list|remove|test`: outside providers, from a shell.
+"""`manage.py providers add|list|remove|test`: outside providers, from a shell; and
+`manage.py providers route set|list|remove`: the routes (`route/<name>`) across their models.
 
 An API key is read from a file or an environment variable, never from the command line itself,
 where the process list and the shell's history would keep it; no subcommand prints one.
@@ -13,16 +14,20 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from apps.identity.management.database import SHELL, database_ready
-from apps.providers import services, shown
-from apps.providers.models import Provider
+from apps.providers import routing, services, shown
+from apps.providers.models import Provider, Route
 from apps.providers.services import ProviderError
 from apps.wallet.templatetags.wallet import sats
 
 KINDS = ", ".join(Provider.Kind.values)
+POLICIES = " or ".join(Route.Policy.values)
 
 
 class Command(BaseCommand):
-    help = "Add, list, test or remove the outside providers whose models members may ask."
+    help = (
+        "Add, list, test or remove the outside providers whose models members may ask; "
+        "set, list or remove the routes across models."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         actions = parser.add_subparsers(dest="action", required=True)
@@ -38,9 +43,22 @@ class Command(BaseCommand):
         remove.add_argument("name")
         test = actions.add_parser("test", help="read a provider's models and prices again")
         test.add_argument("name")
+        self._add_route_arguments(actions.add_parser("route", help="routes across models"))
+
+    def _add_route_arguments(self, route: CommandParser) -> None:
+        actions = route.add_subparsers(dest="route_action", required=True)
+        set_ = actions.add_parser("set", help="define route/NAME, or replace its models")
+        set_.add_argument("name", help="lower case: members ask for route/NAME")
+        set_.add_argument("--policy", required=True, help=f"how it picks a model: {POLICIES}")
+        set_.add_argument("models", nargs="+", help="its models in order, as `list` names them")
+        actions.add_parser("list", help="each route, its models in order and what it costs")
+        remove = actions.add_parser("remove", help="remove route/NAME")
+        remove.add_argument("name")
 
     def handle(self, *args: Any, action: str, **options: Any) -> None:
         database_ready()
+        if action == "route":
+            action = f"route_{options['route_action']}"
         try:
             getattr(self, f"_{action}")(**options)
         except ProviderError as error:
@@ -78,6 +96,30 @@ class Command(BaseCommand):
     def _models(self, provider: shown.ProviderShown) -> None:
         for model in provider.models:
             self.stdout.write(f"  {model.name}  {model.price}")
+
+    def _route_set(self, name: str, policy: str, models: list[str], **options: Any) -> None:
+        route = routing.route_set(name, policy, models, actor=SHELL)
+        self.stdout.write("Set:")
+        self._route(shown.route_shown(route))
+
+    def _route_list(self, **options: Any) -> None:
+        routes = shown.routes_shown()
+        if not routes:
+            self.stdout.write(
+                "No route yet: `manage.py providers route set NAME --policy fallback MODEL ...`."
+            )
+        for route in routes:
+            self._route(route)
+
+    def _route_remove(self, name: str, **options: Any) -> None:
+        routing.route_remove(name, actor=SHELL)
+        self.stdout.write(f"Removed {routing.PREFIX}/{name}.")
+
+    def _route(self, route: shown.RouteShown) -> None:
+        self.stdout.write(f"{route.name}  {route.policy}  {route.most}")
+        self.stdout.write(f"  {route.policy_line}")
+        for place, model in enumerate(route.models, start=1):
+            self.stdout.write(f"  {place}. {model.name}  {model.price}")
 
 
 def _api_key(path: str | None, variable: str | None) -> str:
