@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -27,6 +28,7 @@ from apps.inference.conversations import ChatError, Message
 from apps.inference.markdown import render_markdown
 from apps.inference.models import ChatPreferences, Conversation, LocalModel, context_note
 from apps.inference.pipeline import AnswerRequest, Origin
+from apps.providers import routing
 
 TITLE_TOKENS = 24
 TITLE_EXCHANGES = 2
@@ -45,6 +47,7 @@ class Turn:
         self.covered = 0  # messages of the conversation that `earlier` holds a note of
         self.summarise = False  # the member wants a note of what no longer fits
         self.price_shown_msat: int | None = None  # an outside model's price, as the chat showed it
+        self.route_key = uuid.uuid4().hex  # a new conversation's, for a spread route
         self.provenance: dict[str, Any] = {}
         self.sampling = Sampling(
             max_tokens=chosen.answer_tokens,
@@ -55,11 +58,19 @@ class Turn:
 
     @classmethod
     def from_request(cls, member: Member, body: bytes) -> Turn:
-        data = json_object(body)
+        return cls.from_data(member, json_object(body))
+
+    @classmethod
+    def from_data(cls, member: Member, data: dict[str, Any]) -> Turn:
         model = data.get("model")
         if not isinstance(model, str) or not model:
             raise ChatError("Choose a model from the list.")
         if data.get("private") is True:
+            if "/" in model:  # an outside model's name; local ones are slugs
+                raise ChatError(
+                    "A private chat asks only the models on this node: what goes outside is "
+                    "recorded on the node."
+                )
             turn = cls(member, model, _question(data), _settings(member, None, data))
             turn.stored = False
             turn.earlier = _private_history(data.get("history"))
@@ -101,18 +112,28 @@ class Turn:
             self.member,
             Origin.CHAT,
             self.model,
-            self._messages(),
+            self.messages(),
             self.sampling,
             private=not self.stored,
             overflow=Overflow.DROP_OLDEST,  # a conversation goes on; the answer says what it missed
             price_shown_msat=self.price_shown_msat,
+            conversation_key=self._conversation_key(),
         )
         events = await pipeline.answer(asked)
         if self.stored:
             await sync_to_async(self._question_save)()
         return events
 
-    def _messages(self) -> list[Message]:
+    def _conversation_key(self) -> str | None:
+        """What a spread route keeps this conversation with one model by; None for a private
+        chat (each of its questions counts as a new conversation)."""
+        if not self.stored:
+            return None
+        if self.conversation is None:
+            return self.route_key
+        return self.conversation.route_key or f"conversation:{self.conversation.pk}"
+
+    def messages(self) -> list[Message]:
         """The system prompt and any note as one leading system message: chat templates differ
         in what they make of several."""
         messages = [*self.earlier, {"role": "user", "content": self.question}]
@@ -125,7 +146,9 @@ class Turn:
 
     def _question_save(self) -> None:
         if self.conversation is None:
-            self.conversation = conversations.conversation_start(self.member, self.question)
+            self.conversation = conversations.conversation_start(
+                self.member, self.question, self.route_key
+            )
         elif self.replace_from is not None:
             conversations.messages_replace_from(self.conversation, self.replace_from)
         chat_settings.conversation_settings_set(self.conversation, self.chosen)
@@ -189,12 +212,21 @@ class Turn:
         answer = conversations.answer_save(
             self.conversation,
             text,
-            self.provenance or {"model": self.model, "sampling": self.sampling.shown()},
+            self.provenance or self._provenance_unended(),
             finish_reason,
             left_out=self.covered + dropped,
             summarised=self.covered,
         )
         return answer.pk
+
+    def _provenance_unended(self) -> dict[str, Any]:
+        """What is known of who answered when the answer did not end: an outside model's
+        provider is the first part of its name (local models' names have no slash)."""
+        provider, slash, _ = self.model.partition("/")
+        shown = {"model": self.model, "sampling": self.sampling.shown()}
+        if not slash or provider == routing.PREFIX:  # a route's: which model took it is unknown
+            return shown
+        return {**shown, "provider": provider}
 
     async def _title(self) -> bytes:
         """The local model names the conversation after its first answer."""

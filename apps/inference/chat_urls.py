@@ -11,6 +11,8 @@ urlpatterns = [
     path("<int:conversation_id>/restore", chat_views.conversation_restore, name="restore"),
     path("<int:conversation_id>/rename", chat_views.conversation_rename, name="rename"),
     path("ask", chat_views.ask, name="ask"),
+    path("models", chat_views.models_priced, name="models"),
+    path("crosscheck", chat_views.cross_check, name="crosscheck"),
     path("stopped", chat_views.answer_stopped, name="stopped"),
     path("settings/", settings_views.settings_page, name="settings"),
 ]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from asgiref.sync import sync_to_async
 from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
@@ -12,12 +15,13 @@ from django.views.decorators.http import require_POST
 
 from apps.identity.access import household_required
 from apps.identity.models import Member, Role
-from apps.inference import chat_settings, conversations, pipeline
+from apps.inference import chat_crosscheck, chat_settings, conversations, crosscheck, pipeline
 from apps.inference.backends.base import AnswerRefused
-from apps.inference.chat_request import OpenAIError, read_body
+from apps.inference.chat_request import MAX_TOKENS_LIMIT, OpenAIError, read_body
 from apps.inference.chat_turn import Turn, json_object, refusal_text
 from apps.inference.conversations import ChatError
 from apps.inference.models import Conversation
+from apps.providers import routing
 
 UNDO = "chat.undo"  # the conversation this browser may bring back
 EXAMPLE_PROMPTS = (
@@ -45,6 +49,8 @@ def chat_page(
             raise Http404("There is no such conversation.") from None
     chosen = chat_settings.settings_of(None if private else conversation, member)
     models = pipeline.choices_for(member, chosen.answer_tokens)
+    if private:  # what goes outside is recorded on the node: a private chat stays on it
+        models = [model for model in models if not model.outside]
     query = request.GET.get("q", "").strip()[:200]
     listed = conversations.conversations_search(member, query) if query else None
     context = {
@@ -54,12 +60,39 @@ def chat_page(
         "query": query,
         "undo": _undoable(request, member),
         "models": models,
+        "local_models": [model for model in models if not model.outside],
+        "outside_models": [m for m in models if m.outside and m.owned_by != routing.PREFIX],
+        "routes": _routes_shown(member, models),
         "model_chosen": _model_chosen(conversation, models),
         "private": private,
         "chosen": chosen,
         "examples": EXAMPLE_PROMPTS,
     }
     return render(request, "inference/chat.html", context)
+
+
+@dataclass(frozen=True)
+class RouteShown:
+    """A route in the picker: its price, how it picks a model, and whether any of its models
+    is outside (what the line under the composer says)."""
+
+    name: str
+    price_msat: int
+    policy: str
+    leaves: bool
+
+
+def _routes_shown(member: Member, models: list[pipeline.ModelChoice]) -> list[RouteShown]:
+    routes = {f"{routing.PREFIX}/{route.name}": route for route in routing.routes_list()}
+    outside = pipeline.may_go_outside(member)
+    shown = []
+    for model in models:
+        route = routes.get(model.name) if model.owned_by == routing.PREFIX else None
+        if route is not None:
+            usable = routing.usable_models(route, outside=outside)
+            leaves = any("/" in name for name in usable)  # local models' names have no slash
+            shown.append(RouteShown(model.name, model.price_msat, route.policy, leaves))
+    return shown
 
 
 def _undoable(request: HttpRequest, member: Member) -> Conversation | None:
@@ -71,9 +104,11 @@ def _undoable(request: HttpRequest, member: Member) -> Conversation | None:
 
 
 def _model_chosen(conversation: Conversation | None, models: list[pipeline.ModelChoice]) -> str:
-    """The model that answered last in this conversation, else the local one added first: a
-    model added later never silently becomes everyone's default, and none outside is."""
-    names = {model.name for model in models}
+    """The local model that answered last in this conversation, else the local one added
+    first: a model added later never silently becomes everyone's default, and a page never
+    opens on a model that is paid for or leaves the node (local first: an outside model is
+    chosen each time, in the picker or with "Ask ...")."""
+    names = {model.name for model in models if not model.outside}
     if conversation is not None:
         last = conversation.messages.exclude(model_name="").order_by("-id").first()
         if last is not None and last.model_name in names:
@@ -141,6 +176,52 @@ async def ask(request: HttpRequest) -> HttpResponseBase:
     response["Cache-Control"] = "no-store"
     response["X-Accel-Buffering"] = "no"
     return response
+
+
+@never_cache
+@household_required
+def models_priced(request: HttpRequest) -> HttpResponse:
+    """The models the member may ask, each outside one with its price for an answer of
+    `max_tokens` (the chat's setting; empty: the conversation's default)."""
+    member: Member = request.user  # type: ignore[assignment]
+    text = request.GET.get("max_tokens", "").strip()
+    if text and not (text.isdecimal() and len(text) < 7 and 1 <= int(text) <= MAX_TOKENS_LIMIT):
+        return JsonResponse({"error": "'max_tokens' must be a whole number of tokens."}, status=400)
+    tokens = int(text) if text else chat_settings.settings_of(None, member).answer_tokens
+    models = [_priced(model) for model in pipeline.choices_for(member, tokens)]
+    return JsonResponse({"max_tokens": tokens, "models": models})
+
+
+def _priced(model: pipeline.ModelChoice) -> dict[str, Any]:
+    """A model as the page re-prices it; `provider` only for a provider's model."""
+    provider = model.owned_by if model.outside and model.owned_by != routing.PREFIX else ""
+    shown = {"name": model.name, "provider": provider, "outside": model.outside}
+    return {**shown, "price_msat": model.price_msat}
+
+
+@require_POST
+async def cross_check(request: HttpRequest) -> HttpResponse:
+    """The last question asked of 2 to 4 models; their answers and the local model's note."""
+    member = await request.auser()
+    if not member.is_authenticated or member.role not in (Role.OWNER, Role.MEMBER):
+        return JsonResponse({"error": "Log in as a member of the household."}, status=403)
+    try:
+        asked = await sync_to_async(chat_crosscheck.crosscheck_asked)(member, read_body(request))
+        result = await crosscheck.cross_check(
+            member,
+            asked.messages,
+            asked.models,
+            asked.sampling,
+            origin=pipeline.Origin.CHAT,
+            private=asked.private,
+        )
+    except (ChatError, OpenAIError, crosscheck.CrossCheckError) as error:
+        return JsonResponse({"error": str(error)}, status=400)
+    except AnswerRefused as refusal:
+        return JsonResponse({"error": refusal_text(refusal)}, status=refusal.status)
+    # Rendering several answers' Markdown takes a while: not on the event loop.
+    shown = sync_to_async(chat_crosscheck.crosscheck_shown, thread_sensitive=False)
+    return JsonResponse(await shown(result))
 
 
 @require_POST

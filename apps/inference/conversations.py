@@ -203,8 +203,10 @@ def messages_replace_from(conversation: Conversation, message_id: int) -> None:
         conversation.summary, conversation.summary_covers = "", 0
 
 
-def conversation_start(member: Member, question: str) -> Conversation:
-    return Conversation.objects.create(member=member, title=_title_cut(question))
+def conversation_start(member: Member, question: str, route_key: str = "") -> Conversation:
+    return Conversation.objects.create(
+        member=member, title=_title_cut(question), route_key=route_key
+    )
 
 
 def question_save(conversation: Conversation, question: str) -> ChatMessage:
@@ -222,13 +224,19 @@ def answer_save(
     left_out: int = 0,
     summarised: int = 0,
 ) -> ChatMessage:
+    """`provenance`: a local answer's model, file hash and sampling, or an outside answer's
+    model, provider, cost, request id and payment hash (see pipeline.py)."""
     answer = ChatMessage.objects.create(
         conversation=conversation,
         role=ChatMessage.Role.ASSISTANT,
         content=text,
         model_name=provenance["model"],
-        model_sha256=provenance["model_sha256"],
-        sampling=provenance["sampling"],
+        model_sha256=provenance.get("model_sha256", ""),
+        sampling=provenance.get("sampling"),
+        provider=provenance.get("provider", ""),
+        cost_msat=provenance.get("cost_msat"),
+        request_id=provenance.get("request_id", ""),
+        payment_hash=provenance.get("payment_hash", ""),
         finish_reason=finish_reason,
         messages_left_out=left_out,
         messages_summarised=min(summarised, left_out),

@@ -73,6 +73,9 @@ class Conversation(models.Model):
     # the order the model reads the conversation (answers without text left out).
     summary = models.TextField(blank=True)
     summary_covers = models.PositiveIntegerField(default=0)
+    # What a spread route knows the conversation by (it keeps one model for it): set before
+    # the first question is asked, when there is no id yet; "" for conversations from before.
+    route_key = models.CharField(max_length=32, blank=True)
 
     def __str__(self) -> str:
         return self.title
@@ -93,6 +96,12 @@ class ChatMessage(models.Model):
     model_name = models.CharField(max_length=100, blank=True)
     model_sha256 = models.CharField(max_length=64, blank=True)
     sampling = models.JSONField(null=True, blank=True)
+    # For an outside model's answers: who answered, what it cost (fees included), and the
+    # request's id and payment hash, which find its egress record and its payment.
+    provider = models.CharField(max_length=40, blank=True)
+    cost_msat = models.BigIntegerField(null=True, blank=True)
+    request_id = models.CharField(max_length=64, blank=True)
+    payment_hash = models.CharField(max_length=64, blank=True)
     finish_reason = models.CharField(max_length=20, blank=True)  # stop, length, cancelled, error
     # For answers: how many of the oldest messages the model did not read as they were, as
     # they no longer fit its context, and how many of those it read a note of instead.

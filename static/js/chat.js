@@ -1,5 +1,9 @@
 // The chat: sends a question, shows the answer as it streams in, stops it on request, answers
 // again, edits a question, copies answers and code, and opens the conversation list on a phone.
+// Outside models: the picker shows each one's price, the line under the composer says what
+// leaves the node, the price shown is sent with the question (the node refuses an answer that
+// would cost more), and "Ask <model>" answers the last question again with an outside model.
+// The cross-check of the last question is chat_crosscheck.js.
 // Streamed text is shown with textContent only; the finished answer's HTML comes from the
 // server's Markdown renderer, which lets no script or event handler through.
 (() => {
@@ -48,6 +52,101 @@
     if (markdown) decorateCode(markdown);
     const old = answer.querySelector(".actions .copy");
     if (old) old.replaceWith(copyButton("Copy", () => sourceOf(answer)));
+    const actions = answer.querySelector(".actions");
+    if (actions) actions.append(...laterActions(answer));
+  }
+
+  // ---- models and their prices
+
+  // An amount in msat as the node's pages show it (the wallet's `sats` filter).
+  function sats(msat) {
+    const whole = Math.floor(msat / 1000).toLocaleString("en-US");
+    const rest = msat % 1000;
+    return rest ? `${whole}.${String(rest).padStart(3, "0")} sat` : `${whole} sat`;
+  }
+
+  const priceLine = (msat) => (msat ? `up to ${sats(msat)}` : "free");
+  const modelSelect = () => form && form.model;
+  const strongerSelect = () => form && form.stronger;
+
+  // The picker's option for a model: what the page knows of it (outside: provider, price).
+  function modelOption(name) {
+    const select = modelSelect();
+    return select ? [...select.options].find((option) => option.value === name) || null : null;
+  }
+
+  // Priced: an outside model or a route (whose price is its dearest model's); the price shown
+  // is sent with the question. A provider's model names who answers.
+  const isPriced = (option) => Boolean(option && option.dataset.priceMsat !== undefined);
+  const isProvider = (option) => Boolean(option && option.dataset.provider !== undefined);
+  const outsideOptions = () => (modelSelect() ? [...modelSelect().options].filter(isProvider) : []);
+
+  function strongerModel() {
+    const select = strongerSelect();
+    return select && select.value ? modelOption(select.value) : outsideOptions()[0] || null;
+  }
+
+  function strongerLabel(option) {
+    return `Ask ${option.value} (${priceLine(Number(option.dataset.priceMsat))})`;
+  }
+
+  // The buttons only the last answer shows (chat.css): another model on the same question.
+  function laterActions(answer) {
+    const buttons = [];
+    const stronger = strongerModel();
+    if (stronger && !answer.dataset.provider) {  // a local answer: one click asks outside
+      buttons.push(Object.assign(document.createElement("button"), { type: "button", className: "stronger", textContent: strongerLabel(stronger) }));
+    }
+    if (modelSelect() && modelSelect().options.length >= 2) {
+      buttons.push(Object.assign(document.createElement("button"), { type: "button", className: "crosscheck-open", textContent: "Cross-check" }));
+    }
+    return buttons;
+  }
+
+  // What leaves the node with the chosen model, said before anything is sent.
+  function showEgress() {
+    const option = modelSelect().selectedOptions[0];
+    const line = document.getElementById("egress-note");
+    const leaves = isProvider(option) || (option && option.dataset.leaves === "true");
+    line.hidden = !leaves;
+    form.question.placeholder = isPriced(option) ? `Ask ${option.value}…` : "Ask the local model…";
+    if (!leaves) return;
+    const price = Number(option.dataset.priceMsat);
+    const paid = price ? `Up to ${sats(price)} a question, from your allowance.` : "No charge.";
+    const where = isProvider(option)
+      ? `go to ${option.dataset.provider}.`
+      : { fallback: "go to the first of this route's models that answers, in the household's order.",
+          spread: "go to the model this route gives the conversation: each new one goes elsewhere." }[option.dataset.route];
+    line.replaceChildren(
+      Object.assign(document.createElement("strong"), { textContent: "Leaves this node: " }),
+      `your question and the conversation so far ${where} ${paid}`,
+    );
+  }
+
+  function relabelStronger() {
+    const option = strongerModel();
+    if (option) transcript.querySelectorAll(".actions .stronger").forEach((button) => { button.textContent = strongerLabel(option); });
+  }
+
+  function relabel(option, price) {
+    option.dataset.priceMsat = String(price);
+    option.textContent = `${option.value} · ${priceLine(price)}`;
+  }
+
+  // Prices follow the longest answer the chat asks for, and a provider may change its own:
+  // asked again when either may have changed, so what is shown is what is sent.
+  async function refreshPrices() {
+    if (!form) return;
+    const query = new URLSearchParams({ max_tokens: form.max_tokens.value.trim() });
+    const response = await fetch(`${chat.dataset.models}?${query}`).catch(() => null);
+    if (!response || !response.ok) return;
+    const { models } = await response.json();
+    for (const model of models.filter((m) => m.outside)) {
+      const shown = [modelOption(model.name), strongerSelect() && [...strongerSelect().options].find((o) => o.value === model.name)];
+      for (const option of shown) if (option) relabel(option, model.price_msat);
+    }
+    showEgress();
+    relabelStronger();
   }
 
   // ---- the transcript
@@ -75,19 +174,37 @@
     actions.append(
       copyButton("Copy", () => sourceOf(answer)),
       Object.assign(document.createElement("button"), { type: "button", className: "regenerate", textContent: "Regenerate" }),
+      ...laterActions(answer),
     );
     return actions;
   }
 
+  // Who gave the answer: a local model's file (its sha256), or the provider outside, the
+  // model and what it cost (with the payment's hash, whose proof the wallet keeps).
   function provenanceOf(provenance, finishReason) {
     const details = Object.assign(document.createElement("details"), { className: "provenance" });
     const notes = { length: " · cut at max_tokens", cancelled: " · stopped" }[finishReason] || "";
-    details.append(Object.assign(document.createElement("summary"), { textContent: provenance.model + notes }));
+    const outside = Boolean(provenance.provider);
+    const cost = outside && typeof provenance.cost_msat === "number" ? sats(provenance.cost_msat) : "";
+    const who = outside ? [provenance.model, provenance.provider, cost].filter(Boolean).join(" · ") : provenance.model;
+    details.append(Object.assign(document.createElement("summary"), { textContent: who + notes }));
     const line = document.createElement("p");
-    const model = Object.assign(document.createElement("span"), { title: `sha256 ${provenance.model_sha256}` });
-    model.textContent = `${provenance.model} · sha256 ${provenance.model_sha256.slice(0, 12)}…`;
+    if (outside) {
+      line.append(`Answered outside this node by ${provenance.provider} · ${provenance.model}`);
+      if (cost) line.append(` · cost ${cost}`);
+      if (provenance.route) line.append(` · through ${provenance.route}`);
+      if (provenance.payment_hash) {
+        const payment = Object.assign(document.createElement("span"), { title: `payment hash ${provenance.payment_hash}` });
+        payment.textContent = `payment ${provenance.payment_hash.slice(0, 12)}…`;
+        line.append(" · ", payment);
+      }
+    } else {
+      const model = Object.assign(document.createElement("span"), { title: `sha256 ${provenance.model_sha256}` });
+      model.textContent = `${provenance.model} · sha256 ${String(provenance.model_sha256).slice(0, 12)}…`;
+      line.append(model);
+    }
     const s = provenance.sampling;
-    line.append(model, ` · temperature ${s.temperature} · top_p ${s.top_p} · seed ${s.seed} · max_tokens ${s.max_tokens}`);
+    if (s) line.append(` · temperature ${s.temperature} · top_p ${s.top_p} · seed ${s.seed} · max_tokens ${s.max_tokens}`);
     details.append(line);
     return details;
   }
@@ -141,6 +258,7 @@
         answer.prepend(Object.assign(document.createElement("p"), { className: "context-note", textContent: event.context_note }));
       }
       decorateCode(rendered);
+      if (event.provenance.provider) answer.dataset.provider = event.provenance.provider;
       answer.append(actionsOf(answer), provenanceOf(event.provenance, event.finish_reason));
     } else if (event.event === "title") {
       titled(event.title);
@@ -211,15 +329,18 @@
     errorOutput.textContent = "";
     const welcome = document.getElementById("welcome");
     if (welcome) welcome.remove();
+    window.sovereignChat.crossCheck?.close();
     const at = how.at ?? privateHistory.length;
-    const body = { model: form.model.value, question, conversation, private: isPrivate, settings: chatSettings() };
-    const price = form.model.selectedOptions[0]?.dataset.priceMsat;
-    if (price !== undefined) body.price_msat = Number(price); // the price shown: never more
+    const model = how.model || form.model.value;  // "Ask <model>": another model, this once
+    const body = { model, question, conversation, private: isPrivate, settings: chatSettings() };
+    const option = modelOption(model);
+    if (isPriced(option)) body.price_msat = Number(option.dataset.priceMsat);  // the price shown: never more
     if (how.regenerate) body.regenerate = how.regenerate;
     if (how.edit) body.edit = how.edit;
     if (isPrivate) body.history = privateHistory.slice(0, at);
     const questionEntry = how.reuse || questionItem(question);
     const answer = item("answer");
+    if (isProvider(option)) answer.dataset.provider = option.dataset.provider;
     const text = Object.assign(document.createElement("div"), { className: "streaming" });
     answer.append(text);
     scrollToEnd();
@@ -248,6 +369,7 @@
         putBack(how.reuse ? null : questionEntry, answer, how.replaced || []);
         if (!how.reuse) form.question.value = question;
         if (error.name !== "AbortError") errorOutput.textContent = error.message;
+        if (isPriced(option)) refreshPrices();  // a price that went up is shown as it is now
         return;
       }
       if (error.name === "AbortError") {
@@ -296,12 +418,12 @@
     return known === undefined ? null : Number(known);
   }
 
-  function regenerate(answer) {
+  function regenerate(answer, model) {
     if (running || answer !== transcript.lastElementChild) return;
     const question = answer.previousElementSibling;
     if (place(question) === null) return window.location.reload();  // the page is behind
     answer.remove();
-    const how = { reuse: question, replaced: [answer] };
+    const how = { reuse: question, replaced: [answer], model };
     if (isPrivate) how.at = place(question);
     else how.regenerate = place(question);
     return ask(question.querySelector(".bubble").textContent, how);
@@ -375,10 +497,21 @@
   transcript.querySelectorAll(".answer").forEach(decorateAnswer);
   if (!form) return;
 
+  // What the cross-check (chat_crosscheck.js) shares with the rest of the chat.
+  window.sovereignChat = {
+    transcript, isPrivate, privateHistory, crossCheckUrl: chat.dataset.crosscheck,
+    get conversation() { return conversation; },
+    get running() { return running; },
+    setRunning, post, place, chatSettings, decorateCode, refreshPrices,
+    modelSelect, strongerModel, isPriced, isProvider, priceLine, sats,
+  };
+
   transcript.addEventListener("click", (event) => {
     const button = event.target.closest("button");
     if (!button) return;
     if (button.classList.contains("regenerate")) regenerate(button.closest(".answer"));
+    else if (button.classList.contains("stronger")) regenerate(button.closest(".answer"), strongerModel().value);
+    else if (button.classList.contains("crosscheck-open")) window.sovereignChat.crossCheck?.open(button.closest(".answer"));
     else if (button.classList.contains("edit")) edit(button.closest(".question"));
   });
   for (const example of document.querySelectorAll(".examples .example")) {
@@ -403,6 +536,19 @@
     }
   });
   document.getElementById("stop").addEventListener("click", () => running && running.abort());
+  modelSelect().addEventListener("change", showEgress);
+  form.max_tokens.addEventListener("change", refreshPrices);
+  const stronger = strongerSelect();
+  if (stronger) {  // the member's pick, kept in this browser
+    const kept = window.localStorage.getItem("chat.stronger");
+    if (kept && [...stronger.options].some((option) => option.value === kept)) stronger.value = kept;
+    relabelStronger();
+    stronger.addEventListener("change", () => {
+      window.localStorage.setItem("chat.stronger", stronger.value);
+      relabelStronger();
+    });
+  }
+  showEgress();
   scrollToEnd();
   if (window.matchMedia("(min-width: 50rem)").matches) question.focus();
 })();

@@ -45,7 +45,7 @@ def test_the_chat_is_for_the_household(
 @pytest.mark.parametrize(
     ("body", "says"),
     [
-        ({"model": "nope", "question": "hi"}, "Choose a model"),
+        ({"model": "", "question": "hi"}, "Choose a model"),
         ({"model": MODEL, "question": "   "}, "Write a question"),
         ({"model": MODEL, "question": "x" * 32_001}, "at most 32,000"),
         ({"model": MODEL, "question": "hi", "conversation": 999}, "no such conversation"),
@@ -59,6 +59,16 @@ def test_bad_questions_are_refused_and_nothing_is_stored(
 
     assert answer.status_code == 400
     assert says in answer.json()["error"]
+    assert stored() == (0, 0)
+
+
+def test_a_model_that_does_not_exist_is_not_found_and_nothing_is_stored(
+    member_client: Client, model: LocalModel
+) -> None:
+    answer = ask(member_client, model="nope", question="hi")
+
+    assert answer.status_code == 404
+    assert "does not exist" in answer.json()["error"]
     assert stored() == (0, 0)
 
 

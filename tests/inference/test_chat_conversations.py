@@ -183,7 +183,7 @@ def test_answering_again_replaces_the_last_answer_and_reads_what_came_before(
     again = turn(member, conversation=conversation.pk, regenerate=last.pk)
 
     assert again.question == "Two"
-    assert again._messages() == [
+    assert again.messages() == [
         {"role": "user", "content": "One"},
         {"role": "assistant", "content": "Uno"},
         {"role": "user", "content": "Two"},
@@ -214,7 +214,7 @@ def test_an_edited_question_replaces_it_and_everything_after(
     edited = turn(member, conversation=conversation.pk, edit=second.pk, question="Deux?")
     edited._question_save()
 
-    assert edited._messages()[-1] == {"role": "user", "content": "Deux?"}
+    assert edited.messages()[-1] == {"role": "user", "content": "Deux?"}
     assert list(conversation.messages.values_list("content", flat=True)) == ["One", "Uno", "Deux?"]
 
 
@@ -276,7 +276,7 @@ def test_a_conversation_can_go_without_the_members_default_system_prompt(
     later = turn(member, conversation=conversation.pk, question="Three?")
 
     assert later.chosen.system_prompt == ""
-    assert later._messages()[0]["role"] == "user"
+    assert later.messages()[0]["role"] == "user"
 
 
 def test_the_system_prompt_and_a_note_reach_the_model_as_one_system_message(
@@ -288,7 +288,7 @@ def test_the_system_prompt_and_a_note_reach_the_model_as_one_system_message(
 
     asked = turn(member, conversation=conversation.pk, question="Three?", settings=settings)
 
-    messages = asked._messages()
+    messages = asked.messages()
     assert messages[0]["role"] == "system"
     assert messages[0]["content"].startswith("Answer in Spanish.")
     assert "We counted." in messages[0]["content"]

@@ -6,6 +6,7 @@ from django import template
 from django.utils.safestring import SafeString, mark_safe
 
 from apps.inference.markdown import render_markdown
+from apps.wallet.templatetags.wallet import sats
 
 register = template.Library()
 
@@ -22,3 +23,9 @@ def sampling_line(sampling: dict[str, Any] | None) -> str:
         return ""
     shown = [f"{name} {sampling[name]}" for name in ("temperature", "top_p", "seed", "max_tokens")]
     return " · ".join(shown)
+
+
+@register.filter
+def price_line(msat: int) -> str:
+    """An outside model's price as the picker shows it: the most one answer may cost."""
+    return f"up to {sats(msat)}" if msat else "free"
