@@ -52,7 +52,7 @@ from apps.inference.answering import Sampling  # noqa: E402
 from apps.inference.backends.base import Done, Token  # noqa: E402
 from apps.providers import services  # noqa: E402
 from apps.providers.models import Credential  # noqa: E402
-from apps.providers.secrets import unseal  # noqa: E402
+from apps.providers.sealing import unseal  # noqa: E402
 from apps.wallet import services as wallet  # noqa: E402
 from bench.report import write_section  # noqa: E402
 from tests.lightningd import ProcessDouble  # noqa: E402

@@ -40,7 +40,7 @@ from apps.inference.backends.engine import LocalEngine
 from apps.inference.context_fit import Overflow
 from apps.inference.models import LocalModel
 from apps.privacy import redaction
-from apps.providers import routing
+from apps.providers import calling, routing
 from apps.providers import services as providers
 from apps.providers.backends.chat import OutsideBackend
 from apps.wallet import services as wallet
@@ -173,9 +173,11 @@ def answer_sync(request: AnswerRequest) -> tuple[str, Done | Failed]:
     async def whole() -> tuple[str, Done | Failed]:
         try:
             events = await answer(request)
+            return await answer_collected(events)
         except AnswerRefused as refusal:
             return "", Failed(refusal.code, str(refusal))
-        return await answer_collected(events)
+        finally:
+            await calling.client_close()
 
     return async_to_sync(whole)()
 
@@ -282,7 +284,8 @@ def _check_price(request: AnswerRequest, price: int, *, caller: str) -> None:
             "Ask again to accept the new price.",
         )
     left = wallet.spendable_msat(request.member, caller)
-    if price > 0 and left is not None and left < price:
+    need = price + wallet.fee_limit_msat(price) if price > 0 else 0
+    if price > 0 and left is not None and left < need:
         raise AnswerRefused(
             RefusalCode.OVER_BUDGET,
             f"This model costs up to {_sat(price)} a question and {_sat(max(left, 0))} is left "

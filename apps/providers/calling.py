@@ -58,6 +58,13 @@ def _client() -> httpx2.AsyncClient:
     return _clients[loop]
 
 
+async def client_close() -> None:
+    """Close this event loop's client: a loop made for one answer (answer_sync) ends with it."""
+    client = _clients.pop(asyncio.get_running_loop(), None)
+    if client is not None:
+        await client.aclose()
+
+
 @dataclass
 class Exchange:
     """What one outside request did, for its records."""
@@ -261,16 +268,23 @@ async def _streamed(exchange: Exchange, response: httpx2.Response) -> Events:
 
 
 async def _sse_payloads(response: httpx2.Response) -> AsyncIterator[str]:
+    """The `data:` of each event line. Lines are split here, over bytes counted as they come:
+    a provider sending megabytes with no line break is cut off, not held whole in memory."""
     received = 0
+    pending = b""
     try:
-        async for line in response.aiter_lines():
-            received += len(line) + 1
+        async for part in response.aiter_bytes():
+            received += len(part)
             if received > settings.PROVIDER_ANSWER_BYTES:
                 raise _Broken(
                     Failed(RefusalCode.PROVIDER_FAILED, "The provider's answer was too large.")
                 )
-            if line.startswith("data:"):
-                yield line[5:].strip()
+            *lines, pending = (pending + part).split(b"\n")
+            for line in lines:
+                if line.startswith(b"data:"):
+                    yield line[5:].strip().decode("utf-8", "replace")
+        if pending.startswith(b"data:"):
+            yield pending[5:].strip().decode("utf-8", "replace")
     except httpx2.TimeoutException:
         raise _Broken(
             Failed(RefusalCode.PROVIDER_TIMEOUT, "The provider stopped answering.")
@@ -281,11 +295,19 @@ async def _sse_payloads(response: httpx2.Response) -> AsyncIterator[str]:
         ) from None
 
 
+MOST_TOKENS = 10**9  # more than any answer: a provider's bigger number is not believed
+
+
 def _usage(value: Any) -> Usage:
     try:
-        return Usage(int(value["prompt_tokens"]), int(value["completion_tokens"]))
-    except (KeyError, TypeError, ValueError):
+        prompt, completion = int(value["prompt_tokens"]), int(value["completion_tokens"])
+    except (KeyError, TypeError, ValueError, OverflowError):
         return Usage(0, 0)
+    return Usage(_believable(prompt), _believable(completion))
+
+
+def _believable(tokens: int) -> int:
+    return tokens if 0 <= tokens <= MOST_TOKENS else 0
 
 
 async def _recorded(exchange: Exchange, kind: Kind, first: AnswerEvent, events: Events) -> Events:

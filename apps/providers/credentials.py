@@ -3,7 +3,7 @@
 A credential is written `pending` before the payment that buys it is sent; the settled payment
 makes it `live`; a provider asking to be paid again on it (or its payment failing) makes it
 `spent`. States move only by conditional updates: zero rows changed means another request got
-there first, and its word stands. Secrets are sealed at rest (secrets.py); the preimage of a
+there first, and its word stands. Secrets are sealed at rest (sealing.py); the preimage of a
 kept token is never copied here: it stays in the wallet's payment, found by its purpose.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 from django.db import connection
 from django.utils import timezone
 
-from apps.providers import secrets
+from apps.providers import sealing
 from apps.providers.models import Credential
 
 State = Credential.State
@@ -42,7 +42,7 @@ def credential_open(
     return Credential.objects.create(
         provider_id=provider_id,
         scheme=scheme,
-        secret_sealed=secrets.seal(secret),
+        secret_sealed=sealing.seal(secret),
         payment_purpose=purpose,
         state=State.PENDING,
         note=note or {},
@@ -69,7 +69,7 @@ def credentials_unspent(provider_id: int, schemes: tuple[str, ...]) -> list[Kept
         rows = cursor.fetchall()
     created = Credential._meta.get_field("created_at")
     return [
-        Kept(pk, scheme, secrets.unseal(sealed), purpose, state, _datetime(created, at))
+        Kept(pk, scheme, sealing.unseal(sealed), purpose, state, _datetime(created, at))
         for pk, scheme, sealed, purpose, state, at in rows
         if scheme in schemes
     ]

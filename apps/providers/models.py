@@ -2,7 +2,7 @@
 them, and how each request to them went (the provider's local reputation).
 
 Amounts are integers in millisatoshis. Secrets (API keys, kept tokens) are sealed at rest
-(secrets.py): a copy of the database alone does not spend a household's balances.
+(sealing.py): a copy of the database alone does not spend a household's balances.
 """
 
 from __future__ import annotations

@@ -3,21 +3,22 @@ the routes the answer pipeline takes to their models (`<provider name>/<model id
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx2
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Avg, Count, Q, Sum
 from django.utils import timezone
 
 from apps.audit.services import audit_record
-from apps.providers import secrets
+from apps.providers import sealing
 from apps.providers.backends import l402, prepaid
 from apps.providers.backends.base import ProviderInfo
+from apps.providers.fetching import FetchFailed, json_fetched
 from apps.providers.models import (
     NAME_PATTERN,
     Credential,
@@ -56,7 +57,7 @@ def provider_info(provider: Provider) -> ProviderInfo:
         timeout_seconds=provider.timeout_seconds,
         max_price_msat=provider.max_price_msat,
         topup_msat=provider.topup_msat,
-        api_key=secrets.unseal(provider.secret_sealed),
+        api_key=sealing.unseal(provider.secret_sealed),
     )
 
 
@@ -74,6 +75,24 @@ def base_url_checked(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}{path}"
 
 
+def _private_or_https(base_url: str) -> None:
+    """A provider that is paid carries live tokens and keys: over HTTPS, or to an address that
+    does not cross the internet (this box, the home network, an onion service)."""
+    parts = urlsplit(base_url)
+    host = parts.hostname or ""
+    if parts.scheme == "https" or host.endswith(".onion") or host == "localhost":
+        return
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    if address is None or not (address.is_private or address.is_loopback):
+        raise ProviderError(
+            "A paid provider must be reached over https:// (its tokens and keys are "
+            "credentials), unless it is on this box, the home network or an onion address."
+        )
+
+
 def provider_add(url: str, *, kind: str, name: str, api_key: str = "", actor: str = "") -> Provider:
     """Add a provider and fetch its models; a provider whose catalog cannot be read is not
     added (the error says why)."""
@@ -87,11 +106,14 @@ def provider_add(url: str, *, kind: str, name: str, api_key: str = "", actor: st
         raise ProviderError("The name 'route' is kept for routes: give the provider another.")
     if Provider.objects.filter(name=name).exists():
         raise ProviderError(f"There is already a provider named '{name}'.")
+    base_url = base_url_checked(url)
+    if kind != Provider.Kind.OPENAI:
+        _private_or_https(base_url)
     provider = Provider(
         name=name,
         kind=kind,
-        base_url=base_url_checked(url),
-        secret_sealed=secrets.seal(api_key.strip()),
+        base_url=base_url,
+        secret_sealed=sealing.seal(api_key.strip()),
         timeout_seconds=float(settings.PROVIDER_TIMEOUT_SECONDS),
         max_price_msat=settings.PROVIDER_MAX_PRICE_SAT * 1000,
         topup_msat=settings.PROVIDER_TOPUP_SAT * 1000,
@@ -106,10 +128,16 @@ def provider_add(url: str, *, kind: str, name: str, api_key: str = "", actor: st
 
 
 def provider_remove(name: str, actor: str = "") -> None:
+    """Remove a provider with what was bought from it; not while a payment for it may still
+    be completing (its credential would be lost with it)."""
     with transaction.atomic():
-        removed, _ = Provider.objects.filter(name=name).delete()
-        if not removed:
-            raise ProviderError(f"There is no provider named '{name}'.")
+        provider = provider_get(name)
+        if provider.credentials.filter(state=Credential.State.PENDING).exists():
+            raise ProviderError(
+                f"A payment to {name} is still being settled; remove it once the wallet has "
+                "settled it (the Wallet page shows it as pending)."
+            )
+        provider.delete()
         _audit("provider_removed", actor, name, "")
 
 
@@ -204,29 +232,31 @@ def _priced(offer: Offer, prices: dict[str, int]) -> Offer:
 
 def _get_json(provider: Provider, path: str) -> Any:
     headers = {}
-    key = secrets.unseal(provider.secret_sealed)
+    key = sealing.unseal(provider.secret_sealed)
     if key:
         headers["Authorization"] = f"Bearer {key}"
     try:
-        with httpx2.Client(timeout=min(provider.timeout_seconds, 15), trust_env=False) as client:
-            response = client.get(f"{provider.base_url}{path}", headers=headers)
-    except httpx2.HTTPError as error:
-        raise ProviderError(
-            f"The provider cannot be reached at {provider.base_url} ({error})."
-        ) from None
-    if response.status_code in (401, 403):
-        raise ProviderError(
-            f"The provider answered {response.status_code} to {path}: it wants an API key, "
+        return json_fetched(
+            f"{provider.base_url}{path}",
+            headers=headers,
+            timeout=min(provider.timeout_seconds, 15),
+            limit=CATALOG_BYTES,
+        )
+    except FetchFailed as failed:
+        raise ProviderError(_fetch_failure(provider, path, failed)) from None
+
+
+def _fetch_failure(provider: Provider, path: str, failed: FetchFailed) -> str:
+    if failed.status in (401, 403):
+        return (
+            f"The provider answered {failed.status} to {path}: it wants an API key, "
             "or refuses the one given."
         )
-    if response.status_code != 200:
-        raise ProviderError(f"The provider answered {response.status_code} to {path}.")
-    if len(response.content) > CATALOG_BYTES:
-        raise ProviderError("The provider's model list is too large.")
-    try:
-        return response.json()
-    except ValueError:
-        raise ProviderError(f"The provider's answer to {path} is not JSON.") from None
+    if failed.status is not None:
+        return f"The provider answered {failed.status} to {path}."
+    if failed.unreachable:
+        return f"The provider cannot be reached at {provider.base_url} ({failed})."
+    return f"The provider's answer to {path} {failed}."
 
 
 def _offer(entry: dict[str, Any]) -> Offer | None:
@@ -295,7 +325,7 @@ def route_for(name: str) -> OutsideRoute | None:
         timeout,
         max_price,
         topup,
-        secrets.unseal(sealed),
+        sealing.unseal(sealed),
     )
     price = Price(kind != Provider.Kind.OPENAI, max_price, row[8], row[9], row[10])
     return OutsideRoute(name, provider, model_id, price)

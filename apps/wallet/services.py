@@ -92,7 +92,7 @@ def pay(order: PayOrder) -> Payment:
     invoice = invoice_checked(order)
     fee_limit = order.max_fee_msat
     if fee_limit is None:
-        fee_limit = max(5000, invoice["amount_msat"] // 100)
+        fee_limit = fee_limit_msat(invoice["amount_msat"])
     try:
         payment = budgets.reserve(
             purpose=order.purpose, label=f"sovereign:{order.purpose}", caller=order.caller,
@@ -114,6 +114,12 @@ def spendable_msat(member: Any, caller: str = "") -> int | None:
     """What this member may still spend through `caller` within every budget; None: no limit.
     A check before a request is sent; the reservation when paying is what decides."""
     return budgets.spendable(caller, member.pk if member is not None else None)
+
+
+def fee_limit_msat(amount_msat: int) -> int:
+    """The most a payment may cost in fees unless its caller says otherwise: 5 sat or 1 %,
+    whichever is more (as xpay's own default)."""
+    return max(5000, amount_msat // 100)
 
 
 def payment_for(purpose: str) -> Payment | None:

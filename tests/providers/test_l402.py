@@ -20,7 +20,7 @@ from nostr_sdk import Keys
 
 from apps.identity.models import Member
 from apps.inference.backends.base import Done, Failed, RefusalCode
-from apps.providers import credentials, secrets, services
+from apps.providers import credentials, sealing, services
 from apps.providers.models import Credential, OutsideRequest, ProviderModel
 from apps.wallet import budgets
 from apps.wallet import services as wallet
@@ -77,7 +77,7 @@ def test_a_streamed_answer_is_paid_once_and_the_kept_token_answers_the_next_ques
     assert l402.authorizations == [f"L402 {l402.offered[0]}:{payment.preimage}"] * 2
     kept = Credential.objects.get()
     assert (kept.state, kept.scheme, kept.payment_purpose) == ("live", "L402", payment.purpose)
-    assert secrets.unseal(kept.secret_sealed) == l402.offered[0]
+    assert sealing.unseal(kept.secret_sealed) == l402.offered[0]
     assert payment.preimage not in kept.secret_sealed + str(kept.note)
     records = OutsideRequest.objects.order_by("id")
     assert [r.payment_purpose for r in records] == [payment.purpose, ""]

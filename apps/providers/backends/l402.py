@@ -36,6 +36,7 @@ from apps.providers.challenges import (
     macaroon_payment_hash,
 )
 from apps.providers.credentials import Kept
+from apps.providers.fetching import FetchFailed, json_fetched
 from apps.wallet import services as wallet
 
 SCHEMES = ("L402", "LSAT")
@@ -137,8 +138,10 @@ async def _kept_token(provider_id: int) -> tuple[Kept, str] | None:
     A token whose payment is in flight is waited for a little, then the request ends rather
     than buying another while that one may still be paid."""
     deadline = time.monotonic() + PENDING_WAIT_SECONDS
+    ask_node = True  # once: while waiting, the database says when another request settles it
     while True:
-        usable = await sync_to_async(_token_now)(provider_id)
+        usable = await sync_to_async(_token_now)(provider_id, ask_node)
+        ask_node = False
         if not isinstance(usable, bool):
             return usable
         if not usable:
@@ -152,12 +155,12 @@ async def _kept_token(provider_id: int) -> tuple[Kept, str] | None:
         await asyncio.sleep(PENDING_POLL_SECONDS)
 
 
-def _token_now(provider_id: int) -> tuple[Kept, str] | bool:
+def _token_now(provider_id: int, ask_node: bool) -> tuple[Kept, str] | bool:
     """A token usable now, with its preimage (in one trip to the database thread: every
     request with a kept token asks this); else whether one is being paid."""
     waiting = False
     for token in credentials.credentials_unspent(provider_id, SCHEMES):
-        preimage, in_flight = _preimage(token)
+        preimage, in_flight = _preimage(token, ask_node)
         if preimage is not None:
             credentials.credential_used(token.id)
             return token, preimage
@@ -165,13 +168,14 @@ def _token_now(provider_id: int) -> tuple[Kept, str] | bool:
     return waiting
 
 
-def _preimage(token: Kept) -> tuple[str | None, bool]:
+def _preimage(token: Kept, ask_node: bool) -> tuple[str | None, bool]:
     """The preimage of a token whose payment is complete (a pending token becomes live), or
     None and whether its payment may still complete."""
     proof = wallet.payment_proof(token.payment_purpose) if token.state == "live" else None
     if proof is not None:
         return proof[1], False
-    payment = wallet.payment_settled(token.payment_purpose)
+    settled = wallet.payment_settled if ask_node else wallet.payment_for
+    payment = settled(token.payment_purpose)
     if payment is not None:
         try:
             paid = paying.paid_or_unanswered(payment)
@@ -203,16 +207,12 @@ def manifest_prices(base_url: str, timeout: float = 10.0) -> dict[str, int] | No
     there is no manifest or it prices nothing. Prices are advisory: the invoice decides, and
     an invoice above the price shown is refused."""
     try:
-        with httpx2.Client(timeout=timeout, trust_env=False, follow_redirects=False) as client:
-            response = client.get(f"{base_url}{MANIFEST_PATH}")
-    except httpx2.HTTPError:
+        manifest = json_fetched(
+            f"{base_url}{MANIFEST_PATH}", headers={}, timeout=timeout, limit=MANIFEST_BYTES
+        )
+    except FetchFailed:
         return None
-    if response.status_code != 200 or len(response.content) > MANIFEST_BYTES:
-        return None
-    try:
-        return manifest_read(response.json())
-    except ValueError:
-        return None
+    return manifest_read(manifest)
 
 
 def manifest_read(manifest: Any) -> dict[str, int] | None:

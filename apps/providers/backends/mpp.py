@@ -105,7 +105,7 @@ def charge_request(challenge: Challenge) -> dict[str, Any]:
         if not isinstance(details, dict) or not isinstance(details["invoice"], str):
             raise TypeError
         msat = int(request["amount"]) * MSAT_PER[str(request.get("currency", "sat")).lower()]
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, OverflowError):
         raise _refused("is unreadable") from None
     return {**request, "amount_msat": msat}
 

@@ -33,7 +33,7 @@ import httpx2
 from asgiref.sync import sync_to_async
 from django.utils import timezone
 
-from apps.providers import paying, secrets
+from apps.providers import paying, sealing
 from apps.providers.backends import prepaid_keys as keys
 from apps.providers.backends.base import Authorization, Call, Kind, Outcome, Unanswered
 from apps.providers.backends.prepaid_api import (
@@ -129,7 +129,7 @@ class PrepaidKind(Kind):
             abandon = _abandoning(kept.id)
             if isinstance(api, PPQApi):
                 key, credit_id = await _asked(call, api.account_create(), abandon)
-                sealed = {"credit_id": secrets.seal(credit_id)}  # a bearer secret too
+                sealed = {"credit_id": sealing.seal(credit_id)}  # a bearer secret too
                 kept = await sync_to_async(keys.key_live)(kept.id, key, sealed)
                 await self._topup(call, kept, api)
                 return await sync_to_async(keys.key_kept)(call.provider.id)
@@ -193,13 +193,19 @@ class PrepaidKind(Kind):
         await self._topup_finish(call, kept, slot, api)
 
     async def _topup_resume(
-        self, call: Call, kept: keys.Kept, slot: dict[str, Any], api: PrepaidApi
+        self,
+        call: Call,
+        kept: keys.Kept,
+        slot: dict[str, Any],
+        api: PrepaidApi,
+        *,
+        wait: bool = True,
     ) -> bool:
         """A top-up an earlier request began: True once it is credited; False when it is
         dropped (its payment failed or was never made)."""
         age = timezone.now().timestamp() - float(slot.get("at", 0))
         if await _payment_ended(call, slot["purpose"], age):
-            await self._topup_finish(call, kept, slot, api)
+            await self._topup_finish(call, kept, slot, api, wait=wait)
             return True
         await sync_to_async(keys.topup_clear)(kept.id, slot["purpose"])
         return False
@@ -209,17 +215,27 @@ class PrepaidKind(Kind):
         used either way; a top-up still pending does not hold the request up."""
         try:
             async with _api(call, kept.flavour) as api:
-                await self._topup_resume(call, kept, kept.note["topup"], api)
+                # One look, not a wait: the key's balance may well answer this question.
+                await self._topup_resume(call, kept, kept.note["topup"], api, wait=False)
         except Unanswered:
             pass
         return await sync_to_async(keys.key_kept)(call.provider.id) or kept
 
     async def _topup_finish(
-        self, call: Call, kept: keys.Kept, slot: dict[str, Any], api: PrepaidApi
+        self,
+        call: Call,
+        kept: keys.Kept,
+        slot: dict[str, Any],
+        api: PrepaidApi,
+        *,
+        wait: bool = True,
     ) -> None:
         invoice = _invoice_noted(call, slot)
         try:
-            credited = await api.credited_within(kept.key, invoice)
+            if wait:
+                credited = await api.credited_within(kept.key, invoice)
+            else:
+                credited = await api.credited(kept.key, invoice)
         except (ProviderSilent, ProviderRefused):
             credited = None
         if credited is None:
@@ -386,7 +402,7 @@ def _sats(call: Call) -> int:
 async def _balance_refresh(api: PrepaidApi, kept: keys.Kept) -> None:
     """The provider's word on the balance; a balance it will not tell is left as it was."""
     try:
-        balance = await api.balance(kept.key, secrets.unseal(kept.note.get("credit_id", "")))
+        balance = await api.balance(kept.key, sealing.unseal(kept.note.get("credit_id", "")))
     except (ProviderSilent, ProviderRefused):
         return
     await sync_to_async(keys.balance_keep)(kept.id, balance)
@@ -398,7 +414,8 @@ def _balance_told(response: httpx2.Response) -> int | None:
         told = response.json()["detail"]["balance"]
     except (ValueError, KeyError, TypeError):
         return None
-    return told if isinstance(told, int) and not isinstance(told, bool) and told >= 0 else None
+    believable = isinstance(told, int) and not isinstance(told, bool) and 0 <= told < 1 << 62
+    return told if believable else None
 
 
 def _cost_told(response: httpx2.Response) -> int | None:

@@ -14,7 +14,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from apps.providers import secrets
+from apps.providers import sealing
 from apps.providers.backends.prepaid_api import Balance, Flavour
 from apps.providers.models import Credential, Provider
 
@@ -39,7 +39,7 @@ class Kept:
 
 def as_kept(row: Credential) -> Kept:
     age = (timezone.now() - row.created_at).total_seconds()
-    key = secrets.unseal(row.secret_sealed)
+    key = sealing.unseal(row.secret_sealed)
     return Kept(row.id, row.state, key, row.payment_purpose, dict(row.note), age)
 
 
@@ -93,7 +93,7 @@ def key_live(credential_id: int, key: str, note: dict[str, Any]) -> Kept:
     with transaction.atomic():
         row = Credential.objects.select_for_update().get(id=credential_id)
         if row.state != Credential.State.LIVE:
-            row.secret_sealed = secrets.seal(key)
+            row.secret_sealed = sealing.seal(key)
             row.state = Credential.State.LIVE
             row.note = {k: v for k, v in {**row.note, **note}.items() if v is not None}
             row.save(update_fields=["secret_sealed", "state", "note"])
