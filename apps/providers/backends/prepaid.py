@@ -188,7 +188,10 @@ class PrepaidKind(Kind):
             )
         clear = _topup_clearing(kept.id, purpose)
         invoice = await _asked(call, api.topup_invoice(kept.key, _sats(call)), clear)
-        slot = await sync_to_async(keys.topup_note)(kept.id, asdict(invoice))
+        try:
+            slot = await sync_to_async(keys.topup_note)(kept.id, purpose, asdict(invoice))
+        except keys.TopupTaken as taken:
+            raise Unanswered(Outcome.FAILED, str(taken)) from None
         await self._pay(call, invoice.bolt11, purpose, clear)
         await self._topup_finish(call, kept, slot, api)
 

@@ -143,10 +143,19 @@ def topup_claim(credential_id: int, purpose: str, topups_seen: int) -> TopupClai
         return TopupClaim(mine=True)
 
 
-def topup_note(credential_id: int, invoice: dict[str, str]) -> dict[str, Any]:
+class TopupTaken(Exception):
+    """The top-up slot is no longer this request's."""
+
+
+def topup_note(credential_id: int, purpose: str, invoice: dict[str, str]) -> dict[str, Any]:
+    """The invoice of this request's top-up, written before it is paid. Another request may
+    have cleared the slot as abandoned meanwhile: then this one pays nothing."""
     with transaction.atomic():
         row = Credential.objects.select_for_update().get(id=credential_id)
-        slot = {**row.note["topup"], "invoice": invoice}
+        slot = row.note.get("topup") or {}
+        if slot.get("purpose") != purpose:
+            raise TopupTaken("Another request took over this top-up; nothing was paid for it.")
+        slot = {**slot, "invoice": invoice}
         row.note = {**row.note, "topup": slot}
         row.save(update_fields=["note"])
         return slot
