@@ -214,15 +214,18 @@ class _Broken(Exception):
         self.failed = failed
 
 
-async def _bounded(response: httpx2.Response) -> bytes:
-    received = bytearray()
+async def _parts(response: httpx2.Response) -> AsyncIterator[bytes]:
+    """The answer's bytes as they come, counted: too large, broken off or silent, it ends in
+    `_Broken` with what the member is told."""
+    received = 0
     try:
         async for part in response.aiter_bytes():
-            received += part
-            if len(received) > settings.PROVIDER_ANSWER_BYTES:
+            received += len(part)
+            if received > settings.PROVIDER_ANSWER_BYTES:
                 raise _Broken(
                     Failed(RefusalCode.PROVIDER_FAILED, "The provider's answer was too large.")
                 )
+            yield part
     except httpx2.TimeoutException:
         raise _Broken(
             Failed(RefusalCode.PROVIDER_TIMEOUT, "The provider stopped answering.")
@@ -231,9 +234,13 @@ async def _bounded(response: httpx2.Response) -> bytes:
         raise _Broken(
             Failed(RefusalCode.PROVIDER_FAILED, "The provider's answer broke off.")
         ) from None
+
+
+async def _bounded(response: httpx2.Response) -> bytes:
+    try:
+        return b"".join([part async for part in _parts(response)])
     finally:
         await response.aclose()
-    return bytes(received)
 
 
 async def _streamed(exchange: Exchange, response: httpx2.Response) -> Events:
@@ -270,29 +277,14 @@ async def _streamed(exchange: Exchange, response: httpx2.Response) -> Events:
 async def _sse_payloads(response: httpx2.Response) -> AsyncIterator[str]:
     """The `data:` of each event line. Lines are split here, over bytes counted as they come:
     a provider sending megabytes with no line break is cut off, not held whole in memory."""
-    received = 0
     pending = b""
-    try:
-        async for part in response.aiter_bytes():
-            received += len(part)
-            if received > settings.PROVIDER_ANSWER_BYTES:
-                raise _Broken(
-                    Failed(RefusalCode.PROVIDER_FAILED, "The provider's answer was too large.")
-                )
-            *lines, pending = (pending + part).split(b"\n")
-            for line in lines:
-                if line.startswith(b"data:"):
-                    yield line[5:].strip().decode("utf-8", "replace")
-        if pending.startswith(b"data:"):
-            yield pending[5:].strip().decode("utf-8", "replace")
-    except httpx2.TimeoutException:
-        raise _Broken(
-            Failed(RefusalCode.PROVIDER_TIMEOUT, "The provider stopped answering.")
-        ) from None
-    except httpx2.HTTPError:
-        raise _Broken(
-            Failed(RefusalCode.PROVIDER_FAILED, "The provider's answer broke off.")
-        ) from None
+    async for part in _parts(response):
+        *lines, pending = (pending + part).split(b"\n")
+        for line in lines:
+            if line.startswith(b"data:"):
+                yield line[5:].strip().decode("utf-8", "replace")
+    if pending.startswith(b"data:"):
+        yield pending[5:].strip().decode("utf-8", "replace")
 
 
 MOST_TOKENS = 10**9  # more than any answer: a provider's bigger number is not believed

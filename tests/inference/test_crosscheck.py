@@ -6,7 +6,6 @@ on the bundled SmolLM2 file, in this process (a 256-token context)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,30 +18,12 @@ from apps.inference.backends.base import Done, Failed, RefusalCode
 from apps.inference.crosscheck import CrossCheck, CrossCheckError, cross_check, cross_check_json
 from apps.inference.models import LocalModel
 from apps.inference.services import bundled_model_file
-from apps.providers import services
 from apps.providers.models import OutsideRequest
 from tests.inference.conftest import CONTEXT, MODEL, RecordingDecoder
 from tests.providers.doubles.openai_shape import OpenAIShapedDouble
+from tests.providers.lan import NAMES
 
 SAMPLING = Sampling(max_tokens=12, temperature=0.0, top_p=1.0, seed=7)
-NAMES = ("alpha", "beta", "gamma")
-
-
-@pytest.fixture
-def lan() -> Iterator[dict[str, OpenAIShapedDouble]]:
-    doubles = {name: OpenAIShapedDouble() for name in NAMES}
-    for name, double in doubles.items():
-        double.name = name
-        double.start()
-    yield doubles
-    for double in doubles.values():
-        double.stop()
-
-
-@pytest.fixture
-def added(lan: dict[str, OpenAIShapedDouble], owner: Any) -> None:
-    for name, double in lan.items():
-        services.provider_add(double.url, kind="openai", name=name)
 
 
 @pytest.fixture

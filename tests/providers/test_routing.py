@@ -6,7 +6,6 @@ over a channel between two lightningd doubles."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -25,27 +24,9 @@ from apps.wallet.models import Payment
 from tests.lightningd import LightningdDouble
 from tests.providers.doubles.l402 import L402Double
 from tests.providers.doubles.openai_shape import OpenAIShapedDouble
+from tests.providers.lan import NAMES
 
 SAMPLING = Sampling(max_tokens=32, temperature=0.0, top_p=1.0, seed=7)
-NAMES = ("alpha", "beta", "gamma")
-
-
-@pytest.fixture
-def lan() -> Iterator[dict[str, OpenAIShapedDouble]]:
-    """Three providers on the home network, each answering with its own name."""
-    doubles = {name: OpenAIShapedDouble() for name in NAMES}
-    for name, double in doubles.items():
-        double.name = name
-        double.start()
-    yield doubles
-    for double in doubles.values():
-        double.stop()
-
-
-@pytest.fixture
-def added(lan: dict[str, OpenAIShapedDouble], owner: Any) -> None:
-    for name, double in lan.items():
-        services.provider_add(double.url, kind="openai", name=name)
 
 
 def _ask(
