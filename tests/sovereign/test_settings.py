@@ -41,6 +41,11 @@ def start_with(tmp_path: Path, **variables: str) -> subprocess.CompletedProcess[
         ("SOVEREIGN_SECRET_KEY", "short", "SOVEREIGN_SECRET_KEY is too short"),
         ("SOVEREIGN_ENGINE_THREADS", "-1", "SOVEREIGN_ENGINE_THREADS=-1 is out of range (0..256)."),
         ("SOVEREIGN_ENGINE_NICE", "-5", "SOVEREIGN_ENGINE_NICE=-5 is out of range (0..19)."),
+        (
+            "SOVEREIGN_PROVIDER_TOPUP_SAT",
+            "0",
+            "SOVEREIGN_PROVIDER_TOPUP_SAT=0 is out of range (1..1000000).",
+        ),
         ("SOVEREIGN_ENGINE_NICE", "low", "SOVEREIGN_ENGINE_NICE='low' is not a whole number."),
         ("SOVEREIGN_ENGINE_REPRODUCIBLE", "always", "SOVEREIGN_ENGINE_REPRODUCIBLE='always' is"),
     ],
@@ -93,6 +98,9 @@ DEFAULTS: dict[str, tuple[str, object]] = {
     "SOVEREIGN_ENGINE_REPRODUCIBLE": ("ENGINE_REPRODUCIBLE", False),
     "SOVEREIGN_LIGHTNING_RPC": ("LIGHTNING_RPC", ""),
     "SOVEREIGN_LIGHTNING_PAY_SECONDS": ("LIGHTNING_PAY_SECONDS", 60),
+    "SOVEREIGN_PROVIDER_TIMEOUT_SECONDS": ("PROVIDER_TIMEOUT_SECONDS", 60),
+    "SOVEREIGN_PROVIDER_MAX_PRICE_SAT": ("PROVIDER_MAX_PRICE_SAT", 100),
+    "SOVEREIGN_PROVIDER_TOPUP_SAT": ("PROVIDER_TOPUP_SAT", 1000),
     "SOVEREIGN_WORKER_CONCURRENCY": ("WORKER_CONCURRENCY", 2),
     "SOVEREIGN_LOG_LEVEL": ("LOG_LEVEL", "INFO"),
 }
