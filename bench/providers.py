@@ -214,8 +214,14 @@ def main() -> None:
     write_section(
         "Outside providers: what Sovereign adds to a request",
         f"""`bench/providers.py`: {REQUESTS} streamed requests each way against the same provider
-double on loopback, alternating. "added" is the median of the paired differences.
+double on loopback, alternating. "added" is the median of the paired differences; "whole"
+is until the answer's end reaches the caller (its records are written just after).
 Target: at most 5 ms added with a kept token, at most 2 ms to the first token.
+
+Before its first byte leaves, an outside request makes one trip to the database thread: the
+route and the budgets read, the egress record written (before sending, so that a crash keeps
+it), a kept token and its payment's proof read. With a kept token that trip is most of what is
+added; a fresh payment adds the node's `decode`, the journal's pending row and the retry.
 
 | case | direct | through Sovereign | added | added to first token |
 |---|---|---|---|---|

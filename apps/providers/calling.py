@@ -73,6 +73,7 @@ class Exchange:
     started: float = field(default_factory=time.monotonic)
     egress_id: int | None = None
     payment_purposes: list[str] = field(default_factory=list)  # paid for this request
+    sent: bool = False  # the question left the node
     first_token_ms: int | None = None
     usage: Usage | None = None
 
@@ -85,12 +86,30 @@ class Exchange:
         return round((time.monotonic() - self.started) * 1000)
 
 
-async def open_outside(call: Call, kind: Kind) -> Events:
+@dataclass(frozen=True)
+class Prepared:
+    """An outside request whose egress is recorded and whose kept credentials are read."""
+
+    exchange: Exchange
+    kind: Kind
+    first: Authorization | None  # None: `kind.credentials` must do more (buy, wait)
+
+
+def outside_prepared(call: Call, kind: Kind) -> Prepared:
+    """What a request needs of the database before it is sent, in one trip there (the
+    pipeline makes it with its own, in the same thread)."""
+    exchange = Exchange(call)
+    return Prepared(exchange, kind, _prepared(exchange, kind))
+
+
+async def open_outside(call: Call, kind: Kind, prepared: Prepared | None = None) -> Events:
     """The provider's answer as events, once it has begun; a request that ends before any
     token (refused, unpaid, broken, silent) raises AnswerRefused and is recorded as such."""
-    exchange = Exchange(call)
+    if prepared is None:
+        prepared = await sync_to_async(outside_prepared)(call, kind)
+    exchange = prepared.exchange
     try:
-        response = await _answered(exchange, kind)
+        response = await _answered(exchange, kind, prepared.first)
         await kind.on_answer(call, response)
         events = _events(exchange, response)
         first = await anext(events)
@@ -107,13 +126,13 @@ async def open_outside(call: Call, kind: Kind) -> Events:
     return await primed(_recorded(exchange, kind, first, events))
 
 
-async def _answered(exchange: Exchange, kind: Kind) -> httpx2.Response:
+async def _answered(exchange: Exchange, kind: Kind, first: Authorization | None) -> httpx2.Response:
     """The provider's 200, paying once on a 402."""
     call = exchange.call
-    first = await kind.credentials(call)  # may buy a key first (a prepaid provider's)
+    if first is None:
+        first = await kind.credentials(call)  # may buy a key first (a prepaid provider's)
     exchange.paid(first)
-    # Recorded before the question's first byte leaves: a crash mid-request keeps it.
-    exchange.egress_id = await sync_to_async(records.egress_begin)(call)
+    exchange.sent = True
     response = await _send(call, first)
     if response.status_code == 402:
         await _body(response)
@@ -132,6 +151,14 @@ async def _answered(exchange: Exchange, kind: Kind) -> httpx2.Response:
         await kind.on_refused(call, response)
         raise Unanswered(Outcome.FAILED, f"The provider answered {response.status_code}{detail}.")
     return response
+
+
+def _prepared(exchange: Exchange, kind: Kind) -> Authorization | None:
+    """The egress record, written before the question's first byte leaves (a crash mid-request
+    keeps it; a request that ends before sending anything drops it), and the credentials when
+    the database alone has them: one trip to the database thread."""
+    exchange.egress_id = records.egress_begin(exchange.call)
+    return kind.credentials_now(exchange.call)
 
 
 async def _send(call: Call, authorization: Authorization) -> httpx2.Response:
@@ -361,6 +388,7 @@ async def _record(exchange: Exchange, outcome: Outcome, error: str) -> None:
             error=error,
             egress_id=exchange.egress_id,
             payment_purposes=tuple(exchange.payment_purposes),
+            sent=exchange.sent,
             first_token_ms=exchange.first_token_ms,
             total_ms=exchange.elapsed_ms(),
             usage=exchange.usage,

@@ -33,6 +33,7 @@ class Kept:
     payment_purpose: str
     state: str
     created_at: datetime
+    used_at: datetime | None = None
 
 
 def credential_open(
@@ -52,7 +53,7 @@ def credential_open(
 # Every request to a paying provider reads its kept credentials: fixed queries, not ones the
 # ORM compiles each time (most of what a kept token would otherwise add to a request).
 _UNSPENT_SQL = (
-    "SELECT id, scheme, secret_sealed, payment_purpose, state, created_at "
+    "SELECT id, scheme, secret_sealed, payment_purpose, state, created_at, used_at "
     "FROM providers_credential WHERE provider_id = %s AND state IN ('pending', 'live') "
     "ORDER BY created_at DESC, id DESC"
 )
@@ -67,10 +68,18 @@ def credentials_unspent(provider_id: int, schemes: tuple[str, ...]) -> list[Kept
     with connection.cursor() as cursor:
         cursor.execute(_UNSPENT_SQL, [provider_id])
         rows = cursor.fetchall()
-    created = Credential._meta.get_field("created_at")
+    stamp = Credential._meta.get_field("created_at")
     return [
-        Kept(pk, scheme, sealing.unseal(sealed), purpose, state, _datetime(created, at))
-        for pk, scheme, sealed, purpose, state, at in rows
+        Kept(
+            pk,
+            scheme,
+            sealing.unseal(sealed),
+            purpose,
+            state,
+            _datetime(stamp, created),
+            None if used is None else _datetime(stamp, used),
+        )
+        for pk, scheme, sealed, purpose, state, created, used in rows
         if scheme in schemes
     ]
 
@@ -100,12 +109,14 @@ def credential_spent(credential_id: int) -> None:
     Credential.objects.filter(pk=credential_id).exclude(state=State.SPENT).update(state=State.SPENT)
 
 
-def credential_used(credential_id: int) -> None:
+def credential_used(kept: Kept) -> None:
     """When it was last used, to the minute: not a write for every request."""
     now = timezone.now()
+    if kept.used_at is not None and now - kept.used_at < USED_AT_STEP:
+        return
     adapt = connection.ops.adapt_datetimefield_value
     with connection.cursor() as cursor:
-        cursor.execute(_USED_SQL, [adapt(now), credential_id, adapt(now - USED_AT_STEP)])
+        cursor.execute(_USED_SQL, [adapt(now), kept.id, adapt(now - USED_AT_STEP)])
 
 
 def credential_noted(credential_id: int, note: dict[str, Any]) -> None:

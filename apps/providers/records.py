@@ -24,6 +24,7 @@ class Ended:
     error: str
     egress_id: int | None
     payment_purposes: tuple[str, ...]
+    sent: bool  # the question left the node
     first_token_ms: int | None
     total_ms: int
     usage: Usage | None
@@ -64,7 +65,9 @@ def request_record(ended: Ended) -> None:
             payment_purpose=" ".join(ended.payment_purposes),
             error=ended.error[:500],
         )
-        if ended.egress_id is not None:
+        if ended.egress_id is not None and not ended.sent:
+            privacy.egress_forget(ended.egress_id)  # nothing of the question left the node
+        elif ended.egress_id is not None:
             privacy.egress_end(
                 ended.egress_id, outcome=ended.outcome, cost_msat=cost, payment_hash=payment_hash
             )

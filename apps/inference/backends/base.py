@@ -119,6 +119,11 @@ class BackendRequest:
 
 
 class ChatBackend(ABC):
+    def prepare(self, request: BackendRequest) -> BackendRequest:
+        """What the backend needs of the database before it opens, done in the thread and the
+        trip the pipeline already makes there (most backends need nothing)."""
+        return request
+
     @abstractmethod
     async def open(self, request: BackendRequest) -> Events:
         """The answer's events, once the backend has taken the request (it reads the first

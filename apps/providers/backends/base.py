@@ -82,6 +82,11 @@ class Kind(ABC):
     async def credentials(self, call: Call) -> Authorization:
         """Headers for the first attempt: a kept token or key, or none."""
 
+    def credentials_now(self, call: Call) -> Authorization | None:
+        """The same, when the database alone can say (run in the thread that writes the
+        egress record, saving a trip there); None when `credentials` must do more."""
+        return None
+
     async def on_payment_required(self, call: Call, response: httpx2.Response) -> Authorization:
         """A 402 (its body already read): check, pay, keep what was bought, and return the
         retry's headers. Called at most once a request: a second 402 ends it unpaid."""

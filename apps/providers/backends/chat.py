@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from apps.inference.backends.base import BackendRequest, ChatBackend, Events
 from apps.providers import calling
 from apps.providers.backends.base import Call, ProviderInfo
 from apps.providers.kinds import kind_for
+
+PREPARED = "prepared"
 
 
 class OutsideBackend(ChatBackend):
@@ -17,9 +20,21 @@ class OutsideBackend(ChatBackend):
     def __init__(self, provider: ProviderInfo) -> None:
         self.provider = provider
 
+    def prepare(self, request: BackendRequest) -> BackendRequest:
+        """The egress recorded and the kept credentials read, in the pipeline's own trip to
+        the database."""
+        prepared = calling.outside_prepared(self._call(request), kind_for(self.provider))
+        return replace(request, options={**request.options, PREPARED: prepared})
+
     async def open(self, request: BackendRequest) -> Events:
+        prepared = request.options.get(PREPARED)
+        if isinstance(prepared, calling.Prepared):
+            return await calling.open_outside(prepared.exchange.call, prepared.kind, prepared)
+        return await calling.open_outside(self._call(request), kind_for(self.provider))
+
+    def _call(self, request: BackendRequest) -> Call:
         options = request.options
-        call = Call(
+        return Call(
             provider=self.provider,
             model_id=request.model,
             body=chat_body(request),
@@ -28,7 +43,6 @@ class OutsideBackend(ChatBackend):
             price_msat=int(options["price_msat"]),
             origin=str(options.get("origin", "api")),
         )
-        return await calling.open_outside(call, kind_for(self.provider))
 
 
 def chat_body(request: BackendRequest) -> dict[str, Any]:

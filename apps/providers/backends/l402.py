@@ -66,6 +66,16 @@ class L402Kind(Kind):
         self._tried[call.request_id] = token.id
         return Authorization({"Authorization": f"{token.scheme} {token.secret}:{preimage}"})
 
+    def credentials_now(self, call: Call) -> Authorization | None:
+        """A live kept token whose payment the journal holds as complete; else None (no
+        token, or one still being paid: `credentials` waits for it)."""
+        usable = _token_now(call.provider.id, ask_node=False)
+        if isinstance(usable, bool):
+            return None
+        token, preimage = usable
+        self._tried[call.request_id] = token.id
+        return Authorization({"Authorization": f"{token.scheme} {token.secret}:{preimage}"})
+
     async def on_payment_required(self, call: Call, response: httpx2.Response) -> Authorization:
         tried = self._tried.pop(call.request_id, None)
         if tried is not None:  # the kept token's balance is used up
@@ -162,7 +172,7 @@ def _token_now(provider_id: int, ask_node: bool) -> tuple[Kept, str] | bool:
     for token in credentials.credentials_unspent(provider_id, SCHEMES):
         preimage, in_flight = _preimage(token, ask_node)
         if preimage is not None:
-            credentials.credential_used(token.id)
+            credentials.credential_used(token)
             return token, preimage
         waiting = waiting or in_flight
     return waiting
