@@ -80,13 +80,15 @@ class Route:
 
 
 # A model that fails in one of these ways before its first token is passed over for the route's
-# next. Not OVER_BUDGET nor PAYMENT_PENDING: going on elsewhere would pass the member's budget,
-# or spend while a payment's outcome is unknown. Nor a request the member must change.
+# next. OVER_BUDGET too: the next may be free, and every model is checked against the budgets
+# again before anything is paid. Not PAYMENT_PENDING: nothing more is spent while a payment's
+# outcome is unknown. Nor a request the member must change.
 FALLS_BACK = frozenset(
     {
         RefusalCode.PROVIDER_FAILED,
         RefusalCode.PROVIDER_TIMEOUT,
         RefusalCode.INVOICE_REFUSED,
+        RefusalCode.OVER_BUDGET,
         RefusalCode.WALLET_UNAVAILABLE,  # the next model may be free
         RefusalCode.ENGINE_STOPPED,  # a local model of the route, down or busy
         RefusalCode.ENGINE_BROKEN,

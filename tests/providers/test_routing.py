@@ -207,7 +207,7 @@ def test_when_every_model_fails_the_refusal_names_each(
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_refusal_over_the_members_allowance_ends_the_request_without_trying_the_next(
+def test_a_model_over_the_members_allowance_is_passed_over_for_a_free_one_and_nothing_paid(
     lan: dict[str, OpenAIShapedDouble], added: None, member: Any
 ) -> None:
     _paid_provider("paid", request_msat=7_000)
@@ -216,8 +216,24 @@ def test_a_refusal_over_the_members_allowance_ends_the_request_without_trying_th
 
     text, end = _ask(member, "route/strong")
 
+    assert isinstance(end, Done) and end.provenance["fell_back_from"] == ["paid/big"]
+    assert text.startswith("beta answers") and len(lan["beta"].requests) == 1
+    assert not Payment.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_when_every_model_is_over_the_allowance_the_refusal_says_so(
+    added: None, member: Any
+) -> None:
+    _paid_provider("paid", request_msat=7_000)
+    _paid_provider("dear", request_msat=9_000)
+    budgets.budget_set("member", "day", 5_000, member=member)
+    routing.route_set("strong", "fallback", ["paid/big", "dear/big"])
+
+    _, end = _ask(member, "route/strong")
+
     assert isinstance(end, Failed) and end.code == RefusalCode.OVER_BUDGET
-    assert lan["beta"].requests == []
+    assert not Payment.objects.exists()
 
 
 @pytest.mark.django_db(transaction=True)
