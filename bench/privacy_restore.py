@@ -10,7 +10,7 @@ One run, no network, no database:
   restoring adds to the first token's wait.
 
 Targets (issue 15): at most 1 ms added to the first token; redact plus restore of 2 KB within
-2 ms (bench/privacy.py, with the detectors, measures that whole).
+2 ms (measured whole, with the detectors, by bench/privacy.py once they exist).
 
 Run: .venv/bin/python bench/privacy_restore.py (BENCH_RUNS=200 for a quick try). Prints one
 line of JSON with the figures, in milliseconds.

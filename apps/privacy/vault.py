@@ -108,14 +108,13 @@ class Vault:
 
     def redact(self, text: str, findings: Iterable[Finding]) -> str:
         """The text with each finding replaced by its placeholder. Findings may come from
-        several detectors and overlap: the earliest wins, the longest of those starting
-        together; an overlapped one is covered by it. A span is clamped to the text, and what
-        it covers is what is redacted (the finding's `value` is the detector's word for it)."""
+        several detectors and overlap: overlapping ones become one span covering them all, of
+        the kind of the earliest (the longest of those starting together), so no part of any
+        finding leaves. A span is clamped to the text, and what it covers is what is redacted
+        (the finding's `value` is the detector's word for it)."""
         pieces: list[str] = []
         done = 0
-        for start, end, kind in _spans(text, findings):
-            if start < done:
-                continue  # inside a span already redacted
+        for start, end, kind in _merged(_spans(text, findings)):
             pieces.append(text[done:start])
             pieces.append(self.placeholder(kind, text[start:end]))
             done = end
@@ -175,3 +174,14 @@ def _spans(text: str, findings: Iterable[Finding]) -> list[tuple[int, int, str]]
             spans.append((start, end, finding.kind))
     spans.sort(key=lambda span: (span[0], -span[1]))
     return spans
+
+
+def _merged(spans: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
+    merged: list[tuple[int, int, str]] = []
+    for start, end, kind in spans:
+        if merged and start < merged[-1][1]:
+            first_start, first_end, first_kind = merged[-1]
+            merged[-1] = (first_start, max(first_end, end), first_kind)
+        else:
+            merged.append((start, end, kind))
+    return merged

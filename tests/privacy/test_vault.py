@@ -92,6 +92,21 @@ def test_a_printed_vault_names_kinds_and_counts_never_values() -> None:
     assert "EMAIL: 1" in repr(vault)
 
 
+def test_findings_that_overlap_partly_are_redacted_as_one_so_nothing_of_either_leaves() -> None:
+    text = "pay CH93 0076 2011 6238 5295 7 today"
+    spotted = [Found("iban", 4, 20, "CH93 0076 2011 6"), Found("phone", 14, 30, "2011 6238 5295 7")]
+    vault = Vault()
+
+    assert vault.redact(text, spotted) == "pay [IBAN_1] today"
+    assert vault.value_of("IBAN_1") == "CH93 0076 2011 6238 5295 7"
+
+
+def test_findings_that_only_touch_stay_two_placeholders() -> None:
+    spotted = [Found("name", 0, 3, "Ana"), Found("name", 3, 9, "Müller")]
+
+    assert Vault().redact("AnaMüller", spotted) == "[NAME_1][NAME_2]"
+
+
 def test_overlapping_findings_redact_the_earliest_and_longest_once() -> None:
     text = "Call Ana Müller-Meier at home"
     spotted = [
