@@ -120,18 +120,27 @@ def _emails(text: str) -> Iterator[Span]:
 # --- IP addresses ----------------------------------------------------------------------------
 
 _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
-_IPV4 = re.compile(rf"(?<![\w.]){_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}(?![\w]|\.\d)")
+_IPV4 = re.compile(rf"(?<![\w.]){_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}(?![\w]|\.\d)", re.ASCII)
 _IPV6_CANDIDATE = re.compile(r"(?<![\w:.])[0-9A-Fa-f]{0,4}:[0-9A-Fa-f:.]{1,44}(?![\w:])")
 
 
 def _ips(text: str) -> Iterator[Span]:
-    yield from (match.span() for match in _IPV4.finditer(text))
+    """Loopback and unspecified addresses (127.0.0.1, 0.0.0.0, ::1) name no one's network and
+    fill questions about code: they stay."""
+    for match in _IPV4.finditer(text):
+        if not _says_nothing(match.group()):
+            yield match.span()
     if text.count(":") < 2:
         return
     for match in _IPV6_CANDIDATE.finditer(text):
         candidate = match.group().rstrip(".:")
-        if candidate.count(":") >= 2 and _ipv6_valid(candidate):
+        if candidate.count(":") >= 2 and _ipv6_valid(candidate) and not _says_nothing(candidate):
             yield match.start(), match.start() + len(candidate)
+
+
+def _says_nothing(address: str) -> bool:
+    parsed = ipaddress.ip_address(address)
+    return parsed.is_loopback or parsed.is_unspecified
 
 
 def _ipv6_valid(candidate: str) -> bool:

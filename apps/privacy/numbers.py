@@ -14,7 +14,7 @@ from apps.privacy.checksums import iban_valid, luhn_valid
 
 Span = tuple[int, int]
 
-_DIGITS = re.compile(r"\d+")
+_DIGITS = re.compile(r"\d+", re.ASCII)
 # A number written on after the cut (30.11 -> .2026, 1,234 -> ,56) means the cut was mid-number.
 _CONTINUES = re.compile(r"[.,/:-]?\d")
 _DATE = re.compile(r"\d{1,2}([./-])\d{1,2}\1\d{2,4}|\d{4}-\d{1,2}-\d{1,2}")
@@ -56,8 +56,10 @@ def _scan(
 
 # --- phone numbers ---------------------------------------------------------------------------
 
-_INTERNATIONAL = re.compile(r"\+(?<![\w+].)[1-9][\d ()./-]{5,24}")
-_NATIONAL = re.compile(r"(?<![\w+.,/:-])\(?0[1-9][\d ()./-]{4,22}")
+# ASCII digits only: a number in another script is not dialled from a European keyboard, and
+# the checks below do arithmetic on the characters.
+_INTERNATIONAL = re.compile(r"\+(?<![\w+].)[1-9][\d ()./-]{5,24}", re.ASCII)
+_NATIONAL = re.compile(r"(?<![\w+.,/:-])\(?0[1-9][\d ()./-]{4,22}", re.ASCII)
 # North American: (555) 123-4567, 555-123-4567, 555.123.4567 (area codes start at 2).
 _NANP = re.compile(
     r"[(2-9](?<![\w+.,/:-].)(?:(?<=\()[2-9]\d\d\) ?|(?<=[2-9])\d\d([-.]))"
@@ -233,7 +235,7 @@ def ibans(text: str) -> Iterator[Span]:
 
 # --- payment cards ---------------------------------------------------------------------------
 
-_CARD = re.compile(r"[2-6](?<![\w.,/-].)[\d -]{11,22}")
+_CARD = re.compile(r"[2-6](?<![\w.,/-].)[\d -]{11,22}", re.ASCII)
 # Issuers' prefixes: Visa 4, Mastercard 51-55 and 22-27, Amex/Diners/JCB 3x, Discover/UnionPay 6.
 _ISSUER = re.compile(r"4|5[1-5]|2[2-7]|3|6")
 

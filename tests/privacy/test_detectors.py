@@ -168,7 +168,17 @@ def test_it_finds_ipv4_and_ipv6_addresses() -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["256.1.1.1", "1.2.3.4.5", "at 12:30:45", "std::vector", "a :: b", "v1.2.3.4"]
+    "text",
+    [
+        "256.1.1.1",
+        "1.2.3.4.5",
+        "at 12:30:45",
+        "std::vector",
+        "a :: b",
+        "v1.2.3.4",
+        "listen on 127.0.0.1 or 0.0.0.0",  # loopback and unspecified name no one's network
+        "bind [::1]:8000 or 0:0:0:0:0:0:0:0",
+    ],
 )
 def test_it_leaves_what_is_not_an_ip_address(text: str) -> None:
     assert values(text, Kind.IP) == []
@@ -439,6 +449,10 @@ def test_a_finding_never_shows_its_value_in_its_repr() -> None:
 def test_binary_garbage_passes_without_an_exception() -> None:
     garbage = bytes(range(256)).decode("latin-1") * 50 + "\udcff\x00\ufffd" * 100
     detect(garbage, terms=HOUSEHOLD)
+
+
+def test_digits_of_other_scripts_pass_without_an_exception() -> None:
+    detect("card ٤١١١ ١١١١ ١١١١ ١١١١, phone ٠٣٠ ١٢٣٤٥٦٧, ip ١.٢.٣.٤", terms=HOUSEHOLD)
 
 
 @pytest.mark.parametrize(
