@@ -30,10 +30,6 @@ class Terms:
     names: frozenset[str] = field(default_factory=frozenset)
     words: frozenset[str] = field(default_factory=frozenset)
 
-    @property
-    def empty(self) -> bool:
-        return not (_usable(self.names) or _usable(self.words))
-
 
 def _usable(terms: frozenset[str]) -> list[str]:
     cleaned = {" ".join(term.split()) for term in terms}

@@ -404,6 +404,12 @@ def test_a_digraph_term_does_not_match_the_bare_vowel() -> None:
     assert values("Bauer, Baür and Baur", Kind.TERM, terms=terms) == ["Bauer", "Baür"]
 
 
+def test_terms_with_punctuation_are_taken_literally() -> None:
+    terms = Terms(names=frozenset({"O'Brien"}), words=frozenset({"C++ Club", "St. Mary"}))
+    text = "O'Brien's kids go to St. Mary and the C++ Club; Stx Mary is elsewhere."
+    assert [value for _, value in found(text, terms=terms)] == ["O'Brien's", "St. Mary", "C++ Club"]
+
+
 def test_one_letter_and_blank_terms_are_ignored() -> None:
     assert found("a b c", terms=Terms(words=frozenset({"a", " ", ""}))) == []
 
