@@ -29,6 +29,9 @@ class Member(AbstractBaseUser):
     pubkey = models.CharField(max_length=64, unique=True)
     role = models.CharField(max_length=10, choices=Role.choices)
     name = models.CharField(max_length=100, blank=True)
+    # Every name the Nostr profile gives (`name`, `display_name`): privacy keeps them all out of
+    # outside requests, while `name` is the one shown.
+    profile_names = models.JSONField(default=list, blank=True)
     picture = models.URLField(max_length=500, blank=True)
     profile_fetched_at = models.DateTimeField(null=True, blank=True)
     joined_at = models.DateTimeField(auto_now_add=True)

@@ -303,7 +303,11 @@ def profile_refresh(member_id: int) -> None:
         return  # not marked as fetched, so it is not taken as "no profile" for a day
     fields: dict[str, Any] = {"profile_fetched_at": timezone.now()}
     if profile is not None:
-        fields |= {"name": _name_of_its_own(profile.name), "picture": profile.picture or ""}
+        fields |= {
+            "name": _name_of_its_own(profile.name),
+            "picture": profile.picture or "",
+            "profile_names": [name for name in profile.names if _name_of_its_own(name)],
+        }
     Member.objects.filter(pk=member_id).update(**fields)
     if profile is not None:
         _picture_refresh(member.pubkey, profile.picture)

@@ -28,6 +28,8 @@ from apps.inference.conversations import ChatError, Message
 from apps.inference.markdown import render_markdown
 from apps.inference.models import ChatPreferences, Conversation, LocalModel, context_note
 from apps.inference.pipeline import AnswerRequest, Origin
+from apps.privacy.kept import vault_sealed, vault_unsealed
+from apps.privacy.vault import Vault
 from apps.providers import routing
 
 TITLE_TOKENS = 24
@@ -48,6 +50,7 @@ class Turn:
         self.summarise = False  # the member wants a note of what no longer fits
         self.price_shown_msat: int | None = None  # an outside model's price, as the chat showed it
         self.route_key = uuid.uuid4().hex  # a new conversation's, for a spread route
+        self.vault = Vault()  # the conversation's placeholders for its private values
         self.provenance: dict[str, Any] = {}
         self.sampling = Sampling(
             max_tokens=chosen.answer_tokens,
@@ -91,6 +94,7 @@ class Turn:
         if conversation is None:
             self.question = _question(data)
             return
+        self.vault = vault_unsealed(conversation.vault_sealed)
         if data.get("regenerate") is not None:
             last = conversations.last_question(conversation, data["regenerate"])
             self.question, self.replace_from = last.content, last.pk
@@ -108,7 +112,13 @@ class Turn:
 
     async def open(self) -> Events:
         """Ask the model; the question is stored once the model has taken it."""
-        asked = AnswerRequest(
+        events = await pipeline.answer(self.request())
+        if self.stored:
+            await sync_to_async(self._question_save)()
+        return events
+
+    def request(self) -> AnswerRequest:
+        return AnswerRequest(
             self.member,
             Origin.CHAT,
             self.model,
@@ -118,11 +128,8 @@ class Turn:
             overflow=Overflow.DROP_OLDEST,  # a conversation goes on; the answer says what it missed
             price_shown_msat=self.price_shown_msat,
             conversation_key=self._conversation_key(),
+            vault=self.vault if self.stored else None,
         )
-        events = await pipeline.answer(asked)
-        if self.stored:
-            await sync_to_async(self._question_save)()
-        return events
 
     def _conversation_key(self) -> str | None:
         """What a spread route keeps this conversation with one model by; None for a private
@@ -152,6 +159,7 @@ class Turn:
         elif self.replace_from is not None:
             conversations.messages_replace_from(self.conversation, self.replace_from)
         chat_settings.conversation_settings_set(self.conversation, self.chosen)
+        conversations.vault_keep(self.conversation, vault_sealed(self.vault))
         self.question_id = conversations.question_save(self.conversation, self.question).pk
 
     async def stream(self, events: Events) -> AsyncIterator[bytes]:

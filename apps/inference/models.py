@@ -76,6 +76,9 @@ class Conversation(models.Model):
     # What a spread route knows the conversation by (it keeps one model for it): set before
     # the first question is asked, when there is no id yet; "" for conversations from before.
     route_key = models.CharField(max_length=32, blank=True)
+    # The placeholders its private values went out as (apps/privacy/vault.py), sealed: the same
+    # value keeps its placeholder in every turn. It holds the values: never shown, never logged.
+    vault_sealed = models.TextField(blank=True)
 
     def __str__(self) -> str:
         return self.title

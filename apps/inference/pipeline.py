@@ -40,6 +40,7 @@ from apps.inference.backends.engine import LocalEngine
 from apps.inference.context_fit import Overflow
 from apps.inference.models import LocalModel
 from apps.privacy import redaction
+from apps.privacy.vault import Vault
 from apps.providers import calling, routing
 from apps.providers import services as providers
 from apps.providers.backends.chat import OutsideBackend
@@ -69,6 +70,9 @@ class AnswerRequest:
     # request counts as a new conversation.
     conversation_key: str | None = None
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    # The conversation's placeholders for its private values (apps/privacy/vault.py), so the
+    # same value goes out as the same placeholder every turn; None: a new vault per request.
+    vault: Vault | None = None
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,7 @@ class Route:
     backend_request: BackendRequest
     provenance: dict[str, Any]
     outside: bool
+    trusted: bool = False  # an outside provider the owner trusts: nothing redacted
 
 
 # A model that fails in one of these ways before its first token is passed over for the route's
@@ -107,22 +112,51 @@ async def answer(request: AnswerRequest) -> Events:
 
 
 async def _answer_model(request: AnswerRequest) -> Events:
-    route, outbound = await sync_to_async(_route_prepared)(request)
+    route, leaving = await sync_to_async(_route_prepared)(request)
     events = await route.backend.open(route.backend_request)
-    if outbound is not None:
-        events = outbound.restored(events)
+    if leaving is not None:
+        events = await leaving.restored(events)
     return await primed(_ended(events, route.provenance))
 
 
-def _route_prepared(request: AnswerRequest) -> tuple[Route, redaction.Outbound | None]:
+def _route_prepared(request: AnswerRequest) -> tuple[Route, redaction.Leaving | None]:
     """The route, and for an outside one what leaves (through the privacy hook) made ready to
     send, in one trip to the database thread: each trip adds to the first token's wait."""
     route = route_of(request)
     if not route.outside:
         return route, None
-    outbound = redaction.outbound(request.member, request.messages)
-    leaving = replace(route.backend_request, messages=outbound.messages)
-    return replace(route, backend_request=route.backend.prepare(leaving)), outbound
+    leaving = redaction.outbound(request.messages, trusted=route.trusted, vault=request.vault)
+    options = {"found": leaving.found, "redacted": leaving.redacted}
+    sent = replace(
+        route.backend_request,
+        messages=leaving.messages,
+        options={**route.backend_request.options, **options},
+    )
+    return replace(route, backend_request=route.backend.prepare(sent)), leaving
+
+
+@dataclass(frozen=True)
+class Preview:
+    """What a request would send outside, shown before it is sent (the chat's preview)."""
+
+    outside: bool
+    provider: str
+    trusted: bool
+    messages: list[Message]  # exactly what would leave
+    found: dict[str, int]  # kind → count, never a value
+
+
+def preview(request: AnswerRequest) -> Preview:
+    """What `answer(request)` would send, computed the same way, sending and recording nothing
+    (the conversation's vault is copied, not changed). Raises AnswerRefused as `answer` would
+    before anything leaves: a hard stop, an unknown model, a price over the allowance."""
+    route = route_of(request)
+    if not route.outside:
+        return Preview(False, "", False, request.messages, {})
+    vault = Vault.from_state(request.vault.state()) if request.vault is not None else None
+    leaving = redaction.outbound(request.messages, trusted=route.trusted, vault=vault)
+    provider = str(route.provenance["model"]).partition("/")[0]
+    return Preview(True, provider, route.trusted, leaving.messages, leaving.found)
 
 
 async def _along_route(request: AnswerRequest, name: str) -> Events:
@@ -279,7 +313,8 @@ def _outside(request: AnswerRequest, route: providers.OutsideRoute) -> Route:
         route.model_id, request.messages, asdict(request.sampling), str(request.member.pk), options
     )
     shown = {"model": route.name, "price_msat": price, "sampling": request.sampling.shown()}
-    return Route(OutsideBackend(route.provider), backend_request, shown, outside=True)
+    backend = OutsideBackend(route.provider)
+    return Route(backend, backend_request, shown, outside=True, trusted=route.provider.trusted)
 
 
 def _check_price(request: AnswerRequest, price: int, *, caller: str) -> None:

@@ -1,4 +1,5 @@
-"""The egress record: every byte that left the node for an outside provider, and for whom."""
+"""What leaves the node: the egress record (every byte that left for an outside provider, and for
+whom), the owner's privacy settings and the household's own words kept out of requests."""
 
 from __future__ import annotations
 
@@ -17,7 +18,11 @@ class Egress(models.Model):
     provider = models.CharField(max_length=40)  # the provider's name when it was sent
     url = models.CharField(max_length=400)
     model = models.CharField(max_length=250)  # as the member named it: <provider>/<model id>
-    body = models.TextField()  # the exact JSON sent
+    body = models.TextField()  # the exact JSON sent, as redacted
+    # What the detectors took out of it: {kind: count}, never a value. Empty when nothing was
+    # found; `redacted` is False for a trusted provider (nothing taken out).
+    found = models.JSONField(default=dict, blank=True)
+    redacted = models.BooleanField(default=True)
     request_id = models.CharField(max_length=64, db_index=True)
     outcome = models.CharField(max_length=20, blank=True)  # the provider record's outcome
     cost_msat = models.BigIntegerField(default=0)
@@ -29,3 +34,29 @@ class Egress(models.Model):
 
     def __str__(self) -> str:
         return f"egress to {self.provider} ({self.sent_at:%Y-%m-%d %H:%M})"
+
+
+class PrivacySettings(models.Model):
+    """The owner's choices, one row: which detectors are off (so a detector added later is on)
+    and how long the egress record is kept."""
+
+    detectors_off = models.JSONField(default=list, blank=True)
+    retention_days = models.PositiveIntegerField(default=90)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return "privacy settings"
+
+
+class Term(models.Model):
+    """A word of the owner's list (a surname, the street, the town, an employer, a school),
+    kept out of every outside request."""
+
+    word = models.CharField(max_length=100, unique=True)
+    added_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["word"]
+
+    def __str__(self) -> str:
+        return "a household term"  # the word itself is private

@@ -1,25 +1,88 @@
-"""The hook where what is private is taken out of a request before it leaves, and put back
-into the answer. The privacy issue fills it; today messages leave as they are, and the egress
-record shows exactly that."""
+"""Where what is private is taken out of a request before it leaves the node, and put back into
+the answer. The one pipeline (apps/inference/pipeline.py) calls `outbound` for every outside
+request, whatever asked it (the chat, /v1, agents), and restores the answer with `restored`.
+
+- A hard stop (a seed phrase, an nsec, a private key, a live token's preimage) refuses the
+  request, even to a trusted provider: it is never redacted-and-sent.
+- For every provider the owner has not marked trusted, each private value the detectors find
+  becomes a placeholder (`[EMAIL_1]`) kept in the request's vault, which stays on the node.
+- What leaves, and the kinds and counts found (never the values), go to the egress record.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+import re
+from collections import Counter
+from dataclasses import dataclass, field
 
-from apps.inference.backends.base import Events
+from apps.inference.backends.base import AnswerRefused, Events, RefusalCode
+from apps.privacy.detectors import detect
+from apps.privacy.hard_stops import hard_stops
+from apps.privacy.policy import Policy, policy_now
+from apps.privacy.restore import restored_events
+from apps.privacy.vault import Vault, VaultFull
+from apps.providers.credentials import live_token_preimages
 
 Message = dict[str, str]
 
+# A preimage is 64 hex digits: the live tokens' preimages are read only when text has such a run.
+_HEX_RUN = re.compile(r"[0-9a-fA-F]{64}")
+
 
 @dataclass(frozen=True)
-class Outbound:
-    messages: list[Message]  # what leaves
+class Leaving:
+    """What leaves the node for one outside request, and how to put back what was taken out."""
 
-    def restored(self, events: Events) -> Events:
-        """The answer with what was taken out put back."""
-        return events
+    messages: list[Message]  # exactly what is sent
+    found: dict[str, int] = field(default_factory=dict)  # kind → count, never a value
+    vault: Vault | None = None  # None: nothing was redacted (a trusted provider)
+
+    @property
+    def redacted(self) -> bool:
+        return self.vault is not None
+
+    async def restored(self, events: Events) -> Events:
+        """The answer with each placeholder put back, streamed."""
+        if self.vault is None:
+            return events
+        return await restored_events(events, self.vault)
 
 
-def outbound(member: Any, messages: list[Message]) -> Outbound:
-    return Outbound(messages)
+def outbound(
+    messages: list[Message],
+    *,
+    trusted: bool,
+    vault: Vault | None = None,
+    policy: Policy | None = None,
+) -> Leaving:
+    """The messages as they may leave. `vault` is the conversation's (the same value keeps its
+    placeholder across turns); a new one otherwise. Raises AnswerRefused on a hard stop."""
+    _stopped(messages)
+    if trusted:
+        return Leaving(list(messages))
+    policy = policy or policy_now()
+    vault = vault if vault is not None else Vault()
+    found: Counter[str] = Counter()
+    leaving = []
+    for message in messages:
+        text = message["content"]
+        findings = detect(text, terms=policy.terms, enabled=policy.enabled)
+        found.update(str(finding.kind) for finding in findings)
+        try:
+            redacted = vault.redact(text, findings) if findings else text
+        except VaultFull as full:
+            raise AnswerRefused(RefusalCode.BAD_REQUEST, f"{full} Nothing was sent.") from None
+        leaving.append({**message, "content": redacted})
+    return Leaving(leaving, dict(sorted(found.items())), vault)
+
+
+def _stopped(messages: list[Message]) -> None:
+    """Refuse the request if any message holds a secret that must never leave."""
+    secrets: frozenset[str] | None = None
+    for message in messages:
+        text = message["content"]
+        if secrets is None and _HEX_RUN.search(text):
+            secrets = live_token_preimages()
+        stops = hard_stops(text, secrets=secrets or frozenset())
+        if stops:
+            raise AnswerRefused(RefusalCode.SECRET_IN_REQUEST, stops[0].message)

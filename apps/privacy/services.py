@@ -24,13 +24,16 @@ class Outgoing:
     model: str
     body: str  # exactly as sent
     request_id: str
+    found: dict[str, int]  # what the privacy hook took out: kinds and counts, never values
+    redacted: bool  # False: a trusted provider, nothing taken out
 
 
 # Written before every outside request leaves: a fixed statement, not one the ORM compiles
 # each time (a third of a millisecond of the first token's wait; see docs/benchmarks.md).
 _BEGIN_SQL = (
     "INSERT INTO privacy_egress (member_id, origin, provider, url, model, body, request_id, "
-    "outcome, cost_msat, payment_hash, sent_at) VALUES (%s, %s, %s, %s, %s, %s, %s, '', 0, '', %s)"
+    "found, redacted, outcome, cost_msat, payment_hash, sent_at) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, '', 0, '', %s)"
 )
 
 
@@ -43,6 +46,8 @@ def egress_begin(outgoing: Outgoing) -> int:
         outgoing.model,
         outgoing.body,
         outgoing.request_id,
+        connection.ops.adapt_json_value(outgoing.found, None),
+        outgoing.redacted,
         connection.ops.adapt_datetimefield_value(timezone.now()),
     ]
     with connection.cursor() as cursor:

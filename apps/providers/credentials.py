@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from apps.providers import sealing
 from apps.providers.models import Credential
+from apps.wallet.models import Payment
 
 State = Credential.State
 USED_AT_STEP = timedelta(minutes=1)
@@ -125,3 +126,15 @@ def credential_noted(credential_id: int, note: dict[str, Any]) -> None:
     if row is not None:
         row.note = {**(row.note or {}), **note}
         row.save(update_fields=["note"])
+
+
+def live_token_preimages() -> frozenset[str]:
+    """The preimages that are part of a live or pending token (L402): with the macaroon they
+    spend a household's balance, so a request carrying one is stopped before it leaves."""
+    purposes = Credential.objects.filter(state__in=[State.LIVE, State.PENDING]).values(
+        "payment_purpose"
+    )
+    preimages = Payment.objects.filter(token_may_be_live=True, purpose__in=purposes).exclude(
+        preimage=""
+    )
+    return frozenset(preimages.values_list("preimage", flat=True))

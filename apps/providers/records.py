@@ -41,6 +41,8 @@ def egress_begin(call: Call) -> int:
             model=f"{call.provider.name}/{call.model_id}",
             body=json.dumps(call.body, ensure_ascii=False),
             request_id=call.request_id,
+            found=call.found,
+            redacted=call.redacted,
         )
     )
 

@@ -58,6 +58,7 @@ def provider_info(provider: Provider) -> ProviderInfo:
         max_price_msat=provider.max_price_msat,
         topup_msat=provider.topup_msat,
         api_key=sealing.unseal(provider.secret_sealed),
+        trusted=provider.trusted,
     )
 
 
@@ -301,7 +302,7 @@ def _catalog_save(provider: Provider, offers: list[Offer]) -> None:
 _ROUTE_SQL = (
     "SELECT p.id, p.name, p.kind, p.base_url, p.timeout_seconds, p.max_price_msat, "
     "p.topup_msat, p.secret_sealed, m.request_msat, m.prompt_msat_per_1k, "
-    "m.completion_msat_per_1k FROM providers_providermodel m "
+    "m.completion_msat_per_1k, p.trusted FROM providers_providermodel m "
     "JOIN providers_provider p ON p.id = m.provider_id WHERE p.name = %s AND m.model_id = %s"
 )
 
@@ -326,6 +327,7 @@ def route_for(name: str) -> OutsideRoute | None:
         max_price,
         topup,
         sealing.unseal(sealed),
+        trusted=bool(row[11]),
     )
     price = Price(kind != Provider.Kind.OPENAI, max_price, row[8], row[9], row[10])
     return OutsideRoute(name, provider, model_id, price)

@@ -25,6 +25,8 @@ def sent(member: Any, body: str, **ended: Any) -> int:
             model="ppq/strong-1",
             body=body,
             request_id=body[:60],
+            found={},
+            redacted=True,
         )
     )
     if ended:

@@ -20,6 +20,7 @@ class Profile:
 
     name: str | None
     picture: str | None
+    names: tuple[str, ...] = ()  # every name it gives (name, display_name), for privacy
 
 
 @dataclass(frozen=True)

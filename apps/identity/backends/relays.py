@@ -283,8 +283,13 @@ def _profile(content: str) -> Profile | None:
         return None
     if not isinstance(data, dict):
         return None
-    name = data.get("name") or data.get("display_name")
-    return Profile(name=_clean_name(name), picture=_clean_picture(data.get("picture")))
+    names = [_clean_name(data.get(field)) for field in ("name", "display_name", "displayName")]
+    kept = tuple(dict.fromkeys(name for name in names if name))
+    return Profile(
+        name=kept[0] if kept else None,
+        picture=_clean_picture(data.get("picture")),
+        names=kept,
+    )
 
 
 def _clean_name(value: object) -> str | None:

@@ -31,6 +31,7 @@ class RefusalCode(enum.StrEnum):
     OVER_BUDGET = "over_budget"  # a budget or the member's allowance: nothing was paid
     PAYMENT_PENDING = "payment_pending"  # the outcome is unknown; it is not paid again
     WALLET_UNAVAILABLE = "wallet_unavailable"  # the household's Lightning node is not answering
+    SECRET_IN_REQUEST = "secret_in_request"  # noqa: S105 - a seed phrase, a key: never sent
 
     @property
     def status(self) -> int:
@@ -52,6 +53,7 @@ _STATUS = {
     RefusalCode.OVER_BUDGET: 402,
     RefusalCode.PAYMENT_PENDING: 503,
     RefusalCode.WALLET_UNAVAILABLE: 503,
+    RefusalCode.SECRET_IN_REQUEST: 400,
 }
 
 

@@ -27,6 +27,7 @@ class ProviderInfo:
     max_price_msat: int
     topup_msat: int
     api_key: str = field(default="", repr=False)  # the owner's key for it (home network), unsealed
+    trusted: bool = False  # the owner's word: nothing is redacted for it
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,10 @@ class Call:
     member_id: int | None  # whose allowance a payment counts against
     price_msat: int  # the price shown: an invoice above it is refused, nothing paid
     origin: str = "api"  # where the question came from: chat, api, agent
+    # What the privacy hook took out of `body` ({kind: count}, never a value), and whether it
+    # looked at all (False: a trusted provider).
+    found: dict[str, int] = field(default_factory=dict)
+    redacted: bool = True
 
     @property
     def caller(self) -> str:

@@ -42,6 +42,8 @@ class OutsideBackend(ChatBackend):
             member_id=options.get("member_id"),
             price_msat=int(options["price_msat"]),
             origin=str(options.get("origin", "api")),
+            found=dict(options.get("found", {})),
+            redacted=bool(options.get("redacted", True)),
         )
 
 
