@@ -132,7 +132,9 @@ def _route_prepared(request: AnswerRequest) -> tuple[Route, redaction.Leaving | 
         messages=leaving.messages,
         options={**route.backend_request.options, **options},
     )
-    return replace(route, backend_request=route.backend.prepare(sent)), leaving
+    # The answer's provenance says what was kept at home: kinds and counts, never a value.
+    shown = {**route.provenance, "redacted": leaving.found if leaving.redacted else None}
+    return replace(route, backend_request=route.backend.prepare(sent), provenance=shown), leaving
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,11 @@ from apps.providers.credentials import live_token_preimages
 
 Message = dict[str, str]
 
+# The detectors take a few microseconds a character (tens on text made of digits): a request
+# longer than this (about 100,000 tokens, beyond most models' context) is refused rather than
+# sent unchecked or checked for seconds on the database's thread.
+MAX_CHECKED_CHARS = 400_000
+
 # A preimage is 64 hex digits: the live tokens' preimages are read only when text has such a run.
 _HEX_RUN = re.compile(r"[0-9a-fA-F]{64}")
 
@@ -57,6 +62,7 @@ def outbound(
 ) -> Leaving:
     """The messages as they may leave. `vault` is the conversation's (the same value keeps its
     placeholder across turns); a new one otherwise. Raises AnswerRefused on a hard stop."""
+    _bounded(messages)
     _stopped(messages)
     if trusted:
         return Leaving(list(messages))
@@ -74,6 +80,16 @@ def outbound(
             raise AnswerRefused(RefusalCode.BAD_REQUEST, f"{full} Nothing was sent.") from None
         leaving.append({**message, "content": redacted})
     return Leaving(leaving, dict(sorted(found.items())), vault)
+
+
+def _bounded(messages: list[Message]) -> None:
+    length = sum(len(message["content"]) for message in messages)
+    if length > MAX_CHECKED_CHARS:
+        raise AnswerRefused(
+            RefusalCode.BAD_REQUEST,
+            f"This request is too long to check for private values before it leaves "
+            f"({length:,} characters; at most {MAX_CHECKED_CHARS:,}). Nothing was sent.",
+        )
 
 
 def _stopped(messages: list[Message]) -> None:
