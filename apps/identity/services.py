@@ -303,10 +303,12 @@ def profile_refresh(member_id: int) -> None:
         return  # not marked as fetched, so it is not taken as "no profile" for a day
     fields: dict[str, Any] = {"profile_fetched_at": timezone.now()}
     if profile is not None:
+        names = [name for name in profile.names if _name_of_its_own(name)]
         fields |= {
-            "name": _name_of_its_own(profile.name),
+            # A `name` that looks like a key gives way to the display name after it.
+            "name": names[0] if names else "",
             "picture": profile.picture or "",
-            "profile_names": [name for name in profile.names if _name_of_its_own(name)],
+            "profile_names": names,
         }
     Member.objects.filter(pk=member_id).update(**fields)
     if profile is not None:

@@ -83,23 +83,28 @@ def terms_list() -> list[str]:
 
 
 def terms_add(words: Iterable[str], *, actor: str) -> list[str]:
-    """The words that were new, as kept (spaces tidied). A word too short or too long is
-    refused with the others: nothing changes."""
+    """The words that were new, as kept (spaces tidied). Words are matched in any case, so a
+    word already on the list in another case is not added again. A word too short or too long
+    is refused with the others: nothing changes."""
     cleaned = [_term_cleaned(word) for word in words]
-    kept = set(terms_list())
-    new = sorted({word for word in cleaned if word not in kept})
     with transaction.atomic():
-        Term.objects.bulk_create([Term(word=word) for word in new], ignore_conflicts=True)
-        if new:
-            audit_record("privacy_terms_added", actor=actor, detail=f"{len(new)} word(s)")
-    return new
+        known = {word.casefold() for word in terms_list()}
+        new: dict[str, str] = {}
+        for word in cleaned:
+            if word.casefold() not in known:
+                new.setdefault(word.casefold(), word)  # the first spelling given is kept
+        added = sorted(new.values())
+        Term.objects.bulk_create([Term(word=word) for word in added], ignore_conflicts=True)
+        if added:
+            audit_record("privacy_terms_added", actor=actor, detail=f"{len(added)} word(s)")
+    return added
 
 
 def terms_remove(words: Iterable[str], *, actor: str) -> list[str]:
-    """The words that were on the list and are now off it."""
-    wanted = {" ".join(str(word).split()) for word in words}
+    """The words that were on the list, in any case, and are now off it."""
+    wanted = {" ".join(str(word).split()).casefold() for word in words}
     with transaction.atomic():
-        gone = sorted(Term.objects.filter(word__in=wanted).values_list("word", flat=True))
+        gone = [word for word in terms_list() if word.casefold() in wanted]
         Term.objects.filter(word__in=gone).delete()
         if gone:
             audit_record("privacy_terms_removed", actor=actor, detail=f"{len(gone)} word(s)")

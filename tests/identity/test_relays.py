@@ -148,7 +148,7 @@ def test_fetch_profile_returns_the_newest_metadata(relay_url: str) -> None:
 
     profile = gateway.fetch_profile(alice.public_key().to_hex(), [relay_url])
 
-    assert profile == Profile(name="Alice", picture="https://pics.example/a.png")
+    assert profile == Profile(name="Alice", picture="https://pics.example/a.png", names=("Alice",))
 
 
 def test_fetch_profile_cleans_what_relays_send(relay_url: str) -> None:
@@ -158,7 +158,7 @@ def test_fetch_profile_cleans_what_relays_send(relay_url: str) -> None:
 
     profile = gateway.fetch_profile(mallory.public_key().to_hex(), [relay_url])
 
-    assert profile == Profile(name="M" * 100, picture=None)
+    assert profile == Profile(name="M" * 100, picture=None, names=("M" * 100,))
 
 
 @pytest.mark.parametrize(
@@ -169,7 +169,9 @@ def test_fetch_profile_drops_unsafe_pictures(relay_url: str, picture: str) -> No
     bob = Keys.generate()
     publish(relay_url, profile_event(bob, {"name": "Bob", "picture": picture}))
 
-    assert gateway.fetch_profile(bob.public_key().to_hex(), [relay_url]) == Profile("Bob", None)
+    profile = gateway.fetch_profile(bob.public_key().to_hex(), [relay_url])
+
+    assert profile == Profile("Bob", None, names=("Bob",))
 
 
 def test_fetch_profile_of_an_unknown_key_is_none(relay_url: str) -> None:
