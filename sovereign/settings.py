@@ -165,6 +165,7 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # Periodic work, run by the worker's embedded beat (`manage.py run` starts it with --beat).
 CELERY_BEAT_SCHEDULE = {
     "chat-retention": {"task": "inference.chat_retention_sweep", "schedule": 3600.0},
+    "egress-retention": {"task": "privacy.egress_retention_sweep", "schedule": 3600.0},
     "payments-reconcile": {"task": "wallet.reconcile", "schedule": 30.0},
     "invoices-sync": {"task": "wallet.invoices_sync", "schedule": 15.0},
 }

@@ -13,6 +13,7 @@ class ProvidersConfig(AppConfig):
             {
                 "provider_added": "Provider added",
                 "provider_removed": "Provider removed",
+                "provider_trusted": "Provider trusted or not",
                 "outside_request": "Request sent outside",
                 "route_set": "Route set",
                 "route_removed": "Route removed",

@@ -142,6 +142,20 @@ def provider_remove(name: str, actor: str = "") -> None:
         _audit("provider_removed", actor, name, "")
 
 
+def provider_trust(name: str, trusted: bool, *, actor: str = "") -> bool:
+    """Mark a provider trusted (what is sent to it is not redacted; hard stops still refuse)
+    or not; whether that changed anything."""
+    with transaction.atomic():
+        provider = provider_get(name)
+        changed = Provider.objects.filter(pk=provider.pk, trusted=not trusted).update(
+            trusted=trusted
+        )
+        if changed:
+            detail = "trusted: nothing redacted" if trusted else "not trusted: redacted"
+            _audit("provider_trusted", actor, name, detail)
+    return bool(changed)
+
+
 def provider_get(name: str) -> Provider:
     provider = Provider.objects.filter(name=name).first()
     if provider is None:

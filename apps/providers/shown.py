@@ -30,6 +30,7 @@ class ProviderShown:
     kind_label: str
     base_url: str
     has_api_key: bool
+    trusted: bool  # nothing redacted from what is sent to it
     catalog_fetched_at: datetime | None
     catalog_error: str
     models: list[ModelShown]
@@ -57,6 +58,7 @@ def provider_shown(provider: Provider) -> ProviderShown:
         kind_label=provider.get_kind_display(),
         base_url=provider.base_url,
         has_api_key=bool(provider.secret_sealed),
+        trusted=provider.trusted,
         catalog_fetched_at=provider.catalog_fetched_at,
         catalog_error=provider.catalog_error,
         models=[model_shown(model) for model in provider.models.all()],

@@ -10,4 +10,5 @@ urlpatterns = [
     path("routes/<str:name>/remove", views.route_remove, name="route-remove"),
     path("<str:name>/test", views.provider_test, name="test"),
     path("<str:name>/remove", views.provider_remove, name="remove"),
+    path("<str:name>/trust", views.provider_trust, name="trust"),
 ]

@@ -98,6 +98,23 @@ def provider_remove(request: HttpRequest, name: str) -> HttpResponse:
 
 @owner_required
 @require_POST
+def provider_trust(request: HttpRequest, name: str) -> HttpResponse:
+    owner: Member = request.user  # type: ignore[assignment]
+    trusted = request.POST.get("trusted") == "yes"
+    try:
+        services.provider_trust(name, trusted, actor=owner.pubkey)
+    except ProviderError as error:
+        messages.error(request, str(error))
+        return redirect("providers:page")
+    if trusted:
+        messages.success(request, f"{name} is trusted: what is sent to it is not redacted.")
+    else:
+        messages.success(request, f"{name} is not trusted: private values are redacted again.")
+    return redirect("providers:page")
+
+
+@owner_required
+@require_POST
 def route_set(request: HttpRequest) -> HttpResponse:
     owner: Member = request.user  # type: ignore[assignment]
     form = request.POST

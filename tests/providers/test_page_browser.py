@@ -159,7 +159,7 @@ def test_a_member_reads_their_own_record_and_not_the_providers_page(
     node: Instance, browser: Browser
 ) -> None:
     page = logged_in(node, browser, "member")
-    page.get_by_role("link", name="Egress").click()
+    page.get_by_role("link", name="Privacy").click()
     expect(page.locator("#egress .egress-record")).to_have_count(1)
     open_every_body(page)
     audit_both_widths(page, "member-light-egress")

@@ -1,4 +1,4 @@
-"""`manage.py providers add|list|remove|test`: outside providers, from a shell; and
+"""`manage.py providers add|list|remove|test|trust`: outside providers, from a shell; and
 `manage.py providers route set|list|remove`: the routes (`route/<name>`) across their models.
 
 An API key is read from a file or an environment variable, never from the command line itself,
@@ -43,6 +43,11 @@ class Command(BaseCommand):
         remove.add_argument("name")
         test = actions.add_parser("test", help="read a provider's models and prices again")
         test.add_argument("name")
+        trust = actions.add_parser(
+            "trust", help="send a provider what members write, unredacted (--off: redact again)"
+        )
+        trust.add_argument("name")
+        trust.add_argument("--off", action="store_true", help="redact for it again")
         self._add_route_arguments(actions.add_parser("route", help="routes across models"))
 
     def _add_route_arguments(self, route: CommandParser) -> None:
@@ -76,7 +81,10 @@ class Command(BaseCommand):
             self.stdout.write("No outside provider yet: `manage.py providers add URL ...`.")
         for provider in providers:
             key = ", with an API key" if provider.has_api_key else ""
-            self.stdout.write(f"{provider.name}  {provider.kind}  {provider.base_url}{key}")
+            trusted = "  trusted: nothing redacted" if provider.trusted else ""
+            self.stdout.write(
+                f"{provider.name}  {provider.kind}  {provider.base_url}{key}{trusted}"
+            )
             self._models(provider)
             self.stdout.write(f"  record: {provider.record_line}")
             if provider.credentials_kept:
@@ -92,6 +100,11 @@ class Command(BaseCommand):
         services.provider_test(name)
         self.stdout.write(f"{name} answered; its models and prices now:")
         self._models(shown.provider_shown(services.provider_get(name)))
+
+    def _trust(self, name: str, off: bool, **options: Any) -> None:
+        changed = services.provider_trust(name, not off, actor=SHELL)
+        now = "not trusted: private values are redacted" if off else "trusted: nothing redacted"
+        self.stdout.write(f"{name} is {'now ' if changed else 'already '}{now}.")
 
     def _models(self, provider: shown.ProviderShown) -> None:
         for model in provider.models:
