@@ -125,11 +125,17 @@ def _route_prepared(request: AnswerRequest) -> tuple[Route, redaction.Leaving | 
     route = route_of(request)
     if not route.outside:
         return route, None
-    leaving = redaction.outbound(request.messages, trusted=route.trusted, vault=request.vault)
+    leaving = redaction.outbound(
+        request.messages,
+        trusted=route.trusted,
+        vault=request.vault,
+        stop=request.sampling.stop,  # the member's text as much as the messages
+    )
     options = {"found": leaving.found, "redacted": leaving.redacted}
     sent = replace(
         route.backend_request,
         messages=leaving.messages,
+        sampling={**route.backend_request.sampling, "stop": leaving.stop},
         options={**route.backend_request.options, **options},
     )
     return replace(route, backend_request=route.backend.prepare(sent)), leaving

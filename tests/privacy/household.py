@@ -122,8 +122,10 @@ def api_key(member: Any) -> str:
     return key
 
 
-def v1_whole(key: str, content: str = PROMPT, model: str = MODEL) -> tuple[int, dict[str, Any]]:
-    body = {"model": model, "messages": [{"role": "user", "content": content}]}
+def v1_whole(
+    key: str, content: str = PROMPT, model: str = MODEL, **more: Any
+) -> tuple[int, dict[str, Any]]:
+    body = {"model": model, "messages": [{"role": "user", "content": content}], **more}
     response = Client(HTTP_AUTHORIZATION=f"Bearer {key}").post(
         "/v1/chat/completions", json.dumps(body), content_type="application/json"
     )
@@ -194,11 +196,12 @@ def _pieces(secret: str) -> list[str]:
 
 
 def placeholders_counted(body: dict[str, Any]) -> dict[str, int]:
-    """How many placeholders of each kind the messages of a request carry, as `found` names
-    the kinds ({"email": 2})."""
+    """How many placeholders of each kind a request carries (in its messages and its stop
+    sequences), as `found` names the kinds ({"email": 2})."""
     counted: Counter[str] = Counter()
-    for message in body["messages"]:
-        for match in PLACEHOLDER.finditer(message["content"]):
+    texts = [message["content"] for message in body["messages"]] + body.get("stop", [])
+    for text in texts:
+        for match in PLACEHOLDER.finditer(text):
             counted[match.group(1).lower()] += 1
     return dict(sorted(counted.items()))
 

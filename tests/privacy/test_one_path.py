@@ -27,6 +27,7 @@ from tests.privacy.household import (
     EMAIL,
     FOUND,
     MODEL,
+    NAME,
     PRIVATE,
     PROMPT,
     REDACTED,
@@ -47,7 +48,12 @@ from tests.providers.doubles.openai_shape import OpenAIShapedDouble
 
 pytestmark = pytest.mark.django_db(transaction=True)
 ROOT = Path(__file__).resolve().parents[2]
-ANSWER = f"lan answers: {PROMPT}"  # the double echoes the question: the placeholders come back
+ANSWER = f"lan answers: {PROMPT}"
+# BIP-32's first test vector, the master private key.
+XPRV = (
+    "xprv9s21ZrQH143K3QTDL4LXw2F7HEK3wJUD2nW2nRk4stbPy6cq3jPPqjiChkVvvNKmPGJxWUtg6LnF5kejMRNNU3TG"
+    "tRBeJgk33yuGBxrMPHi"
+)  # the double echoes the question: the placeholders come back
 
 
 @pytest.fixture
@@ -107,6 +113,23 @@ def test_v1_with_an_api_key_sends_placeholders_and_answers_with_the_values(
     assert outside.requests[0]["messages"] == [{"role": "user", "content": REDACTED}]
     [row] = egress_matches([outside])
     assert (row.found, row.origin, row.member_id) == (FOUND, "api", member_named.pk)
+
+
+def test_stop_sequences_leave_as_placeholders_and_are_checked_for_secrets(
+    member_named: Any, outside: OpenAIShapedDouble
+) -> None:
+    key = api_key(member_named)
+
+    status, _ = v1_whole(key, stop=[f"Regards, {NAME}", EMAIL])
+    refused, answer = v1_whole(key, "Hello", stop=[XPRV])
+
+    assert status == 200
+    only_placeholders(outside)
+    assert outside.requests[0]["stop"] == ["Regards, [NAME_1]", "[EMAIL_1]"]
+    [row] = egress_matches([outside])
+    assert row.found == {**FOUND, "email": 2, "name": 2}
+    assert refused == 400 and answer["error"]["code"] == "secret_in_request"
+    assert len(outside.requests) == 1
 
 
 def test_an_agents_request_through_answer_sync_sends_placeholders(

@@ -15,6 +15,7 @@ Switches every double has (`double.switches`, a plain dict, read on each request
     "answer_text": answer this text (a str) instead of the echo
     "chunk_size": stream the answer in chunks of this many characters (an int) instead of
         word by word (the whole answer is the same text)
+    "chunk_seconds": pause this long after each streamed chunk (a float; 0.001 otherwise)
 """
 
 from __future__ import annotations
@@ -218,7 +219,7 @@ class Handler(BaseHTTPRequestHandler):
             if self.owner.switches.get("cut_stream") and n == 2:
                 return  # the connection closes with no end
             self._event(_chunk(body, {"content": piece}, None))
-            time.sleep(0.001)
+            time.sleep(self.owner.switches.get("chunk_seconds", 0.001))
         self._event(_chunk(body, {}, "stop"))
         self._event({**_chunk(body, {}, None), "choices": [], "usage": usage})
         self.wfile.write(b"data: [DONE]\n\n")
