@@ -66,7 +66,7 @@ def household(tmp_path: Path) -> Iterator[tuple[Instance, OpenAIShapedDouble, Ke
     (tmp_path / "node").mkdir()
     with OpenAIShapedDouble() as provider:
         provider.name = "lan"
-        node = Instance(tmp_path / "node")
+        node = Instance(tmp_path / "node", SOVEREIGN_LOG_LEVEL="DEBUG")
         try:
             node.serve_web()
             node.claim(owner)
@@ -128,3 +128,18 @@ def test_done_when(
     assert json.loads(sent) == received
     assert leaked(sent, PRIVATE) == []
     assert "answered" in record.inner_text()
+    # Nor is any of it in the node's logs (at DEBUG) or its files, its database aside.
+    assert "DEBUG" in node.logs()
+    assert files_holding(node.data_dir, PRIVATE) == []
+
+
+def files_holding(directory: Path, values: tuple[str, ...]) -> list[str]:
+    database = "sovereign.sqlite3"  # the member's own conversation is kept there, as written
+    return [
+        str(path.relative_to(directory))
+        for path in directory.rglob("*")
+        if path.is_file()
+        and not path.is_symlink()
+        and not path.name.startswith(database)
+        and any(value.encode() in path.read_bytes() for value in values)
+    ]
