@@ -67,6 +67,7 @@ def provider_double(name: str, *, trusted: bool = False) -> OpenAIShapedDouble:
 
 @pytest.fixture
 def outside(owner: Any) -> Iterator[OpenAIShapedDouble]:
+    """The outside provider `lan`, untrusted: what it receives is redacted."""
     double = provider_double("lan")
     yield double
     double.stop()

@@ -109,9 +109,13 @@ def everyone_asks(asked: list[tuple[Member, str, Vault]]) -> list[Heard]:
 
     async def one(member: Member, question: str, vault: Vault) -> Heard:
         request = pipeline.AnswerRequest(
-            member, pipeline.Origin.CHAT, MODEL, [{"role": "user", "content": question}],
-            SAMPLING, vault=vault,
-        )  # fmt: skip
+            member,
+            pipeline.Origin.CHAT,
+            MODEL,
+            [{"role": "user", "content": question}],
+            SAMPLING,
+            vault=vault,
+        )
         parts, times = [], []
         async for event in await pipeline.answer(request):
             if isinstance(event, Token):

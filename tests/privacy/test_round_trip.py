@@ -61,9 +61,12 @@ def streamed_answers(
             for text, size in answers:
                 double.switches.update(answer_text=text, chunk_size=size)
                 request = pipeline.AnswerRequest(
-                    member, pipeline.Origin.API, MODEL, [{"role": "user", "content": PROMPT}],
+                    member,
+                    pipeline.Origin.API,
+                    MODEL,
+                    [{"role": "user", "content": PROMPT}],
                     SAMPLING,
-                )  # fmt: skip
+                )
                 tokens = []
                 async for event in await pipeline.answer(request):
                     if isinstance(event, Token):
