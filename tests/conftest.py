@@ -12,8 +12,10 @@ from playwright.sync_api import Browser, Page
 from tests.browser import chromium
 from tests.instances import Instance, RedisServer
 
-# Fixtures shared by tests of more than one part: home-network providers (`lan`, `added`).
-pytest_plugins = ["tests.providers.lan"]
+# Fixtures shared by tests of more than one part: home-network providers (`lan`, `added`);
+# a member with private values and an outside provider to send them to (`member_named`,
+# `outside`).
+pytest_plugins = ["tests.providers.lan", "tests.privacy.household"]
 
 # Named people, each with a real Nostr key.
 PERSONA_KEYS = {name: Keys.generate() for name in ("owner", "member", "friend", "stranger")}

@@ -125,16 +125,26 @@ def _route_prepared(request: AnswerRequest) -> tuple[Route, redaction.Leaving | 
     route = route_of(request)
     if not route.outside:
         return route, None
-    leaving = redaction.outbound(request.messages, trusted=route.trusted, vault=request.vault)
+    leaving = _leaving(request, route, request.vault)
     options = {"found": leaving.found, "redacted": leaving.redacted}
     sent = replace(
         route.backend_request,
         messages=leaving.messages,
+        sampling={**route.backend_request.sampling, "stop": leaving.stop},
         options={**route.backend_request.options, **options},
     )
     # The answer's provenance says what was kept at home: kinds and counts, never a value.
     shown = {**route.provenance, "redacted": leaving.found if leaving.redacted else None}
     return replace(route, backend_request=route.backend.prepare(sent), provenance=shown), leaving
+
+
+def _leaving(request: AnswerRequest, route: Route, vault: Vault | None) -> redaction.Leaving:
+    return redaction.outbound(
+        request.messages,
+        trusted=route.trusted,
+        vault=vault,
+        stop=request.sampling.stop,  # the member's text as much as the messages
+    )
 
 
 @dataclass(frozen=True)
@@ -156,7 +166,7 @@ def preview(request: AnswerRequest) -> Preview:
     if not route.outside:
         return Preview(False, "", False, request.messages, {})
     vault = Vault.from_state(request.vault.state()) if request.vault is not None else None
-    leaving = redaction.outbound(request.messages, trusted=route.trusted, vault=vault)
+    leaving = _leaving(request, route, vault)
     provider = str(route.provenance["model"]).partition("/")[0]
     return Preview(True, provider, route.trusted, leaving.messages, leaving.found)
 

@@ -40,6 +40,7 @@ class Leaving:
 
     messages: list[Message]  # exactly what is sent
     found: dict[str, int] = field(default_factory=dict)  # kind → count, never a value
+    stop: tuple[str, ...] = ()  # the stop sequences, as sent
     vault: Vault | None = None  # None: nothing was redacted (a trusted provider)
 
     @property
@@ -59,31 +60,36 @@ def outbound(
     trusted: bool,
     vault: Vault | None = None,
     policy: Policy | None = None,
+    stop: tuple[str, ...] = (),
 ) -> Leaving:
-    """The messages as they may leave. `vault` is the conversation's (the same value keeps its
-    placeholder across turns); a new one otherwise. Raises AnswerRefused on a hard stop."""
-    _bounded(messages)
-    _stopped(messages)
+    """The messages, and the stop sequences (the member's text too), as they may leave.
+    `vault` is the conversation's (the same value keeps its placeholder across turns); a new
+    one otherwise. Raises AnswerRefused on a hard stop."""
+    texts = [message["content"] for message in messages] + list(stop)
+    _bounded(texts)
+    _stopped(texts)
     if trusted:
-        return Leaving(list(messages))
+        return Leaving(list(messages), stop=stop)
     policy = policy or policy_now()
     vault = vault if vault is not None else Vault()
     found: Counter[str] = Counter()
-    leaving = []
-    for message in messages:
-        text = message["content"]
+    redacted = []
+    for text in texts:
         findings = detect(text, terms=policy.terms, enabled=policy.enabled)
         found.update(str(finding.kind) for finding in findings)
         try:
-            redacted = vault.redact(text, findings) if findings else text
+            redacted.append(vault.redact(text, findings) if findings else text)
         except VaultFull as full:
             raise AnswerRefused(RefusalCode.BAD_REQUEST, f"{full} Nothing was sent.") from None
-        leaving.append({**message, "content": redacted})
-    return Leaving(leaving, dict(sorted(found.items())), vault)
+    leaving = [
+        {**message, "content": text} for message, text in zip(messages, redacted, strict=False)
+    ]
+    stop = tuple(redacted[len(messages) :])
+    return Leaving(leaving, dict(sorted(found.items())), stop, vault)
 
 
-def _bounded(messages: list[Message]) -> None:
-    length = sum(len(message["content"]) for message in messages)
+def _bounded(texts: list[str]) -> None:
+    length = sum(len(text) for text in texts)
     if length > MAX_CHECKED_CHARS:
         raise AnswerRefused(
             RefusalCode.BAD_REQUEST,
@@ -92,11 +98,10 @@ def _bounded(messages: list[Message]) -> None:
         )
 
 
-def _stopped(messages: list[Message]) -> None:
-    """Refuse the request if any message holds a secret that must never leave."""
+def _stopped(texts: list[str]) -> None:
+    """Refuse the request if any text holds a secret that must never leave."""
     secrets: frozenset[str] | None = None
-    for message in messages:
-        text = message["content"]
+    for text in texts:
         if secrets is None and _HEX_RUN.search(text):
             secrets = live_token_preimages()
         stops = hard_stops(text, secrets=secrets or frozenset())

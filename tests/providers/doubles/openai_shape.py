@@ -12,6 +12,10 @@ Switches every double has (`double.switches`, a plain dict, read on each request
     "html": answer 200 with an HTML page
     "huge": answer 200 with a body far larger than any answer (8 MiB)
     "silent": accept the request and never answer (until the double stops)
+    "answer_text": answer this text (a str) instead of the echo
+    "chunk_size": stream the answer in chunks of this many characters (an int) instead of
+        word by word (the whole answer is the same text)
+    "chunk_seconds": pause this long after each streamed chunk (a float; 0.001 otherwise)
 """
 
 from __future__ import annotations
@@ -171,7 +175,7 @@ class Handler(BaseHTTPRequestHandler):
         owner.requests.append(body)
         if self._broken():
             return
-        text = owner.answer_text(body)
+        text = owner.switches.get("answer_text") or owner.answer_text(body)
         usage = usage_of(body, text)
         owner.answered += 1
         headers = owner.answer_headers(self, body, usage)
@@ -211,13 +215,11 @@ class Handler(BaseHTTPRequestHandler):
         for name, value in headers:
             self.send_header(name, value)
         self.end_headers()
-        words = text.split(" ")
-        for n, word in enumerate(words):
+        for n, piece in enumerate(_pieces(text, self.owner.switches.get("chunk_size"))):
             if self.owner.switches.get("cut_stream") and n == 2:
                 return  # the connection closes with no end
-            delta = {"content": word if n == 0 else " " + word}
-            self._event(_chunk(body, delta, None))
-            time.sleep(0.001)
+            self._event(_chunk(body, {"content": piece}, None))
+            time.sleep(self.owner.switches.get("chunk_seconds", 0.001))
         self._event(_chunk(body, {}, "stop"))
         self._event({**_chunk(body, {}, None), "choices": [], "usage": usage})
         self.wfile.write(b"data: [DONE]\n\n")
@@ -225,6 +227,15 @@ class Handler(BaseHTTPRequestHandler):
     def _event(self, payload: dict[str, Any]) -> None:
         self.wfile.write(b"data: " + json.dumps(payload).encode() + b"\n\n")
         self.wfile.flush()
+
+
+def _pieces(text: str, chunk_size: int | None) -> list[str]:
+    """The answer as it streams: word by word (each after the first with its leading space),
+    or in chunks of `chunk_size` characters."""
+    if chunk_size:
+        return [text[at : at + chunk_size] for at in range(0, len(text), chunk_size)]
+    words = text.split(" ")
+    return [words[0], *(" " + word for word in words[1:])]
 
 
 def _route_for(
