@@ -104,6 +104,8 @@ def test_a_member_sees_what_will_leave_cancels_then_sends_and_reads_their_own_va
     expect(shown.locator("mark")).to_have_text(["[EMAIL_1]", "[PHONE_1]"])
     expect(shown.get_by_role("button", name="Send")).to_be_focused()
     audit_page(page, "chat-preview")
+    page.emulate_media(color_scheme="dark")
+    audit_page(page, "chat-preview-dark")  # the highlights keep their contrast
     page.keyboard.press("Escape")
 
     expect(shown).to_be_hidden()
@@ -152,10 +154,11 @@ def test_a_seed_phrase_is_stopped_in_the_panel_with_only_cancel(
     assert household.reached() == reached
 
 
+@pytest.mark.parametrize("viewport", SIZES)
 def test_a_trusted_provider_gets_the_text_as_written_and_the_nodes_model_no_preview(
-    household: Household, browser: Browser
+    household: Household, browser: Browser, viewport: dict[str, int]
 ) -> None:
-    page = new_member(household, browser, DESKTOP)
+    page = new_member(household, browser, viewport)
     asked: list[str] = []
     page.on("request", lambda request: asked.append(request.url))
     send(page, "Name a colour for bo@example.org.")  # the node's own model
@@ -180,6 +183,8 @@ def test_a_trusted_provider_gets_the_text_as_written_and_the_nodes_model_no_prev
     expect(shown.locator(".leaving-earlier summary")).to_have_text(
         "Also sent: the conversation before it (2 messages)"
     )
+    shown.locator(".leaving-earlier summary").click()
+    expect(shown.locator(".leaving-earlier .leaving-role")).to_have_text(["Question", "Answer"])
     audit_page(page, "chat-preview-trusted")
     shown.get_by_role("button", name="Send").click()
     expect(page.locator(".answer").last.locator(".markdown")).to_have_text(
