@@ -13,6 +13,7 @@ urlpatterns = [
     path("ask", chat_views.ask, name="ask"),
     path("models", chat_views.models_priced, name="models"),
     path("crosscheck", chat_views.cross_check, name="crosscheck"),
+    path("preview", chat_views.preview, name="preview"),
     path("stopped", chat_views.answer_stopped, name="stopped"),
     path("settings/", settings_views.settings_page, name="settings"),
 ]

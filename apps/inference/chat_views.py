@@ -15,7 +15,14 @@ from django.views.decorators.http import require_POST
 
 from apps.identity.access import household_required
 from apps.identity.models import Member, Role
-from apps.inference import chat_crosscheck, chat_settings, conversations, crosscheck, pipeline
+from apps.inference import (
+    chat_crosscheck,
+    chat_preview,
+    chat_settings,
+    conversations,
+    crosscheck,
+    pipeline,
+)
 from apps.inference.backends.base import AnswerRefused
 from apps.inference.chat_request import MAX_TOKENS_LIMIT, OpenAIError, read_body
 from apps.inference.chat_turn import Turn, json_object, refusal_text
@@ -175,6 +182,25 @@ async def ask(request: HttpRequest) -> HttpResponseBase:
     response = StreamingHttpResponse(turn.stream(events), content_type="application/x-ndjson")
     response["Cache-Control"] = "no-store"
     response["X-Accel-Buffering"] = "no"
+    return response
+
+
+@require_POST
+async def preview(request: HttpRequest) -> HttpResponse:
+    """What a question to an outside model would send (the redacted text), before it is sent:
+    nothing is sent, paid or recorded. Refused as the question itself would be."""
+    member = await request.auser()
+    if not member.is_authenticated or member.role not in (Role.OWNER, Role.MEMBER):
+        return JsonResponse({"error": "Log in as a member of the household."}, status=403)
+    try:
+        shown = await sync_to_async(chat_preview.preview_asked)(member, read_body(request))
+    except (ChatError, OpenAIError) as error:
+        return JsonResponse({"error": str(error)}, status=400)
+    except AnswerRefused as refusal:
+        refused = {"error": refusal_text(refusal), "code": str(refusal.code)}
+        return JsonResponse(refused, status=refusal.status)
+    response = JsonResponse(shown)
+    response["Cache-Control"] = "no-store"  # the member's own words, unredacted where trusted
     return response
 
 

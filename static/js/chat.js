@@ -3,7 +3,8 @@
 // Outside models: the picker shows each one's price, the line under the composer says what
 // leaves the node, the price shown is sent with the question (the node refuses an answer that
 // would cost more), and "Ask <model>" answers the last question again with an outside model.
-// The cross-check of the last question is chat_crosscheck.js.
+// The cross-check of the last question is chat_crosscheck.js; what a question to an outside
+// model would send, shown before it is sent, is chat_preview.js.
 // Streamed text is shown with textContent only; the finished answer's HTML comes from the
 // server's Markdown renderer, which lets no script or event handler through.
 (() => {
@@ -327,9 +328,6 @@
   async function ask(question, how = {}) {
     const errorOutput = document.getElementById("ask-error");
     errorOutput.textContent = "";
-    const welcome = document.getElementById("welcome");
-    if (welcome) welcome.remove();
-    window.sovereignChat.crossCheck?.close();
     const at = how.at ?? privateHistory.length;
     const model = how.model || form.model.value;  // "Ask <model>": another model, this once
     const body = { model, question, conversation, private: isPrivate, settings: chatSettings() };
@@ -338,6 +336,10 @@
     if (how.regenerate) body.regenerate = how.regenerate;
     if (how.edit) body.edit = how.edit;
     if (isPrivate) body.history = privateHistory.slice(0, at);
+    if (model.includes("/") && !(await previewed(question, body, option, how))) return;  // local names have no slash
+    const welcome = document.getElementById("welcome");
+    if (welcome) welcome.remove();
+    window.sovereignChat.crossCheck?.close();
     const questionEntry = how.reuse || questionItem(question);
     const answer = item("answer");
     if (isProvider(option)) answer.dataset.provider = option.dataset.provider;
@@ -389,6 +391,38 @@
     }
   }
 
+  // A question to an outside model: the member first sees what would leave the node
+  // (chat_preview.js), and sends or cancels. Cancelled or refused, all is as it was before
+  // Send: the question back where it was written, the entries taken out for it back in place.
+  async function previewed(question, body, option, how) {
+    const preview = window.sovereignChat.preview;
+    const controller = new AbortController();
+    setRunning(controller);  // Stop (or Esc) while the node works it out gives up asking
+    let shown = null;
+    try {
+      shown = await preview.whatLeaves(body, controller.signal);
+    } catch (error) {
+      if (error.name !== "AbortError") document.getElementById("ask-error").textContent = error.message;
+      if (isPriced(option)) refreshPrices();  // a price that went up is shown as it is now
+    } finally {
+      if (running === controller) setRunning(null);
+    }
+    const sent = shown !== null && (await preview.confirm(shown, body.model, option));
+    if (!sent) unasked(question, how);
+    return sent;
+  }
+
+  function unasked(question, how) {
+    const replaced = how.replaced || [];
+    transcript.append(...replaced);
+    if (how.edit) return edit(replaced[0], question);  // the edit open again, as it was written
+    if (!how.reuse) {
+      form.question.value = question;
+      form.question.dispatchEvent(new Event("input"));  // the box grows to the text again
+    }
+    form.question.focus();
+  }
+
   function putBack(questionEntry, answer, replaced) {
     if (questionEntry) questionEntry.remove();
     answer.remove();
@@ -429,11 +463,11 @@
     return ask(question.querySelector(".bubble").textContent, how);
   }
 
-  function edit(question) {
+  function edit(question, text) {
     if (running || question.querySelector("form")) return;
     const bubble = question.querySelector(".bubble");
     const editor = Object.assign(document.createElement("form"), { className: "edit-form" });
-    const area = Object.assign(document.createElement("textarea"), { value: bubble.textContent, rows: 3 });
+    const area = Object.assign(document.createElement("textarea"), { value: text ?? bubble.textContent, rows: 3 });
     area.setAttribute("aria-label", "Edited question");
     const send = Object.assign(document.createElement("button"), { type: "submit", className: "primary", textContent: "Send" });
     const cancel = Object.assign(document.createElement("button"), { type: "button", textContent: "Cancel" });
@@ -497,9 +531,9 @@
   transcript.querySelectorAll(".answer").forEach(decorateAnswer);
   if (!form) return;
 
-  // What the cross-check (chat_crosscheck.js) shares with the rest of the chat.
+  // What the cross-check (chat_crosscheck.js) and the preview (chat_preview.js) share.
   window.sovereignChat = {
-    transcript, isPrivate, privateHistory, crossCheckUrl: chat.dataset.crosscheck,
+    transcript, isPrivate, privateHistory, crossCheckUrl: chat.dataset.crosscheck, previewUrl: chat.dataset.preview,
     get conversation() { return conversation; },
     get running() { return running; },
     setRunning, post, place, chatSettings, decorateCode, refreshPrices,

@@ -127,6 +127,13 @@ def send(page: Page, question: str) -> None:
     page.get_by_label("Question").press("Enter")
 
 
+def confirm_leaving(page: Page) -> None:
+    """Send, in the preview of what leaves the node that a question to an outside model opens."""
+    page.get_by_role("dialog", name="What will leave this node").get_by_role(
+        "button", name="Send"
+    ).click()
+
+
 @pytest.mark.parametrize("viewport", SIZES)
 def test_a_member_sees_a_price_asks_and_the_owner_sees_the_payment_and_the_egress_record(
     household: Household, browser: Browser, viewport: dict[str, int]
@@ -149,6 +156,7 @@ def test_a_member_sees_a_price_asks_and_the_owner_sees_the_payment_and_the_egres
     audit_page(page, "chat-outside-picker")
     question = f"Which provider are you, at {width} px?"
     send(page, question)
+    confirm_leaving(page)  # the preview of what leaves: test_chat_preview_browser.py
 
     answer = page.locator(".answer").last
     expect(answer.locator(".markdown")).to_have_text(f"l402 answers: {question}")
@@ -211,6 +219,7 @@ def test_a_local_answer_is_asked_of_a_stronger_model_and_cross_checked_side_by_s
     page.get_by_text("Settings of this chat").click()
 
     answer.get_by_role("button", name=f"Ask {OUTSIDE} (up to 20 sat)").click()
+    confirm_leaving(page)
 
     answer = page.locator(".answer").last
     expect(answer.locator(".provenance summary")).to_have_text(f"{OUTSIDE} · aperture · 20 sat")
@@ -264,6 +273,7 @@ def test_a_price_that_went_up_is_refused_shown_and_paid_only_once_asked_again(
         expect(page.locator("#egress-note")).to_contain_text("Up to 30 sat a question")
         audit_page(page, "chat-price-went-up")
         page.get_by_label("Question").press("Enter")
+        confirm_leaving(page)
 
         summary = page.locator(".answer .provenance summary")
         expect(summary).to_have_text(f"{OUTSIDE} · aperture · 30 sat")
