@@ -45,6 +45,7 @@ class PreviewShown(TypedDict):
     messages: list[Message]  # exactly what would leave
     found: dict[str, int]  # kind → count, never a value
     found_said: str  # the same, as people read it: "2 e-mail addresses, 1 phone number"
+    digest: str  # sent back with the question: it leaves as shown, or not at all
 
 
 def preview_asked(member: Member, body: bytes) -> PreviewShown:
@@ -60,6 +61,7 @@ def preview_asked(member: Member, body: bytes) -> PreviewShown:
         messages=messages,
         found=shown.found,
         found_said=found_said(shown.found),
+        digest=shown.digest,
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import secrets
 import uuid
 from collections.abc import AsyncIterator
@@ -49,8 +50,10 @@ class Turn:
         self.covered = 0  # messages of the conversation that `earlier` holds a note of
         self.summarise = False  # the member wants a note of what no longer fits
         self.price_shown_msat: int | None = None  # an outside model's price, as the chat showed it
+        self.leaving_shown: str | None = None  # what the preview showed would leave (its digest)
         self.route_key = uuid.uuid4().hex  # a new conversation's, for a spread route
         self.vault = Vault()  # the conversation's placeholders for its private values
+        self.vault_held = 0  # values it held before this turn: a vault only ever grows
         self.provenance: dict[str, Any] = {}
         self.sampling = Sampling(
             max_tokens=chosen.answer_tokens,
@@ -78,6 +81,7 @@ class Turn:
             turn.stored = False
             turn.earlier = _private_history(data.get("history"))
             turn.price_shown_msat = _price_shown(data)
+            turn.leaving_shown = _leaving_shown(data)
             return turn
         conversation = None
         if data.get("conversation") is not None:
@@ -85,6 +89,7 @@ class Turn:
         turn = cls(member, model, "", _settings(member, conversation, data))
         turn._continue(conversation, data)
         turn.price_shown_msat = _price_shown(data)
+        turn.leaving_shown = _leaving_shown(data)
         turn.summarise = conversations.overflow_of(member) == ChatPreferences.Overflow.SUMMARISE
         return turn
 
@@ -95,6 +100,7 @@ class Turn:
             self.question = _question(data)
             return
         self.vault = vault_unsealed(conversation.vault_sealed)
+        self.vault_held = len(self.vault)
         if data.get("regenerate") is not None:
             last = conversations.last_question(conversation, data["regenerate"])
             self.question, self.replace_from = last.content, last.pk
@@ -129,6 +135,7 @@ class Turn:
             price_shown_msat=self.price_shown_msat,
             conversation_key=self._conversation_key(),
             vault=self.vault if self.stored else None,
+            leaving_shown=self.leaving_shown,
         )
 
     def _conversation_key(self) -> str | None:
@@ -159,7 +166,8 @@ class Turn:
         elif self.replace_from is not None:
             conversations.messages_replace_from(self.conversation, self.replace_from)
         chat_settings.conversation_settings_set(self.conversation, self.chosen)
-        conversations.vault_keep(self.conversation, vault_sealed(self.vault))
+        if len(self.vault) != self.vault_held:
+            conversations.vault_keep(self.conversation, vault_sealed(self.vault))
         self.question_id = conversations.question_save(self.conversation, self.question).pk
 
     async def stream(self, events: Events) -> AsyncIterator[bytes]:
@@ -283,6 +291,16 @@ def _aside_model(chosen: str) -> str | None:
         return chosen
     first = LocalModel.objects.order_by("added_at", "pk").first()
     return None if first is None else first.name
+
+
+def _leaving_shown(data: dict[str, Any]) -> str | None:
+    """The digest of what the preview showed would leave (pipeline.preview)."""
+    digest = data.get("leaving")
+    if digest is None:
+        return None
+    if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
+        raise ChatError("'leaving' must be the digest the preview gave.")
+    return digest
 
 
 def _price_shown(data: dict[str, Any]) -> int | None:

@@ -368,6 +368,5 @@ def retention_sweep(now: datetime | None = None, members: list[Member] | None = 
 
 def vault_keep(conversation: Conversation, sealed: str) -> None:
     """The conversation's placeholders, as they stand after its latest question went out."""
-    if sealed != conversation.vault_sealed:
-        conversation.vault_sealed = sealed
-        Conversation.objects.filter(pk=conversation.pk).update(vault_sealed=sealed)
+    conversation.vault_sealed = sealed
+    Conversation.objects.filter(pk=conversation.pk).update(vault_sealed=sealed)

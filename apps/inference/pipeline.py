@@ -73,6 +73,9 @@ class AnswerRequest:
     # The conversation's placeholders for its private values (apps/privacy/vault.py), so the
     # same value goes out as the same placeholder every turn; None: a new vault per request.
     vault: Vault | None = None
+    # The digest of what the member was shown would leave (`preview`): an outside model to which
+    # something else would go is refused, and a route passes it over.
+    leaving_shown: str | None = None
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,7 @@ class Route:
     provenance: dict[str, Any]
     outside: bool
     trusted: bool = False  # an outside provider the owner trusts: nothing redacted
+    provider: str = ""  # an outside one's name
 
 
 # A model that fails in one of these ways before its first token is passed over for the route's
@@ -99,6 +103,7 @@ FALLS_BACK = frozenset(
         RefusalCode.ENGINE_BROKEN,
         RefusalCode.MODEL_UNAVAILABLE,
         RefusalCode.OVERLOADED,
+        RefusalCode.PREVIEW_CHANGED,  # the next may send what the member saw
     }
 )
 
@@ -126,6 +131,7 @@ def _route_prepared(request: AnswerRequest) -> tuple[Route, redaction.Leaving | 
     if not route.outside:
         return route, None
     leaving = _leaving(request, route, request.vault)
+    _check_shown(request, route, leaving)
     options = {"found": leaving.found, "redacted": leaving.redacted}
     sent = replace(
         route.backend_request,
@@ -136,6 +142,19 @@ def _route_prepared(request: AnswerRequest) -> tuple[Route, redaction.Leaving | 
     # The answer's provenance says what was kept at home: kinds and counts, never a value.
     shown = {**route.provenance, "redacted": leaving.found if leaving.redacted else None}
     return replace(route, backend_request=route.backend.prepare(sent), provenance=shown), leaving
+
+
+def _check_shown(request: AnswerRequest, route: Route, leaving: redaction.Leaving) -> None:
+    """A request the member saw before it was sent leaves only as it was shown: the owner may
+    have trusted a provider or changed the words since, or a route may fall back to a model
+    that sends it otherwise."""
+    if request.leaving_shown is None or leaving.digest == request.leaving_shown:
+        return
+    raise AnswerRefused(
+        RefusalCode.PREVIEW_CHANGED,
+        f"What would go to {route.provider} is not what the preview showed; nothing was sent. "
+        "Send it again to see what would leave now.",
+    )
 
 
 def _leaving(request: AnswerRequest, route: Route, vault: Vault | None) -> redaction.Leaving:
@@ -156,19 +175,27 @@ class Preview:
     trusted: bool
     messages: list[Message]  # exactly what would leave
     found: dict[str, int]  # kind → count, never a value
+    digest: str  # sent back with the request: it leaves only as shown ("" when nothing leaves)
 
 
 def preview(request: AnswerRequest) -> Preview:
-    """What `answer(request)` would send, computed the same way, sending and recording nothing
-    (the conversation's vault is copied, not changed). Raises AnswerRefused as `answer` would
-    before anything leaves: a hard stop, an unknown model, a price over the allowance."""
-    route = route_of(request)
-    if not route.outside:
-        return Preview(False, "", False, request.messages, {})
-    vault = Vault.from_state(request.vault.state()) if request.vault is not None else None
-    leaving = _leaving(request, route, vault)
-    provider = str(route.provenance["model"]).partition("/")[0]
-    return Preview(True, provider, route.trusted, leaving.messages, leaving.found)
+    """What `answer(request)` would send outside, computed the same way, sending and recording
+    nothing (the conversation's vault is copied, not changed); for a route, what its first
+    outside model would be sent, should the models before it fail. Raises AnswerRefused as
+    `answer` would before anything leaves: a hard stop, an unknown model, a price too high."""
+    for model in _models_of(request):
+        route = route_of(replace(request, model=model))
+        if route.outside:
+            vault = Vault.from_state(request.vault.state()) if request.vault is not None else None
+            leaving = _leaving(request, route, vault)
+            sent, found, digest = leaving.messages, leaving.found, leaving.digest
+            return Preview(True, route.provider, route.trusted, sent, found, digest)
+    return Preview(False, "", False, request.messages, {}, "")
+
+
+def _models_of(request: AnswerRequest) -> list[str]:
+    name = routing.route_name(request.model)
+    return [request.model] if name is None else _plan(request, name).models
 
 
 async def _along_route(request: AnswerRequest, name: str) -> Events:
@@ -326,7 +353,8 @@ def _outside(request: AnswerRequest, route: providers.OutsideRoute) -> Route:
     )
     shown = {"model": route.name, "price_msat": price, "sampling": request.sampling.shown()}
     backend = OutsideBackend(route.provider)
-    return Route(backend, backend_request, shown, outside=True, trusted=route.provider.trusted)
+    provider = route.provider
+    return Route(backend, backend_request, shown, True, provider.trusted, provider.name)
 
 
 def _check_price(request: AnswerRequest, price: int, *, caller: str) -> None:

@@ -18,6 +18,7 @@ from apps.privacy.terms import MIN_TERM_LENGTH, Terms
 
 MAX_TERM_LENGTH = Term._meta.get_field("word").max_length or 100
 MAX_RETENTION_DAYS = 3650
+MAX_TERMS = 500
 
 
 class PrivacyError(ValueError):
@@ -94,6 +95,11 @@ def terms_add(words: Iterable[str], *, actor: str) -> list[str]:
             if word.casefold() not in known:
                 new.setdefault(word.casefold(), word)  # the first spelling given is kept
         added = sorted(new.values())
+        if len(known) + len(added) > MAX_TERMS:
+            raise PrivacyError(
+                f"The list holds at most {MAX_TERMS} words ({len(known)} now): every outside "
+                "request is checked for each of them."
+            )
         Term.objects.bulk_create([Term(word=word) for word in added], ignore_conflicts=True)
         if added:
             audit_record("privacy_terms_added", actor=actor, detail=f"{len(added)} word(s)")

@@ -11,6 +11,8 @@ request, whatever asked it (the chat, /v1, agents), and restores the answer with
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -46,6 +48,13 @@ class Leaving:
     @property
     def redacted(self) -> bool:
         return self.vault is not None
+
+    @property
+    def digest(self) -> str:
+        """What leaves, in 64 hex digits: the preview's, checked again when it is sent."""
+        shown = {"redacted": self.redacted, "messages": self.messages, "stop": list(self.stop)}
+        encoded = json.dumps(shown, sort_keys=True, ensure_ascii=False).encode()
+        return hashlib.sha256(encoded).hexdigest()
 
     async def restored(self, events: Events) -> Events:
         """The answer with each placeholder put back, streamed."""
@@ -96,6 +105,14 @@ def _bounded(texts: list[str]) -> None:
             f"This request is too long to check for private values before it leaves "
             f"({length:,} characters; at most {MAX_CHECKED_CHARS:,}). Nothing was sent.",
         )
+    for text in texts:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate ("\ud800" in JSON): no text of any script
+            raise AnswerRefused(
+                RefusalCode.BAD_REQUEST,
+                "The text holds a character that is not valid Unicode; nothing was sent.",
+            ) from None
 
 
 def _stopped(texts: list[str]) -> None:

@@ -409,6 +409,7 @@
     }
     const sent = shown !== null && (await preview.confirm(shown, body.model, option));
     if (!sent) unasked(question, how);
+    else if (shown.digest) body.leaving = shown.digest;  // it leaves as shown, or not at all
     return sent;
   }
 

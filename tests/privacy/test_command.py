@@ -159,7 +159,7 @@ def test_check_reads_bytes_that_are_not_utf8_without_failing() -> None:
     assert printed == "\ufffd\ufffd\x00 mail [EMAIL_1] \ufffd( café \ufffd\nfound: email 1\n"
 
 
-def test_check_takes_up_to_a_mebibyte_and_refuses_more() -> None:
+def test_check_takes_as_much_as_may_leave_and_refuses_more() -> None:
     line = b"Write to anna@example.org about the garden.\n"
     text = line * (MAX_CHECK_BYTES // len(line))
     text += b"x" * (MAX_CHECK_BYTES - len(text))
@@ -168,7 +168,7 @@ def test_check_takes_up_to_a_mebibyte_and_refuses_more() -> None:
     message = refused("check", stdin=text + b"x")
 
     assert found == {"email": MAX_CHECK_BYTES // len(line)}
-    assert message == "The text is longer than 1 MiB: check it in parts."
+    assert message == "The text is longer than 400,000 bytes: check it in parts."
 
 
 def test_check_sends_nothing_and_records_nothing(owner: Member) -> None:

@@ -169,3 +169,14 @@ def test_a_term_row_does_not_name_its_word() -> None:
     policy.terms_add(["Müller"], actor="shell")
 
     assert "Müller" not in str(Term.objects.get())
+
+
+def test_the_list_holds_at_most_max_terms_words_and_a_longer_one_changes_nothing() -> None:
+    policy.terms_add([f"Word{number}" for number in range(policy.MAX_TERMS - 1)], actor="shell")
+
+    with pytest.raises(policy.PrivacyError, match="at most 500 words"):
+        policy.terms_add(["Müller", "Berg"], actor="shell")
+    added = policy.terms_add(["Müller"], actor="shell")
+
+    assert added == ["Müller"]
+    assert len(policy.terms_list()) == policy.MAX_TERMS

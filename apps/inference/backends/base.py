@@ -32,6 +32,7 @@ class RefusalCode(enum.StrEnum):
     PAYMENT_PENDING = "payment_pending"  # the outcome is unknown; it is not paid again
     WALLET_UNAVAILABLE = "wallet_unavailable"  # the household's Lightning node is not answering
     SECRET_IN_REQUEST = "secret_in_request"  # noqa: S105 - a seed phrase, a key: never sent
+    PREVIEW_CHANGED = "preview_changed"  # what would leave is not what the member was shown
 
     @property
     def status(self) -> int:
@@ -54,6 +55,7 @@ _STATUS = {
     RefusalCode.PAYMENT_PENDING: 503,
     RefusalCode.WALLET_UNAVAILABLE: 503,
     RefusalCode.SECRET_IN_REQUEST: 400,
+    RefusalCode.PREVIEW_CHANGED: 409,
 }
 
 

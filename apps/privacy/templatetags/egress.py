@@ -22,10 +22,18 @@ def readable(code: str) -> str:
     return code.replace("_", " ")
 
 
+# A body is a whole conversation so far: the page shows its start, the export all of it.
+SHOWN_CHARS = 20_000
+
+
 @register.filter
 def placeholders_marked(text: str, redacted: bool = True) -> SafeString:
     """The text escaped, each placeholder in it marked. Text sent unredacted (to a trusted
-    provider) has no placeholders: whatever looks like one there is what the person wrote."""
+    provider) has no placeholders: whatever looks like one there is what the person wrote.
+    A text longer than SHOWN_CHARS is cut, and says where the rest is."""
+    if len(text) > SHOWN_CHARS:
+        rest = len(text) - SHOWN_CHARS
+        text = f"{text[:SHOWN_CHARS]}\n… {rest:,} more characters: export the record to read them all."
     escaped = escape(text)
     if not redacted:
         return escaped

@@ -44,7 +44,7 @@ class Call:
     # What the privacy hook took out of `body` ({kind: count}, never a value), and whether it
     # looked at all (False: a trusted provider).
     found: dict[str, int] = field(default_factory=dict)
-    redacted: bool = True
+    redacted: bool = False  # only the pipeline's privacy hook says it was
 
     @property
     def caller(self) -> str:

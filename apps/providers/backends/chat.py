@@ -43,7 +43,7 @@ class OutsideBackend(ChatBackend):
             price_msat=int(options["price_msat"]),
             origin=str(options.get("origin", "api")),
             found=dict(options.get("found", {})),
-            redacted=bool(options.get("redacted", True)),
+            redacted=bool(options.get("redacted", False)),
         )
 
 

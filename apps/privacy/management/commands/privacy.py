@@ -17,11 +17,12 @@ from typing import IO, Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from apps.identity.management.database import SHELL, database_ready
-from apps.inference.backends.base import AnswerRefused
+from apps.inference.backends.base import AnswerRefused, RefusalCode
 from apps.privacy import policy, redaction
 from apps.privacy.policy import PrivacyError
 
-MAX_CHECK_BYTES = 1024 * 1024
+# As much as an outside request may hold: a longer text would not be sent at all.
+MAX_CHECK_BYTES = redaction.MAX_CHECKED_CHARS
 EXIT_STOPPED = 1
 
 
@@ -98,6 +99,8 @@ class Command(BaseCommand):
         try:
             leaving = redaction.outbound([{"role": "user", "content": text}], trusted=False)
         except AnswerRefused as refusal:
+            if refusal.code != RefusalCode.SECRET_IN_REQUEST:
+                raise CommandError(str(refusal)) from None
             if not as_json:
                 raise CommandError(str(refusal), returncode=EXIT_STOPPED) from None
             self.stdout.write(json.dumps({"stopped": str(refusal)}))
@@ -126,7 +129,5 @@ def _text_read(stream: IO[Any] | None) -> str:
     read: bytes | str = source.read(MAX_CHECK_BYTES + 1)
     data = read.encode("utf-8", errors="replace") if isinstance(read, str) else read
     if len(data) > MAX_CHECK_BYTES:
-        raise CommandError(
-            f"The text is longer than {MAX_CHECK_BYTES // (1024 * 1024)} MiB: check it in parts."
-        )
+        raise CommandError(f"The text is longer than {MAX_CHECK_BYTES:,} bytes: check it in parts.")
     return data.decode("utf-8", errors="replace")
