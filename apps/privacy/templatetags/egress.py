@@ -33,7 +33,8 @@ def placeholders_marked(text: str, redacted: bool = True) -> SafeString:
     A text longer than SHOWN_CHARS is cut, and says where the rest is."""
     if len(text) > SHOWN_CHARS:
         rest = len(text) - SHOWN_CHARS
-        text = f"{text[:SHOWN_CHARS]}\n… {rest:,} more characters: export the record to read them all."
+        more = f"… {rest:,} more characters: export the record to read them all."
+        text = f"{text[:SHOWN_CHARS]}\n{more}"
     escaped = escape(text)
     if not redacted:
         return escaped
