@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -198,8 +199,13 @@ def test_it_is_off_by_default_and_no_local_model_is_asked(
 
 
 def test_what_the_local_model_names_never_reaches_the_provider_and_comes_back(
-    owner: Any, member: Any, running: RecordingDecoder, outside: OpenAIShapedDouble
+    owner: Any,
+    member: Any,
+    running: RecordingDecoder,
+    outside: OpenAIShapedDouble,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     pass_on(owner)
     found = names_in(member)
     assert found, "the model named nothing that the text holds"
@@ -217,6 +223,8 @@ def test_what_the_local_model_names_never_reaches_the_provider_and_comes_back(
     (row,) = Egress.objects.all()
     assert row.found == {"term": len(found)}
     assert end.provenance["redacted"] == {"term": len(found)}
+    logged = caplog.text.casefold()
+    assert not [word for word in ("zorbalina", "quibbleton", "marek") if word in logged]
 
 
 def test_its_names_are_taken_out_even_with_the_household_words_turned_off(
