@@ -39,7 +39,8 @@ from apps.inference.backends.base import (
 from apps.inference.backends.engine import LocalEngine
 from apps.inference.context_fit import Overflow
 from apps.inference.models import LocalModel
-from apps.privacy import redaction
+from apps.privacy import model_pass, redaction
+from apps.privacy.policy import Policy, policy_now
 from apps.privacy.vault import Vault
 from apps.providers import calling, routing
 from apps.providers import services as providers
@@ -117,20 +118,53 @@ async def answer(request: AnswerRequest) -> Events:
 
 
 async def _answer_model(request: AnswerRequest) -> Events:
-    route, leaving = await sync_to_async(_route_prepared)(request)
+    prepared = await sync_to_async(_route_prepared)(request)
+    if isinstance(prepared, NamesPass):
+        names = await model_pass.names_found(_texts(request), prepared.model, request.member)
+        prepared = await sync_to_async(_route_prepared_with)(request, names)
+    route, leaving = prepared
     events = await route.backend.open(route.backend_request)
     if leaving is not None:
         events = await leaving.restored(events)
     return await primed(_ended(events, route.provenance))
 
 
-def _route_prepared(request: AnswerRequest) -> tuple[Route, redaction.Leaving | None]:
+Prepared = tuple[Route, redaction.Leaving | None]
+
+
+@dataclass(frozen=True)
+class NamesPass:
+    """An outside request the owner wants a local model to read first, for names and places
+    the patterns miss (apps/privacy/model_pass.py): nothing is prepared to leave yet."""
+
+    model: str
+
+
+def _route_prepared(request: AnswerRequest) -> Prepared | NamesPass:
     """The route, and for an outside one what leaves (through the privacy hook) made ready to
-    send, in one trip to the database thread: each trip adds to the first token's wait."""
+    send, in one trip to the database thread: each trip adds to the first token's wait. Only
+    with the local model's pass on is there a second trip, once it has read the request."""
     route = route_of(request)
     if not route.outside:
         return route, None
-    leaving = _leaving(request, route, request.vault)
+    policy = None if route.trusted else policy_now()
+    if policy is not None and policy.model_pass is not None:
+        return NamesPass(policy.model_pass)
+    return _prepared(request, route, policy, frozenset())
+
+
+def _route_prepared_with(request: AnswerRequest, names: frozenset[str]) -> Prepared:
+    """As `_route_prepared`, the local model's names and places taken out too."""
+    route = route_of(request)
+    if not route.outside:
+        return route, None
+    return _prepared(request, route, None if route.trusted else policy_now(), names)
+
+
+def _prepared(
+    request: AnswerRequest, route: Route, policy: Policy | None, names: frozenset[str]
+) -> Prepared:
+    leaving = _leaving(request, route, request.vault, policy, names)
     _check_shown(request, route, leaving)
     options = {"found": leaving.found, "redacted": leaving.redacted}
     sent = replace(
@@ -157,13 +191,26 @@ def _check_shown(request: AnswerRequest, route: Route, leaving: redaction.Leavin
     )
 
 
-def _leaving(request: AnswerRequest, route: Route, vault: Vault | None) -> redaction.Leaving:
+def _leaving(
+    request: AnswerRequest,
+    route: Route,
+    vault: Vault | None,
+    policy: Policy | None,
+    names: frozenset[str],
+) -> redaction.Leaving:
     return redaction.outbound(
         request.messages,
         trusted=route.trusted,
         vault=vault,
+        policy=policy,
         stop=request.sampling.stop,  # the member's text as much as the messages
+        extra_terms=names,
     )
+
+
+def _texts(request: AnswerRequest) -> list[str]:
+    """What the local model's pass reads: everything of the request that would leave."""
+    return [message["content"] for message in request.messages] + list(request.sampling.stop)
 
 
 @dataclass(frozen=True)
@@ -186,11 +233,22 @@ def preview(request: AnswerRequest) -> Preview:
     for model in _models_of(request):
         route = route_of(replace(request, model=model))
         if route.outside:
-            vault = Vault.from_state(request.vault.state()) if request.vault is not None else None
-            leaving = _leaving(request, route, vault)
-            sent, found, digest = leaving.messages, leaving.found, leaving.digest
-            return Preview(True, route.provider, route.trusted, sent, found, digest)
+            return _preview_of(request, route)
     return Preview(False, "", False, request.messages, {}, "")
+
+
+def _preview_of(request: AnswerRequest, route: Route) -> Preview:
+    vault = Vault.from_state(request.vault.state()) if request.vault is not None else None
+    policy = None if route.trusted else policy_now()
+    names: frozenset[str] = frozenset()
+    if policy is not None and policy.model_pass is not None:
+        # What the preview shows is what leaves: the local model reads it first here too.
+        names = async_to_sync(model_pass.names_found)(
+            _texts(request), policy.model_pass, request.member
+        )
+    leaving = _leaving(request, route, vault, policy, names)
+    sent, found, digest = leaving.messages, leaving.found, leaving.digest
+    return Preview(True, route.provider, route.trusted, sent, found, digest)
 
 
 def _models_of(request: AnswerRequest) -> list[str]:

@@ -37,11 +37,15 @@ class Egress(models.Model):
 
 
 class PrivacySettings(models.Model):
-    """The owner's choices, one row: which detectors are off (so a detector added later is on)
-    and how long the egress record is kept."""
+    """The owner's choices, one row: which detectors are off (so a detector added later is on),
+    how long the egress record is kept, and whether a local model reads each outside request
+    first for names and places the patterns miss (`model_pass_model` blank: the first local
+    model by name)."""
 
     detectors_off = models.JSONField(default=list, blank=True)
     retention_days = models.PositiveIntegerField(default=90)
+    model_pass = models.BooleanField(default=False)
+    model_pass_model = models.CharField(max_length=100, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     def __str__(self) -> str:

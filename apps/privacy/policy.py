@@ -1,5 +1,6 @@
 """The owner's privacy choices: which detectors are on, the household's own words, how long the
-egress record is kept. Changes are audited by count, never by word: the words are private."""
+egress record is kept, whether a local model reads each outside request first for names and
+places the patterns miss. Changes are audited by count, never by word: the words are private."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from django.utils import timezone
 
 from apps.audit.services import audit_record
 from apps.identity.models import Member
+from apps.inference.models import LocalModel
 from apps.privacy.detectors import Kind
 from apps.privacy.models import Egress, PrivacySettings, Term
 from apps.privacy.terms import MIN_TERM_LENGTH, Terms
@@ -31,10 +33,15 @@ class Policy:
 
     enabled: frozenset[Kind]
     terms: Terms
+    # The local model that reads the request first for names and places (apps/privacy/
+    # model_pass.py); None: the owner has not asked for it. "" when there is no local model to
+    # ask: the request is refused, as the pass cannot run.
+    model_pass: str | None = None
 
 
 def policy_now() -> Policy:
-    return Policy(detectors_on(), household_terms())
+    chosen = privacy_settings()
+    return Policy(_detectors_on(chosen), household_terms(), _model_pass(chosen))
 
 
 def privacy_settings() -> PrivacySettings:
@@ -43,29 +50,68 @@ def privacy_settings() -> PrivacySettings:
 
 
 def detectors_on() -> frozenset[Kind]:
-    off = set(privacy_settings().detectors_off)
+    return _detectors_on(privacy_settings())
+
+
+def _detectors_on(chosen: PrivacySettings) -> frozenset[Kind]:
+    off = set(chosen.detectors_off)
     return frozenset(kind for kind in Kind if kind not in off)
 
 
-def settings_update(*, actor: Member, detectors: Iterable[str], retention_days: int) -> None:
-    """Turn on exactly `detectors` (the others off) and keep the record `retention_days`."""
+def _model_pass(chosen: PrivacySettings) -> str | None:
+    """The model the owner chose, else the first local model by name; None when off."""
+    if not chosen.model_pass:
+        return None
+    if chosen.model_pass_model:
+        return chosen.model_pass_model
+    return LocalModel.objects.order_by("name").values_list("name", flat=True).first() or ""
+
+
+def local_model_names() -> list[str]:
+    """The models the owner may choose for the pass, by name (the first is the default)."""
+    return list(LocalModel.objects.order_by("name").values_list("name", flat=True))
+
+
+def settings_update(
+    *,
+    actor: Member,
+    detectors: Iterable[str],
+    retention_days: int,
+    model_pass: bool | None = None,
+    model_pass_model: str | None = None,
+) -> None:
+    """Turn on exactly `detectors` (the others off) and keep the record `retention_days`; turn
+    the local model's pass on or off and choose its model ("" the first local model by name)
+    where given (None: as it was)."""
     wanted = set(detectors)
     unknown = sorted(wanted - set(Kind))
     if unknown:
         raise PrivacyError(f"There is no detector named {', '.join(unknown)}.")
     if not 1 <= retention_days <= MAX_RETENTION_DAYS:
         raise PrivacyError(f"Keep the record between 1 and {MAX_RETENTION_DAYS} days.")
+    if model_pass_model and not LocalModel.objects.filter(name=model_pass_model).exists():
+        raise PrivacyError("There is no local model by that name to read requests for names.")
     off = sorted(kind.value for kind in Kind if kind not in wanted)
     with transaction.atomic():
         chosen = privacy_settings()
+        was_on = chosen.model_pass
         chosen.detectors_off = off
         chosen.retention_days = retention_days
+        if model_pass is not None:
+            chosen.model_pass = model_pass
+        if model_pass_model is not None:
+            chosen.model_pass_model = model_pass_model
         chosen.save()
-        audit_record(
-            "privacy_settings_changed",
-            actor=f"member:{actor.pk}",
-            detail=f"detectors off: {', '.join(off) or 'none'}; record kept {retention_days} days",
-        )
+        detail = f"detectors off: {', '.join(off) or 'none'}; record kept {retention_days} days"
+        if chosen.model_pass or was_on:
+            detail += f"; {_model_pass_said(chosen)}"
+        audit_record("privacy_settings_changed", actor=f"member:{actor.pk}", detail=detail)
+
+
+def _model_pass_said(chosen: PrivacySettings) -> str:
+    if not chosen.model_pass:
+        return "local model's pass off"
+    return f"local model's pass on ({chosen.model_pass_model or 'the first local model'})"
 
 
 # The household's own words ------------------------------------------------------------------

@@ -15,10 +15,10 @@ import hashlib
 import json
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from apps.inference.backends.base import AnswerRefused, Events, RefusalCode
-from apps.privacy.detectors import detect
+from apps.privacy.detectors import Kind, detect
 from apps.privacy.hard_stops import hard_stops
 from apps.privacy.policy import Policy, policy_now
 from apps.privacy.restore import restored_events
@@ -70,16 +70,18 @@ def outbound(
     vault: Vault | None = None,
     policy: Policy | None = None,
     stop: tuple[str, ...] = (),
+    extra_terms: frozenset[str] = frozenset(),
 ) -> Leaving:
     """The messages, and the stop sequences (the member's text too), as they may leave.
     `vault` is the conversation's (the same value keeps its placeholder across turns); a new
-    one otherwise. Raises AnswerRefused on a hard stop."""
+    one otherwise. `extra_terms` (names and places the local model found) are taken out as the
+    household's words are. Raises AnswerRefused on a hard stop."""
     texts = [message["content"] for message in messages] + list(stop)
     _bounded(texts)
     _stopped(texts)
     if trusted:
         return Leaving(list(messages), stop=stop)
-    policy = policy or policy_now()
+    policy = _with_terms(policy or policy_now(), extra_terms)
     vault = vault if vault is not None else Vault()
     found: Counter[str] = Counter()
     redacted = []
@@ -95,6 +97,16 @@ def outbound(
     ]
     stop = tuple(redacted[len(messages) :])
     return Leaving(leaving, dict(sorted(found.items())), stop, vault)
+
+
+def _with_terms(policy: Policy, extra: frozenset[str]) -> Policy:
+    """The policy, also taking out `extra` as words (Kind.TERM): the owner asked for them to
+    be found, so they are taken out even with the household's list turned off."""
+    if not extra:
+        return policy
+    words = policy.terms.words | extra if Kind.TERM in policy.enabled else extra
+    terms = replace(policy.terms, words=words)
+    return replace(policy, enabled=policy.enabled | {Kind.TERM}, terms=terms)
 
 
 def _bounded(texts: list[str]) -> None:

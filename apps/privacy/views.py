@@ -1,6 +1,7 @@
 """The Privacy page: what left the node (the owner reads every egress record, a member their
 own, each with the exact body sent and the kinds taken out of it), its export as JSON, and the
-owner's choices: which detectors are on, how long the record is kept, the household's words."""
+owner's choices: which detectors are on, whether a local model reads each request first for
+names and places, how long the record is kept, the household's words."""
 
 from __future__ import annotations
 
@@ -51,6 +52,9 @@ def _page(request: HttpRequest, status: int = 200, **form: Any) -> HttpResponse:
         "words_typed": form.get("words_typed", ""),
         "terms_error": form.get("terms_error", ""),
         "terms": policy.terms_list() if member.is_owner else [],
+        "model_pass_on": form.get("model_pass_typed", chosen.model_pass),
+        "model_pass_model": form.get("model_pass_model_typed", chosen.model_pass_model),
+        "local_models": policy.local_model_names() if member.is_owner else [],
     }
     return render(request, "privacy/page.html", context, status=status)
 
@@ -79,9 +83,17 @@ def settings_save(request: HttpRequest) -> HttpResponse:
     owner: Member = request.user  # type: ignore[assignment]
     detectors = request.POST.getlist("detectors")
     typed = request.POST.get("retention_days", "").strip()
+    model_pass = request.POST.get("model_pass") == "on"
+    model_pass_model = request.POST.get("model_pass_model", "").strip()
     try:
         days = _whole_days(typed)
-        policy.settings_update(actor=owner, detectors=detectors, retention_days=days)
+        policy.settings_update(
+            actor=owner,
+            detectors=detectors,
+            retention_days=days,
+            model_pass=model_pass,
+            model_pass_model=model_pass_model,
+        )
     except PrivacyError as error:
         # What the owner chose stays in the form, beside what is wrong with it.
         on = frozenset(Kind(kind) for kind in set(detectors) & set(Kind))
@@ -90,6 +102,8 @@ def settings_save(request: HttpRequest) -> HttpResponse:
             400,
             detectors_typed=on,
             retention_typed=typed,
+            model_pass_typed=model_pass,
+            model_pass_model_typed=model_pass_model,
             settings_error=str(error),
         )
     messages.success(request, "Saved.", extra_tags="settings")
