@@ -85,7 +85,7 @@
   // Each model's request has placeholders of its own, so models sent alike share one text.
   function fillEach(shown, optionOf) {
     const count = shown.leaving.length === 1 ? "1 outside model" : `${shown.leaving.length} outside models`;
-    dialog.querySelector("#leaving-to").textContent = `Cross-check: the question goes to ${count}, each a request of its own.`;
+    dialog.querySelector("#leaving-to").textContent = `Cross-check: it asks ${count}, each in a request of its own.`;
     const sent = shown.leaving.filter((each) => !each.refused);
     const redacted = sent.filter((each) => !each.trusted && each.found_said);
     const found = dialog.querySelector("#leaving-found");
@@ -105,7 +105,7 @@
   }
 
   function modelShown(each, option) {
-    const how = each.refused ? `Nothing goes to it: ${each.refused}`
+    const how = each.refused ? `Nothing goes to it. ${each.refused}`
       : each.trusted ? "Trusted provider: sent as written."
       : each.found_said ? "Private values replaced by placeholders." : "Nothing private found: sent as written.";
     const where = each.refused ? [el("strong", { textContent: each.model })] : whereTo(each, each.model, option);

@@ -29,7 +29,14 @@ from tests.instances import Instance
 from tests.lightningd import LightningdDouble
 from tests.providers.doubles.l402 import L402Double
 from tests.providers.doubles.openai_shape import OpenAIShapedDouble
-from tests.providers.test_paid_chat_browser import DESKTOP, SIZES, new_member, send, shell
+from tests.providers.test_paid_chat_browser import (
+    DESKTOP,
+    PHONE,
+    SIZES,
+    new_member,
+    send,
+    shell,
+)
 
 pytestmark = [pytest.mark.processes, pytest.mark.browser]
 OUTSIDE = "aperture/strong-1"
@@ -238,7 +245,7 @@ def test_a_cross_check_shows_what_leaves_to_each_outside_model_before_asking(
 
     shown = panel(page)
     expect(shown.locator("#leaving-to")).to_have_text(
-        "Cross-check: the question goes to 2 outside models, each a request of its own."
+        "Cross-check: it asks 2 outside models, each in a request of its own."
     )
     expect(shown.locator("#leaving-found")).to_have_text(
         "1 e-mail address, 1 phone number replaced by placeholders (highlighted) for the "
@@ -258,6 +265,8 @@ def test_a_cross_check_shows_what_leaves_to_each_outside_model_before_asking(
     expect(sent.nth(1).locator("mark")).to_have_count(0)
     expect(shown.get_by_role("button", name="Send")).to_be_focused()
     audit_page(page, "chat-crosscheck-preview")
+    page.emulate_media(color_scheme="dark")
+    audit_page(page, "chat-crosscheck-preview-dark")
     shown.get_by_role("button", name="Cancel").click()
 
     expect(shown).to_be_hidden()
@@ -304,4 +313,33 @@ def test_a_cross_check_with_a_seed_phrase_is_stopped_with_only_cancel(
 
     expect(shown).to_be_hidden()
     expect(form).to_be_visible()
+    assert household.reached() == reached
+
+
+def test_a_cross_check_model_over_the_allowance_is_shown_with_nothing_going_to_it(
+    household: Household, browser: Browser
+) -> None:
+    page = new_member(household, browser, PHONE)
+    npub = page.npub  # type: ignore[attr-defined]
+    shell(
+        household.node,
+        "from apps.wallet import budgets\n"
+        f"member = Member.objects.get(pubkey=parse_pubkey({npub!r}))\n"
+        f"budgets.budget_set('member', 'day', {PRICE_MSAT - 1}, member=member)",
+    )
+    form = local_answer(page, "Write to dee@example.org, please.")
+    form.locator(f"input[value='{TRUSTED}']").check()
+    reached = household.reached()
+
+    form.get_by_role("button", name="Ask 3 models · up to 20 sat").click()
+
+    models = panel(page).locator(".leaving-models li")
+    expect(models.locator("span")).to_have_text([OUTSIDE, f"To lan · {TRUSTED} · free"])
+    expect(models.first.locator("small")).to_have_text(
+        re.compile(r"^Nothing goes to it\. This model costs up to 20 sat a question")
+    )
+    expect(panel(page).locator(".leaving-sent h3")).to_have_text([f"Sent to {TRUSTED}"])
+    expect(panel(page).locator("#leaving-found")).to_have_text("Trusted provider: sent as written.")
+    audit_page(page, "chat-crosscheck-preview-refused")
+    panel(page).get_by_role("button", name="Cancel").click()
     assert household.reached() == reached
