@@ -34,7 +34,11 @@ class CrossCheckAsked:
 def crosscheck_asked(member: Member, body: bytes) -> CrossCheckAsked:
     """The request, checked: its models (each one the member may ask, at a price no higher than
     the page showed), and what they read: the conversation up to its last question."""
-    data = json_object(body)
+    return crosscheck_read(member, json_object(body))
+
+
+def crosscheck_read(member: Member, data: dict[str, Any]) -> CrossCheckAsked:
+    """As `crosscheck_asked`, from the body read (the preview reads the same one)."""
     models = _models(data.get("models"))
     if data.get("private") is not True and data.get("regenerate") is None:
         raise ChatError("Say which question to cross-check.")

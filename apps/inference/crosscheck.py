@@ -102,14 +102,28 @@ async def _answer(
     origin: pipeline.Origin,
     private: bool,
 ) -> CheckedAnswer:
-    # A request of its own for each model: each is a question of its own to pay for.
-    request = pipeline.AnswerRequest(member, origin, model, messages, sampling, private=private)
+    request = model_request(member, messages, model, sampling, origin, private=private)
     try:
         events = await pipeline.answer(request)
     except AnswerRefused as refusal:
         return CheckedAnswer(model, "", Failed(refusal.code, str(refusal)))
     text, end = await answer_collected(events)
     return CheckedAnswer(model, text, end)
+
+
+def model_request(
+    member: Member,
+    messages: list[pipeline.Message],
+    model: str,
+    sampling: Sampling,
+    origin: pipeline.Origin,
+    *,
+    private: bool,
+) -> pipeline.AnswerRequest:
+    """What one model of the cross-check is asked (the chat's preview shows what it sends): a
+    request of its own for each model, each a question of its own to pay for, with no
+    conversation's vault (a cross-check is not kept, its placeholders are its own)."""
+    return pipeline.AnswerRequest(member, origin, model, messages, sampling, private=private)
 
 
 async def _note(

@@ -2,7 +2,8 @@
 // each price shown), their answers side by side (stacked on a phone) with the local model's note
 // on where they agree and differ. Not kept in the conversation. It uses what shared.js shares
 // (window.sovereignChat) and registers itself there. Answers' HTML comes from the server's
-// Markdown renderer, which lets no script or event handler through.
+// Markdown renderer, which lets no script or event handler through. Before an outside model is
+// asked, the member sees what leaves the node (chat_preview.js) and sends or cancels.
 (() => {
   "use strict";
   const shared = window.sovereignChat;
@@ -71,6 +72,8 @@
     const body = { models, prices, settings: shared.chatSettings() };
     if (shared.isPrivate) Object.assign(body, { private: true, question: question.querySelector(".bubble").textContent, history: shared.privateHistory.slice(0, shared.place(question)) });
     else Object.assign(body, { conversation: shared.conversation, regenerate: shared.place(question) });
+    problem.textContent = "";
+    if (!(await previewed(body, problem))) return;
     const panel = section.firstElementChild;
     const progress = el("p", { className: "crosscheck-progress", role: "status" },
       el("span", { className: "spinner", ariaHidden: "true" }), `Asking ${models.length} models… the answers come together.`);
@@ -92,6 +95,26 @@
     } finally {
       if (shared.running === controller) shared.setRunning(null);
     }
+  }
+
+  // Before an outside model is asked: what leaves the node, to each (chat_preview.js), sent or
+  // cancelled. Cancelled or refused, the form is as it was and nothing was sent.
+  async function previewed(body, problem) {
+    if (!body.models.some((model) => model.includes("/"))) return true;  // local names have no slash
+    const controller = new AbortController();
+    shared.setRunning(controller);  // Stop (or Esc) while the node works it out gives up asking
+    let shown = null;
+    try {
+      shown = await shared.preview.whatLeaves(body, controller.signal);
+    } catch (error) {
+      if (error.name !== "AbortError") problem.textContent = error.message;
+      shared.refreshPrices();  // a price that went up is shown as it is now
+    } finally {
+      if (shared.running === controller) shared.setRunning(null);
+    }
+    const options = [...shared.modelSelect().options];
+    const optionOf = (model) => options.find((option) => option.value === model);
+    return shown !== null && shared.preview.confirmEach(shown, optionOf);
   }
 
   function resultOf(result) {

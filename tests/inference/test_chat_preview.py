@@ -249,3 +249,174 @@ def test_kinds_are_said_in_words_most_first() -> None:
     said = chat_preview.found_said({"phone": 1, "email": 2, "iban": 1, "api_key": 3})
 
     assert said == "3 API keys or tokens, 2 e-mail addresses, 1 IBAN, 1 phone number"
+
+
+# A cross-check (a body naming its `models`): each outside model's own request, as sent.
+
+
+@pytest.fixture
+def lan2(owner: Any) -> Iterator[OpenAIShapedDouble]:
+    with OpenAIShapedDouble() as double:
+        services.provider_add(double.url, kind="openai", name="lan2")
+        yield double
+
+
+def asked_locally(member: Any, question: str = QUESTION) -> tuple[Conversation, dict[str, Any]]:
+    """A conversation whose last question the node's model answered; a cross-check's body."""
+    conversation = conversations.conversation_start(member, question)
+    asked = conversations.question_save(conversation, question)
+    conversations.answer_save(conversation, "Done.", {"model": MODEL}, "stop")
+    return conversation, {"conversation": conversation.pk, "regenerate": asked.pk}
+
+
+def _asked(conversation: Conversation) -> int:
+    return int(conversation.messages.filter(role="user").latest("id").pk)
+
+
+def test_a_cross_check_is_shown_what_each_outside_model_would_receive_and_nothing_leaves(
+    member: Any,
+    member_client: Client,
+    model: LocalModel,
+    lan: OpenAIShapedDouble,
+    priced: PricedDouble,
+) -> None:
+    conversation, body = asked_locally(member)
+    models = [MODEL, "lan/strong-1", "priced/big-1"]
+    prices = {MODEL: 0, "lan/strong-1": 0, "priced/big-1": PRICE_MSAT}
+    kept = (conversation.vault_sealed, conversation.updated_at)
+
+    status, shown = preview(member_client, {**body, "models": models, "prices": prices})
+
+    assert status == 200
+    leaving = {
+        "trusted": False,
+        "messages": [{"role": "user", "content": REDACTED}],
+        "found": {"email": 2, "phone": 1},
+        "found_said": "2 e-mail addresses, 1 phone number",
+        "refused": "",
+    }
+    assert shown == {  # the node's own model is not listed: nothing goes out to it
+        "outside": True,
+        "leaving": [
+            {"model": "lan/strong-1", "provider": "lan", **leaving},
+            {"model": "priced/big-1", "provider": "priced", **leaving},
+        ],
+    }
+    assert nothing_left(lan, priced)
+    conversation.refresh_from_db()
+    assert (conversation.vault_sealed, conversation.updated_at) == kept
+    assert conversation.messages.count() == 2
+
+
+def test_what_a_cross_check_preview_shows_is_what_each_model_then_receives(
+    member_client: Client, lan: OpenAIShapedDouble, lan2: OpenAIShapedDouble
+) -> None:
+    Provider.objects.filter(name="lan2").update(trusted=True)
+    first = {"model": "lan/strong-1", "question": "Write to ana@example.org.", "price_msat": 0}
+    post_streamed(member_client, "/chat/ask", first)
+    conversation = Conversation.objects.get()
+    edited = {**first, "conversation": conversation.pk, "edit": _asked(conversation)}
+    post_streamed(member_client, "/chat/ask", {**edited, "question": "Write to bo@example.org."})
+    models = ["lan/strong-1", "lan2/strong-1"]
+    body = {
+        "conversation": conversation.pk,
+        "regenerate": _asked(conversation),
+        "models": models,
+        "prices": dict.fromkeys(models, 0),
+    }
+    sent_before = len(lan.requests)
+
+    status, shown = preview(member_client, body)
+    answered, [result] = post_streamed(member_client, "/chat/crosscheck", body)
+
+    assert (status, answered) == (200, 200)
+    redacted, trusted = shown["leaving"]
+    # The conversation's vault gave ana [EMAIL_1] and bo [EMAIL_2]; a cross-check is not kept,
+    # its requests have placeholders of their own, and the preview shows those.
+    assert redacted["messages"] == [{"role": "user", "content": "Write to [EMAIL_1]."}]
+    assert lan.requests[sent_before:][0]["messages"] == redacted["messages"]
+    assert (trusted["trusted"], trusted["found"]) == (True, {})
+    assert trusted["messages"] == [{"role": "user", "content": "Write to bo@example.org."}]
+    assert lan2.requests[0]["messages"] == trusted["messages"]
+    assert [answer["model"] for answer in result["answers"]] == models
+
+
+def test_a_cross_check_with_a_seed_phrase_is_refused_and_nothing_leaves(
+    member: Any, member_client: Client, model: LocalModel, lan: OpenAIShapedDouble
+) -> None:
+    _, body = asked_locally(member, f"Keep this safe for me: {SEED_12}")
+    models = [MODEL, "lan/strong-1"]
+    prices = dict.fromkeys(models, 0)
+
+    status, refused = preview(member_client, {**body, "models": models, "prices": prices})
+
+    assert status == 400 and refused["code"] == "secret_in_request"
+    assert refused["error"].startswith("Not sent: the message contains a wallet seed phrase")
+    assert "abandon" not in json.dumps(refused)
+    assert nothing_left(lan)
+
+
+def test_a_cross_check_model_over_the_allowance_is_shown_refused_beside_the_others(
+    member: Any, member_client: Client, lan: OpenAIShapedDouble, priced: PricedDouble
+) -> None:
+    budgets.budget_set("member", "day", PRICE_MSAT - 1, member=member)
+    _, body = asked_locally(member)
+    models = ["priced/big-1", "lan/strong-1"]
+    prices = {"priced/big-1": PRICE_MSAT, "lan/strong-1": 0}
+
+    status, shown = preview(member_client, {**body, "models": models, "prices": prices})
+
+    assert status == 200
+    refused, asked = shown["leaving"]
+    assert (refused["model"], refused["messages"]) == ("priced/big-1", [])
+    assert refused["refused"].startswith("This model costs up to 21 sat a question")
+    assert (asked["model"], asked["refused"]) == ("lan/strong-1", "")
+    assert asked["messages"] == [{"role": "user", "content": REDACTED}]
+    assert nothing_left(lan, priced)
+
+
+def test_a_cross_check_of_the_nodes_models_only_sends_nothing_out(
+    member: Any, member_client: Client, model: LocalModel
+) -> None:
+    second = {"name": "second-model", "file_name": "second.gguf", "sha256": "b" * 64}
+    LocalModel.objects.create(**second, **_same_as(model))
+    _, body = asked_locally(member)
+    models = [MODEL, "second-model"]
+
+    status, shown = preview(member_client, {**body, "models": models})
+
+    assert (status, shown) == (200, {"outside": False, "leaving": []})
+
+
+@pytest.mark.parametrize(
+    ("models", "prices", "error"),
+    [
+        (["lan/strong-1"], {"lan/strong-1": 0}, "Tick 2 to 4 different models."),
+        (
+            ["lan/strong-1", "priced/big-1"],
+            {"lan/strong-1": 0, "priced/big-1": PRICE_MSAT - 1},
+            "The price of priced/big-1 went up from 20.999 sat to 21 sat; nothing was sent "
+            "or paid. Ask again to accept the new price.",
+        ),
+    ],
+)
+def test_a_cross_check_it_would_refuse_is_refused_as_it_would_be(
+    member: Any,
+    member_client: Client,
+    lan: OpenAIShapedDouble,
+    priced: PricedDouble,
+    models: list[str],
+    prices: dict[str, int],
+    error: str,
+) -> None:
+    _, body = asked_locally(member)
+
+    status, refused = preview(member_client, {**body, "models": models, "prices": prices})
+
+    assert (status, refused["error"]) == (400, error)
+    assert nothing_left(lan, priced)
+
+
+def _same_as(model: LocalModel) -> dict[str, Any]:
+    fields = ("size", "architecture", "parameters", "quantization", "source")
+    return {field: getattr(model, field) for field in fields}

@@ -232,6 +232,7 @@ def test_a_local_answer_is_asked_of_a_stronger_model_and_cross_checked_side_by_s
     expect(ask).to_be_enabled()
     audit_page(page, "chat-crosscheck-form")
     ask.click()
+    confirm_leaving(page)  # what leaves, to each outside model: test_chat_preview_browser.py
 
     result = page.locator(".crosscheck-result")
     expect(result.get_by_role("heading", name="Cross-check · not kept")).to_be_visible(
