@@ -18,23 +18,7 @@ from apps.identity.models import Member
 from apps.inference import chat_crosscheck, crosscheck, pipeline
 from apps.inference.backends.base import AnswerRefused, RefusalCode
 from apps.inference.chat_turn import Turn, json_object, refusal_text
-from apps.privacy.detectors import Kind
-
-# What each kind of private value is called in "2 e-mail addresses, 1 phone number".
-_NOUNS: dict[str, tuple[str, str]] = {
-    Kind.EMAIL: ("e-mail address", "e-mail addresses"),
-    Kind.PHONE: ("phone number", "phone numbers"),
-    Kind.IBAN: ("IBAN", "IBANs"),
-    Kind.CARD: ("card number", "card numbers"),
-    Kind.IP: ("IP address", "IP addresses"),
-    Kind.ADDRESS: ("postal address", "postal addresses"),
-    Kind.BITCOIN: ("Bitcoin address", "Bitcoin addresses"),
-    Kind.LIGHTNING: ("Lightning invoice", "Lightning invoices"),
-    Kind.NOSTR: ("Nostr profile", "Nostr profiles"),
-    Kind.API_KEY: ("API key or token", "API keys or tokens"),
-    Kind.NAME: ("household name", "household names"),
-    Kind.TERM: ("word from the household's list", "words from the household's list"),
-}
+from apps.privacy.shown import found_shown
 
 
 class Message(TypedDict):
@@ -145,10 +129,4 @@ def _messages(shown: pipeline.Preview) -> list[Message]:
 
 def found_said(found: dict[str, int]) -> str:
     """Kinds and counts in words, most first: "2 e-mail addresses, 1 phone number"."""
-    ordered = sorted(found.items(), key=lambda item: (-item[1], item[0]))
-    return ", ".join(f"{count} {_noun(kind, count)}" for kind, count in ordered)
-
-
-def _noun(kind: str, count: int) -> str:
-    one, many = _NOUNS.get(kind, (kind, kind))  # Kind is a StrEnum: "email" finds Kind.EMAIL
-    return one if count == 1 else many
+    return ", ".join(found_shown(found))

@@ -113,9 +113,10 @@ KINDS: dict[str, KindShown] = {
 
 
 def found_shown(found: dict[str, Any]) -> list[str]:
-    """The kinds a request had taken out, as people read them: "2 e-mail addresses"."""
+    """The kinds a request had taken out, as people read them, most first: "2 e-mail
+    addresses", "1 phone number"."""
     lines = []
-    for kind, count in sorted(found.items()):
+    for kind, count in sorted(found.items(), key=lambda item: (-_count(item[1]), item[0])):
         if not isinstance(count, int) or count < 1:
             continue
         shown = KINDS.get(kind)
@@ -124,6 +125,10 @@ def found_shown(found: dict[str, Any]) -> list[str]:
         else:
             lines.append(f"{count} {shown.one if count == 1 else shown.many}")
     return lines
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) else 0
 
 
 def last_question(body: str) -> str:

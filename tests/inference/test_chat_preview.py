@@ -10,6 +10,7 @@ Providers are OpenAI-shaped doubles on loopback: `lan` (home network, free) and 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -65,6 +66,7 @@ def test_an_outside_model_is_shown_the_question_with_placeholders_and_nothing_le
     status, shown = preview(member_client, body)
 
     assert status == 200
+    digest = shown.pop("digest")
     assert shown == {
         "outside": True,
         "provider": "priced",
@@ -73,6 +75,7 @@ def test_an_outside_model_is_shown_the_question_with_placeholders_and_nothing_le
         "found": {"email": 2, "phone": 1},
         "found_said": "2 e-mail addresses, 1 phone number",
     }
+    assert re.fullmatch(r"[0-9a-f]{64}", digest)  # the question carries it back
     assert nothing_left(priced)
     assert not Conversation.objects.exists()  # a new chat's question was not kept either
 
@@ -248,7 +251,7 @@ def test_only_the_household_may_preview(
 def test_kinds_are_said_in_words_most_first() -> None:
     said = chat_preview.found_said({"phone": 1, "email": 2, "iban": 1, "api_key": 3})
 
-    assert said == "3 API keys or tokens, 2 e-mail addresses, 1 IBAN, 1 phone number"
+    assert said == "3 API keys, 2 e-mail addresses, 1 IBAN, 1 phone number"
 
 
 # A cross-check (a body naming its `models`): each outside model's own request, as sent.
