@@ -9,6 +9,7 @@ cross-check is not kept in the conversation: the page says so.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,7 @@ from apps.inference.conversations import ChatError, Message
 from apps.inference.markdown import render_markdown
 
 FEWEST_MODELS, MOST_MODELS = crosscheck.FEWEST, crosscheck.MOST
+_DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,7 @@ class CrossCheckAsked:
     models: list[str]
     sampling: Sampling
     private: bool  # a private chat's: nothing of it is stored
+    leaving_shown: dict[str, str]  # model → the preview's digest of what it would be sent
 
 
 def crosscheck_asked(member: Member, body: bytes) -> CrossCheckAsked:
@@ -42,9 +45,28 @@ def crosscheck_read(member: Member, data: dict[str, Any]) -> CrossCheckAsked:
     models = _models(data.get("models"))
     if data.get("private") is not True and data.get("regenerate") is None:
         raise ChatError("Say which question to cross-check.")
-    turn = Turn.from_data(member, {**data, "model": models[0]})
+    # The turn the cross-check asks again; what leaves for each model is its own (below).
+    turn = Turn.from_data(member, {**data, "model": models[0], "leaving": None})
     _prices_checked(member, models, data.get("prices"), turn.sampling.max_tokens)
-    return CrossCheckAsked(turn.messages(), models, turn.sampling, private=not turn.stored)
+    return CrossCheckAsked(
+        turn.messages(),
+        models,
+        turn.sampling,
+        private=not turn.stored,
+        leaving_shown=_leaving_shown(data.get("leaving"), models),
+    )
+
+
+def _leaving_shown(value: Any, models: list[str]) -> dict[str, str]:
+    """What the preview showed each outside model would be sent (its digests), if it was."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(
+        model in models and isinstance(digest, str) and _DIGEST.fullmatch(digest)
+        for model, digest in value.items()
+    ):
+        raise ChatError("'leaving' must map the models asked to the digests the preview gave.")
+    return dict(value)
 
 
 def _models(value: Any) -> list[str]:

@@ -46,6 +46,7 @@ class ModelLeaving(TypedDict):
     found: dict[str, int]
     found_said: str
     refused: str  # why nothing goes to it (its price over the allowance); "" when it is asked
+    digest: str  # sent back with the cross-check: it leaves as shown, or not at all
 
 
 class CrossCheckShown(TypedDict):
@@ -108,6 +109,7 @@ def _model_leaving(model: str, shown: pipeline.Preview) -> ModelLeaving:
         found=shown.found,
         found_said=found_said(shown.found),
         refused="",
+        digest=shown.digest,
     )
 
 
@@ -120,6 +122,7 @@ def _refused(model: str, refusal: AnswerRefused) -> ModelLeaving:
         found={},
         found_said="",
         refused=refusal_text(refusal),
+        digest="",
     )
 
 

@@ -240,6 +240,7 @@ async def cross_check(request: HttpRequest) -> HttpResponse:
             asked.sampling,
             origin=pipeline.Origin.CHAT,
             private=asked.private,
+            leaving_shown=asked.leaving_shown,
         )
     except (ChatError, OpenAIError, crosscheck.CrossCheckError) as error:
         return JsonResponse({"error": str(error)}, status=400)

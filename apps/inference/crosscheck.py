@@ -77,10 +77,16 @@ async def cross_check(
     *,
     origin: pipeline.Origin,
     private: bool = False,
+    leaving_shown: dict[str, str] | None = None,
 ) -> CrossCheck:
-    """Ask every model at once; each answer whole, then the local model's note on them."""
+    """Ask every model at once; each answer whole, then the local model's note on them.
+    `leaving_shown`: the preview's digest of what each model would be sent (the chat's)."""
     models_checked(models)
-    asked = [_answer(member, messages, model, sampling, origin, private) for model in models]
+    shown = leaving_shown or {}
+    asked = [
+        _answer(member, messages, model, sampling, origin, private, shown.get(model))
+        for model in models
+    ]
     answers = list(await asyncio.gather(*asked))
     return CrossCheck(answers, await _note(member, messages, answers, private))
 
@@ -101,8 +107,11 @@ async def _answer(
     sampling: Sampling,
     origin: pipeline.Origin,
     private: bool,
+    leaving_shown: str | None,
 ) -> CheckedAnswer:
-    request = model_request(member, messages, model, sampling, origin, private=private)
+    request = model_request(
+        member, messages, model, sampling, origin, private=private, leaving_shown=leaving_shown
+    )
     try:
         events = await pipeline.answer(request)
     except AnswerRefused as refusal:
@@ -119,11 +128,14 @@ def model_request(
     origin: pipeline.Origin,
     *,
     private: bool,
+    leaving_shown: str | None = None,
 ) -> pipeline.AnswerRequest:
     """What one model of the cross-check is asked (the chat's preview shows what it sends): a
     request of its own for each model, each a question of its own to pay for, with no
     conversation's vault (a cross-check is not kept, its placeholders are its own)."""
-    return pipeline.AnswerRequest(member, origin, model, messages, sampling, private=private)
+    return pipeline.AnswerRequest(
+        member, origin, model, messages, sampling, private=private, leaving_shown=leaving_shown
+    )
 
 
 async def _note(

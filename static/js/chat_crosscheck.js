@@ -114,7 +114,10 @@
     }
     const options = [...shared.modelSelect().options];
     const optionOf = (model) => options.find((option) => option.value === model);
-    return shown !== null && shared.preview.confirmEach(shown, optionOf);
+    const sent = shown !== null && (await shared.preview.confirmEach(shown, optionOf));
+    // Each model is sent what it was shown it would be, or nothing.
+    if (sent) body.leaving = Object.fromEntries(shown.leaving.filter((each) => each.digest).map((each) => [each.model, each.digest]));
+    return sent;
   }
 
   function resultOf(result) {

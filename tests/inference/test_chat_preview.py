@@ -291,6 +291,8 @@ def test_a_cross_check_is_shown_what_each_outside_model_would_receive_and_nothin
     status, shown = preview(member_client, {**body, "models": models, "prices": prices})
 
     assert status == 200
+    digests = [each.pop("digest") for each in shown["leaving"]]
+    assert digests[0] == digests[1] and re.fullmatch(r"[0-9a-f]{64}", digests[0])  # same text
     leaving = {
         "trusted": False,
         "messages": [{"role": "user", "content": REDACTED}],
@@ -342,6 +344,35 @@ def test_what_a_cross_check_preview_shows_is_what_each_model_then_receives(
     assert trusted["messages"] == [{"role": "user", "content": "Write to bo@example.org."}]
     assert lan2.requests[0]["messages"] == trusted["messages"]
     assert [answer["model"] for answer in result["answers"]] == models
+
+
+def test_a_cross_check_model_whose_text_changed_since_its_preview_is_sent_nothing(
+    member_client: Client, lan: OpenAIShapedDouble, lan2: OpenAIShapedDouble
+) -> None:
+    first = {"model": "lan/strong-1", "question": "Write to ana@example.org.", "price_msat": 0}
+    post_streamed(member_client, "/chat/ask", first)
+    conversation = Conversation.objects.get()
+    models = ["lan/strong-1", "lan2/strong-1"]
+    body = {
+        "conversation": conversation.pk,
+        "regenerate": _asked(conversation),
+        "models": models,
+        "prices": dict.fromkeys(models, 0),
+    }
+    status, shown = preview(member_client, body)
+    leaving = {each["model"]: each["digest"] for each in shown["leaving"]}
+    Provider.objects.filter(name="lan2").update(trusted=True)  # the owner, in between
+    sent_before = len(lan.requests)
+
+    answered, [result] = post_streamed(
+        member_client, "/chat/crosscheck", {**body, "leaving": leaving}
+    )
+
+    assert (status, answered) == (200, 200), result
+    redacted, changed = result["answers"]
+    assert lan.requests[sent_before:][0]["messages"] == shown["leaving"][0]["messages"]
+    assert lan2.requests == []  # it would have been sent the address as written
+    assert "not what the preview showed" in changed["error"]
 
 
 def test_a_cross_check_with_a_seed_phrase_is_refused_and_nothing_leaves(
