@@ -5,7 +5,7 @@ Answers are asked of the pipeline (pipeline.py), the one entry point for every c
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from apps.inference.backends.base import Done, Events, Failed, RefusalCode, Token
@@ -20,13 +20,21 @@ class Sampling:
     seed: int | None
     stop: tuple[str, ...] = ()
     grammar: str | None = None  # GBNF; recorded as whether one constrained the answer
+    # OpenAI's response_format the grammar came from: what an outside model is sent instead.
+    response_format: dict[str, Any] | None = field(default=None, hash=False)
 
     def shown(self) -> dict[str, Any]:
         """The parameters as recorded with the answer and returned to the caller."""
-        shown = asdict(self)
+        shown = self.for_engine()
         shown["stop"] = list(self.stop)
         shown["grammar"] = self.grammar is not None
         return shown
+
+    def for_engine(self) -> dict[str, Any]:
+        """The parameters the local engine samples with: the format as its grammar."""
+        params = asdict(self)
+        del params["response_format"]
+        return params
 
 
 def provenance(model: LocalModel, sampling: Sampling) -> dict[str, Any]:

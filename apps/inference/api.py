@@ -118,6 +118,7 @@ async def _start(member: Member, chat: ChatRequest) -> Events:
         seed=secrets.randbelow(2**31) if chat.seed is None else chat.seed,
         stop=chat.stop,
         grammar=chat.grammar,
+        response_format=chat.response_format,
     )
     asked = pipeline.AnswerRequest(member, pipeline.Origin.API, chat.model, chat.messages, sampling)
     try:

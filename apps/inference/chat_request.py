@@ -25,6 +25,8 @@ TOP_P_RANGE = (0.0, 1.0)
 # (roles, parameters, a JSON schema) gets a fixed allowance on top.
 BYTES_PER_TOKEN = 64
 ENVELOPE_BYTES = 64 * 1024
+# Deeper than any schema a model can follow; what is deeper is refused before it is walked.
+MAX_FORMAT_DEPTH = 64
 
 FIELDS = {"model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens",
           "temperature", "top_p", "stop", "seed", "response_format"}  # fmt: skip
@@ -67,7 +69,9 @@ class ChatRequest:
     top_p: float
     stop: tuple[str, ...]
     seed: int | None
-    grammar: str | None  # GBNF from response_format, if it asks for JSON
+    grammar: str | None  # GBNF from response_format, if it asks for JSON: local models keep it
+    # response_format as the client sent it, if it asks for JSON: outside models are sent it
+    response_format: dict[str, Any] | None = None
 
 
 def read_body(request: HttpRequest) -> bytes:
@@ -107,6 +111,7 @@ def parse_chat_request(body: bytes) -> ChatRequest:
     if not isinstance(data, dict):
         raise OpenAIError("The request body must be a JSON object.")
     _refuse_unsupported(data)
+    response_format = _response_format(data.get("response_format"))
     return ChatRequest(
         model=_model(data.get("model")),
         messages=parse_messages(data.get("messages")),
@@ -117,7 +122,8 @@ def parse_chat_request(body: bytes) -> ChatRequest:
         top_p=_number(data, "top_p", 1.0, *TOP_P_RANGE),
         stop=_stop(data.get("stop")),
         seed=_seed(data.get("seed")),
-        grammar=_grammar(data.get("response_format")),
+        grammar=_grammar(response_format),
+        response_format=response_format,
     )
 
 
@@ -228,27 +234,53 @@ def _seed(value: Any) -> int | None:
     return value
 
 
-def _grammar(value: Any) -> str | None:
+def _response_format(value: Any) -> dict[str, Any] | None:
+    """response_format if it asks for JSON (None for text), checked as far as this node needs:
+    a local model enforces it as a grammar, an outside one is sent it."""
     if value is None:
         return None
     kind = value.get("type") if isinstance(value, dict) else None
     if kind == "text":
         return None
-    if kind == "json_object":
+    if kind not in ("json_object", "json_schema"):
+        raise OpenAIError(
+            "'response_format.type' must be text, json_object or json_schema.",
+            param="response_format",
+        )
+    if kind == "json_schema" and not isinstance(_schema(value), dict):
+        raise OpenAIError(
+            "'response_format.json_schema.schema' must be a JSON schema object.",
+            param="response_format",
+        )
+    if _deeper_than(value, MAX_FORMAT_DEPTH):
+        raise OpenAIError(
+            f"'response_format' is nested more than {MAX_FORMAT_DEPTH} levels deep.",
+            param="response_format",
+        )
+    return dict(value)
+
+
+def _schema(response_format: dict[str, Any]) -> Any:
+    json_schema = response_format.get("json_schema")
+    return json_schema.get("schema") if isinstance(json_schema, dict) else None
+
+
+def _deeper_than(value: Any, depth: int) -> bool:
+    if isinstance(value, dict):
+        value = list(value.values())
+    if not isinstance(value, list):
+        return False
+    return depth == 0 or any(_deeper_than(item, depth - 1) for item in value)
+
+
+def _grammar(response_format: dict[str, Any] | None) -> str | None:
+    if response_format is None:
+        return None
+    if response_format["type"] == "json_object":
         return JSON_GBNF
-    if kind == "json_schema":
-        schema = (value.get("json_schema") or {}).get("schema")
-        if not isinstance(schema, dict):
-            raise OpenAIError(
-                "'response_format.json_schema.schema' must be a JSON schema object.",
-                param="response_format",
-            )
-        try:
-            return str(json_schema_to_gbnf(json.dumps(schema)))
-        except Exception as error:  # the converter raises plain errors for schemas it can't follow
-            raise OpenAIError(
-                f"The JSON schema can't be enforced: {error}", param="response_format"
-            ) from None
-    raise OpenAIError(
-        "'response_format.type' must be text, json_object or json_schema.", param="response_format"
-    )
+    try:
+        return str(json_schema_to_gbnf(json.dumps(_schema(response_format))))
+    except Exception as error:  # the converter raises plain errors for schemas it can't follow
+        raise OpenAIError(
+            f"The JSON schema can't be enforced: {error}", param="response_format"
+        ) from None

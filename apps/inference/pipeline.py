@@ -170,7 +170,11 @@ def _prepared(
     sent = replace(
         route.backend_request,
         messages=leaving.messages,
-        sampling={**route.backend_request.sampling, "stop": leaving.stop},
+        sampling={
+            **route.backend_request.sampling,
+            "stop": leaving.stop,
+            "response_format": leaving.response_format,
+        },
         options={**route.backend_request.options, **options},
     )
     # The answer's provenance says what was kept at home: kinds and counts, never a value.
@@ -204,13 +208,15 @@ def _leaving(
         vault=vault,
         policy=policy,
         stop=request.sampling.stop,  # the member's text as much as the messages
+        response_format=request.sampling.response_format,  # a schema's descriptions too
         extra_terms=names,
     )
 
 
 def _texts(request: AnswerRequest) -> list[str]:
     """What the local model's pass reads: everything of the request that would leave."""
-    return [message["content"] for message in request.messages] + list(request.sampling.stop)
+    texts = [message["content"] for message in request.messages] + list(request.sampling.stop)
+    return texts + redaction.strings_of(request.sampling.response_format)
 
 
 @dataclass(frozen=True)
@@ -385,7 +391,7 @@ def _local(request: AnswerRequest, model: LocalModel) -> Route:
     backend_request = BackendRequest(
         str(model.path),
         request.messages,
-        asdict(request.sampling),
+        request.sampling.for_engine(),
         str(request.member.pk),
         options={"overflow": request.overflow},
     )
@@ -393,11 +399,9 @@ def _local(request: AnswerRequest, model: LocalModel) -> Route:
 
 
 def _outside(request: AnswerRequest, route: providers.OutsideRoute) -> Route:
-    if request.sampling.grammar is not None:
-        raise AnswerRefused(
-            RefusalCode.BAD_REQUEST,
-            "A response format (JSON or a grammar) is only kept by local models.",
-        )
+    sampling = request.sampling  # a JSON format is sent to the provider; a bare grammar is not
+    if sampling.grammar is not None and sampling.response_format is None:
+        raise AnswerRefused(RefusalCode.BAD_REQUEST, "A grammar is only kept by local models.")
     price = route.price_msat(request.sampling.max_tokens)
     _check_price(request, price, caller=f"provider:{route.provider.name}")
     options = {

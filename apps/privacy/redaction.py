@@ -15,7 +15,9 @@ import hashlib
 import json
 import re
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from apps.inference.backends.base import AnswerRefused, Events, RefusalCode
 from apps.privacy.detectors import Kind, detect
@@ -44,6 +46,7 @@ class Leaving:
     found: dict[str, int] = field(default_factory=dict)  # kind → count, never a value
     stop: tuple[str, ...] = ()  # the stop sequences, as sent
     vault: Vault | None = None  # None: nothing was redacted (a trusted provider)
+    response_format: dict[str, Any] | None = None  # as sent: the answer is JSON text
 
     @property
     def redacted(self) -> bool:
@@ -52,15 +55,24 @@ class Leaving:
     @property
     def digest(self) -> str:
         """What leaves, in 64 hex digits: the preview's, checked again when it is sent."""
-        shown = {"redacted": self.redacted, "messages": self.messages, "stop": list(self.stop)}
+        shown: dict[str, Any] = {
+            "redacted": self.redacted,
+            "messages": self.messages,
+            "stop": list(self.stop),
+        }
+        if self.response_format is not None:
+            shown["response_format"] = self.response_format
         encoded = json.dumps(shown, sort_keys=True, ensure_ascii=False).encode()
         return hashlib.sha256(encoded).hexdigest()
 
     async def restored(self, events: Events) -> Events:
-        """The answer with each placeholder put back, streamed."""
+        """The answer with each placeholder put back, streamed. A JSON answer gets each value
+        escaped as a JSON string's content (a quote in a name keeps the JSON valid)."""
         if self.vault is None:
             return events
-        return await restored_events(events, self.vault)
+        return await restored_events(
+            events, self.vault, json_string=self.response_format is not None
+        )
 
 
 def outbound(
@@ -70,17 +82,20 @@ def outbound(
     vault: Vault | None = None,
     policy: Policy | None = None,
     stop: tuple[str, ...] = (),
+    response_format: dict[str, Any] | None = None,
     extra_terms: frozenset[str] = frozenset(),
 ) -> Leaving:
-    """The messages, and the stop sequences (the member's text too), as they may leave.
-    `vault` is the conversation's (the same value keeps its placeholder across turns); a new
-    one otherwise. `extra_terms` (names and places the local model found) are taken out as the
-    household's words are. Raises AnswerRefused on a hard stop."""
-    texts = [message["content"] for message in messages] + list(stop)
+    """The messages, and the stop sequences and the response format's strings (a JSON
+    schema's names and descriptions: the member's text too), as they may leave. `vault` is the
+    conversation's (the same value keeps its placeholder across turns); a new one otherwise.
+    `extra_terms` (names and places the local model found) are taken out as the household's
+    words are. Raises AnswerRefused on a hard stop."""
+    format_texts = strings_of(response_format)
+    texts = [message["content"] for message in messages] + list(stop) + format_texts
     _bounded(texts)
     _stopped(texts)
     if trusted:
-        return Leaving(list(messages), stop=stop)
+        return Leaving(list(messages), stop=stop, response_format=response_format)
     policy = _with_terms(policy or policy_now(), extra_terms)
     vault = vault if vault is not None else Vault()
     found: Counter[str] = Counter()
@@ -95,8 +110,34 @@ def outbound(
     leaving = [
         {**message, "content": text} for message, text in zip(messages, redacted, strict=False)
     ]
-    stop = tuple(redacted[len(messages) :])
-    return Leaving(leaving, dict(sorted(found.items())), stop, vault)
+    at_format = len(messages) + len(stop)
+    stop_leaving = tuple(redacted[len(messages) : at_format])
+    format_leaving = _strings_replaced(response_format, iter(redacted[at_format:]))
+    found_sorted = dict(sorted(found.items()))
+    return Leaving(leaving, found_sorted, stop_leaving, vault, format_leaving)
+
+
+def strings_of(value: Any) -> list[str]:
+    """Every string inside a JSON value, keys included, in order."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [text for key, item in value.items() for text in [key, *strings_of(item)]]
+    if isinstance(value, list):
+        return [text for item in value for text in strings_of(item)]
+    return []
+
+
+def _strings_replaced(value: Any, texts: Iterator[str]) -> Any:
+    """The JSON value with its strings, keys included, taken in order from `texts` (as
+    `strings_of` lists them): a key and the words of a schema go out redacted alike."""
+    if isinstance(value, str):
+        return next(texts)
+    if isinstance(value, dict):
+        return {next(texts): _strings_replaced(item, texts) for item in value.values()}
+    if isinstance(value, list):
+        return [_strings_replaced(item, texts) for item in value]
+    return value
 
 
 def _with_terms(policy: Policy, extra: frozenset[str]) -> Policy:

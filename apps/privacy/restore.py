@@ -139,7 +139,8 @@ class StreamRestorer:
     """An answer restored as it streams. It holds back only the end of what came that could
     still grow into a placeholder: from its last `[`, and at most MAX_PLACEHOLDER_LENGTH - 1
     characters; everything before goes out at once. `json_string=True` is for a stream of JSON
-    text (tool-call arguments as they stream): values are escaped for a JSON string."""
+    text (a JSON answer, tool-call arguments as they stream): values are escaped for a JSON
+    string."""
 
     def __init__(self, vault: Vault, *, json_string: bool = False) -> None:
         self._restorer = _Restorer(vault, json_string=json_string)
@@ -168,12 +169,15 @@ def _held_from(text: str) -> int:
     return start
 
 
-async def restored_events(events: Events, vault: Vault) -> Events:
+async def restored_events(events: Events, vault: Vault, *, json_string: bool = False) -> Events:
     """The answer's events with the placeholders of its tokens restored. What a token's end
     held back goes out as a token before the answer's end (Done or Failed), and the unknown
-    placeholders left visible are named in Done's provenance (never a value). It comes primed
-    (PRIMING, backends/base.py): closed at any point, it closes the answer it wraps."""
-    return await primed(_restoring(events, StreamRestorer(vault)))
+    placeholders left visible are named in Done's provenance (never a value). `json_string`:
+    the answer is JSON text (`response_format`), so each value is escaped for the string it
+    stands in. It comes primed (PRIMING, backends/base.py): closed at any point, it closes the
+    answer it wraps."""
+    restorer = StreamRestorer(vault, json_string=json_string)
+    return await primed(_restoring(events, restorer))
 
 
 async def _restoring(events: Events, restorer: StreamRestorer) -> Events:

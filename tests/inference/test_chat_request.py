@@ -49,6 +49,15 @@ def test_a_json_schema_becomes_a_grammar_that_requires_its_fields() -> None:
     assert parse(response_format={"type": "json_object"}).grammar is not None
 
 
+def test_a_json_response_format_is_kept_as_sent_for_outside_models() -> None:
+    asked = {"type": "json_schema", "json_schema": {"name": "a", "schema": {"type": "object"}}}
+
+    assert parse(response_format=asked).response_format == asked
+    assert parse(response_format={"type": "json_object"}).response_format == {"type": "json_object"}
+    assert parse(response_format={"type": "text"}).response_format is None
+    assert parse().response_format is None
+
+
 @pytest.mark.parametrize(
     ("changes", "param", "message"),
     [
@@ -78,6 +87,16 @@ def test_a_json_schema_becomes_a_grammar_that_requires_its_fields() -> None:
             {"response_format": {"type": "json_schema", "json_schema": {}}},
             "response_format",
             "JSON schema object",
+        ),
+        (
+            {"response_format": {"type": "json_schema", "json_schema": "a"}},
+            "response_format",
+            "JSON schema object",
+        ),
+        (
+            {"response_format": {"type": "json_object", "deep": json.loads("[" * 70 + "]" * 70)}},
+            "response_format",
+            "nested more than 64 levels",
         ),
     ],
 )

@@ -133,9 +133,12 @@ def v1_whole(
     return response.status_code, response.json()
 
 
-def v1_streamed(key: str, content: str = PROMPT, model: str = MODEL) -> tuple[int, list[Any]]:
+def v1_streamed(
+    key: str, content: str = PROMPT, model: str = MODEL, **more: Any
+) -> tuple[int, list[Any]]:
     """The status, and the server-sent events' JSON payloads (or the one JSON refusal)."""
-    body = {"model": model, "messages": [{"role": "user", "content": content}], "stream": True}
+    messages = [{"role": "user", "content": content}]
+    body = {"model": model, "messages": messages, "stream": True, **more}
 
     async def exchange() -> tuple[int, bytes, bool]:
         response = await AsyncClient().post(

@@ -64,4 +64,6 @@ def chat_body(request: BackendRequest) -> dict[str, Any]:
         body["seed"] = sampling["seed"]
     if sampling.get("stop"):
         body["stop"] = list(sampling["stop"])
+    if sampling.get("response_format") is not None:
+        body["response_format"] = sampling["response_format"]  # as redacted for this provider
     return body
