@@ -95,6 +95,13 @@ def test_done_when(
     page.get_by_label("Question").fill(PROMPT)
     page.get_by_label("Question").press("Enter")
 
+    # Before anything leaves, the member sees exactly what will: placeholders only.
+    preview = page.get_by_role("dialog", name="What will leave this node")
+    expect(preview).to_contain_text(REDACTED)
+    assert not any(value in preview.inner_text() for value in PRIVATE)
+    assert provider.requests == []
+    preview.get_by_role("button", name="Send").click()
+
     # The member sees the answer with their real values, streamed.
     answer = page.locator("#transcript .answer").last
     expect(answer.locator(".markdown")).to_have_text(f"lan answers: {PROMPT}", timeout=20_000)
