@@ -118,10 +118,14 @@ def test_done_when(
     # A seed phrase is stopped with a clear message.
     page.get_by_label("Question").fill(f"My wallet words are {SEED}, keep them for me.")
     page.get_by_label("Question").press("Enter")
-    expect(page.locator("#ask-error")).to_have_text(
+    stopped = page.get_by_role("dialog", name="What will leave this node")
+    expect(stopped).to_contain_text(
         "Not sent: the message contains a wallet seed phrase (BIP-39 words). "
         "Remove it and send again."
     )
+    expect(stopped.get_by_role("button", name="Send")).to_be_hidden()  # only Cancel
+    assert "legal winner" not in stopped.inner_text()
+    stopped.get_by_role("button", name="Cancel").click()
     assert len(provider.requests) == 1
 
     # The owner sees the redacted text on the Privacy page.
