@@ -45,6 +45,7 @@ bench: $(INSTALLED_BENCH)
 	$(BIN)/python bench/inference.py
 	$(BIN)/python bench/llama_build.py
 	$(BIN)/python bench/markdown.py
+	$(BIN)/python bench/privacy.py
 	$(BIN)/python bench/providers.py
 	$(BIN)/python bench/threads.py
 	$(BIN)/python bench/wallet.py

@@ -4,11 +4,12 @@ places the patterns miss. Changes are audited by count, never by word: the words
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from apps.audit.services import audit_record
@@ -39,9 +40,51 @@ class Policy:
     model_pass: str | None = None
 
 
+# Every outside request reads the policy before its first byte leaves: one fixed query, not the
+# ORM's four (most of a millisecond added to the first token; see docs/benchmarks.md). Read
+# afresh each time, never cached: a word added or a member renamed in another process (the
+# web, a worker) counts for the very next request.
+_POLICY_SQL = (
+    "SELECT 'off', detectors_off FROM privacy_privacysettings WHERE id = 1 "
+    "UNION ALL SELECT 'pass', model_pass_model FROM privacy_privacysettings "
+    "WHERE id = 1 AND model_pass "
+    "UNION ALL SELECT 'first model', MIN(name) FROM inference_localmodel "
+    "UNION ALL SELECT 'name', name FROM identity_member WHERE is_active "
+    "UNION ALL SELECT 'names', profile_names FROM identity_member WHERE is_active "
+    "UNION ALL SELECT 'word', word FROM privacy_term"
+)
+
+
 def policy_now() -> Policy:
-    chosen = privacy_settings()
-    return Policy(_detectors_on(chosen), household_terms(), _model_pass(chosen))
+    """What the detectors look for now, and whether a local model reads the request first:
+    the model the owner chose, else the first local model by name ("" when there is none)."""
+    read: dict[str, set[str]] = {"off": set(), "name": set(), "word": set()}
+    model_pass: str | None = None
+    first_model = ""
+    with connection.cursor() as cursor:
+        cursor.execute(_POLICY_SQL)
+        for source, value in cursor.fetchall():
+            if source in ("off", "names"):
+                read["off" if source == "off" else "name"].update(_json_strings(value))
+            elif source == "pass":
+                model_pass = value
+            elif source == "first model":
+                first_model = value or ""
+            elif value:
+                read[source].add(value)
+    enabled = frozenset(kind for kind in Kind if kind not in read["off"])
+    terms = Terms(names=frozenset(read["name"]), words=frozenset(read["word"]))
+    if model_pass is not None:
+        model_pass = model_pass or first_model
+    return Policy(enabled, terms, model_pass)
+
+
+def _json_strings(stored: str) -> list[str]:
+    """The strings of a JSON list as the database keeps it (a JSONField's text)."""
+    listed = json.loads(stored)
+    if not isinstance(listed, list):
+        return []
+    return [item for item in listed if isinstance(item, str) and item]
 
 
 def privacy_settings() -> PrivacySettings:
@@ -50,21 +93,7 @@ def privacy_settings() -> PrivacySettings:
 
 
 def detectors_on() -> frozenset[Kind]:
-    return _detectors_on(privacy_settings())
-
-
-def _detectors_on(chosen: PrivacySettings) -> frozenset[Kind]:
-    off = set(chosen.detectors_off)
-    return frozenset(kind for kind in Kind if kind not in off)
-
-
-def _model_pass(chosen: PrivacySettings) -> str | None:
-    """The model the owner chose, else the first local model by name; None when off."""
-    if not chosen.model_pass:
-        return None
-    if chosen.model_pass_model:
-        return chosen.model_pass_model
-    return LocalModel.objects.order_by("name").values_list("name", flat=True).first() or ""
+    return policy_now().enabled
 
 
 def local_model_names() -> list[str]:
@@ -119,10 +148,7 @@ def _model_pass_said(chosen: PrivacySettings) -> str:
 
 def household_terms() -> Terms:
     """Members' names and display names from their Nostr profiles, and the owner's list."""
-    names: set[str] = set()
-    for name, others in Member.objects.filter(is_active=True).values_list("name", "profile_names"):
-        names.update(other for other in [name, *others] if other)
-    return Terms(names=frozenset(names), words=frozenset(terms_list()))
+    return policy_now().terms
 
 
 def terms_list() -> list[str]:
