@@ -218,7 +218,6 @@ from apps.privacy.restore import restore, restored_events  # noqa: E402
 from apps.privacy.terms import Terms  # noqa: E402
 from apps.privacy.vault import Vault  # noqa: E402
 from apps.providers import services  # noqa: E402
-from apps.providers.models import Provider  # noqa: E402
 from bench.processes import quietly  # noqa: E402
 from bench.report import write_section  # noqa: E402
 from tests.providers.doubles.openai_shape import OpenAIShapedDouble  # noqa: E402
@@ -398,8 +397,7 @@ def household() -> Member:
 def providers_added(url: str) -> None:
     services.provider_add(url, kind="openai", name="trusted")
     services.provider_add(url, kind="openai", name="outside")
-    # The owner marks a provider trusted on the dashboard; here the flag is set directly.
-    Provider.objects.filter(name="trusted").update(trusted=True)
+    services.provider_trust("trusted", True, actor="bench")
 
 
 def first_tokens(text: str) -> dict[str, dict[str, float]]:
