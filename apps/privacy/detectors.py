@@ -47,6 +47,9 @@ class Finding:
 
 Span = tuple[int, int]
 Finder = Callable[[str], Iterator[Span]]
+# Keys, addresses, invoices and tokens are long runs of word characters: their patterns are
+# tried only inside such runs (found once per text) instead of at every position of it.
+RunFinder = Callable[[str, list[Span]], Iterator[Span]]
 
 # On a tie in length, the kind verified by a checksum wins over the one guessed by shape.
 SPECIFICITY = [
@@ -73,6 +76,10 @@ def detect(text: str, *, terms: Terms, enabled: frozenset[Kind] | None = None) -
     for kind, finder in _FINDERS.items():
         if kind in kinds:
             found.extend(Finding(kind, s, e, text[s:e]) for s, e in finder(text))
+    runs = long_runs(text) if kinds & _RUN_FINDERS.keys() else []
+    for kind, run_finder in _RUN_FINDERS.items():
+        if kind in kinds and runs:
+            found.extend(Finding(kind, s, e, text[s:e]) for s, e in run_finder(text, runs))
     for kind, words in ((Kind.NAME, terms.names), (Kind.TERM, terms.words)):
         pattern = compiled_terms(words) if kind in kinds else None
         if pattern is not None:
@@ -176,39 +183,55 @@ _NOSTR = re.compile(
 )
 
 
-def _bitcoin(text: str) -> Iterator[Span]:
-    for match in _BASE58_ADDRESS.finditer(text):
+# Maximal, so that a pattern's look-ahead at a run's end (where the search is cut) sees what
+# it would see in the whole text: nothing more of [\w-]. Its look-behind sees the text before.
+_LONG_RUN = re.compile(r"[\w-]{11,}")
+
+
+def long_runs(text: str) -> list[Span]:
+    """Where anything 11 characters or longer without a space or punctuation stands: the
+    shortest key, address or token found in runs is that long (an invoice, bc1 + 8)."""
+    return [match.span() for match in _LONG_RUN.finditer(text)]
+
+
+def in_runs(pattern: re.Pattern[str], text: str, runs: list[Span]) -> Iterator[re.Match[str]]:
+    for start, end in runs:
+        yield from pattern.finditer(text, start, end)
+
+
+def _bitcoin(text: str, runs: list[Span]) -> Iterator[Span]:
+    for match in in_runs(_BASE58_ADDRESS, text, runs):
         payload = checksums.base58check_decode(match.group())
         if payload is not None and len(payload) == 21 and payload[0] in _ADDRESS_VERSIONS:
             yield match.span()
     lowered = text.lower()
     if "bc1" in lowered or "tb1" in lowered or "bcrt1" in lowered:
-        for match in _SEGWIT_ADDRESS.finditer(text):
+        for match in in_runs(_SEGWIT_ADDRESS, text, runs):
             if checksums.segwit_address_valid(match.group()):
                 yield match.span()
     if "pub" not in text:
         return
-    for match in _EXTENDED_PUBLIC_KEY.finditer(text):
+    for match in in_runs(_EXTENDED_PUBLIC_KEY, text, runs):
         payload = checksums.base58check_decode(match.group())
         if payload is not None and len(payload) == 78:
             yield match.span()
 
 
-def _bech32_spans(pattern: re.Pattern[str], text: str) -> Iterator[Span]:
-    for match in pattern.finditer(text):
+def _bech32_spans(pattern: re.Pattern[str], text: str, runs: list[Span]) -> Iterator[Span]:
+    for match in in_runs(pattern, text, runs):
         decoded = checksums.bech32_decode(match.group())
         if decoded is not None and not decoded.modified:
             yield match.span()
 
 
-def _lightning(text: str) -> Iterator[Span]:
-    return _bech32_spans(_INVOICE, text) if "ln" in text.lower() else iter(())
+def _lightning(text: str, runs: list[Span]) -> Iterator[Span]:
+    return _bech32_spans(_INVOICE, text, runs) if "ln" in text.lower() else iter(())
 
 
-def _nostr(text: str) -> Iterator[Span]:
+def _nostr(text: str, runs: list[Span]) -> Iterator[Span]:
     lowered = text.lower()
     found = "npub1" in lowered or "nprofile1" in lowered
-    return _bech32_spans(_NOSTR, text) if found else iter(())
+    return _bech32_spans(_NOSTR, text, runs) if found else iter(())
 
 
 _FINDERS: dict[Kind, Finder] = {
@@ -218,6 +241,8 @@ _FINDERS: dict[Kind, Finder] = {
     Kind.CARD: numbers.cards,
     Kind.IP: _ips,
     Kind.ADDRESS: places.addresses,
+}
+_RUN_FINDERS: dict[Kind, RunFinder] = {
     Kind.BITCOIN: _bitcoin,
     Kind.LIGHTNING: _lightning,
     Kind.NOSTR: _nostr,

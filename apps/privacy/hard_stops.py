@@ -88,6 +88,8 @@ def _seed_phrases(text: str) -> list[Stop]:
     """12 or more wordlist words in a row (a 13-word run holds a 12-word phrase), checksum
     valid or not: a phrase with one word mistyped is still the wallet."""
     words = bip39_words()
+    if _longest_listed(text, words) < MIN_SEED_WORDS:
+        return []  # most texts: the words alone rule a phrase out, before any gap is read
     stops: list[Stop] = []
     run_start = run_end = run_length = 0
     for match in _WORD.finditer(text):
@@ -101,6 +103,16 @@ def _seed_phrases(text: str) -> list[Stop]:
     if run_length >= MIN_SEED_WORDS:
         stops.append(_seed_stop(text, run_start, run_end))
     return stops
+
+
+def _longest_listed(text: str, words: frozenset[str]) -> int:
+    """The most wordlist words in a row, whatever stands between them: a phrase has at least
+    as many (its gaps hold no letter, so its words are consecutive words of the text)."""
+    longest = current = 0
+    for word in _WORD.findall(text):
+        current = current + 1 if word.lower() in words else 0
+        longest = max(longest, current)
+    return longest
 
 
 def _seed_stop(text: str, start: int, end: int) -> Stop:

@@ -43,8 +43,13 @@ def _random_looking(candidate: str) -> bool:
     return has_lower and has_upper and digits >= 2 and entropy(candidate) >= MIN_ENTROPY
 
 
-def tokens(text: str) -> Iterator[Span]:
+def tokens(text: str, runs: list[Span]) -> Iterator[Span]:
+    """`runs`: where the text has runs of 11 or more word characters (detectors.long_runs). A
+    JWT's dots part its runs, so the shaped keys are looked for in the whole text."""
     yield from (match.span() for match in _SHAPED.finditer(text))
-    for match in _BEARER.finditer(text):
-        if _random_looking(match.group()):
-            yield match.span()
+    for start, end in runs:
+        if end - start < 32:
+            continue
+        for match in _BEARER.finditer(text, start, end):
+            if _random_looking(match.group()):
+                yield match.span()
