@@ -6,10 +6,12 @@ writes its egress row here before the first byte leaves and completes it when it
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from django.db import connection
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from apps.privacy.models import Egress
@@ -71,5 +73,14 @@ def egress_end(egress_id: int, *, outcome: str, cost_msat: int, payment_hash: st
 
 def egress_rows(member: Any, *, everyone: bool, limit: int = 100) -> list[Egress]:
     """The newest records: the owner reads everyone's, a member their own."""
+    return list(_egress_of(member, everyone=everyone)[:limit])
+
+
+def egress_all(member: Any, *, everyone: bool) -> Iterator[Egress]:
+    """Every record kept, newest first, read in batches (the export)."""
+    return _egress_of(member, everyone=everyone).iterator(chunk_size=200)
+
+
+def _egress_of(member: Any, *, everyone: bool) -> QuerySet[Egress]:
     rows = Egress.objects.all() if everyone else Egress.objects.filter(member=member)
-    return list(rows.select_related("member")[:limit])
+    return rows.select_related("member")

@@ -21,7 +21,6 @@ from apps.identity.access import household_required, owner_required
 from apps.identity.models import Member
 from apps.privacy import policy, services, shown
 from apps.privacy.detectors import Kind
-from apps.privacy.models import Egress
 from apps.privacy.policy import PrivacyError
 
 SHOWN = 100
@@ -65,10 +64,8 @@ def _page(request: HttpRequest, status: int = 200, **form: Any) -> HttpResponse:
 def egress_export(request: HttpRequest) -> HttpResponse:
     """Every egress record kept (the owner's whole, a member's own), as a JSON file."""
     member: Member = request.user  # type: ignore[assignment]
-    rows = Egress.objects.select_related("member")
-    if not member.is_owner:
-        rows = rows.filter(member=member)
-    records = [shown.exported(row) for row in rows.iterator(chunk_size=200)]
+    rows = services.egress_all(member, everyone=member.is_owner)
+    records = [shown.exported(row) for row in rows]
     response = HttpResponse(
         json.dumps(records, ensure_ascii=False, indent=2), content_type="application/json"
     )
