@@ -112,10 +112,12 @@ _EMAIL = re.compile(
 )
 
 
+# An address stands within these many characters before and after its @.
+_EMAIL_BEFORE, _EMAIL_AFTER = 64, 1 + 253 + 1 + 24 + 1
+
+
 def _emails(text: str) -> Iterator[Span]:
-    if "@" not in text:  # each pass over the text costs; most texts hold no address
-        return
-    for match in _EMAIL.finditer(text):
+    for match in _around_ats(text):
         local, domain = match.group().split("@", 1)
         if ".." in match.group() or local[0] == "." or local[-1] == ".":
             continue
@@ -124,11 +126,29 @@ def _emails(text: str) -> Iterator[Span]:
         yield match.span()
 
 
+def _around_ats(text: str) -> Iterator[re.Match[str]]:
+    """The pattern's matches, looked for only near each @ (most of a text is far from one)."""
+    window_start = window_end = -1
+    at = text.find("@")
+    while at != -1:
+        start, end = max(at - _EMAIL_BEFORE, 0), min(at + _EMAIL_AFTER, len(text))
+        if start > window_end:
+            if window_end != -1:
+                yield from _EMAIL.finditer(text, window_start, window_end)
+            window_start = start
+        window_end = end
+        at = text.find("@", at + 1)
+    if window_end != -1:
+        yield from _EMAIL.finditer(text, window_start, window_end)
+
+
 # --- IP addresses ----------------------------------------------------------------------------
 
 _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
 _IPV4 = re.compile(rf"(?<![\w.]){_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}(?![\w]|\.\d)", re.ASCII)
 _IPV6_CANDIDATE = re.compile(r"(?<![\w:.])[0-9A-Fa-f]{0,4}:[0-9A-Fa-f:.]{1,44}(?![\w:])")
+# Every IPv6 address with four hex digits holds "::" or a hex digit on both sides of a colon.
+_IPV6_HINT = re.compile(r"[0-9A-Fa-f]:[0-9A-Fa-f:]|::")
 
 
 def _ips(text: str) -> Iterator[Span]:
@@ -137,7 +157,7 @@ def _ips(text: str) -> Iterator[Span]:
     for match in _IPV4.finditer(text):
         if not _says_nothing(match.group()):
             yield match.span()
-    if text.count(":") < 2:
+    if text.count(":") < 2 or not _IPV6_HINT.search(text):
         return
     for match in _IPV6_CANDIDATE.finditer(text):
         candidate = match.group().rstrip(".:")

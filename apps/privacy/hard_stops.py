@@ -134,8 +134,10 @@ def _is_gap(text: str, start: int, end: int) -> bool:
 _NSEC = re.compile(r"(?<![A-Za-z0-9])nsec1[02-9ac-hj-np-z]{58}(?![A-Za-z0-9])", re.IGNORECASE)
 # xprv/tprv (BIP-32), yprv/uprv (BIP-49), zprv/vprv (BIP-84), Yprv/Zprv/Uprv/Vprv (multisig):
 # 78 bytes and a 4-byte checksum are always 111 base58 characters.
+# Each pattern opens with its first character's class, its look-behind after it: a search then
+# skips ahead to those characters instead of trying the look-behind at every position.
 _EXTENDED_KEY = re.compile(
-    r"(?<![A-Za-z0-9])[xtyzuvYZUV]prv[1-9A-HJ-NP-Za-km-z]{107}(?![A-Za-z0-9])"
+    r"[xtyzuvYZUV](?<![A-Za-z0-9].)prv[1-9A-HJ-NP-Za-km-z]{107}(?![A-Za-z0-9])"
 )
 
 
@@ -160,7 +162,7 @@ def _extended_keys(text: str) -> list[Stop]:
 
 # Wallet import format: 0x80 (mainnet) or 0xEF (testnet), 32 bytes, 0x01 when compressed. Its
 # shape alone is too common a string to stop on, so only a valid checksum stops it.
-_WIF = re.compile(r"(?<![A-Za-z0-9])[59KLc][1-9A-HJ-NP-Za-km-z]{50,51}(?![A-Za-z0-9])")
+_WIF = re.compile(r"[59KLc](?<![A-Za-z0-9].)[1-9A-HJ-NP-Za-km-z]{50,51}(?![A-Za-z0-9])")
 
 
 def _wif_keys(text: str) -> list[Stop]:

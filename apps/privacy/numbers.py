@@ -59,7 +59,9 @@ def _scan(
 # ASCII digits only: a number in another script is not dialled from a European keyboard, and
 # the checks below do arithmetic on the characters.
 _INTERNATIONAL = re.compile(r"\+(?<![\w+].)[1-9][\d ()./-]{5,24}", re.ASCII)
-_NATIONAL = re.compile(r"(?<![\w+.,/:-])\(?0[1-9][\d ()./-]{4,22}", re.ASCII)
+# `\(?0[1-9]` not after a word or a number's separator, written so that a search skips ahead
+# to a "(" or a "0" (a pattern that opens with a look-behind is tried at every position).
+_NATIONAL = re.compile(r"[(0](?<![\w+.,/:-].)(?:(?<=\()0)?(?<=0)[1-9][\d ()./-]{4,22}", re.ASCII)
 # North American: (555) 123-4567, 555-123-4567, 555.123.4567 (area codes start at 2).
 _NANP = re.compile(
     r"[(2-9](?<![\w+.,/:-].)(?:(?<=\()[2-9]\d\d\) ?|(?<=[2-9])\d\d([-.]))"

@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from apps.privacy import detectors, tokens
+from apps.privacy import detectors, hard_stops, numbers, tokens
 
 PIECES = [
     "bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq",
@@ -49,3 +49,36 @@ def test_a_pattern_finds_the_same_in_runs_as_in_the_whole_text(pattern: re.Patte
         runs = detectors.long_runs(text)
 
         assert spans(detectors.in_runs(pattern, text, runs)) == spans(pattern.finditer(text))
+
+
+# Patterns written to open with a character class (so a search skips ahead to it), each beside
+# the plain form it stands for.
+PLAIN_AND_FAST = [
+    (
+        r"(?<![\w+.,/:-])\(?0[1-9][\d ()./-]{4,22}",
+        numbers._NATIONAL,
+        "0123456789 ()./-+abcXYZ,:\n",
+    ),
+    (
+        r"(?<![A-Za-z0-9])[xtyzuvYZUV]prv[1-9A-HJ-NP-Za-km-z]{107}(?![A-Za-z0-9])",
+        hard_stops._EXTENDED_KEY,
+        "xprv" + "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz" * 2 + " .-é",
+    ),
+    (
+        r"(?<![A-Za-z0-9])[59KLc][1-9A-HJ-NP-Za-km-z]{50,51}(?![A-Za-z0-9])",
+        hard_stops._WIF,
+        "59KLc" + "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz" + " .-é",
+    ),
+]
+
+
+@pytest.mark.parametrize(("plain", "fast", "alphabet"), PLAIN_AND_FAST)
+def test_a_pattern_written_for_speed_finds_what_its_plain_form_finds(
+    plain: str, fast: re.Pattern[str], alphabet: str
+) -> None:
+    chosen = random.Random(plain)  # noqa: S311 - the same test texts every run
+    plain_pattern = re.compile(plain, fast.flags)
+    for _ in range(3000):
+        text = "".join(chosen.choice(alphabet) for _ in range(chosen.randint(1, 160)))
+
+        assert spans(fast.finditer(text)) == spans(plain_pattern.finditer(text))
