@@ -84,7 +84,17 @@ async def cross_check(
     models_checked(models)
     shown = leaving_shown or {}
     asked = [
-        _answer(member, messages, model, sampling, origin, private, shown.get(model))
+        _answer(
+            model_request(
+                member,
+                messages,
+                model,
+                sampling,
+                origin,
+                private=private,
+                leaving_shown=shown.get(model),
+            )
+        )
         for model in models
     ]
     answers = list(await asyncio.gather(*asked))
@@ -100,24 +110,13 @@ def models_checked(models: list[str]) -> None:
         raise CrossCheckError("A cross-check names each model once.")
 
 
-async def _answer(
-    member: Member,
-    messages: list[pipeline.Message],
-    model: str,
-    sampling: Sampling,
-    origin: pipeline.Origin,
-    private: bool,
-    leaving_shown: str | None,
-) -> CheckedAnswer:
-    request = model_request(
-        member, messages, model, sampling, origin, private=private, leaving_shown=leaving_shown
-    )
+async def _answer(request: pipeline.AnswerRequest) -> CheckedAnswer:
     try:
         events = await pipeline.answer(request)
     except AnswerRefused as refusal:
-        return CheckedAnswer(model, "", Failed(refusal.code, str(refusal)))
+        return CheckedAnswer(request.model, "", Failed(refusal.code, str(refusal)))
     text, end = await answer_collected(events)
-    return CheckedAnswer(model, text, end)
+    return CheckedAnswer(request.model, text, end)
 
 
 def model_request(
