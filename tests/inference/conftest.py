@@ -11,11 +11,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from django.conf import settings
 from nostr_sdk import Keys
 
 from apps.inference.backends.engine import socket_path
 from apps.inference.engine import Decoder, EngineServer, Job
 from apps.inference.models import LocalModel
+from apps.inference.services import bundled_model_file
 from tests.instances import Instance
 
 MODEL = "smollm2-135m-instruct"
@@ -26,6 +28,22 @@ CONTEXT = 256
 def model(db: None) -> LocalModel:
     return LocalModel.objects.create(
         name=MODEL, file_name="smollm2.gguf", size=1, sha256="a" * 64, architecture="llama",
+        parameters=135_000_000, quantization="Q8_0", source=LocalModel.Source.BUNDLED,
+    )  # fmt: skip
+
+
+def bundled_local_model() -> LocalModel:
+    """The bundled model's file linked into the data directory and in the catalog, for the
+    tests that run the real engine on it."""
+    bundled = bundled_model_file()
+    assert bundled is not None
+    models = settings.DATA_DIR / "models"
+    models.mkdir(exist_ok=True)
+    link = models / "smollm2.gguf"
+    if not link.exists():
+        link.symlink_to(bundled)
+    return LocalModel.objects.create(
+        name=MODEL, file_name=link.name, size=1, sha256="a" * 64, architecture="llama",
         parameters=135_000_000, quantization="Q8_0", source=LocalModel.Source.BUNDLED,
     )  # fmt: skip
 

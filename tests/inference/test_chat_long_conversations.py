@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 from asgiref.sync import async_to_sync
-from django.conf import settings as django_settings
 from django.test import AsyncClient, Client
 from django.utils import timezone
 
@@ -19,8 +18,7 @@ from apps.identity.services import apikey_create
 from apps.inference import conversations
 from apps.inference.conversations import ChatError
 from apps.inference.models import ChatMessage, ChatPreferences, Conversation, LocalModel
-from apps.inference.services import bundled_model_file
-from tests.inference.conftest import CONTEXT, RecordingDecoder
+from tests.inference.conftest import CONTEXT, RecordingDecoder, bundled_local_model
 
 MODEL = "smollm2-135m-instruct"
 
@@ -30,17 +28,7 @@ def model(db: None, engine: RecordingDecoder, settings: Any) -> LocalModel:
     settings.ENGINE_CONTEXT_PER_SLOT = CONTEXT
     settings.ENGINE_DEFAULT_MAX_TOKENS = 16  # short answers: the test is about the prompt
     engine.received.clear()
-    bundled = bundled_model_file()
-    assert bundled is not None
-    models = django_settings.DATA_DIR / "models"
-    models.mkdir(exist_ok=True)
-    link = models / "smollm2.gguf"
-    if not link.exists():
-        link.symlink_to(bundled)
-    return LocalModel.objects.create(
-        name=MODEL, file_name=link.name, size=1, sha256="a" * 64, architecture="llama",
-        parameters=135_000_000, quantization="Q8_0", source=LocalModel.Source.BUNDLED,
-    )  # fmt: skip
+    return bundled_local_model()
 
 
 def long_conversation(member: Any, exchanges: int = 14) -> Conversation:

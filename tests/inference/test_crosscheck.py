@@ -10,16 +10,14 @@ from typing import Any
 
 import pytest
 from asgiref.sync import async_to_sync
-from django.conf import settings as django_settings
 
 from apps.inference import pipeline
 from apps.inference.answering import Sampling
 from apps.inference.backends.base import Done, Failed, RefusalCode
 from apps.inference.crosscheck import CrossCheck, CrossCheckError, cross_check, cross_check_json
 from apps.inference.models import LocalModel
-from apps.inference.services import bundled_model_file
 from apps.providers.models import OutsideRequest
-from tests.inference.conftest import CONTEXT, MODEL, RecordingDecoder
+from tests.inference.conftest import CONTEXT, MODEL, RecordingDecoder, bundled_local_model
 from tests.providers.doubles.openai_shape import OpenAIShapedDouble
 from tests.providers.lan import NAMES
 
@@ -30,17 +28,7 @@ SAMPLING = Sampling(max_tokens=12, temperature=0.0, top_p=1.0, seed=7)
 def local(transactional_db: None, engine: RecordingDecoder, settings: Any) -> LocalModel:
     settings.ENGINE_CONTEXT_PER_SLOT = CONTEXT
     engine.received.clear()
-    bundled = bundled_model_file()
-    assert bundled is not None
-    models = django_settings.DATA_DIR / "models"
-    models.mkdir(exist_ok=True)
-    link = models / "smollm2.gguf"
-    if not link.exists():
-        link.symlink_to(bundled)
-    return LocalModel.objects.create(
-        name=MODEL, file_name=link.name, size=1, sha256="a" * 64, architecture="llama",
-        parameters=135_000_000, quantization="Q8_0", source=LocalModel.Source.BUNDLED,
-    )  # fmt: skip
+    return bundled_local_model()
 
 
 def check(member: Any, models: list[str], question: str = "what is a sat") -> CrossCheck:

@@ -8,11 +8,9 @@ import json
 from typing import Any
 
 import pytest
-from django.conf import settings as django_settings
 
 from apps.inference.models import LocalModel
-from apps.inference.services import bundled_model_file
-from tests.inference.conftest import CONTEXT, MODEL, RecordingDecoder
+from tests.inference.conftest import CONTEXT, MODEL, RecordingDecoder, bundled_local_model
 from tests.privacy.household import api_key, v1_whole
 
 SCHEMA = {
@@ -25,17 +23,7 @@ SCHEMA = {
 @pytest.fixture
 def local(transactional_db: None, engine: RecordingDecoder, settings: Any) -> LocalModel:
     settings.ENGINE_CONTEXT_PER_SLOT = CONTEXT
-    bundled = bundled_model_file()
-    assert bundled is not None
-    models = django_settings.DATA_DIR / "models"
-    models.mkdir(exist_ok=True)
-    link = models / "smollm2.gguf"
-    if not link.exists():
-        link.symlink_to(bundled)
-    return LocalModel.objects.create(
-        name=MODEL, file_name=link.name, size=1, sha256="a" * 64, architecture="llama",
-        parameters=135_000_000, quantization="Q8_0", source=LocalModel.Source.BUNDLED,
-    )  # fmt: skip
+    return bundled_local_model()
 
 
 def test_a_local_model_answers_a_json_schema_with_json_that_follows_it(

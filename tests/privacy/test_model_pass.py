@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 from asgiref.sync import async_to_sync
-from django.conf import settings as django_settings
 from django.test import Client
 
 from apps.audit.models import AuditEvent
@@ -26,12 +25,11 @@ from apps.inference.backends.base import AnswerRefused, Done, RefusalCode
 from apps.inference.backends.engine import socket_path
 from apps.inference.engine import EngineServer
 from apps.inference.models import LocalModel
-from apps.inference.services import bundled_model_file
 from apps.privacy import model_pass, policy
 from apps.privacy.detectors import Kind
 from apps.privacy.models import Egress, PrivacySettings
 from apps.providers.models import Provider
-from tests.inference.conftest import MODEL, RecordingDecoder
+from tests.inference.conftest import MODEL, RecordingDecoder, bundled_local_model
 from tests.privacy.household import MODEL as OUTSIDE
 from tests.privacy.household import SAMPLING
 from tests.providers.doubles.openai_shape import OpenAIShapedDouble
@@ -67,17 +65,7 @@ def engine() -> Iterator[RecordingDecoder]:
 def local(owner: Any, settings: Any) -> LocalModel:
     """The bundled model in the catalog (the engine is started by the tests that need it)."""
     settings.ENGINE_CONTEXT_PER_SLOT = CONTEXT
-    bundled = bundled_model_file()
-    assert bundled is not None
-    models = django_settings.DATA_DIR / "models"
-    models.mkdir(exist_ok=True)
-    link = models / "smollm2.gguf"
-    if not link.exists():
-        link.symlink_to(bundled)
-    return LocalModel.objects.create(
-        name=MODEL, file_name=link.name, size=1, sha256="a" * 64, architecture="llama",
-        parameters=135_000_000, quantization="Q8_0", source=LocalModel.Source.BUNDLED,
-    )  # fmt: skip
+    return bundled_local_model()
 
 
 @pytest.fixture
