@@ -66,6 +66,7 @@ INSTALLED_APPS = [
     "apps.wallet",
     "apps.providers",
     "apps.privacy",
+    "apps.agents",
 ]
 
 MIDDLEWARE = [

@@ -1,0 +1,408 @@
+"""Agent tasks: create, plan, edit, approve, reject, cancel. Every refusal changes nothing.
+
+An agent proposes and a person decides. A task is created in `draft`; a plan (from a template
+here; later also proposed by the local model as JSON constrained by a schema grammar) moves it to
+`awaiting_plan_approval`; the asker or the owner edits, approves or rejects it; nothing runs
+before. While it runs, each step passes approvals.py's gate: one over the policy's threshold, or
+one that sends data out, waits for the owner's approval unless a rule the owner set on this task
+covers it. Approvals above the step-up threshold need a fresh login signature or the shell.
+
+What comes next builds on these services and adds no rule of its own: thin Celery tasks that run
+a task's steps in position order (consecutive steps of one parallel group together), each one
+`step_gate`, then `step_start`, then the model call through the inference pipeline
+(`AnswerRequest(origin=Origin.AGENT, price_shown_msat=step.estimated_cost_msat)`) or the paid
+HTTP request, paid under `step.purpose` so a retried or resumed step never pays twice, the
+executor checking the task still runs before each payment; expiry of tasks left waiting; DM
+delivery of `code_issue`'s code and reading replies into `code_redeem`; the dashboard (with the
+privacy preview of what each step would send) and `manage.py agents`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from apps.agents.models import Approval, AuditAction, Step, Task
+from apps.agents.states import (
+    STEP_MOVES,
+    TASK_FINAL,
+    TASK_MOVES,
+    StepState,
+    TaskState,
+    move,
+)
+from apps.agents.templates import TEMPLATES, Slot, StepTemplate
+from apps.audit.services import audit_record
+from apps.identity.models import Member, Role
+from apps.wallet import budgets
+
+
+class AgentError(Exception):
+    """Refused, with a message for people; nothing was changed."""
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What a task may do. `providers`: the outside providers it may use (none: local only);
+    `models`: the models it may use, empty meaning any the providers rule allows."""
+
+    approval_threshold_msat: int
+    step_up_threshold_msat: int
+    data_may_leave: bool = False
+    models: tuple[str, ...] = ()
+    providers: tuple[str, ...] = ()
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Policy:
+        try:
+            policy = cls(
+                approval_threshold_msat=int(data["approval_threshold_msat"]),
+                step_up_threshold_msat=int(data["step_up_threshold_msat"]),
+                data_may_leave=bool(data.get("data_may_leave", False)),
+                models=tuple(str(name) for name in data.get("models", ())),
+                providers=tuple(str(name) for name in data.get("providers", ())),
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise AgentError(f"The task's policy is incomplete or malformed ({error}).") from error
+        if not 0 <= policy.approval_threshold_msat <= policy.step_up_threshold_msat:
+            raise AgentError("Thresholds must be positive, the step-up one at least as high.")
+        return policy
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "approval_threshold_msat": self.approval_threshold_msat,
+            "step_up_threshold_msat": self.step_up_threshold_msat,
+            "data_may_leave": self.data_may_leave,
+            "models": list(self.models),
+            "providers": list(self.providers),
+        }
+
+    def check_model(self, model: str) -> None:
+        if self.models and model not in self.models:
+            raise AgentError(f"The task's policy does not allow the model {model!r}.")
+        if model_leaves_node(model):
+            if not self.data_may_leave:
+                raise AgentError("The task's policy keeps its data on this node.")
+            if model.split("/", 1)[0] not in self.providers:
+                raise AgentError(f"The task's policy does not allow the provider of {model!r}.")
+
+
+@dataclass(frozen=True)
+class OutsidePick:
+    model: str  # <provider>/<model id>
+    estimated_cost_msat: int  # the most its step may spend: the quote, with room for fees
+
+
+def model_leaves_node(model: str) -> bool:
+    """Outside models are named <provider>/<model id>; local ones have no provider part."""
+    return "/" in model
+
+
+def actor_of(member: Member) -> str:
+    return str(member.pubkey)
+
+
+def task_moved(task: Task, source: str, target: str, actor: str, **fields: Any) -> bool:
+    """One audited move of the task, in the caller's transaction."""
+    moved = move(Task.objects.filter(pk=task.pk), TASK_MOVES, source, target, **fields)
+    if moved:
+        audit_record(
+            AuditAction.TASK_MOVED, actor=actor, subject=task.caller, detail=f"{source} → {target}"
+        )
+    return moved
+
+
+def step_moved(step: Step, source: str, target: str, actor: str, **fields: Any) -> bool:
+    moved = move(Step.objects.filter(pk=step.pk), STEP_MOVES, source, target, **fields)
+    if moved:
+        audit_record(
+            AuditAction.STEP_MOVED,
+            actor=actor,
+            subject=step.purpose,
+            detail=f"{source} → {target}",
+        )
+    return moved
+
+
+def task_create(
+    asked_by: Member, goal: str, budget_cap_msat: int, policy: Policy | dict[str, Any]
+) -> Task:
+    """A draft task whose payments, as the wallet's caller `agent:<id>`, stay within its cap."""
+    if not goal.strip():
+        raise AgentError("A task needs a goal.")
+    if budget_cap_msat < 0:
+        raise AgentError("A budget cap cannot be negative.")
+    checked = policy if isinstance(policy, Policy) else Policy.from_json(policy)
+    with transaction.atomic():
+        task = Task.objects.create(
+            goal=goal, asked_by=asked_by, budget_cap_msat=budget_cap_msat, policy=checked.to_json()
+        )
+        # The wallet's caller caps are per period; a month is the longest it offers.
+        budgets.budget_set("caller", "month", budget_cap_msat, caller=task.caller)
+        audit_record(
+            AuditAction.TASK_CREATED,
+            actor=actor_of(asked_by),
+            subject=task.caller,
+            detail=f"cap {budget_cap_msat} msat",
+        )
+    return task
+
+
+def policy_of(task: Task) -> Policy:
+    return Policy.from_json(task.policy)
+
+
+def plan_from_template(
+    task: Task, name: str, *, local_model: str, outside: Sequence[OutsidePick] = ()
+) -> list[Step]:
+    """The template's steps for this task, each checked against its policy and all together
+    within its cap; the task then waits for its plan to be approved."""
+    template = TEMPLATES.get(name)
+    if template is None:
+        raise AgentError(f"There is no template {name!r}.")
+    if len(outside) != template.outside_models:
+        raise AgentError(f"{template.title} needs {template.outside_models} outside models.")
+    policy = policy_of(task)
+    if model_leaves_node(local_model):
+        raise AgentError(f"{local_model!r} is not a local model.")
+    for model in [local_model, *(pick.model for pick in outside)]:
+        policy.check_model(model)
+    if any(pick.estimated_cost_msat < 0 for pick in outside):
+        raise AgentError("A step's estimated cost cannot be negative.")
+    if sum(pick.estimated_cost_msat for pick in outside) > task.budget_cap_msat:
+        raise AgentError("The plan's estimated cost is above the task's budget cap.")
+    with transaction.atomic():
+        if not task_moved(
+            task, TaskState.DRAFT, TaskState.AWAITING_PLAN_APPROVAL, actor_of(task.asked_by)
+        ):
+            raise AgentError("Only a draft task can be given a plan.")
+        steps = _steps_create(task, template.steps, local_model, outside)
+        Task.objects.filter(pk=task.pk).update(template=name)
+        audit_record(
+            AuditAction.PLAN_MADE, subject=task.caller, detail=f"{name}: {len(steps)} steps"
+        )
+    return steps
+
+
+def _steps_create(
+    task: Task,
+    templates: Sequence[StepTemplate],
+    local_model: str,
+    outside: Sequence[OutsidePick],
+) -> list[Step]:
+    steps: list[Step] = []
+    for template in templates:
+        picks = outside if template.slot == Slot.OUTSIDE else [OutsidePick(local_model, 0)]
+        for pick in picks:
+            steps.append(
+                Step(
+                    task=task,
+                    position=len(steps) + 1,
+                    kind=Step.Kind.MODEL_CALL,
+                    model=pick.model,
+                    # str.replace, not format: a goal may hold braces of its own.
+                    prompt=template.prompt.replace("{goal}", task.goal),
+                    estimated_cost_msat=pick.estimated_cost_msat,
+                    leaves_node=model_leaves_node(pick.model),
+                    parallel_group=template.parallel_group,
+                )
+            )
+    return Step.objects.bulk_create(steps)
+
+
+def plan_digest(task: Task) -> str:
+    """What a person approves: the plan exactly as they saw it."""
+    steps = Step.objects.filter(task=task).order_by("position")
+    shown = [
+        [s.position, s.kind, s.model, s.url, s.prompt, s.estimated_cost_msat, s.leaves_node]
+        for s in steps
+    ]
+    return hashlib.sha256(json.dumps(shown).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class RemoveStep:
+    step_id: int
+
+
+@dataclass(frozen=True)
+class MoveStep:
+    step_id: int
+    position: int  # 1 is first
+
+
+@dataclass(frozen=True)
+class ChangeModel:
+    step_id: int
+    model: str
+
+
+@dataclass(frozen=True)
+class LowerCost:
+    step_id: int
+    estimated_cost_msat: int
+
+
+PlanEdit = RemoveStep | MoveStep | ChangeModel | LowerCost
+
+
+PEOPLE_DECIDE_BY = frozenset({Approval.How.DASHBOARD, Approval.How.DM, Approval.How.SHELL})
+
+
+def how_checked(how: str) -> str:
+    """How a person decided: a rule decides only through the gate, never by being named."""
+    if how not in PEOPLE_DECIDE_BY:
+        raise AgentError(f"Unknown way to decide: {how!r}.")
+    return how
+
+
+def _may_decide_plan(task: Task, by: Member) -> None:
+    if by.pk != task.asked_by_id and by.role != Role.OWNER:
+        raise AgentError("Only the person who asked, or the owner, decides this plan.")
+
+
+def _locked_awaiting_plan(task: Task) -> Task:
+    """The task row, held until the transaction ends (PostgreSQL; SQLite's IMMEDIATE
+    transactions serialise writers already), so an edit and an approval never interleave."""
+    locked = Task.objects.select_for_update().get(pk=task.pk)
+    if locked.state != TaskState.AWAITING_PLAN_APPROVAL:
+        raise AgentError("The plan is no longer waiting for a decision.")
+    return locked
+
+
+def plan_edit(task: Task, by: Member, edits: Sequence[PlanEdit]) -> list[Step]:
+    """Apply the edits all or none. An edit may narrow the plan, never widen it: a higher cost,
+    a new step, or a step that would newly send data out needs a new plan."""
+    _may_decide_plan(task, by)
+    with transaction.atomic():
+        locked = _locked_awaiting_plan(task)
+        steps = {step.pk: step for step in Step.objects.filter(task=locked)}
+        order = sorted(steps, key=lambda pk: steps[pk].position)
+        for edit in edits:
+            if edit.step_id not in order:
+                raise AgentError(f"Step {edit.step_id} is not in this plan.")
+            order = _edit_apply(locked, steps[edit.step_id], edit, order)
+        if not order:
+            raise AgentError("A plan needs at least one step; reject it instead.")
+        Step.objects.filter(task=locked).exclude(pk__in=order).delete()
+        _positions_save(steps, order)
+        audit_record(
+            AuditAction.PLAN_EDITED,
+            actor=actor_of(by),
+            subject=locked.caller,
+            detail=f"{len(edits)} edits, {len(order)} steps left",
+        )
+    return list(Step.objects.filter(task=locked).order_by("position"))
+
+
+def _edit_apply(task: Task, step: Step, edit: PlanEdit, order: list[int]) -> list[int]:
+    if isinstance(edit, RemoveStep):
+        return [pk for pk in order if pk != step.pk]
+    if isinstance(edit, MoveStep):
+        if not 1 <= edit.position <= len(order):
+            raise AgentError(f"There is no position {edit.position} in this plan.")
+        rest = [pk for pk in order if pk != step.pk]
+        return [*rest[: edit.position - 1], step.pk, *rest[edit.position - 1 :]]
+    if isinstance(edit, ChangeModel):
+        _model_change(task, step, edit.model)
+    else:
+        if not 0 <= edit.estimated_cost_msat <= step.estimated_cost_msat:
+            raise AgentError("A step's cost can only be lowered; a higher one needs a new plan.")
+        step.estimated_cost_msat = edit.estimated_cost_msat
+    return order
+
+
+def _model_change(task: Task, step: Step, model: str) -> None:
+    if step.kind != Step.Kind.MODEL_CALL:
+        raise AgentError("Only a model call's model can be changed.")
+    policy_of(task).check_model(model)
+    if model_leaves_node(model) and not step.leaves_node:
+        raise AgentError("That model would send data out from a local step; ask for a new plan.")
+    step.model = model
+    step.leaves_node = model_leaves_node(model)
+
+
+def _positions_save(steps: dict[int, Step], order: list[int]) -> None:
+    # Two passes: positions are unique within a task at every moment of the UPDATEs.
+    offset = len(steps) + 1
+    for position, pk in enumerate(order, start=1):
+        Step.objects.filter(pk=pk).update(position=offset + position)
+    for position, pk in enumerate(order, start=1):
+        step = steps[pk]
+        Step.objects.filter(pk=pk).update(
+            position=position,
+            model=step.model,
+            leaves_node=step.leaves_node,
+            estimated_cost_msat=step.estimated_cost_msat,
+            updated_at=timezone.now(),
+        )
+
+
+def plan_approve(task: Task, by: Member, how: str, *, digest: str) -> Approval:
+    """Approve the plan `by` was shown (`digest`): a plan edited since is not approved."""
+    how_checked(how)
+    _may_decide_plan(task, by)
+    with transaction.atomic():
+        locked = _locked_awaiting_plan(task)
+        if not hmac.compare_digest(digest, plan_digest(locked)):
+            raise AgentError("The plan changed since it was shown; look at it again.")
+        task_moved(locked, TaskState.AWAITING_PLAN_APPROVAL, TaskState.RUNNING, actor_of(by))
+        approval = Approval.objects.create(
+            task=locked,
+            released=Approval.Released.PLAN,
+            approved=True,
+            by=by,
+            how=how,
+            plan_digest=digest,
+        )
+        audit_record(AuditAction.PLAN_APPROVED, actor=actor_of(by), subject=task.caller, detail=how)
+    return approval
+
+
+def plan_reject(task: Task, by: Member, how: str) -> Approval:
+    how_checked(how)
+    _may_decide_plan(task, by)
+    with transaction.atomic():
+        locked = _locked_awaiting_plan(task)
+        task_moved(
+            locked,
+            TaskState.AWAITING_PLAN_APPROVAL,
+            TaskState.CANCELLED,
+            actor_of(by),
+            failure="The plan was rejected.",
+        )
+        _steps_cancel(locked, actor_of(by))
+        approval = Approval.objects.create(
+            task=locked, released=Approval.Released.PLAN, approved=False, by=by, how=how
+        )
+        audit_record(AuditAction.PLAN_REJECTED, actor=actor_of(by), subject=task.caller, detail=how)
+    return approval
+
+
+def _steps_cancel(task: Task, actor: str) -> None:
+    """Steps not started never will be; a running one finishes, and pays nothing new because
+    its payment is keyed by the step and the executor checks the task before paying."""
+    for step in Step.objects.filter(task=task):
+        for source in (StepState.PLANNED, StepState.AWAITING_APPROVAL, StepState.APPROVED):
+            step_moved(step, source, StepState.CANCELLED, actor)
+
+
+def task_cancel(task: Task, by: Member) -> bool:
+    """Cancel from any state not final; False when it had already ended."""
+    if by.pk != task.asked_by_id and by.role != Role.OWNER:
+        raise AgentError("Only the person who asked, or the owner, can cancel this task.")
+    with transaction.atomic():
+        while True:
+            state = Task.objects.values_list("state", flat=True).get(pk=task.pk)
+            if state in TASK_FINAL:
+                return False
+            if task_moved(task, state, TaskState.CANCELLED, actor_of(by), failure="Cancelled."):
+                _steps_cancel(task, actor_of(by))
+                return True
