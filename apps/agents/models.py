@@ -64,7 +64,8 @@ class Step(models.Model):
     kind = models.CharField(max_length=12, choices=Kind.choices)
     model = models.CharField(max_length=200, blank=True)  # a local name or <provider>/<model>
     url = models.URLField(max_length=500, blank=True)  # a paid HTTP request's address
-    prompt = models.TextField()  # the exact input; {answers}: earlier results
+    prompt = models.TextField()  # the exact text the person approved
+    takes_answers = models.BooleanField(default=False)  # earlier results follow the prompt
     estimated_cost_msat = models.BigIntegerField(default=0)  # the most this step may spend
     leaves_node = models.BooleanField(default=False)
     parallel_group = models.PositiveIntegerField()  # steps sharing a group may run together

@@ -209,6 +209,7 @@ def _steps_create(
                     model=pick.model,
                     # str.replace, not format: a goal may hold braces of its own.
                     prompt=template.prompt.replace("{goal}", task.goal),
+                    takes_answers=template.takes_answers,
                     estimated_cost_msat=pick.estimated_cost_msat,
                     leaves_node=model_leaves_node(pick.model),
                     parallel_group=template.parallel_group,
@@ -221,7 +222,16 @@ def plan_digest(task: Task) -> str:
     """What a person approves: the plan exactly as they saw it."""
     steps = Step.objects.filter(task=task).order_by("position")
     shown = [
-        [s.position, s.kind, s.model, s.url, s.prompt, s.estimated_cost_msat, s.leaves_node]
+        [
+            s.position,
+            s.kind,
+            s.model,
+            s.url,
+            s.prompt,
+            s.takes_answers,
+            s.estimated_cost_msat,
+            s.leaves_node,
+        ]
         for s in steps
     ]
     return hashlib.sha256(json.dumps(shown).encode()).hexdigest()

@@ -113,3 +113,33 @@ def test_of_two_approvals_at_once_only_one_wins(owner: Any, member: Any) -> None
         "planned → awaiting_approval",
         "awaiting_approval → approved",
     ]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_approval_and_a_cancellation_at_once_leave_one_consistent_outcome(
+    member: Any,
+) -> None:
+    task = second_opinion(member)
+    digest = services.plan_digest(task)
+    start = threading.Barrier(2)
+
+    def decide(which: str) -> bool:
+        start.wait()
+        try:
+            if which == "approve":
+                services.plan_approve(task, member, "dashboard", digest=digest)
+                return True
+            return services.task_cancel(task, member)
+        except AgentError:
+            return False
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(2) as pool:
+        approved, cancelled = pool.map(decide, ["approve", "cancel"])
+
+    # Cancelling always wins in the end: either first, or after the approval.
+    assert cancelled is True
+    assert Task.objects.get(pk=task.pk).state == TaskState.CANCELLED
+    assert Approval.objects.filter(task=task).count() == int(approved)
+    assert {step.state for step in steps_of(task)} == {StepState.CANCELLED}

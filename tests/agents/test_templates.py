@@ -37,9 +37,9 @@ def test_second_opinion_asks_three_models_together_then_compares_locally(member:
         (LOCAL, 2, False),
     ]
     assert [s.estimated_cost_msat for s in steps] == [0, 40_000, 60_000, 0]
-    # The goal is placed as written, braces and all; what later steps need stays to be filled.
+    # The goal is placed as written, braces and all; only the comparison is given the answers.
     assert "Is {this} a good idea?" in steps[0].prompt
-    assert "{answers}" in steps[3].prompt
+    assert [s.takes_answers for s in steps] == [False, False, False, True]
     task.refresh_from_db()
     assert (task.state, task.template) == (TaskState.AWAITING_PLAN_APPROVAL, "second_opinion")
 
