@@ -169,6 +169,10 @@ CELERY_BEAT_SCHEDULE = {
     "egress-retention": {"task": "privacy.egress_retention_sweep", "schedule": 3600.0},
     "payments-reconcile": {"task": "wallet.reconcile", "schedule": 30.0},
     "invoices-sync": {"task": "wallet.invoices_sync", "schedule": 15.0},
+    "agents-resume": {"task": "agents.resume", "schedule": 15.0},
+    "agents-expire": {"task": "agents.expire", "schedule": 300.0},
+    # Reads the relays only while an approval code is out (dm.inbox_read checks first).
+    "agents-inbox": {"task": "agents.inbox", "schedule": 3.0},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 
@@ -233,6 +237,14 @@ PROVIDER_MAX_PRICE_SAT = env_int(
 )
 # How much one top-up of a prepaid provider's balance buys (sats).
 PROVIDER_TOPUP_SAT = env_int("SOVEREIGN_PROVIDER_TOPUP_SAT", 1000, minimum=1, maximum=1_000_000)
+
+# Agent tasks: how long a worker holds a running step before another may take it for dead and
+# run it again (renewed every third of it while the step runs), and how long a task waits for
+# a person (its plan, a step) before it expires.
+SOVEREIGN_AGENT_STEP_LEASE_SECONDS = env_int(
+    "SOVEREIGN_AGENT_STEP_LEASE_SECONDS", 60, minimum=1, maximum=3600
+)
+SOVEREIGN_AGENT_WAIT_HOURS = env_int("SOVEREIGN_AGENT_WAIT_HOURS", 24, minimum=1, maximum=24 * 30)
 
 # How often the worker reports that it is alive; three missed reports mean down.
 HEARTBEAT_SECONDS = 2

@@ -13,7 +13,7 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
@@ -24,7 +24,9 @@ from apps.agents.models import Approval, ApprovalCode, ApprovalRule, AuditAction
 from apps.agents.services import (
     AgentError,
     actor_of,
+    cap_close,
     how_checked,
+    kick,
     policy_of,
     step_moved,
     task_moved,
@@ -117,9 +119,11 @@ def step_approve(
     *,
     stepped_up: bool = False,
     rule_up_to_msat: int | None = None,
+    leaving_digest: str = "",
 ) -> Approval:
     """Release a waiting step; with `rule_up_to_msat`, also steps like it in this task up to
-    that cost. Of two approvals at once, one wins and the other is refused."""
+    that cost; with `leaving_digest` (the privacy preview the approver saw), the step sends
+    exactly that or nothing. Of two approvals at once, one wins and the other is refused."""
     _may_decide_step(step, by, how, stepped_up)
     task = step.task
     with transaction.atomic():
@@ -136,10 +140,12 @@ def step_approve(
             by=by,
             how=how,
             rule=rule,
+            leaving_digest=leaving_digest,
         )
         audit_record(
             AuditAction.STEP_APPROVED, actor=actor_of(by), subject=step.purpose, detail=how
         )
+        kick(task.pk)
     return approval
 
 
@@ -181,6 +187,7 @@ def step_reject(step: Step, by: Member, how: str) -> Approval:
         for other in Step.objects.filter(task=task).exclude(pk=step.pk):
             for source in (StepState.PLANNED, StepState.AWAITING_APPROVAL, StepState.APPROVED):
                 step_moved(other, source, StepState.CANCELLED, actor_of(by))
+        cap_close(task)
         approval = Approval.objects.create(
             task=task, step=step, released=Approval.Released.STEP, approved=False, by=by, how=how
         )
@@ -190,9 +197,10 @@ def step_reject(step: Step, by: Member, how: str) -> Approval:
     return approval
 
 
-def step_start(step: Step) -> bool:
-    """Mark the step started, once, while its task runs; only now are the approvals that
-    released it (and the plan's) consumed. False: it was not released, or the task stopped."""
+def step_start(step: Step, *, lease_until: datetime | None = None) -> bool:
+    """Mark the step started, once, while its task runs (held by this worker until
+    `lease_until`); only now are the approvals that released it (and the plan's) consumed.
+    False: it was not released, or the task stopped."""
     with transaction.atomic():
         if not Task.objects.filter(pk=step.task_id, state=TaskState.RUNNING).exists():
             return False
@@ -201,13 +209,25 @@ def step_start(step: Step) -> bool:
             current = Step.objects.values_list("state", flat=True).get(pk=step.pk)
             source = current if current in (StepState.PLANNED, StepState.APPROVED) else ""
         if not source or not step_moved(
-            step, source, StepState.RUNNING, step.task.caller, attempts=F("attempts") + 1
+            step,
+            source,
+            StepState.RUNNING,
+            step.task.caller,
+            attempts=F("attempts") + 1,
+            lease_until=lease_until,
         ):
             return False
         released = Approval.objects.filter(task_id=step.task_id, approved=True, consumed_at=None)
         released.filter(step=step).update(consumed_at=timezone.now())
         released.filter(released=Approval.Released.PLAN).update(consumed_at=timezone.now())
     return True
+
+
+def leaving_digest_of(step: Step) -> str | None:
+    """The privacy preview's digest a person approved this step with; None when a rule
+    released it (the rule's owner agreed to steps like it without seeing each)."""
+    approval = Approval.objects.filter(step=step, approved=True).exclude(leaving_digest="").last()
+    return None if approval is None else approval.leaving_digest
 
 
 def _code_hash(code: str) -> str:

@@ -44,6 +44,7 @@ class Task(models.Model):
     result_cost_msat = models.BigIntegerField(default=0)
     result_provenance = models.JSONField(default=dict, blank=True)  # models, providers, receipts
     failure = models.TextField(blank=True)  # why it failed, expired or was cancelled
+    result_by_dm = models.BooleanField(default=False)  # the asker wants the result by Nostr DM
 
     def __str__(self) -> str:
         return f"agent task {self.pk} ({self.state})"
@@ -74,6 +75,12 @@ class Step(models.Model):
     result = models.TextField(blank=True)  # untrusted data, never instructions
     cost_msat = models.BigIntegerField(default=0)
     payment_purpose = models.CharField(max_length=200, blank=True)  # the wallet's journal key
+    # Who answered, what it cost, the payment's hash and proof: the step's receipt.
+    provenance = models.JSONField(default=dict, blank=True)
+    failure = models.TextField(blank=True)  # why it failed, for people
+    # A running step is held by a worker until then; past it, the worker is taken for dead and
+    # the step is run again (idempotently: its payment is keyed by the step).
+    lease_until = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -120,6 +127,9 @@ class Approval(models.Model):
     how = models.CharField(max_length=10, choices=How.choices)
     rule = models.ForeignKey("ApprovalRule", null=True, blank=True, on_delete=models.SET_NULL)
     plan_digest = models.CharField(max_length=64, blank=True)  # the plan as it was approved
+    # The digest of the privacy preview the approver saw (what would leave): the step sends
+    # exactly that, or is refused (pipeline's `leaving_shown`).
+    leaving_digest = models.CharField(max_length=64, blank=True)
     at = models.DateTimeField(auto_now_add=True)
     consumed_at = models.DateTimeField(null=True, blank=True)  # when what it released started
 
@@ -154,3 +164,13 @@ class ApprovalCode(models.Model):
 
     def __str__(self) -> str:
         return f"approval code for step {self.step_id}"
+
+
+class SeenMessage(models.Model):
+    """A gift-wrapped DM to the node already read: a relay sending it again changes nothing."""
+
+    wrap_id = models.CharField(max_length=64, unique=True)
+    seen_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"seen DM {self.wrap_id[:12]}"

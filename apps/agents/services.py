@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from apps.agents.models import Approval, AuditAction, Step, Task
@@ -42,6 +43,7 @@ from apps.agents.templates import TEMPLATES, Slot, StepTemplate
 from apps.audit.services import audit_record
 from apps.identity.models import Member, Role
 from apps.wallet import budgets
+from apps.wallet.models import Budget
 
 
 class AgentError(Exception):
@@ -144,8 +146,8 @@ def task_create(
         task = Task.objects.create(
             goal=goal, asked_by=asked_by, budget_cap_msat=budget_cap_msat, policy=checked.to_json()
         )
-        # The wallet's caller caps are per period; a month is the longest it offers.
-        budgets.budget_set("caller", "month", budget_cap_msat, caller=task.caller)
+        # In all, not per period: a task's cap is never spent twice across months.
+        budgets.budget_set("caller", "total", budget_cap_msat, caller=task.caller)
         audit_record(
             AuditAction.TASK_CREATED,
             actor=actor_of(asked_by),
@@ -373,6 +375,7 @@ def plan_approve(task: Task, by: Member, how: str, *, digest: str) -> Approval:
             plan_digest=digest,
         )
         audit_record(AuditAction.PLAN_APPROVED, actor=actor_of(by), subject=task.caller, detail=how)
+        kick(task.pk)
     return approval
 
 
@@ -389,6 +392,7 @@ def plan_reject(task: Task, by: Member, how: str) -> Approval:
             failure="The plan was rejected.",
         )
         _steps_cancel(locked, actor_of(by))
+        cap_close(locked)
         approval = Approval.objects.create(
             task=locked, released=Approval.Released.PLAN, approved=False, by=by, how=how
         )
@@ -404,8 +408,31 @@ def _steps_cancel(task: Task, actor: str) -> None:
             step_moved(step, source, StepState.CANCELLED, actor)
 
 
+def spent_msat(task: Task) -> int:
+    """What the task's payments commit now (pending ones at their most)."""
+    return budgets.committed(Q(caller=task.caller), None)
+
+
+def cap_close(task: Task) -> None:
+    """A stopped task pays nothing new: its cap comes down to what it has committed, in the
+    caller's transaction (payments are reserved in serialised transactions, so one either
+    counts already or is refused)."""
+    Budget.objects.filter(scope=Budget.Scope.CALLER, caller=task.caller).update(
+        limit_msat=spent_msat(task)
+    )
+
+
+def kick(task_id: int) -> None:
+    """Once the caller's transaction commits, have a worker look at the task."""
+    from apps.agents import tasks
+
+    transaction.on_commit(lambda: tasks.advance.delay(task_id))
+
+
 def task_cancel(task: Task, by: Member) -> bool:
-    """Cancel from any state not final; False when it had already ended."""
+    """Cancel from any state not final: steps not started never will, a running one is stopped
+    by its worker, and the cap comes down to what was spent, so nothing new is paid. False
+    when it had already ended."""
     if by.pk != task.asked_by_id and by.role != Role.OWNER:
         raise AgentError("Only the person who asked, or the owner, can cancel this task.")
     with transaction.atomic():
@@ -415,4 +442,5 @@ def task_cancel(task: Task, by: Member) -> bool:
                 return False
             if task_moved(task, state, TaskState.CANCELLED, actor_of(by), failure="Cancelled."):
                 _steps_cancel(task, actor_of(by))
+                cap_close(task)
                 return True

@@ -77,6 +77,9 @@ class AnswerRequest:
     # The digest of what the member was shown would leave (`preview`): an outside model to which
     # something else would go is refused, and a route passes it over.
     leaving_shown: str | None = None
+    # Who pays in the wallet when not the provider's own caller: an agent task (`agent:<id>`),
+    # whose cap every payment of its steps counts against.
+    payer: str = ""
 
 
 @dataclass(frozen=True)
@@ -403,9 +406,10 @@ def _outside(request: AnswerRequest, route: providers.OutsideRoute) -> Route:
     if sampling.grammar is not None and sampling.response_format is None:
         raise AnswerRefused(RefusalCode.BAD_REQUEST, "A grammar is only kept by local models.")
     price = route.price_msat(request.sampling.max_tokens)
-    _check_price(request, price, caller=f"provider:{route.provider.name}")
+    _check_price(request, price, caller=request.payer or f"provider:{route.provider.name}")
     options = {
         "request_id": request.request_id,
+        "payer": request.payer,
         "price_msat": price,
         "origin": str(request.origin),
         "member_id": request.member.pk,

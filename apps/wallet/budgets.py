@@ -42,7 +42,8 @@ COMMITTED = Case(
 
 
 def period_start(period: str, now: datetime | None = None) -> datetime | None:
-    """Where the current day, week (from Monday) or month began, in the node's time zone."""
+    """Where the current day, week (from Monday) or month began, in the node's time zone;
+    None for a total, which never starts again."""
     local = timezone.localtime(now or timezone.now())
     midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
     if period == Budget.Period.DAY:
@@ -153,9 +154,9 @@ def _check(budget: Budget, need: int, spent: int) -> None:
         return
     if spent + need > budget.limit_msat:
         raise OverBudget(
-            f"The {budget.get_scope_display().lower()} of {budget.limit_msat} msat per "
-            f"{budget.period} has {max(budget.limit_msat - spent, 0)} msat left; this payment "
-            f"could cost {need} msat."
+            f"The {budget.get_scope_display().lower()} of {budget.limit_msat} msat "
+            f"{budget.period_shown} has {max(budget.limit_msat - spent, 0)} msat left; "
+            f"this payment could cost {need} msat."
         )
 
 

@@ -119,6 +119,7 @@ class Budget(models.Model):
         DAY = "day"
         WEEK = "week"
         MONTH = "month"
+        TOTAL = "total", "in all"  # never starts again: an agent task's cap
         EACH = "each", "each payment"
 
     scope = models.CharField(max_length=10, choices=Scope.choices)
@@ -130,7 +131,11 @@ class Budget(models.Model):
     limit_msat = models.BigIntegerField()  # one row per (scope, member, caller): budgets.py
 
     def __str__(self) -> str:
-        return f"{self.scope} budget {self.limit_msat} msat per {self.period}"
+        return f"{self.scope} budget {self.limit_msat} msat {self.period_shown}"
+
+    @property
+    def period_shown(self) -> str:
+        return "in all" if self.period == self.Period.TOTAL else f"per {self.period}"
 
 
 class SpendingLock(models.Model):

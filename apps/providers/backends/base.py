@@ -45,10 +45,11 @@ class Call:
     # looked at all (False: a trusted provider).
     found: dict[str, int] = field(default_factory=dict)
     redacted: bool = False  # only the pipeline's privacy hook says it was
+    payer: str = ""  # the wallet's caller when not the provider's own: an agent task
 
     @property
     def caller(self) -> str:
-        return f"provider:{self.provider.name}"
+        return self.payer or f"provider:{self.provider.name}"
 
     def purpose(self, what: str) -> str:
         """A wallet purpose for this request: paying it again returns the first payment."""

@@ -15,7 +15,7 @@ PREPARED = "prepared"
 
 class OutsideBackend(ChatBackend):
     """Options the pipeline gives: `request_id`, `price_msat` (the price shown), `origin`,
-    `member_id`."""
+    `member_id`, `payer` (the wallet's caller, when not the provider's own)."""
 
     def __init__(self, provider: ProviderInfo) -> None:
         self.provider = provider
@@ -44,6 +44,7 @@ class OutsideBackend(ChatBackend):
             origin=str(options.get("origin", "api")),
             found=dict(options.get("found", {})),
             redacted=bool(options.get("redacted", False)),
+            payer=str(options.get("payer", "")),
         )
 
 

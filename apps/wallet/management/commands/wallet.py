@@ -102,4 +102,5 @@ class Command(BaseCommand):
         if scope == Budget.Scope.REQUEST:
             period = Budget.Period.EACH
         budgets.budget_set(scope, period, limit_sat * 1000, caller=caller)
-        self.stdout.write(f"{scope} budget: {limit_sat} sat per {period}")
+        shown = "in all" if period == Budget.Period.TOTAL else f"per {period}"
+        self.stdout.write(f"{scope} budget: {limit_sat} sat {shown}")
