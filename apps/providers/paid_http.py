@@ -25,7 +25,5 @@ class PaidAnswer:
     payment_hash: str = ""
 
 
-def paid_get(
-    url: str, *, purpose: str, payer: str, member: Any, max_price_msat: int
-) -> PaidAnswer:
+def paid_get(url: str, *, purpose: str, payer: str, member: Any, max_price_msat: int) -> PaidAnswer:
     raise PaidHttpFailed("Paid HTTP requests are not built yet.", "provider_failed")
