@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -142,6 +143,11 @@ def task_create(
     if budget_cap_msat < 0:
         raise AgentError("A budget cap cannot be negative.")
     checked = policy if isinstance(policy, Policy) else Policy.from_json(policy)
+    ceiling = settings.SOVEREIGN_AGENT_STEP_UP_SAT * 1000
+    if asked_by.role != Role.OWNER and checked.step_up_threshold_msat > ceiling:
+        raise AgentError(
+            f"Only the owner may set the step-up threshold above {ceiling // 1000} sat."
+        )
     with transaction.atomic():
         task = Task.objects.create(
             goal=goal, asked_by=asked_by, budget_cap_msat=budget_cap_msat, policy=checked.to_json()

@@ -11,7 +11,7 @@ from apps.agents.models import Approval, Task
 from apps.agents.services import AgentError, ChangeModel, LowerCost, MoveStep, RemoveStep
 from apps.agents.states import StepState, TaskState
 from apps.audit.models import AuditEvent
-from tests.agents.conftest import LOCAL, steps_of
+from tests.agents.conftest import LOCAL, steps_of, task_for
 
 
 def _shape(task: Task) -> list[tuple[int, str, int, bool]]:
@@ -154,3 +154,14 @@ def test_the_audit_trail_names_the_task_never_its_goal(planned: Task) -> None:
     rows = AuditEvent.objects.filter(subject=planned.caller)
     assert {row.action for row in rows} >= {"agent_task_created", "agent_plan_made"}
     assert not AuditEvent.objects.filter(detail__contains="good idea").exists()
+
+
+def test_a_member_cannot_raise_the_step_up_threshold_above_the_households(
+    member: Any, owner: Any, settings: Any
+) -> None:
+    settings.SOVEREIGN_AGENT_STEP_UP_SAT = 100
+    with pytest.raises(services.AgentError, match="Only the owner"):
+        task_for(member, step_up_threshold_msat=100_001)
+    assert not Task.objects.exists()
+    assert task_for(member, step_up_threshold_msat=100_000).pk
+    assert task_for(owner, step_up_threshold_msat=900_000).pk
