@@ -4,7 +4,7 @@ Each owner is sent a short single-use code for a step waiting for approval: repl
 code alone approves it, `no <code>` rejects it (`approvals.code_redeem` decides, and audits what
 it refuses). A step over the step-up threshold gets no code, only a note: it needs a fresh
 signature in the dashboard, or the shell. The node reads its DMs from its relays only while a
-code is out, so an idle node makes no relay traffic. A task's result goes to whoever asked, when
+code for a step still waiting is out, so an idle node makes no relay traffic. A task's result goes to whoever asked, when
 they asked for it.
 
 DMs name a task by its number and template, never by its goal, and logs name neither the code
@@ -112,10 +112,12 @@ def inbox_read() -> int:
     """Read the DMs sent to the node since last time and redeem approval codes; how many
     replies were read."""
     now = timezone.now()
-    out = ApprovalCode.objects.filter(used_at=None, expires_at__gt=now).order_by("created_at")
-    oldest = out.values_list("created_at", flat=True).first()
+    out = ApprovalCode.objects.filter(
+        used_at=None, expires_at__gt=now, step__state=StepState.AWAITING_APPROVAL
+    )
+    oldest = out.order_by("created_at").values_list("created_at", flat=True).first()
     if oldest is None:
-        return 0  # no code out: nothing to wait for, so no relay is asked
+        return 0  # no code out for a waiting step: nothing to wait for, so no relay is asked
     since = oldest - CLOCK_SLACK
     # Wraps read before are not opened again (a relay's time window reaches back this far).
     window = since - relays.GIFT_WRAP_BACKDATING
