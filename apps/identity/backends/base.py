@@ -38,6 +38,21 @@ class DeliveryResult:
 
 
 @dataclass(frozen=True)
+class ReceivedMessage:
+    """A NIP-17 message sent to the node, unwrapped and checked.
+
+    `sender` is the hex key that signed the seal (never only what the rumor claims);
+    `wrap_id` is the id of the gift wrap it came in, to read each wrap once; `sent_at` is
+    the rumor's time (the wrap's own time is back-dated at random on purpose).
+    """
+
+    wrap_id: str
+    sender: str
+    content: str
+    sent_at: int
+
+
+@dataclass(frozen=True)
 class RemoteSignerSession:
     """A started `nostrconnect://` login: show `uri` (as a QR code), poll `session_id`."""
 

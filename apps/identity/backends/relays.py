@@ -48,6 +48,8 @@ from nostr_sdk import (
     ReqTarget,
     SendEventTarget,
     Tag,
+    Timestamp,
+    UnwrappedGift,
     nip59_make_gift_wrap,
 )
 
@@ -56,6 +58,7 @@ from .base import (
     DeliveryFailed,
     DeliveryResult,
     Profile,
+    ReceivedMessage,
     RelayError,
     RelaysUnreachable,
     RemoteSignerError,
@@ -71,6 +74,7 @@ __all__ = [
     "DeliveryFailed",
     "DeliveryResult",
     "Profile",
+    "ReceivedMessage",
     "RelayError",
     "RelayGateway",
     "RemoteSignerError",
@@ -78,6 +82,7 @@ __all__ = [
     "SignerStatus",
     "TooManySessions",
     "bunker_sign",
+    "fetch_private_messages",
     "fetch_profile",
     "relays",
     "remote_signer_cancel",
@@ -92,6 +97,11 @@ T = TypeVar("T")
 APP_NAME = "Sovereign"
 HTTP_AUTH_KIND = 27235
 PRIVATE_MESSAGE_KIND = 14
+GIFT_WRAP_KIND = 1059
+# NIP-59 back-dates a gift wrap's created_at at random, up to two days, so that relays cannot
+# tell when it was sent: a reader's window must reach back that far.
+GIFT_WRAP_BACKDATING = timedelta(days=2)
+MAX_GIFT_WRAPS_READ = 500
 METADATA_KIND = 0
 SIGNER_WAIT_SECONDS = 300.0  # how long a shown nostrconnect:// code waits for the phone
 MAX_PENDING_SESSIONS = 50  # each pending login holds relay connections
@@ -229,6 +239,90 @@ async def _publish(
         return (), {str(url): _sdk_message(exc) for url in urls}
     finally:
         await client.shutdown()
+
+
+def fetch_private_messages(
+    recipient_secret_hex: str,
+    relay_urls: Sequence[str],
+    since: int,
+    skip: Collection[str] = (),
+    timeout: float = 5,
+) -> list[ReceivedMessage]:
+    """The NIP-17 messages gift-wrapped to the key `recipient_secret_hex` that may have been
+    sent at `since` (Unix seconds) or later, oldest first; wraps whose id is in `skip` are
+    not opened again.
+
+    A wrap that does not open, whose seal does not verify, or whose rumor is not a kind-14
+    message by the seal's signer is left out. RelaysUnreachable when no relay could be asked
+    in time (an outage is not "no messages"); a bad key raises ValueError.
+    """
+    keys = _keys(recipient_secret_hex)
+    urls, _ = _relay_urls(relay_urls)
+    if not urls:
+        raise RelaysUnreachable("No usable relay is configured.")
+    window_start = max(0, since - int(GIFT_WRAP_BACKDATING.total_seconds()))
+    try:
+        wraps = relays().run(
+            _gift_wraps_to(keys.public_key(), window_start, urls, timeout),
+            timeout + GRACE_SECONDS,
+        )
+    except (TimeoutError, NostrSdkError) as exc:
+        raise RelaysUnreachable(f"No messages fetched: {_sdk_message(exc)}") from None
+    opened = (_unwrapped(keys, wrap) for wrap in wraps if wrap.id().to_hex() not in skip)
+    return sorted((message for message in opened if message), key=lambda m: m.sent_at)
+
+
+async def _gift_wraps_to(
+    recipient: PublicKey, window_start: int, urls: list[RelayUrl], timeout: float
+) -> list[Event]:
+    deadline = _Deadline(timeout)
+    client = Client()
+    try:
+        connected, _ = await _connect(client, urls, deadline)
+        if not connected:
+            raise RelaysUnreachable("No relay could be reached.")
+        wanted = (
+            Filter()
+            .kind(Kind(GIFT_WRAP_KIND))
+            .pubkey(recipient)
+            .since(Timestamp.from_secs(window_start))
+            .limit(MAX_GIFT_WRAPS_READ)
+        )
+        target = ReqTarget.manual({url: [wanted] for url in connected})
+        events = await client.fetch_events(target, deadline.left())
+    finally:
+        await client.shutdown()
+    # As with profiles, a relay may send anything: keep only valid wraps addressed to us,
+    # each once (several relays send the same wrap).
+    addressed = ["p", recipient.to_hex()]
+    kept = {
+        event.id().to_hex(): event
+        for event in events
+        if event.kind().as_u16() == GIFT_WRAP_KIND
+        and any(tag.to_vec()[:2] == addressed for tag in event.tags())
+        and event.verify()
+    }
+    return list(kept.values())
+
+
+def _unwrapped(keys: Keys, wrap: Event) -> ReceivedMessage | None:
+    wrap_id = str(wrap.id().to_hex())
+    try:
+        # Decrypts the seal, checks its id and signature and that the rumor's author is the
+        # seal's signer: the sender is whoever signed the seal, whatever the rumor says.
+        gift = UnwrappedGift.from_gift_wrap(keys, wrap)
+    except NostrSdkError as exc:
+        log.info("gift wrap %s did not open: %s", wrap_id, _sdk_message(exc))
+        return None
+    rumor, sender = gift.rumor(), str(gift.sender().to_hex())
+    if rumor.kind().as_u16() != PRIVATE_MESSAGE_KIND or rumor.author().to_hex() != sender:
+        return None
+    return ReceivedMessage(
+        wrap_id=wrap_id,
+        sender=sender,
+        content=str(rumor.content()),
+        sent_at=int(rumor.created_at().as_secs()),
+    )
 
 
 # --- kind-0 profiles ------------------------------------------------------------------
