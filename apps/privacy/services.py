@@ -71,6 +71,19 @@ def egress_end(egress_id: int, *, outcome: str, cost_msat: int, payment_hash: st
     )
 
 
+def egress_body_set(egress_id: int, body: str) -> None:
+    """What a request sends besides its URL, once known (a paid GET's retry: its credential,
+    written before the payment that makes it usable)."""
+    Egress.objects.filter(pk=egress_id).update(body=body)
+
+
+def egress_body_of(request_id: str) -> str:
+    """The newest body recorded for this request id ('' when none): what an earlier run of it
+    sent, or was about to send."""
+    row = Egress.objects.filter(request_id=request_id).exclude(body="").order_by("-id").first()
+    return "" if row is None else row.body
+
+
 def egress_rows(member: Any, *, everyone: bool, limit: int = 100) -> list[Egress]:
     """The newest records: the owner reads everyone's, a member their own."""
     return list(_egress_of(member, everyone=everyone)[:limit])

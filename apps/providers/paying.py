@@ -45,8 +45,15 @@ async def invoice_pay(
         member=await _member(call.member_id),
         token_may_be_live=live_token,
     )
+    return await sync_to_async(order_paid)(order)
+
+
+def order_paid(order: wallet.PayOrder) -> PaidInvoice:
+    """Pay a wallet order (once for its purpose), as a request sees it: paid, or Unanswered
+    saying why not. For a caller with its own purpose, caller and maximum (an agent's paid
+    HTTP step); `invoice_pay` makes the order from a provider's Call."""
     try:
-        payment = await sync_to_async(wallet.pay)(order)
+        payment = wallet.pay(order)
     except wallet.BudgetRefused as refusal:
         raise Unanswered(Outcome.OVER_BUDGET, f"Not paid: {refusal}") from None
     except wallet.NodeUnavailable as refusal:

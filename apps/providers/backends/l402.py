@@ -87,7 +87,7 @@ class L402Kind(Kind):
                 Outcome.FAILED,
                 "The provider asked to be paid without an L402 challenge; nothing was paid.",
             )
-        await _invoice_checked(call, challenge)
+        await invoice_checked(challenge, call.price_msat)
         purpose = call.purpose("l402")
         token_id = await sync_to_async(credentials.credential_open)(
             call.provider.id, challenge.scheme, challenge.token, purpose
@@ -107,7 +107,7 @@ class L402Kind(Kind):
         self._tried.pop(call.request_id, None)
 
 
-async def _invoice_checked(call: Call, challenge: L402Challenge) -> None:
+async def invoice_checked(challenge: L402Challenge, price_msat: int) -> None:
     """Refuse, before anything is written or paid, an invoice that is not this token's, has
     no amount, or asks more than the price shown (the wallet checks the amount again)."""
     invoice = await paying.invoice_decoded(challenge.invoice)
@@ -122,10 +122,10 @@ async def _invoice_checked(call: Call, challenge: L402Challenge) -> None:
         raise Unanswered(
             Outcome.INVOICE_REFUSED, "The provider's invoice has no amount; nothing was paid."
         )
-    if amount > call.price_msat:
+    if amount > price_msat:
         raise Unanswered(
             Outcome.INVOICE_REFUSED,
-            f"The provider's invoice asks {amount} msat, more than the {call.price_msat} msat "
+            f"The provider's invoice asks {amount} msat, more than the {price_msat} msat "
             "shown; nothing was paid.",
         )
 

@@ -54,7 +54,7 @@ class MppKind(Kind):
                 "The provider asked to be paid without a Lightning charge challenge; nothing "
                 "was paid.",
             )
-        bolt11 = await _invoice_checked(call, challenge)
+        bolt11 = await charge_invoice_checked(challenge, call.price_msat)
         purpose = call.purpose("mpp")
         note = {"challenge_id": challenge.params.get("id", "")}
         credential_id = await sync_to_async(credentials.credential_open)(
@@ -72,8 +72,7 @@ class MppKind(Kind):
             raise
         await sync_to_async(credentials.credential_spent)(credential_id)
         self._bought[call.request_id] = credential_id
-        answer = {"challenge": challenge.params, "payload": {"preimage": paid.preimage}}
-        header = f"{SCHEME} {b64url(json.dumps(answer, separators=(',', ':')).encode())}"
+        header = charge_credential(challenge, paid.preimage)
         return Authorization({"Authorization": header}, payment_purpose=purpose)
 
     async def on_answer(self, call: Call, response: httpx2.Response) -> None:
@@ -113,13 +112,20 @@ def charge_request(challenge: Challenge) -> dict[str, Any]:
     return {**request, "amount_msat": msat}
 
 
-async def _invoice_checked(call: Call, challenge: Challenge) -> str:
+def charge_credential(challenge: Challenge, preimage: str) -> str:
+    """The `Authorization` value that answers a paid charge: every challenge parameter,
+    unchanged, and the preimage."""
+    answer = {"challenge": challenge.params, "payload": {"preimage": preimage}}
+    return f"{SCHEME} {b64url(json.dumps(answer, separators=(',', ':')).encode())}"
+
+
+async def charge_invoice_checked(challenge: Challenge, price_msat: int) -> str:
     """The invoice to pay, once the request and the node's reading of the invoice agree with
     each other and with the price shown; otherwise Unanswered, nothing paid."""
     request = charge_request(challenge)
     _not_expired(challenge)
-    if request["amount_msat"] > call.price_msat:
-        raise _refused(f"asks {request['amount_msat']} msat, more than the {call.price_msat} shown")
+    if request["amount_msat"] > price_msat:
+        raise _refused(f"asks {request['amount_msat']} msat, more than the {price_msat} shown")
     details = request["methodDetails"]
     invoice = await paying.invoice_decoded(details["invoice"])
     if invoice.get("amount_msat") != request["amount_msat"]:
