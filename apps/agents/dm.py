@@ -4,8 +4,8 @@ Each owner is sent a short single-use code for a step waiting for approval: repl
 code alone approves it, `no <code>` rejects it (`approvals.code_redeem` decides, and audits what
 it refuses). A step over the step-up threshold gets no code, only a note: it needs a fresh
 signature in the dashboard, or the shell. The node reads its DMs from its relays only while a
-code for a step still waiting is out, so an idle node makes no relay traffic. A task's result goes to whoever asked, when
-they asked for it.
+code for a step still waiting is out, so an idle node makes no relay traffic. A task's result
+goes to whoever asked, when they asked for it.
 
 DMs name a task by its number and template, never by its goal, and logs name neither the code
 nor any text: only which DM failed and why.

@@ -64,7 +64,7 @@ class Step(models.Model):
     position = models.PositiveIntegerField()
     kind = models.CharField(max_length=12, choices=Kind.choices)
     model = models.CharField(max_length=200, blank=True)  # a local name or <provider>/<model>
-    url = models.URLField(max_length=500, blank=True)  # a paid HTTP request's address
+    url = models.URLField(max_length=400, blank=True)  # a paid HTTP request's address
     prompt = models.TextField()  # the exact text the person approved
     takes_answers = models.BooleanField(default=False)  # earlier results follow the prompt
     estimated_cost_msat = models.BigIntegerField(default=0)  # the most this step may spend

@@ -29,7 +29,7 @@ class Migration(migrations.Migration):
                 ('position', models.PositiveIntegerField()),
                 ('kind', models.CharField(choices=[('model_call', 'Model call'), ('paid_http', 'Paid HTTP request')], max_length=12)),
                 ('model', models.CharField(blank=True, max_length=200)),
-                ('url', models.URLField(blank=True, max_length=500)),
+                ('url', models.URLField(blank=True, max_length=400)),
                 ('prompt', models.TextField()),
                 ('takes_answers', models.BooleanField(default=False)),
                 ('estimated_cost_msat', models.BigIntegerField(default=0)),
