@@ -111,7 +111,8 @@ def schema_for(offers: list[Offer]) -> dict[str, Any]:
             "kind": {"const": Step.Kind.MODEL_CALL.value},
             "model": {"enum": [offer.model for offer in offers]},
             "prompt": {"type": "string", "minLength": 1, "maxLength": MAX_PROMPT_CHARS},
-            "parallel_group": {"type": "integer", "minimum": 1, "maximum": MAX_PROPOSED_STEPS},
+            # An enum, not a range: the grammar enforces an enum, and not an integer's bounds.
+            "parallel_group": {"enum": list(range(1, MAX_PROPOSED_STEPS + 1))},
             "takes_answers": {"type": "boolean"},
             "estimated_cost_sat": {"type": "integer", "minimum": 0},
         },
@@ -164,23 +165,19 @@ def _prompt(goal: str, offers: list[Offer]) -> list[pipeline.Message]:
 
 
 def _example(model: str) -> dict[str, Any]:
-    base = {"kind": "model_call", "model": model, "estimated_cost_sat": 0}
+    # Keys in the schema's order, which the grammar holds the answer to.
+    first = f"Answer this as well as you can: {EXAMPLE_GOAL}"
+    then = f"Check the answer above and improve it: {EXAMPLE_GOAL}"
     return {
         "steps": [
-            {
-                **base,
-                "prompt": f"Answer this as well as you can. {EXAMPLE_GOAL}",
-                "parallel_group": 1,
-                "takes_answers": False,
-            },
-            {
-                **base,
-                "prompt": "Summarise the answer above in three sentences.",
-                "parallel_group": 2,
-                "takes_answers": True,
-            },
+            _example_step(model, first, parallel_group=1, takes_answers=False),
+            _example_step(model, then, parallel_group=2, takes_answers=True),
         ]
     }
+
+
+def _example_step(model: str, prompt: str, **how: Any) -> dict[str, Any]:
+    return {"kind": "model_call", "model": model, "prompt": prompt, **how, "estimated_cost_sat": 0}
 
 
 def plan_from_answer(
