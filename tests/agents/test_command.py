@@ -12,17 +12,21 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from apps.agents import services
-from apps.agents.approvals import step_gate
-from apps.agents.execution import step_request_id
+from apps.agents.approvals import step_gate, step_needs_approval
+from apps.agents.execution import step_preview, step_request_id
 from apps.agents.models import Approval, ApprovalRule, Step, Task
+from apps.agents.services import OutsidePick
 from apps.agents.states import StepState, TaskState
 from apps.audit.models import AuditEvent
 from apps.wallet.models import Payment
-from tests.agents.conftest import steps_of, task_for
+from tests.agents.conftest import LOCAL, POLICY, steps_of, task_for
+from tests.privacy.household import MODEL as LAN_MODEL
+from tests.providers.doubles.openai_shape import OpenAIShapedDouble
 
 pytestmark = pytest.mark.django_db
 
 PREIMAGE = "ab" * 32
+GOAL_WITH_EMAIL = "Should I write to ada@example.org about {this}?"
 PAYMENT_HASH = "cd" * 32
 
 
@@ -65,6 +69,22 @@ def _paid(step: Step) -> Payment:
         preimage=PREIMAGE,
         token_may_be_live=True,
     )
+
+
+@pytest.fixture
+def to_lan(member: Any, outside: OpenAIShapedDouble) -> Task:
+    """A running second-opinion task whose outside steps go to the provider double `lan`
+    (40 sat, and 60 sat: above the step-up threshold), its goal holding an email address."""
+    task = services.task_create(
+        member,
+        GOAL_WITH_EMAIL,
+        200_000,
+        {**POLICY, "providers": ["lan"]},
+    )
+    picks = (OutsidePick(LAN_MODEL, 40_000), OutsidePick(LAN_MODEL, 60_000))
+    services.plan_from_template(task, "second_opinion", local_model=LOCAL, outside=picks)
+    services.plan_approve(task, member, "dashboard", digest=services.plan_digest(task))
+    return _fresh(task)
 
 
 # --- list and show ----------------------------------------------------------------------------
@@ -168,42 +188,69 @@ def test_a_rule_without_a_step_is_refused(planned: Task) -> None:
 # --- approving and rejecting a step -------------------------------------------------------------
 
 
-def test_approve_a_step_above_the_step_up_threshold_the_shell_being_a_fresh_sign_in(
-    running: Task, owner: Any
+def test_approve_a_step_prints_what_would_leave_and_binds_the_approval_to_it(
+    to_lan: Task, owner: Any, outside: OpenAIShapedDouble
 ) -> None:
-    beta = _waiting(running, 3)
+    lan = _waiting(to_lan, 2)
 
-    printed = agents("approve", str(running.pk), "--step", "3")
+    printed = agents("approve", str(to_lan.pk), "--step", "2")
 
-    assert printed == f"Approved step 3 of task {running.pk}.\n"
-    beta.refresh_from_db()
-    assert beta.state == StepState.APPROVED
-    assert _fresh(running).state == TaskState.RUNNING
-    approval = Approval.objects.get(step=beta)
+    assert printed.startswith("Step 2 would send to lan (taken out: email 1):\n")
+    assert "Should I write to [EMAIL_1] about {this}?" in printed
+    assert "ada@example.org" not in printed
+    assert printed.endswith(f"Approved step 2 of task {to_lan.pk}.\n")
+    lan.refresh_from_db()
+    assert lan.state == StepState.APPROVED
+    approval = Approval.objects.get(step=lan)
     assert (approval.how, approval.by, approval.rule) == ("shell", owner, None)
+    preview = step_preview(Step.objects.select_related("task").get(pk=lan.pk))
+    assert approval.leaving_digest == preview.digest != ""
+    assert outside.requests == []  # shown, not sent
 
 
-def test_approve_a_step_with_a_rule_for_steps_like_it(running: Task) -> None:
-    _waiting(running, 2)
+def test_the_shell_is_a_fresh_sign_in_above_the_step_up_threshold(to_lan: Task) -> None:
+    third = _waiting(to_lan, 3)
+    assert step_needs_approval(third).step_up
 
-    printed = agents("approve", str(running.pk), "--step", "2", "--up-to-sat", "45")
+    agents("approve", str(to_lan.pk), "--step", "3")
+
+    third.refresh_from_db()
+    assert third.state == StepState.APPROVED
+    assert _fresh(to_lan).state == TaskState.RUNNING
+
+
+def test_a_step_that_would_be_refused_is_not_approved(running: Task) -> None:
+    acme = _waiting(running, 2)  # no provider acme on this node
+
+    message = refused("approve", str(running.pk), "--step", "2")
+
+    assert message.startswith("Step 2 would be refused: ")
+    acme.refresh_from_db()
+    assert acme.state == StepState.AWAITING_APPROVAL
+    assert not Approval.objects.filter(step=acme).exists()
+
+
+def test_approve_a_step_with_a_rule_for_steps_like_it(to_lan: Task) -> None:
+    _waiting(to_lan, 2)
+
+    printed = agents("approve", str(to_lan.pk), "--step", "2", "--up-to-sat", "45")
 
     assert printed.endswith("and steps like it up to 45 sat.\n")
-    rule = ApprovalRule.objects.get(task=running)
-    assert (rule.kind, rule.target, rule.max_cost_msat) == ("model_call", "acme/big", 45_000)
+    rule = ApprovalRule.objects.get(task=to_lan)
+    assert (rule.kind, rule.target, rule.max_cost_msat) == ("model_call", LAN_MODEL, 45_000)
 
 
 def test_a_rule_beyond_the_step_up_threshold_is_refused_and_the_step_still_waits(
-    running: Task,
+    to_lan: Task,
 ) -> None:
-    acme = _waiting(running, 2)
+    lan = _waiting(to_lan, 2)
 
-    message = refused("approve", str(running.pk), "--step", "2", "--up-to-sat", "51")
+    message = refused("approve", str(to_lan.pk), "--step", "2", "--up-to-sat", "51")
 
     assert message == "A rule cannot reach above the step-up threshold."
-    acme.refresh_from_db()
-    assert acme.state == StepState.AWAITING_APPROVAL
-    assert not ApprovalRule.objects.exists() and not Approval.objects.filter(step=acme).exists()
+    lan.refresh_from_db()
+    assert lan.state == StepState.AWAITING_APPROVAL
+    assert not ApprovalRule.objects.exists() and not Approval.objects.filter(step=lan).exists()
 
 
 def test_reject_a_step_fails_the_task(running: Task) -> None:

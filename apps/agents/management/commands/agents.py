@@ -2,9 +2,10 @@
 
 The shell acts as the node's owner. `approve ID` approves (or with `--reject` rejects) a plan
 as it is printed; `approve ID --step N` releases (or rejects) the waiting step at position N,
-and counts as a fresh sign-in for a step above the step-up threshold. A refusal (an unknown
-task, a state that does not allow it, a rule it breaks) is printed on standard error with exit
-code 1, and changes nothing. Nothing secret is printed: receipts show the payment's hash, never
+after printing what it would send out (the step then sends exactly that, or nothing), and counts
+as a fresh sign-in for a step above the step-up threshold. A refusal (an unknown task, a state
+that does not allow it, a rule it breaks) is printed on standard error with exit code 1, and
+changes nothing. Nothing secret is printed: receipts show the payment's hash, never
 its preimage; what models answered is shown as data, control characters taken out.
 """
 
@@ -24,6 +25,7 @@ from apps.agents.states import StepState, TaskState
 from apps.identity import services as identity
 from apps.identity.management.database import database_ready
 from apps.identity.models import Member
+from apps.inference.backends.base import AnswerRefused
 from apps.wallet.templatetags.wallet import sats
 
 HOW = "shell"
@@ -125,9 +127,31 @@ class Command(BaseCommand):
             self.stdout.write(f"Rejected step {position} of task {task.pk}: the task failed.")
             return
         rule = None if up_to_sat is None else up_to_sat * 1000
-        approvals.step_approve(found, owner, HOW, rule_up_to_msat=rule)
+        leaving = self._leaving_write(found)
+        approvals.step_approve(found, owner, HOW, rule_up_to_msat=rule, leaving_digest=leaving)
         also = "" if rule is None else f", and steps like it up to {sats(rule)}"
         self.stdout.write(f"Approved step {position} of task {task.pk}{also}.")
+
+    def _leaving_write(self, step: Step) -> str:
+        """For a step sending data out, print what would leave (redacted, as the dashboard's
+        preview shows it) and return its digest: the step then sends exactly that, or
+        nothing. "" for a step that sends nothing out."""
+        if step.kind != Step.Kind.MODEL_CALL or not step.leaves_node:
+            return ""
+        try:
+            preview = execution.step_preview(step)
+        except AnswerRefused as refusal:
+            raise CommandError(f"Step {step.position} would be refused: {refusal}") from None
+        if not preview.outside:
+            return ""
+        found = ", ".join(f"{kind} {count}" for kind, count in preview.found.items())
+        self.stdout.write(
+            f"Step {step.position} would send to {preview.provider}"
+            f" (taken out: {found or 'nothing'}):"
+        )
+        for message in preview.messages:
+            self.stdout.write(f"  {message['role']}: {_clean(message['content'])}")
+        return preview.digest
 
     def _cancel(self, task_id: int, **options: Any) -> None:
         task = _task(task_id)
