@@ -1,7 +1,7 @@
 """Agent tasks: create, plan, edit, approve, reject, cancel. Every refusal changes nothing.
 
-An agent proposes and a person decides. A task is created in `draft`; a plan (from a template
-here; later also proposed by the local model as JSON constrained by a schema grammar) moves it to
+An agent proposes and a person decides. A task is created in `draft`; a plan (from a template,
+or proposed by a model, planner.py, and checked here as strictly: `plan_proposed`) moves it to
 `awaiting_plan_approval`; the asker or the owner edits, approves or rejects it; nothing runs
 before. While it runs, each step passes approvals.py's gate: one over the policy's threshold, or
 one that sends data out, waits for the owner's approval unless a rule the owner set on this task
@@ -177,29 +177,97 @@ def plan_from_template(
         raise AgentError(f"There is no template {name!r}.")
     if len(outside) != template.outside_models:
         raise AgentError(f"{template.title} needs {template.outside_models} outside models.")
-    policy = policy_of(task)
     if model_leaves_node(local_model):
         raise AgentError(f"{local_model!r} is not a local model.")
-    for model in [local_model, *(pick.model for pick in outside)]:
-        policy.check_model(model)
-    if any(pick.estimated_cost_msat < 0 for pick in outside):
-        raise AgentError("A step's estimated cost cannot be negative.")
-    if sum(pick.estimated_cost_msat for pick in outside) > task.budget_cap_msat:
+    steps = _steps_from_template(task, template.steps, local_model, outside)
+    return _plan_save(task, steps, template=name, detail=f"{name}: {len(steps)} steps")
+
+
+@dataclass(frozen=True)
+class ProposedStep:
+    """One step of a plan a model proposed: untrusted data until `plan_proposed` checked it.
+    `leaves_node` is what the proposal claims, if anything: never believed, only compared."""
+
+    kind: str
+    model: str
+    url: str
+    prompt: str
+    parallel_group: int
+    takes_answers: bool
+    estimated_cost_msat: int
+    leaves_node: bool | None = None
+
+
+MAX_PROPOSED_STEPS = 6
+MAX_PROMPT_CHARS = 4000
+
+
+def plan_proposed(task: Task, proposed: Sequence[ProposedStep], *, by_model: str) -> list[Step]:
+    """A plan `by_model` proposed for this task, checked as strictly as a template's (the
+    policy's models, the cap) and more: at most MAX_PROPOSED_STEPS model calls, whether each
+    sends data out worked out from its model's name; the task then waits for its approval."""
+    if not proposed:
+        raise AgentError("The proposed plan has no step.")
+    if len(proposed) > MAX_PROPOSED_STEPS:
+        raise AgentError(f"The proposed plan has more than {MAX_PROPOSED_STEPS} steps.")
+    steps = [_proposed_step(task, position, one) for position, one in enumerate(proposed, 1)]
+    detail = f"proposed by {by_model}: {len(steps)} steps"
+    return _plan_save(task, steps, template="", detail=detail)
+
+
+def _proposed_step(task: Task, position: int, proposed: ProposedStep) -> Step:
+    where = f"Step {position} of the proposed plan"
+    if proposed.kind == Step.Kind.PAID_HTTP:
+        # The policy names no address a task may pay; a model's plan must not choose one.
+        raise AgentError(f"{where} is a paid HTTP request; a proposed plan may only call models.")
+    if proposed.kind != Step.Kind.MODEL_CALL:
+        raise AgentError(f"{where} is of an unknown kind.")
+    leaves = model_leaves_node(proposed.model)
+    if proposed.leaves_node is not None and proposed.leaves_node != leaves:
+        raise AgentError(f"{where} misstates whether its data leaves this node.")
+    if not proposed.prompt.strip() or len(proposed.prompt) > MAX_PROMPT_CHARS:
+        raise AgentError(f"{where} needs a prompt of at most {MAX_PROMPT_CHARS} characters.")
+    if not 1 <= proposed.parallel_group <= MAX_PROPOSED_STEPS:
+        raise AgentError(f"{where} has a parallel group out of range.")
+    return Step(
+        task=task,
+        position=position,
+        kind=Step.Kind.MODEL_CALL,
+        model=proposed.model,
+        prompt=proposed.prompt,
+        takes_answers=proposed.takes_answers,
+        estimated_cost_msat=proposed.estimated_cost_msat,
+        leaves_node=leaves,
+        parallel_group=proposed.parallel_group,
+    )
+
+
+def _plan_save(task: Task, steps: list[Step], *, template: str, detail: str) -> list[Step]:
+    """Check every step against the task's policy and all together against its cap, then save
+    them and move the draft task to wait for its plan's approval, in one audited transaction."""
+    policy = policy_of(task)
+    for step in steps:
+        if step.kind != Step.Kind.MODEL_CALL:
+            raise AgentError("A plan's steps can only be model calls for now.")
+        policy.check_model(step.model)
+        if step.leaves_node != model_leaves_node(step.model):
+            raise AgentError(f"Step {step.position} misstates whether its data leaves this node.")
+        if step.estimated_cost_msat < 0:
+            raise AgentError("A step's estimated cost cannot be negative.")
+    if sum(step.estimated_cost_msat for step in steps) > task.budget_cap_msat:
         raise AgentError("The plan's estimated cost is above the task's budget cap.")
     with transaction.atomic():
         if not task_moved(
             task, TaskState.DRAFT, TaskState.AWAITING_PLAN_APPROVAL, actor_of(task.asked_by)
         ):
             raise AgentError("Only a draft task can be given a plan.")
-        steps = _steps_create(task, template.steps, local_model, outside)
-        Task.objects.filter(pk=task.pk).update(template=name)
-        audit_record(
-            AuditAction.PLAN_MADE, subject=task.caller, detail=f"{name}: {len(steps)} steps"
-        )
-    return steps
+        saved = Step.objects.bulk_create(steps)
+        Task.objects.filter(pk=task.pk).update(template=template)
+        audit_record(AuditAction.PLAN_MADE, subject=task.caller, detail=detail)
+    return saved
 
 
-def _steps_create(
+def _steps_from_template(
     task: Task,
     templates: Sequence[StepTemplate],
     local_model: str,
@@ -223,7 +291,7 @@ def _steps_create(
                     parallel_group=template.parallel_group,
                 )
             )
-    return Step.objects.bulk_create(steps)
+    return steps
 
 
 def plan_digest(task: Task) -> str:
