@@ -41,6 +41,7 @@ test: $(INSTALLED) $(AXE)
 
 # By hand, on a quiet machine: each script rewrites its section of docs/benchmarks.md.
 bench: $(INSTALLED_BENCH)
+	$(BIN)/python bench/agents.py
 	$(BIN)/python bench/brokers.py
 	$(BIN)/python bench/inference.py
 	$(BIN)/python bench/llama_build.py
