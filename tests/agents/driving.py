@@ -1,6 +1,7 @@
 """What the worker tests ask of a running node, through its own services, as a person at the
-dashboard or the shell would: `python -m tests.agents.driving <action> '<json arguments>'`,
-run with the node's environment. It prints one JSON line: what the action returned."""
+dashboard or the shell would: `python -m tests.agents.driving '[[<action>, [<arguments>]], …]'`,
+run with the node's environment (one process for several actions: each start costs a second).
+It prints one JSON line: what each action returned, in order."""
 
 from __future__ import annotations
 
@@ -87,9 +88,10 @@ def plan_edit(task_id: int, remove: list[int], models: dict[str, str]) -> list[s
 
 
 def plan_approve(task_id: int) -> str:
-    task = Task.objects.get(pk=task_id)
+    """Approve the plan as the asker saw it (task 0: the newest task)."""
+    task = Task.objects.get(pk=task_id) if task_id else Task.objects.latest("pk")
     services.plan_approve(task, person(Role.MEMBER), "dashboard", digest=services.plan_digest(task))
-    return str(Task.objects.get(pk=task_id).state)
+    return str(Task.objects.get(pk=task.pk).state)
 
 
 def step_approve_at(task_id: int, position: int) -> str:
@@ -136,5 +138,5 @@ ACTIONS = {
 }
 
 if __name__ == "__main__":
-    result = ACTIONS[sys.argv[1]](*json.loads(sys.argv[2]))
-    sys.stdout.write(json.dumps(result) + "\n")
+    results = [ACTIONS[action](*arguments) for action, arguments in json.loads(sys.argv[1])]
+    sys.stdout.write(json.dumps(results) + "\n")
