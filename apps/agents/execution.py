@@ -386,13 +386,24 @@ def _task_fail(step: Step, outcome: Outcome) -> None:
 
 def resume() -> tuple[list[int], list[int]]:
     """After a restart, or on schedule: the running tasks to look at again, and the steps whose
-    worker died (lease run out) to run again."""
+    worker died (lease run out) to run again. Such a step of a task that stopped meanwhile is
+    not run again: it ends, failed (what it paid stays in the wallet's journal)."""
     tasks_running = list(Task.objects.filter(state=TaskState.RUNNING).values_list("pk", flat=True))
-    orphans = Step.objects.filter(
-        Q(lease_until__isnull=True) | Q(lease_until__lt=timezone.now()),
-        state=StepState.RUNNING,
-        task__state__in=TASK_GOING,
-    )
+    lapsed = Step.objects.filter(
+        Q(lease_until__isnull=True) | Q(lease_until__lt=timezone.now()), state=StepState.RUNNING
+    ).select_related("task")
+    for step in lapsed.exclude(task__state__in=TASK_GOING):
+        with transaction.atomic():
+            if step_moved(
+                step,
+                StepState.RUNNING,
+                StepState.FAILED,
+                step.task.caller,
+                failure="Stopped with its task.",
+                lease_until=None,
+            ):
+                changed(step.task_id)
+    orphans = lapsed.filter(task__state__in=TASK_GOING)
     return tasks_running, list(orphans.values_list("pk", flat=True))
 
 

@@ -349,8 +349,11 @@ def test_resume_picks_only_steps_whose_lease_ran_out(member: Any) -> None:
     assert execution.resume() == ([task.pk], [lapsed.pk])
     assert execution.step_run(held.pk) is False  # its worker still holds it
     services.task_cancel(task, member)
-    assert execution.resume() == ([], [])  # a stopped task's steps are not run again
     assert execution.step_run(lapsed.pk) is False
+    assert execution.resume() == ([], [])  # a stopped task's steps are not run again
+
+    assert states(task) == [StepState.RUNNING, StepState.FAILED]  # only the held one runs on
+    assert steps(task)[1].failure == "Stopped with its task."
 
 
 @pytest.mark.django_db
