@@ -115,10 +115,11 @@ def cancel(task_id: int) -> bool:
 
 
 def kick(task_id: int) -> None:
-    """Have the worker look at the task, and at every running task, as it does on its own."""
+    """Have the worker look at the task (0: the newest), and at every running task, as it
+    does on its own."""
     from apps.agents import tasks
 
-    tasks.advance.delay(task_id)
+    tasks.advance.delay(task_id or Task.objects.latest("pk").pk)
     tasks.resume.delay()
 
 

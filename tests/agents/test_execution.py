@@ -5,6 +5,7 @@ doubles."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -25,6 +26,7 @@ from apps.wallet.models import Budget, Payment
 from tests.agents.conftest import task_for
 from tests.inference.conftest import MODEL as LOCAL
 from tests.inference.conftest import bundled_local_model, engine  # noqa: F401 (a fixture)
+from tests.instances import wait_for
 from tests.lightningd import LightningdDouble
 from tests.providers.conftest import household_node, provider_node  # noqa: F401 (fixtures)
 from tests.providers.doubles.l402 import L402Double
@@ -390,3 +392,33 @@ def test_a_cancelled_task_s_cap_is_closed_so_the_wallet_refuses_a_later_payment(
     text, end = pipeline.answer_sync(execution.step_request(steps(task)[0]))
     assert isinstance(end, Failed) and end.code == RefusalCode.OVER_BUDGET
     assert Payment.objects.count() == 0 and l402.challenges == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_cancelling_stops_a_step_while_the_provider_answers(
+    owner: Any, member: Any, acme: Any, l402: L402Double
+) -> None:
+    l402.switches.update(answer_text="word " * 200, chunk_seconds=0.2)  # 40 s long
+    task = approved(planned(member, [(ACME, 1, False, PRICE), (LOCAL, 2, False, 0)]), member)
+    execution.advance(task.pk)
+    approve_all(task, owner)
+    [step] = execution.advance(task.pk)
+    running = threading.Thread(target=execution.step_run, args=(step,))
+    running.start()
+    wait_for(lambda: l402.requests, 30, "the provider to answer")
+
+    services.task_cancel(task, member)
+    running.join(timeout=10)
+
+    assert not running.is_alive()
+    first, second = steps(task)
+    assert (first.state, first.failure, first.result) == (
+        StepState.FAILED,
+        "The task was stopped.",
+        "",
+    )
+    assert second.state == StepState.CANCELLED
+    task.refresh_from_db()
+    assert (task.state, task.failure) == (TaskState.CANCELLED, "Cancelled.")
+    [payment] = Payment.objects.all()  # the step's own, made before the cancellation
+    assert Budget.objects.get(caller=task.caller).limit_msat == PRICE + (payment.fee_msat or 0)

@@ -228,8 +228,8 @@ def test_a_plan_waits_for_approval_and_so_do_its_steps_even_approved_while_no_wo
     node = fresh_node
     acme, beta = providers(), providers()
     plan = [[acme.model, 1, False, PRICE], [beta.model, 1, False, PRICE]]
-    *_, task = node.do_all(acme.adding, beta.adding, ("planned", [plan, 100_000]))
-    node.do("kick", task)  # the worker looks at it, as after any restart
+    # The worker is asked to look at it (as after any restart) and finds nothing to run.
+    *_, task, _ = node.do_all(acme.adding, beta.adding, ("planned", [plan, 100_000]), ("kick", [0]))
     wait_for(lambda: node.advances_done() >= 1, 60, "the worker to look at the task")
 
     assert node.task(task)["state"] == "awaiting_plan_approval"
