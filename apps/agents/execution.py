@@ -332,8 +332,9 @@ def _http(step: Step) -> Outcome:
         )
     except paid_http.PaidHttpFailed as failed:
         return Outcome(False, failure=str(failed), code=failed.code, unknown=failed.unknown)
-    shown = {"url": step.url, "status": answer.status, "receipts": receipts_of(step)}
-    return Outcome(True, answer.text, answer.cost_msat, shown)
+    receipts = receipts_of(step)
+    shown = {"url": step.url, "status": answer.status, "receipts": receipts}
+    return Outcome(True, answer.text, _cost({"cost_msat": answer.cost_msat}, receipts), shown)
 
 
 def _record(step: Step, outcome: Outcome) -> None:
