@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.instances import ROOT, Instance, RedisServer, wait_for
+from tests.instances import ROOT, Instance, RedisServer, free_port, wait_for
 from tests.lightningd import LightningdDouble
 from tests.providers.doubles.l402 import L402Double
 from tests.wallet.test_crashes import kill_worker, wait_for_new_worker
@@ -121,6 +121,9 @@ def node_started(directory: Path, household: LightningdDouble, *programs: str, *
         directory,
         SOVEREIGN_LIGHTNING_RPC=str(household.rpc_file),
         SOVEREIGN_AGENT_STEP_LEASE_SECONDS=LEASE_SECONDS,
+        # Approval DMs go to a relay that refuses at once: the DM way has its own tests, and
+        # these never reach out of the machine.
+        SOVEREIGN_NOSTR_RELAYS=f"ws://127.0.0.1:{free_port()}",
         **env,
     )
     node = Node(instance)
