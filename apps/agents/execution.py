@@ -209,6 +209,10 @@ def step_run(step_id: int) -> bool:
     keeper.start()
     try:
         outcome = _execute(step, stop)
+    except Exception as error:  # a bug, not an answer: end the step rather than retry forever
+        # The type only: an exception's message may quote what the step was sending.
+        logger.error("Step %s of task %s broke: %s", step.position, step.task_id, type(error))
+        outcome = Outcome(False, failure=f"The step broke ({type(error).__name__}).")
     finally:
         stop.set()
         keeper.join()

@@ -422,3 +422,21 @@ def test_cancelling_stops_a_step_while_the_provider_answers(
     assert (task.state, task.failure) == (TaskState.CANCELLED, "Cancelled.")
     [payment] = Payment.objects.all()  # the step's own, made before the cancellation
     assert Budget.objects.get(caller=task.caller).limit_msat == PRICE + (payment.fee_msat or 0)
+
+
+def test_a_step_that_breaks_fails_its_task_once_and_is_not_run_again(
+    member: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    task = approved(planned(member, [(LOCAL, 1, False, 0)]), member)
+    step = steps(task)[0]
+
+    def broken(*_: Any) -> Any:
+        raise KeyError("a quoted prompt")
+
+    monkeypatch.setattr(execution, "_execute", broken)
+    assert execution.step_run(step.pk)
+    step.refresh_from_db()
+    task.refresh_from_db()
+    assert (step.state, task.state) == (StepState.FAILED, TaskState.FAILED)
+    assert "KeyError" in step.failure and "quoted" not in step.failure
+    assert not execution.step_run(step.pk)
