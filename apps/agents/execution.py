@@ -70,7 +70,7 @@ def step_messages(step: Step) -> list[dict[str, str]]:
     content = step.prompt
     if step.takes_answers:
         earlier = Step.objects.filter(
-            task_id=step.task_id, position__lt=step.position, state=StepState.DONE
+            task_id=step.task_id, parallel_group__lt=step.parallel_group, state=StepState.DONE
         ).order_by("position")
         parts = [f"--- Step {e.position} ({e.model or e.url}) ---\n{e.result}" for e in earlier]
         content = "\n\n".join([content, ANSWERS_HEADER, *parts])

@@ -4,8 +4,8 @@ checked again as strictly as a template's plan before anything is saved (service
 
 The goal is the only input, and the person's own text. The model's answer is untrusted data:
 it may name only the models the task's policy allows (listed in the schema, and checked again),
-only model calls (a paid HTTP request is never taken from a model), and whether a step sends
-data out is worked out from its model's name, never read from the answer. An answer that is not
+paid HTTP requests only to the addresses the policy lists, and whether a step sends data out is
+worked out from its kind and model's name, never read from the answer. An answer that is not
 the JSON asked for, or breaks a rule, is refused with a message and the task stays a draft.
 Neither the goal nor the answer is ever logged.
 """
@@ -74,7 +74,7 @@ def plan_propose(task: Task, *, model: str) -> list[Step]:
         origin=pipeline.Origin.AGENT,
         model=model,
         messages=_prompt(task.goal, offers),
-        sampling=sampling_for(offers),
+        sampling=sampling_for(offers, policy_of(task).urls),
         payer=task.caller,
     )
     answered, end = pipeline.answer_sync(request)
@@ -104,8 +104,10 @@ def offers_for(task: Task) -> list[Offer]:
     return offers
 
 
-def schema_for(offers: list[Offer]) -> dict[str, Any]:
-    step = {
+def schema_for(offers: list[Offer], urls: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The plan's JSON schema: model calls to the offered models, and paid GETs of the
+    addresses the policy lists (only when it lists any)."""
+    step: dict[str, Any] = {
         "type": "object",
         "properties": {
             "kind": {"const": Step.Kind.MODEL_CALL.value},
@@ -119,6 +121,12 @@ def schema_for(offers: list[Offer]) -> dict[str, Any]:
         "required": sorted(STEP_KEYS),
         "additionalProperties": False,
     }
+    if urls:
+        properties = {**step["properties"], "kind": {"const": Step.Kind.PAID_HTTP.value}}
+        properties["model"] = {"const": ""}
+        properties["url"] = {"enum": list(urls)}
+        http = {**step, "properties": properties, "required": sorted(STEP_KEYS | {"url"})}
+        step = {"anyOf": [step, http]}
     return {
         "type": "object",
         "properties": {
@@ -134,9 +142,9 @@ def schema_for(offers: list[Offer]) -> dict[str, Any]:
     }
 
 
-def sampling_for(offers: list[Offer]) -> Sampling:
+def sampling_for(offers: list[Offer], urls: tuple[str, ...] = ()) -> Sampling:
     """A local planner is held to the schema by its grammar; an outside one is sent it."""
-    schema = schema_for(offers)
+    schema = schema_for(offers, urls)
     response_format = {"type": "json_schema", "json_schema": {"name": "plan", "schema": schema}}
     return Sampling(
         max_tokens=MAX_TOKENS,
@@ -229,7 +237,9 @@ def _step_read(position: int, item: Any, offered: dict[str, Offer]) -> ProposedS
         prompt=prompt,
         parallel_group=group,
         takes_answers=takes,
-        estimated_cost_msat=_cost_msat(model, cost_sat, offered),
+        estimated_cost_msat=(
+            cost_sat * 1000 if kind == Step.Kind.PAID_HTTP else _cost_msat(model, cost_sat, offered)
+        ),
         leaves_node=claimed,
     )
 

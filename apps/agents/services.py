@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import transaction
@@ -54,13 +56,16 @@ class AgentError(Exception):
 @dataclass(frozen=True)
 class Policy:
     """What a task may do. `providers`: the outside providers it may use (none: local only);
-    `models`: the models it may use, empty meaning any the providers rule allows."""
+    `models`: the models it may use, empty meaning any the providers rule allows; `urls`: the
+    addresses (each a prefix, e.g. `https://api.example.com/v1/`) its paid HTTP requests may
+    ask."""
 
     approval_threshold_msat: int
     step_up_threshold_msat: int
     data_may_leave: bool = False
     models: tuple[str, ...] = ()
     providers: tuple[str, ...] = ()
+    urls: tuple[str, ...] = ()
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Policy:
@@ -71,11 +76,14 @@ class Policy:
                 data_may_leave=bool(data.get("data_may_leave", False)),
                 models=tuple(str(name) for name in data.get("models", ())),
                 providers=tuple(str(name) for name in data.get("providers", ())),
+                urls=tuple(str(url) for url in data.get("urls", ())),
             )
         except (KeyError, TypeError, ValueError) as error:
             raise AgentError(f"The task's policy is incomplete or malformed ({error}).") from error
         if not 0 <= policy.approval_threshold_msat <= policy.step_up_threshold_msat:
             raise AgentError("Thresholds must be positive, the step-up one at least as high.")
+        for url in policy.urls:
+            _address_checked(url)
         return policy
 
     def to_json(self) -> dict[str, Any]:
@@ -85,16 +93,40 @@ class Policy:
             "data_may_leave": self.data_may_leave,
             "models": list(self.models),
             "providers": list(self.providers),
+            "urls": list(self.urls),
         }
 
     def check_model(self, model: str) -> None:
         if self.models and model not in self.models:
             raise AgentError(f"The task's policy does not allow the model {model!r}.")
+        if model.split("/", 1)[0] == ROUTES:
+            # A route may fall back to providers the policy does not name.
+            raise AgentError("An agent's step names a model, not a route.")
         if model_leaves_node(model):
             if not self.data_may_leave:
                 raise AgentError("The task's policy keeps its data on this node.")
             if model.split("/", 1)[0] not in self.providers:
                 raise AgentError(f"The task's policy does not allow the provider of {model!r}.")
+
+    def check_url(self, url: str) -> None:
+        """A paid HTTP request may ask only an address under one the policy lists."""
+        if not self.data_may_leave:
+            raise AgentError("The task's policy keeps its data on this node.")
+        _address_checked(url)
+        if not any(url.startswith(allowed) for allowed in self.urls):
+            raise AgentError(f"The task's policy does not allow paid requests to {url!r}.")
+
+
+ROUTES = "route"  # apps.providers.routing's prefix of a route's name
+
+
+def _address_checked(url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or len(url) > MAX_URL_CHARS:
+        raise AgentError(f"{url!r} is not an http or https address (of at most 400 characters).")
+
+
+MAX_URL_CHARS = 400  # as Step.url and the egress record keep it
 
 
 @dataclass(frozen=True)
@@ -217,12 +249,12 @@ def plan_proposed(task: Task, proposed: Sequence[ProposedStep], *, by_model: str
 
 def _proposed_step(task: Task, position: int, proposed: ProposedStep) -> Step:
     where = f"Step {position} of the proposed plan"
-    if proposed.kind == Step.Kind.PAID_HTTP:
-        # The policy names no address a task may pay; a model's plan must not choose one.
-        raise AgentError(f"{where} is a paid HTTP request; a proposed plan may only call models.")
-    if proposed.kind != Step.Kind.MODEL_CALL:
+    if proposed.kind not in Step.Kind.values:
         raise AgentError(f"{where} is of an unknown kind.")
-    leaves = model_leaves_node(proposed.model)
+    http = proposed.kind == Step.Kind.PAID_HTTP
+    if http and proposed.model:
+        raise AgentError(f"{where} is a paid HTTP request naming a model.")
+    leaves = http or model_leaves_node(proposed.model)
     if proposed.leaves_node is not None and proposed.leaves_node != leaves:
         raise AgentError(f"{where} misstates whether its data leaves this node.")
     if not proposed.prompt.strip() or len(proposed.prompt) > MAX_PROMPT_CHARS:
@@ -232,8 +264,9 @@ def _proposed_step(task: Task, position: int, proposed: ProposedStep) -> Step:
     return Step(
         task=task,
         position=position,
-        kind=Step.Kind.MODEL_CALL,
+        kind=proposed.kind,
         model=proposed.model,
+        url=proposed.url if http else "",
         prompt=proposed.prompt,
         takes_answers=proposed.takes_answers,
         estimated_cost_msat=proposed.estimated_cost_msat,
@@ -247,13 +280,8 @@ def _plan_save(task: Task, steps: list[Step], *, template: str, detail: str) -> 
     them and move the draft task to wait for its plan's approval, in one audited transaction."""
     policy = policy_of(task)
     for step in steps:
-        if step.kind != Step.Kind.MODEL_CALL:
-            raise AgentError("A plan's steps can only be model calls for now.")
-        policy.check_model(step.model)
-        if step.leaves_node != model_leaves_node(step.model):
-            raise AgentError(f"Step {step.position} misstates whether its data leaves this node.")
-        if step.estimated_cost_msat < 0:
-            raise AgentError("A step's estimated cost cannot be negative.")
+        _step_checked(policy, step)
+    order_checked(steps)
     if sum(step.estimated_cost_msat for step in steps) > task.budget_cap_msat:
         raise AgentError("The plan's estimated cost is above the task's budget cap.")
     with transaction.atomic():
@@ -265,6 +293,30 @@ def _plan_save(task: Task, steps: list[Step], *, template: str, detail: str) -> 
         Task.objects.filter(pk=task.pk).update(template=template)
         audit_record(AuditAction.PLAN_MADE, subject=task.caller, detail=detail)
     return saved
+
+
+def _step_checked(policy: Policy, step: Step) -> None:
+    if step.kind == Step.Kind.PAID_HTTP:
+        policy.check_url(step.url)
+        leaves = True  # the address itself leaves, and the answer is paid for
+    else:
+        policy.check_model(step.model)
+        leaves = model_leaves_node(step.model)
+    if step.leaves_node != leaves:
+        raise AgentError(f"Step {step.position} misstates whether its data leaves this node.")
+    if step.estimated_cost_msat < 0:
+        raise AgentError("A step's estimated cost cannot be negative.")
+
+
+def order_checked(steps: Sequence[Step]) -> None:
+    """Steps in position order: parallel groups never go back, so steps run together only
+    when they are next to each other. (A step that takes answers is given those of the groups
+    before its own, all done by then, never a sibling's half-finished one.)"""
+    for earlier, later in itertools.pairwise(steps):
+        if later.parallel_group < earlier.parallel_group:
+            raise AgentError(
+                f"Step {later.position} runs in an earlier group than the step before it."
+            )
 
 
 def _steps_from_template(
@@ -377,6 +429,7 @@ def plan_edit(task: Task, by: Member, edits: Sequence[PlanEdit]) -> list[Step]:
             order = _edit_apply(locked, steps[edit.step_id], edit, order)
         if not order:
             raise AgentError("A plan needs at least one step; reject it instead.")
+        order_checked(_renumbered(steps, order))
         Step.objects.filter(task=locked).exclude(pk__in=order).delete()
         _positions_save(steps, order)
         audit_record(
@@ -413,6 +466,18 @@ def _model_change(task: Task, step: Step, model: str) -> None:
         raise AgentError("That model would send data out from a local step; ask for a new plan.")
     step.model = model
     step.leaves_node = model_leaves_node(model)
+
+
+def _renumbered(steps: dict[int, Step], order: list[int]) -> list[Step]:
+    """The steps as the edits leave them, at their new positions (unsaved copies)."""
+    return [
+        Step(
+            position=position,
+            parallel_group=steps[pk].parallel_group,
+            takes_answers=steps[pk].takes_answers,
+        )
+        for position, pk in enumerate(order, start=1)
+    ]
 
 
 def _positions_save(steps: dict[int, Step], order: list[int]) -> None:

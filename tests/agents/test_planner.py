@@ -206,16 +206,45 @@ def test_an_answer_that_is_not_the_json_asked_for_is_refused(
 
 
 @pytest.mark.django_db
-def test_a_paid_http_step_or_an_unknown_kind_is_refused(member: Any) -> None:
-    task = _task(member)
+def test_a_paid_http_step_to_an_address_the_policy_does_not_list_or_an_unknown_kind_is_refused(
+    member: Any,
+) -> None:
+    task = _task(member, urls=["https://api.example.org/free/"])
     paid = _step(kind="paid_http", model="", url="https://api.example.org/pay")
 
     assert _refused(task, _answer(_step(), paid)) == (
-        "Step 2 of the proposed plan is a paid HTTP request; a proposed plan may only call models."
+        "The task's policy does not allow paid requests to 'https://api.example.org/pay'."
     )
+    assert _refused(
+        task, _answer(_step(kind="paid_http", url="https://api.example.org/free/x"))
+    ) == ("Step 1 of the proposed plan is a paid HTTP request naming a model.")
     assert _refused(task, _answer(_step(kind="shell"))) == (
         "Step 1 of the proposed plan is of an unknown kind."
     )
+
+
+@pytest.mark.django_db
+def test_a_paid_http_step_to_a_listed_address_leaves_the_node_at_its_estimate(member: Any) -> None:
+    task = _task(member, urls=["https://api.example.org/"])
+    paid = _step(
+        kind="paid_http", model="", url="https://api.example.org/weather", estimated_cost_sat=7
+    )
+
+    [step] = planner.plan_from_answer(task, _answer(paid), by_model="smollm2")
+
+    assert (step.kind, step.url, step.model) == ("paid_http", "https://api.example.org/weather", "")
+    assert (step.leaves_node, step.estimated_cost_msat) == (True, 7000)
+    schema = planner.schema_for([planner.Offer("smollm2", 0)], ("https://api.example.org/",))
+    variants = schema["properties"]["steps"]["items"]["anyOf"]
+    assert variants[1]["properties"]["url"] == {"enum": ["https://api.example.org/"]}
+
+
+@pytest.mark.django_db
+def test_a_plan_whose_groups_go_back_is_refused(member: Any) -> None:
+    task = _task(member)
+    answered = _answer(_step(parallel_group=2), _step(parallel_group=1))
+
+    assert _refused(task, answered) == "Step 2 runs in an earlier group than the step before it."
 
 
 @pytest.mark.django_db

@@ -64,6 +64,16 @@ def test_an_edit_that_would_widen_the_plan_is_refused_and_none_applies(
 
 
 @pytest.mark.django_db
+def test_moving_the_compare_step_before_the_answers_it_compares_is_refused(
+    planned: Task, member: Any
+) -> None:
+    compare = steps_of(planned)[3]
+    with pytest.raises(AgentError, match="Step 2 runs in an earlier group"):
+        services.plan_edit(planned, member, [MoveStep(compare.pk, 1)])
+    assert steps_of(planned)[3].pk == compare.pk
+
+
+@pytest.mark.django_db
 def test_a_plan_cannot_be_edited_to_nothing(planned: Task, member: Any) -> None:
     with pytest.raises(AgentError, match="at least one step"):
         services.plan_edit(planned, member, [RemoveStep(s.pk) for s in steps_of(planned)])
