@@ -143,6 +143,7 @@ class StepShown:
     refused: str = ""  # why nothing may be sent as it stands
     redacted: bool = False  # what leaves had private values replaced: placeholders marked
     models: tuple[str, ...] = ()  # what a waiting plan's step may be changed to
+    editable: bool = False  # a waiting plan's step with something to change
 
 
 @never_cache
@@ -168,6 +169,8 @@ def _task_context(request: HttpRequest, task: Task) -> dict[str, Any]:
     steps = list(Step.objects.filter(task=task).order_by("position"))
     choices = _step_models(member, task) if planning else ([], [])
     shown = [_step_shown(member, step, choices) for step in steps]
+    for each in shown:
+        each.editable = len(steps) > 1 or len(each.models) > 1 or each.step.estimated_cost_msat > 0
     return {
         "task": task,
         "policy": services.policy_of(task),

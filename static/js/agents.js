@@ -9,17 +9,32 @@
   const csrf = () => document.querySelector("[name=csrfmiddlewaretoken]").value;
 
   // Replace a region with the server's fresh rendering of it (escaped on the server; the
-  // page's CSP runs no inline script whatever it holds).
+  // page's CSP runs no inline script whatever it holds). One fetch at a time per region, and
+  // one more if it changed meanwhile: an older answer never lands after a newer one.
+  const fetching = new Map();
+
   async function refresh(region) {
     if (region.contains(document.activeElement) && document.activeElement.matches("input, select, textarea")) {
       region.dataset.stale = "yes"; // not while someone types in it: on their next blur
       return;
     }
-    const response = await fetch(region.dataset.fragment, { headers: { Accept: "text/html" } });
-    if (!response.ok) return;
-    const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
-    region.replaceChildren(...fresh.body.childNodes);
-    delete region.dataset.stale;
+    if (fetching.has(region)) {
+      fetching.set(region, true);
+      return;
+    }
+    fetching.set(region, false);
+    try {
+      const response = await fetch(region.dataset.fragment, { headers: { Accept: "text/html" } });
+      if (response.ok) {
+        const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
+        region.replaceChildren(...fresh.body.childNodes);
+        delete region.dataset.stale;
+      }
+    } finally {
+      const again = fetching.get(region);
+      fetching.delete(region);
+      if (again) refresh(region);
+    }
   }
 
   for (const region of [panel, list]) {
@@ -36,6 +51,8 @@
     const scheme = location.protocol === "https:" ? "wss" : "ws";
     const socket = new WebSocket(`${scheme}://${location.host}/ws/agents/`);
     socket.addEventListener("open", () => {
+      // What changed between the page's rendering and now was announced to nobody: catch up.
+      for (const region of [panel, list]) if (region) refresh(region);
       live.dataset.live = "on";
       live.textContent = "Live";
     });

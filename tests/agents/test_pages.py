@@ -400,3 +400,38 @@ def test_a_change_is_announced_to_the_asker_and_the_owners(
         message = async_to_sync(layer.receive)(channel)
         assert message == {"type": "agents.changed", "task_id": task.pk}
     assert json.dumps(message)  # what goes out names the task, nothing more
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_live_socket_tells_a_member_of_their_own_tasks_and_refuses_a_friend(
+    member: Member, friend: Member, settings: Any
+) -> None:
+    from asgiref.sync import async_to_sync
+    from asgiref.testing import ApplicationCommunicator
+    from channels.layers import get_channel_layer
+
+    from apps.agents import live
+    from apps.agents.consumers import AgentsConsumer
+
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    mine = services.task_create(member, "goal", 0, services.Policy(0, 0))
+
+    async def watch(person: Member) -> Any:
+        scope = {"type": "websocket", "path": "/ws/agents/", "user": person, "headers": []}
+        socket = ApplicationCommunicator(AgentsConsumer.as_asgi(), scope)
+        await socket.send_input({"type": "websocket.connect"})
+        answer = await socket.receive_output(5)
+        if answer["type"] != "websocket.accept":
+            return answer
+        layer = get_channel_layer()
+        await layer.group_send(live.OWNERS_GROUP, {"type": "agents.changed", "task_id": 999})
+        await layer.group_send(
+            live.member_group(person.pk), {"type": "agents.changed", "task_id": mine.pk}
+        )
+        heard = await socket.receive_output(5)
+        await socket.send_input({"type": "websocket.disconnect", "code": 1000})
+        await socket.wait(5)
+        return json.loads(heard["text"])
+
+    assert async_to_sync(watch)(member) == {"type": "changed", "task_id": mine.pk}
+    assert async_to_sync(watch)(friend) == {"type": "websocket.close", "code": 4403}
