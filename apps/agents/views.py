@@ -78,6 +78,7 @@ def _list_context(member: Member) -> dict[str, Any]:
     for task in tasks:
         template = TEMPLATES.get(task.template)
         task.template_title = template.title if template else "none"  # type: ignore[attr-defined]
+        task.spent_msat = services.spent_msat(task)  # type: ignore[attr-defined]
     waiting = Step.objects.filter(state=StepState.AWAITING_APPROVAL)
     return {
         "tasks": tasks,

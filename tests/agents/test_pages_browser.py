@@ -118,6 +118,9 @@ def test_the_owner_approves_what_leaves_and_signs_again_above_the_step_up_thresh
     page = logged_in(node, browser, "owner")
     page.goto(f"{node.url}/agents/{task_id}/")
     expect(page.locator("#live")).to_have_text("Live")
+    page.get_by_label("Lower its cost to, in sats").nth(1).fill("400")  # step 3's
+    page.locator("#step-3").get_by_role("button", name="Lower").click()
+    expect(page.locator("#step-3 .facts")).to_contain_text("400 sat")
     page.get_by_role("button", name="Approve the plan").click()
 
     waiting = page.locator(".step[data-state=awaiting_approval]")
@@ -127,6 +130,7 @@ def test_the_owner_approves_what_leaves_and_signs_again_above_the_step_up_thresh
     expect(first.locator(".leaving-text")).not_to_contain_text("annika@example.org")
     expect(first.get_by_role("button", name="Sign and approve")).to_be_visible()
     expect(second.get_by_role("button", name="Approve step 3")).to_be_visible()
+    expect(second.locator(".waiting-why")).to_contain_text("400 sat at most")
     audit_both_widths(page, "agents-step-waiting")
     page.goto(f"{node.url}/agents/")
     expect(page.locator(".waiting-count")).to_have_text("2 steps waiting for your approval.")
