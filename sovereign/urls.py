@@ -21,6 +21,7 @@ urlpatterns = [
     path("wallet/", include("apps.wallet.urls")),
     path("providers/", include("apps.providers.urls")),
     path("privacy/", include("apps.privacy.urls")),
+    path("agents/", include("apps.agents.urls")),
     path("v1/", include("apps.inference.api_urls")),
     path("", include("apps.identity.urls")),
 ]
