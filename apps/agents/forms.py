@@ -9,7 +9,7 @@ from typing import Any
 from django import forms
 
 from apps.agents.services import OutsidePick, Policy
-from apps.agents.templates import TEMPLATES
+from apps.agents.templates import PROPOSED, TEMPLATES
 from apps.inference.pipeline import ModelChoice
 from apps.providers import routing
 
@@ -44,7 +44,8 @@ class Models:
 
 class TaskForm(forms.Form):
     template = forms.ChoiceField(
-        choices=[(t.name, t.title) for t in TEMPLATES.values()], widget=forms.RadioSelect
+        choices=[(t.name, t.title) for t in (*TEMPLATES.values(), PROPOSED)],
+        widget=forms.RadioSelect,
     )
     goal = forms.CharField(widget=forms.Textarea, max_length=20_000, strip=True)
     budget_sat = forms.IntegerField(min_value=0, max_value=MOST_SAT, initial=DEFAULT_BUDGET_SAT)
@@ -57,6 +58,8 @@ class TaskForm(forms.Form):
     step_up_threshold_sat = forms.IntegerField(
         min_value=0, max_value=MOST_SAT, required=False, initial=DEFAULT_STEP_UP_THRESHOLD_SAT
     )
+    # The owner's only: addresses a planned task's paid HTTP requests may ask, one a line.
+    urls = forms.CharField(widget=forms.Textarea, required=False, max_length=4000)
 
     def __init__(self, *args: Any, models: Models, may_set_thresholds: bool, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -71,10 +74,13 @@ class TaskForm(forms.Form):
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
-        template = TEMPLATES.get(data.get("template", ""))
+        name = data.get("template", "")
+        template = PROPOSED if name == PROPOSED.name else TEMPLATES.get(name)
         if template is None:
             return data
-        if template.outside_models == 0:
+        if template.outside_models < 0:
+            pass  # a planned task may use any of the models ticked
+        elif template.outside_models == 0:
             data["outside"] = []  # ticked for another template, then changed: not sent
         elif len(data.get("outside") or []) != template.outside_models:
             self.add_error(
@@ -83,6 +89,8 @@ class TaskForm(forms.Form):
         if not self.may_set_thresholds:
             data["approval_threshold_sat"] = DEFAULT_APPROVAL_THRESHOLD_SAT
             data["step_up_threshold_sat"] = DEFAULT_STEP_UP_THRESHOLD_SAT
+        if not self.may_set_thresholds or name != PROPOSED.name:
+            data["urls"] = ""
         return data
 
     def policy(self) -> Policy:
@@ -90,11 +98,16 @@ class TaskForm(forms.Form):
         picked = data["outside"]
         approval = data.get("approval_threshold_sat")
         step_up = data.get("step_up_threshold_sat")
+        urls = tuple(line.strip() for line in data.get("urls", "").splitlines() if line.strip())
+        planned = data["template"] == PROPOSED.name
         return Policy(
             approval_threshold_msat=MSAT_PER_SAT * _or(approval, DEFAULT_APPROVAL_THRESHOLD_SAT),
             step_up_threshold_msat=MSAT_PER_SAT * _or(step_up, DEFAULT_STEP_UP_THRESHOLD_SAT),
-            data_may_leave=bool(picked),
+            data_may_leave=bool(picked or urls),
+            # A planned task may use exactly the models ticked, and the local one.
+            models=(data["local_model"], *picked) if planned else (),
             providers=tuple(sorted({self.models.provider_of(name) for name in picked})),
+            urls=urls,
         )
 
     def outside_picks(self) -> list[OutsidePick]:

@@ -16,9 +16,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from django.db import transaction
 from llama_cpp.llama_grammar import json_schema_to_gbnf
 
-from apps.agents import execution
+from apps.agents import execution, live, services
 from apps.agents.models import Step, Task
 from apps.agents.services import (
     MAX_PROPOSED_STEPS,
@@ -81,6 +82,24 @@ def plan_propose(task: Task, *, model: str) -> list[Step]:
     if not isinstance(end, Done):
         raise AgentError(f"{model} could not propose a plan: {end.message}")
     return plan_from_answer(task, answered, by_model=model, offers=offers)
+
+
+def plan_soon(task: Task, model: str) -> None:
+    """Have a worker ask `model` for the task's plan once the caller's transaction commits
+    (a local model takes seconds to write one: not in a web request)."""
+    from apps.agents import tasks
+
+    transaction.on_commit(lambda: tasks.plan_propose.delay(task.pk, model))
+
+
+def plan_now(task_id: int, model: str) -> None:
+    """The worker's side of `plan_soon`: the plan saved, or the task ended saying why not."""
+    task = Task.objects.select_related("asked_by").get(pk=task_id)
+    try:
+        plan_propose(task, model=model)
+    except AgentError as refusal:
+        services.plan_failed(task, f"{model} could not plan this task: {refusal}")
+    live.task_changed(task_id)
 
 
 def offers_for(task: Task) -> list[Offer]:

@@ -346,6 +346,13 @@ def _steps_from_template(
     return steps
 
 
+def plan_failed(task: Task, why: str) -> None:
+    """A draft whose plan could not be made ends, cancelled, saying why; nothing ran."""
+    with transaction.atomic():
+        if task_moved(task, TaskState.DRAFT, TaskState.CANCELLED, task.caller, failure=why):
+            cap_close(task)
+
+
 def plan_digest(task: Task) -> str:
     """What a person approves: the plan exactly as they saw it."""
     steps = Step.objects.filter(task=task).order_by("position")

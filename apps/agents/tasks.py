@@ -7,7 +7,7 @@ from typing import Any
 from celery import shared_task
 from celery.signals import worker_ready
 
-from apps.agents import dm, execution
+from apps.agents import dm, execution, planner
 
 
 @shared_task(name="agents.advance")
@@ -19,6 +19,11 @@ def advance(task_id: int) -> None:
 @shared_task(name="agents.step_run")
 def step_run(step_id: int) -> None:
     execution.step_run(step_id)
+
+
+@shared_task(name="agents.plan_propose")
+def plan_propose(task_id: int, model: str) -> None:
+    planner.plan_now(task_id, model)
 
 
 @shared_task(name="agents.resume")

@@ -33,7 +33,7 @@ class Template:
     title: str
     description: str
     steps: tuple[StepTemplate, ...]
-    outside_models: int  # how many outside models it needs; 0: local only
+    outside_models: int  # how many outside models it needs; 0: local only; -1: any number
 
 
 _ANSWER = "Answer this as well as you can.\n\n{goal}"
@@ -97,6 +97,17 @@ PRIVATE_REWRITE = Template(
         ),
     ),
     outside_models=0,
+)
+
+# Not a template: the local model proposes the plan (planner.py), with the models the person
+# ticked (any number) and, on the owner's tasks, paid requests to the addresses listed.
+PROPOSED = Template(
+    name="proposed",
+    title="Planned by the local model",
+    description="The local model writes the plan for your goal, from the models you allow; "
+    "you see and approve it like any other.",
+    steps=(),
+    outside_models=-1,  # any number
 )
 
 TEMPLATES: dict[str, Template] = {

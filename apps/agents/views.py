@@ -20,12 +20,12 @@ from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
-from apps.agents import approvals, execution, live, services
+from apps.agents import approvals, execution, live, planner, services
 from apps.agents.forms import MSAT_PER_SAT, Models, PlanEditForm, StepApproveForm, TaskForm
 from apps.agents.models import Step, Task
 from apps.agents.services import AgentError
 from apps.agents.states import TASK_FINAL, StepState, TaskState
-from apps.agents.templates import TEMPLATES
+from apps.agents.templates import PROPOSED, TEMPLATES
 from apps.identity import logins, nip98
 from apps.identity import services as identity
 from apps.identity.access import client_address, household_required, owner_required
@@ -92,7 +92,7 @@ def _list_page(request: HttpRequest, form: TaskForm, status: int = 200) -> HttpR
         **_list_context(member),
         "form": form,
         "models": form.models,
-        "template_list": list(TEMPLATES.values()),
+        "template_list": [*TEMPLATES.values(), PROPOSED],
         "picked": form["outside"].value() or [],
     }
     return render(request, "agents/list.html", context, status=status)
@@ -123,6 +123,9 @@ def _task_planned(member: Member, form: TaskForm) -> Task:
         )
         if data["result_by_dm"]:
             Task.objects.filter(pk=task.pk).update(result_by_dm=True)
+        if data["template"] == PROPOSED.name:
+            planner.plan_soon(task, data["local_model"])
+            return task
         services.plan_from_template(
             task, data["template"], local_model=data["local_model"], outside=form.outside_picks()
         )

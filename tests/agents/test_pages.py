@@ -13,7 +13,7 @@ import pytest
 from django.test import Client
 from nostr_sdk import EventBuilder, Keys, Kind, Tag, Timestamp
 
-from apps.agents import approvals, execution, services
+from apps.agents import approvals, execution, planner, services, tasks
 from apps.agents.models import Approval, Step, Task
 from apps.agents.services import OutsidePick
 from apps.agents.states import StepState, TaskState
@@ -435,3 +435,50 @@ def test_the_live_socket_tells_a_member_of_their_own_tasks_and_refuses_a_friend(
 
     assert async_to_sync(watch)(member) == {"type": "changed", "task_id": mine.pk}
     assert async_to_sync(watch)(friend) == {"type": "websocket.close", "code": 4403}
+
+
+@pytest.mark.django_db(transaction=True)  # the worker is asked once the task is committed
+def test_a_task_planned_by_the_local_model_is_planned_by_the_worker_with_the_models_ticked(
+    owner: Member, owner_client: Client, local_model: LocalModel, outside: Any, monkeypatch: Any
+) -> None:
+    asked: list[tuple[int, str]] = []
+    monkeypatch.setattr(tasks.plan_propose, "delay", lambda *args: asked.append(args))
+    response = new_task(
+        owner_client,
+        template="proposed",
+        outside=PICKS[:1],
+        urls="https://api.example.org/\n",
+        goal="plan my week",
+    )
+    task = Task.objects.get()
+    assert response.status_code == 302
+    assert (task.state, asked) == (TaskState.DRAFT, [(task.pk, LOCAL)])
+    policy = services.policy_of(task)
+    assert policy.models == (LOCAL, PICKS[0])
+    assert policy.urls == ("https://api.example.org/",)
+    assert "writing the plan" in owner_client.get(f"/agents/{task.pk}/").content.decode()
+
+
+def test_a_plan_the_model_could_not_write_ends_the_draft_saying_why(
+    member: Member, local_model: LocalModel, monkeypatch: Any
+) -> None:
+    task = services.task_create(member, "plan my week", 0, {
+        "approval_threshold_msat": 0, "step_up_threshold_msat": 0,
+    })  # fmt: skip
+
+    def refused(*_: Any, **__: Any) -> None:
+        raise services.AgentError("The model's plan is not valid JSON.")
+
+    monkeypatch.setattr(planner, "plan_propose", refused)
+    planner.plan_now(task.pk, LOCAL)
+    task.refresh_from_db()
+    assert task.state == TaskState.CANCELLED
+    assert task.failure == f"{LOCAL} could not plan this task: The model's plan is not valid JSON."
+
+
+def test_a_member_cannot_list_addresses_to_pay(
+    member_client: Client, local_model: LocalModel, outside: Any, monkeypatch: Any
+) -> None:
+    monkeypatch.setattr(tasks.plan_propose, "delay", lambda *args: None)
+    new_task(member_client, template="proposed", urls="https://api.example.org/")
+    assert services.policy_of(Task.objects.get()).urls == ()
