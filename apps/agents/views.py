@@ -349,7 +349,7 @@ def _signed_again(request: HttpRequest, owner: Member, event_json: str) -> bool:
     if signed.pubkey != owner.pubkey:
         raise AuthRefused("The signature is not by your key.")
     with transaction.atomic():
-        logins._consume_challenge(signed.challenge)  # noqa: SLF001 - the login's own check
+        logins.challenge_consume(signed.challenge)
         identity.event_remember(signed.event_id, signed.created_at)
     return True
 

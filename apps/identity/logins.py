@@ -80,7 +80,7 @@ def login_verify(
     def prove() -> str:
         checked_at = now if now is not None else int(time.time())
         signed = nip98.verify(event_json, urls=urls, method="POST", body=b"", now=checked_at)
-        _consume_challenge(signed.challenge)
+        challenge_consume(signed.challenge)
         event_remember(signed.event_id, signed.created_at)
         return signed.pubkey
 
@@ -113,7 +113,7 @@ def _log_in(prove: Callable[[], str], context: LoginContext, how: str) -> Member
     return member
 
 
-def _consume_challenge(value: str | None) -> None:
+def challenge_consume(value: str | None) -> None:
     if not value:
         raise AuthRefused("The event has no 'challenge' tag.")
     used = LoginChallenge.objects.filter(
