@@ -4,11 +4,7 @@ answers breaking each rule are refused, the task left a draft with no step."""
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import json
-import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,11 +16,9 @@ from apps.agents.planner import Offer
 from apps.agents.services import AgentError
 from apps.agents.states import TaskState
 from apps.audit.models import AuditEvent
-from apps.inference.backends.engine import socket_path
-from apps.inference.engine import EngineServer
 from apps.inference.models import LocalModel
 from tests.agents.conftest import steps_of
-from tests.inference.conftest import MODEL, RecordingDecoder, bundled_local_model
+from tests.inference.conftest import MODEL, RecordingDecoder, bundled_local_model, serving_engine
 
 CONTEXT = 2048  # the instructions, the example, the goal, and a plan of six steps
 POLICY = {
@@ -275,23 +269,8 @@ def test_a_planner_the_policy_does_not_allow_is_not_asked(member: Any) -> None:
 
 @pytest.fixture(scope="module")
 def engine() -> Iterator[RecordingDecoder]:
-    decoder = RecordingDecoder(
-        slots=1, context_per_slot=CONTEXT, max_waiting=4, idle_unload=600, threads=2
-    )
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    serving = asyncio.run_coroutine_threadsafe(EngineServer(socket_path(), decoder).serve(), loop)
-    deadline = time.monotonic() + 30
-    while not socket_path().exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    yield decoder
-    serving.cancel()
-    concurrent.futures.wait([serving], timeout=10)
-    decoder.stop()
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(timeout=30)
-    socket_path().unlink(missing_ok=True)
+    with serving_engine(CONTEXT, slots=1) as decoder:
+        yield decoder
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import threading
 import time
 from collections.abc import Iterator
@@ -70,10 +71,12 @@ class RecordingDecoder(Decoder):
         return super().submit(job)
 
 
-@pytest.fixture(scope="module")
-def engine() -> Iterator[RecordingDecoder]:
+@contextlib.contextmanager
+def serving_engine(context: int = CONTEXT, slots: int = 2) -> Iterator[RecordingDecoder]:
+    """A real engine in this process, serving on the node's socket, with `slots` requests of
+    `context` tokens each."""
     decoder = RecordingDecoder(
-        slots=2, context_per_slot=CONTEXT, max_waiting=4, idle_unload=600, threads=2
+        slots=slots, context_per_slot=context, max_waiting=4, idle_unload=600, threads=2
     )
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
@@ -82,10 +85,18 @@ def engine() -> Iterator[RecordingDecoder]:
     deadline = time.monotonic() + 30
     while not socket_path().exists() and time.monotonic() < deadline:
         time.sleep(0.05)
-    yield decoder
-    serving.cancel()
-    concurrent.futures.wait([serving], timeout=10)
-    decoder.stop()
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(timeout=30)
-    socket_path().unlink(missing_ok=True)  # as a stopped engine leaves none to answer
+    try:
+        yield decoder
+    finally:
+        serving.cancel()
+        concurrent.futures.wait([serving], timeout=10)
+        decoder.stop()
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=30)
+        socket_path().unlink(missing_ok=True)  # as a stopped engine leaves none to answer
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[RecordingDecoder]:
+    with serving_engine() as decoder:
+        yield decoder

@@ -6,12 +6,8 @@ text holds never reaches the provider, and a pass that cannot finish sends nothi
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import json
 import logging
-import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,13 +19,12 @@ from apps.audit.models import AuditEvent
 from apps.inference import pipeline
 from apps.inference.backends.base import AnswerRefused, Done, RefusalCode
 from apps.inference.backends.engine import socket_path
-from apps.inference.engine import EngineServer
 from apps.inference.models import LocalModel
 from apps.privacy import model_pass, policy
 from apps.privacy.detectors import Kind
 from apps.privacy.models import Egress, PrivacySettings
 from apps.providers.models import Provider
-from tests.inference.conftest import MODEL, RecordingDecoder, bundled_local_model
+from tests.inference.conftest import MODEL, RecordingDecoder, bundled_local_model, serving_engine
 from tests.privacy.household import MODEL as OUTSIDE
 from tests.privacy.household import SAMPLING
 from tests.providers.doubles.openai_shape import OpenAIShapedDouble
@@ -42,23 +37,8 @@ QUESTION = "Tell Zorbalina I said hi. She moved to Quibbleton with Marek last sp
 
 @pytest.fixture(scope="module")
 def engine() -> Iterator[RecordingDecoder]:
-    decoder = RecordingDecoder(
-        slots=2, context_per_slot=CONTEXT, max_waiting=4, idle_unload=600, threads=2
-    )
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    serving = asyncio.run_coroutine_threadsafe(EngineServer(socket_path(), decoder).serve(), loop)
-    deadline = time.monotonic() + 30
-    while not socket_path().exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    yield decoder
-    serving.cancel()
-    concurrent.futures.wait([serving], timeout=10)
-    decoder.stop()
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(timeout=30)
-    socket_path().unlink(missing_ok=True)
+    with serving_engine(CONTEXT, slots=2) as decoder:
+        yield decoder
 
 
 @pytest.fixture
