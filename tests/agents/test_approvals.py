@@ -15,7 +15,14 @@ from apps.agents.services import AgentError, LowerCost
 from apps.agents.states import StepState, TaskState
 from apps.audit.models import AuditEvent
 from tests.agents.conftest import second_opinion, steps_of
+from tests.agents.outside import outside_rows
 from tests.conftest import PERSONA_KEYS
+
+
+@pytest.fixture(autouse=True)
+def outside(db: None) -> None:
+    """The outside models the plans call, so what their steps would send can be shown."""
+    outside_rows()
 
 
 def _fresh(step: Step) -> Step:

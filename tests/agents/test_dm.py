@@ -34,6 +34,7 @@ from apps.audit.models import AuditEvent
 from apps.identity.backends import relays
 from apps.identity.services import node_keys
 from tests.agents.conftest import second_opinion, steps_of
+from tests.agents.outside import outside_rows
 from tests.agents.listener import Listener
 from tests.identity.peers import gift_wraps_for, publish
 
@@ -73,6 +74,12 @@ class Phone:
         wrap = nip59_make_gift_wrap(sealer, to, rumor)
         publish(self.relay_url, wrap)
         return wrap
+
+
+@pytest.fixture(autouse=True)
+def outside(db: None) -> None:
+    """The outside models the plans call, so what their steps would send can be shown."""
+    outside_rows()
 
 
 @pytest.fixture

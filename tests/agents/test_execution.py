@@ -421,7 +421,14 @@ def test_cancelling_stops_a_step_while_the_provider_answers(
     task.refresh_from_db()
     assert (task.state, task.failure) == (TaskState.CANCELLED, "Cancelled.")
     [payment] = Payment.objects.all()  # the step's own, made before the cancellation
-    assert Budget.objects.get(caller=task.caller).limit_msat == PRICE + (payment.fee_msat or 0)
+    paid = PRICE + (payment.fee_msat or 0)
+    assert Budget.objects.get(caller=task.caller).limit_msat == 0  # nothing new, ever
+    assert services.spent_msat(task) == paid  # what it spent, from the journal
+    # The cancelled task still says what it cost, with the receipt of the step that ran.
+    assert task.result_cost_msat == paid
+    assert [r["payment_hash"] for r in task.result_provenance["receipts"]] == [
+        payment.payment_hash
+    ]
 
 
 def test_a_step_that_breaks_fails_its_task_once_and_is_not_run_again(
