@@ -171,8 +171,9 @@ CELERY_BEAT_SCHEDULE = {
     "invoices-sync": {"task": "wallet.invoices_sync", "schedule": 15.0},
     "agents-resume": {"task": "agents.resume", "schedule": 15.0},
     "agents-expire": {"task": "agents.expire", "schedule": 300.0},
-    # Reads the relays only while an approval code is out (dm.inbox_read checks first).
-    "agents-inbox": {"task": "agents.inbox", "schedule": 3.0},
+    # Reads the relays only while an approval code is out (dm.inbox_read checks first), one
+    # read at a time; a read not started within its interval is dropped, not queued.
+    "agents-inbox": {"task": "agents.inbox", "schedule": 3.0, "options": {"expires": 3}},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 

@@ -14,6 +14,7 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import transaction
@@ -29,11 +30,15 @@ from apps.agents.services import (
     kick,
     policy_of,
     step_moved,
+    steps_cancel,
     task_moved,
 )
 from apps.agents.states import StepState, TaskState
 from apps.audit.services import audit_record
 from apps.identity.models import Member, Role
+
+if TYPE_CHECKING:
+    from apps.inference.pipeline import Preview
 
 CODE_LIFETIME = timedelta(minutes=15)
 _CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I/L: easy to read off a phone
@@ -79,9 +84,11 @@ def _rule_covering(step: Step) -> ApprovalRule | None:
 
 def step_gate(step: Step) -> Gate:
     """Before a planned step starts: hold it (and its task) for a person, or record the rule
-    that released it. A step no longer planned is left as it is."""
-    gate = step_needs_approval(step)
+    that released it. A step no longer planned is left as it is. The task's row is held
+    meanwhile, so sibling gates and approvals of the same task take turns."""
     with transaction.atomic():
+        _task_locked(step)
+        gate = step_needs_approval(step)
         if gate.needed:
             if step_moved(step, StepState.PLANNED, StepState.AWAITING_APPROVAL, step.task.caller):
                 task_moved(
@@ -90,16 +97,26 @@ def step_gate(step: Step) -> Gate:
         elif gate.rule is not None and step_moved(
             step, StepState.PLANNED, StepState.APPROVED, step.task.caller
         ):
-            Approval.objects.create(
-                task_id=step.task_id,
-                step=step,
-                released=Approval.Released.STEP,
-                approved=True,
-                by=gate.rule.by,
-                how=Approval.How.RULE,
-                rule=gate.rule,
-            )
+            _rule_approval(step, gate.rule)
     return gate
+
+
+def _task_locked(step: Step) -> None:
+    """Hold the step's task row until the transaction ends (PostgreSQL; SQLite's IMMEDIATE
+    transactions serialise writers already)."""
+    Task.objects.select_for_update().filter(pk=step.task_id).values_list("pk", flat=True).get()
+
+
+def _rule_approval(step: Step, rule: ApprovalRule) -> Approval:
+    return Approval.objects.create(
+        task_id=step.task_id,
+        step=step,
+        released=Approval.Released.STEP,
+        approved=True,
+        by=rule.by,
+        how=Approval.How.RULE,
+        rule=rule,
+    )
 
 
 def _may_decide_step(step: Step, by: Member, how: str, stepped_up: bool) -> None:
@@ -127,10 +144,9 @@ def step_approve(
     _may_decide_step(step, by, how, stepped_up)
     task = step.task
     with transaction.atomic():
+        _task_locked(step)
         if not step_moved(step, StepState.AWAITING_APPROVAL, StepState.APPROVED, actor_of(by)):
             raise AgentError("This step is not waiting for approval any more.")
-        if not Step.objects.filter(task=task, state=StepState.AWAITING_APPROVAL).exists():
-            task_moved(task, TaskState.AWAITING_STEP_APPROVAL, TaskState.RUNNING, actor_of(by))
         rule = None if rule_up_to_msat is None else _rule_add(step, by, rule_up_to_msat)
         approval = Approval.objects.create(
             task=task,
@@ -142,11 +158,26 @@ def step_approve(
             rule=rule,
             leaving_digest=leaving_digest,
         )
+        if rule is not None:
+            _siblings_release(step)
+        if not Step.objects.filter(task=task, state=StepState.AWAITING_APPROVAL).exists():
+            task_moved(task, TaskState.AWAITING_STEP_APPROVAL, TaskState.RUNNING, actor_of(by))
         audit_record(
             AuditAction.STEP_APPROVED, actor=actor_of(by), subject=step.purpose, detail=how
         )
         kick(task.pk)
     return approval
+
+
+def _siblings_release(step: Step) -> None:
+    """The task's other waiting steps a rule now covers go on too, released by that rule."""
+    waiting = Step.objects.filter(task_id=step.task_id, state=StepState.AWAITING_APPROVAL)
+    for other in waiting.exclude(pk=step.pk).select_related("task"):
+        gate = step_needs_approval(other)
+        if gate.rule is not None and step_moved(
+            other, StepState.AWAITING_APPROVAL, StepState.APPROVED, other.task.caller
+        ):
+            _rule_approval(other, gate.rule)
 
 
 def _rule_add(step: Step, by: Member, up_to_msat: int) -> ApprovalRule:
@@ -178,16 +209,16 @@ def step_reject(step: Step, by: Member, how: str) -> Approval:
         raise AgentError("Only the owner rejects a task's steps.")
     task = step.task
     with transaction.atomic():
+        _task_locked(step)
         if not step_moved(step, StepState.AWAITING_APPROVAL, StepState.REJECTED, actor_of(by)):
             raise AgentError("This step is not waiting for approval any more.")
         failure = f"Step {step.position} was rejected."
-        task_moved(
-            task, TaskState.AWAITING_STEP_APPROVAL, TaskState.FAILED, actor_of(by), failure=failure
-        )
-        for other in Step.objects.filter(task=task).exclude(pk=step.pk):
-            for source in (StepState.PLANNED, StepState.AWAITING_APPROVAL, StepState.APPROVED):
-                step_moved(other, source, StepState.CANCELLED, actor_of(by))
+        for going in (TaskState.AWAITING_STEP_APPROVAL, TaskState.RUNNING):
+            if task_moved(task, going, TaskState.FAILED, actor_of(by), failure=failure):
+                break
+        steps_cancel(task, actor_of(by))
         cap_close(task)
+        _spent_record(task)
         approval = Approval.objects.create(
             task=task, step=step, released=Approval.Released.STEP, approved=False, by=by, how=how
         )
@@ -195,6 +226,12 @@ def step_reject(step: Step, by: Member, how: str) -> Approval:
             AuditAction.STEP_REJECTED, actor=actor_of(by), subject=step.purpose, detail=how
         )
     return approval
+
+
+def _spent_record(task: Task) -> None:
+    from apps.agents.execution import spent_record  # execution imports this module
+
+    spent_record(task.pk)
 
 
 def step_start(step: Step, *, lease_until: datetime | None = None) -> bool:
@@ -236,23 +273,44 @@ def _code_hash(code: str) -> str:
     return hmac.new(key, code.strip().upper().encode(), hashlib.sha256).hexdigest()
 
 
-def code_issue(step: Step, approver: Member) -> str:
+def code_issue(step: Step, approver: Member, preview: Preview | None = None) -> str:
     """A single-use code for `approver` to approve this waiting step by DM; only its keyed hash
-    is stored, and the code itself is returned once, to be sent."""
+    is stored, with the digest of the privacy preview (`preview`, worked out here when not
+    given) the DM describes: approving by the code lets the step send exactly that. The code
+    itself is returned once, to be sent. Refused when what would leave cannot be shown."""
     if approver.role != Role.OWNER:
         raise AgentError("Only the owner approves a task's steps.")
     if step.state != StepState.AWAITING_APPROVAL:
         raise AgentError("This step is not waiting for approval.")
+    shown = preview or leaving_preview(step)
+    digest = shown.digest if shown is not None else ""
     code = "".join(secrets.choice(_CODE_ALPHABET) for _ in range(_CODE_LENGTH))
     with transaction.atomic():
         ApprovalCode.objects.create(
             step=step,
             approver=approver,
             code_hash=_code_hash(code),
+            leaving_digest=digest,
             expires_at=timezone.now() + CODE_LIFETIME,
         )
         audit_record(AuditAction.CODE_ISSUED, actor=actor_of(approver), subject=step.purpose)
     return code
+
+
+def leaving_preview(step: Step) -> Preview | None:
+    """What this model call would send out, as an approver is shown it (for a step taking
+    answers, the earlier answers are done by the time it waits: its batch has come up); None
+    for a step that sends no text out. AgentError when it cannot be worked out now: the step
+    would be refused the same way when run."""
+    from apps.agents.execution import step_preview  # execution imports this module
+    from apps.inference.backends.base import AnswerRefused
+
+    if step.kind != Step.Kind.MODEL_CALL or not step.leaves_node:
+        return None
+    try:
+        return step_preview(step)
+    except AnswerRefused as refusal:
+        raise AgentError(f"What this step would send cannot be shown now: {refusal}") from refusal
 
 
 def code_redeem(sender_pubkey: str, reply: str) -> Approval | None:
@@ -285,5 +343,7 @@ def _code_spend(sender_pubkey: str, code: str, approve: bool) -> Approval:
         raise AgentError("The code was used already or has expired.")
     step = Step.objects.select_related("task").get(pk=issued.step_id)
     if approve:
-        return step_approve(step, issued.approver, Approval.How.DM)
+        return step_approve(
+            step, issued.approver, Approval.How.DM, leaving_digest=issued.leaving_digest
+        )
     return step_reject(step, issued.approver, Approval.How.DM)

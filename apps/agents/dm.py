@@ -14,6 +14,7 @@ nor any text: only which DM failed and why.
 from __future__ import annotations
 
 import logging
+import secrets
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
@@ -21,7 +22,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from apps.agents import approvals
-from apps.agents.models import ApprovalCode, SeenMessage, Step, Task
+from apps.agents.models import ApprovalCode, Lease, SeenMessage, Step, Task
 from apps.agents.services import AgentError
 from apps.agents.states import StepState, TaskState
 from apps.agents.templates import TEMPLATES
@@ -29,6 +30,7 @@ from apps.identity.backends import relays
 from apps.identity.backends.base import ReceivedMessage, RelayError
 from apps.identity.models import Member, Role
 from apps.identity.services import node_keys
+from apps.inference import pipeline
 
 log = logging.getLogger(__name__)
 
@@ -37,30 +39,65 @@ CLOCK_SLACK = timedelta(hours=1)
 # Relays take events up to about 64 KiB, and a DM's text is encrypted twice (seal, then wrap),
 # each time padded up to a NIP-44 size bucket and base64-encoded: 16 KB stays well inside.
 RESULT_MAX_BYTES = 16_000
+# One worker reads the relays at a time; a read takes a few seconds, at most about 7.
+INBOX_LEASE = "agents-inbox"
+INBOX_LEASE_TIME = 60.0
+# Wraps read are remembered a day past the farthest a read reaches back.
+SEEN_MARGIN = timedelta(days=1)
 
 
 # --- approval requests ----------------------------------------------------------------------
 
 
 def approval_request_send(step_id: int) -> None:
-    """DM each owner a single-use code for this waiting step: task, step, cost, code."""
+    """DM each owner a single-use code for this waiting step: task, step, cost, what would
+    leave (how much text, what was redacted: never the text), code. An owner who already has
+    a code out for it is not sent another (two workers may ask at once)."""
     step = Step.objects.select_related("task").filter(pk=step_id).first()
     if step is None or step.state != StepState.AWAITING_APPROVAL:
         return
     gate = approvals.step_needs_approval(step)
-    for owner in Member.objects.filter(role=Role.OWNER, is_active=True).order_by("pk"):
+    try:
+        preview = None if gate.step_up else approvals.leaving_preview(step)
+    except AgentError as unknown:  # no code: approving must not send what nobody was shown
+        for owner in _owners():
+            _send(owner, _no_preview_notice(step, gate.reason, str(unknown)), "approval notice")
+        return
+    for owner in _owners():
         if gate.step_up:
             _send(owner, _step_up_notice(step, gate.reason), f"step-up notice for step {step.pk}")
             continue
         try:
-            code = approvals.code_issue(step, owner)
+            code = _code_new(step, owner, preview)
         except AgentError:
             return  # decided meanwhile (in the dashboard): nothing left to ask
-        if not _send(owner, _approval_request(step, gate.reason, code, owner), "approval code"):
+        if code is None:
+            continue  # a code is out for this owner already
+        text = _approval_request(step, gate.reason, code, owner, preview)
+        if not _send(owner, text, "approval code"):
             _code_withdraw(step, owner)
 
 
-def _approval_request(step: Step, reason: str, code: str, owner: Member) -> str:
+def _owners() -> list[Member]:
+    return list(Member.objects.filter(role=Role.OWNER, is_active=True).order_by("pk"))
+
+
+def _code_new(step: Step, owner: Member, preview: pipeline.Preview | None) -> str | None:
+    """A new code for `owner`, or None when one not used and not expired is out already; the
+    step's row is held while looking, so two senders at once issue one code."""
+    with transaction.atomic():
+        Step.objects.select_for_update().filter(pk=step.pk).values_list("pk", flat=True).get()
+        out = ApprovalCode.objects.filter(
+            step=step, approver=owner, used_at=None, expires_at__gt=timezone.now()
+        )
+        if out.exists():
+            return None
+        return approvals.code_issue(step, owner, preview)
+
+
+def _approval_request(
+    step: Step, reason: str, code: str, owner: Member, preview: pipeline.Preview | None
+) -> str:
     expires = _code_expiry(step, owner)
     minutes = int(approvals.CODE_LIFETIME.total_seconds() // 60)
     return "\n".join(
@@ -68,12 +105,44 @@ def _approval_request(step: Step, reason: str, code: str, owner: Member) -> str:
             f"Sovereign: {_task_name(step.task)} waits for your approval ({reason}).",
             _step_line(step),
             f"Estimated cost: up to {_sats(step.estimated_cost_msat)}.",
+            *_leaving_lines(preview),
             "",
             f"Code: {code}",
             "",
             f'Reply with the code alone to approve, or "no {code}" to reject. It works once, '
             f"only from your own Nostr account, for {minutes} minutes "
             f"(until {expires:%Y-%m-%d %H:%M} UTC).",
+        ]
+    )
+
+
+def _leaving_lines(preview: pipeline.Preview | None) -> list[str]:
+    """How much would leave and what was taken out of it, never the text itself: approving
+    by the code lets exactly this leave, or nothing."""
+    if preview is None or not preview.outside:
+        return []
+    characters = sum(len(message.get("content", "")) for message in preview.messages)
+    if preview.trusted:
+        redacted = "nothing redacted (a trusted provider)"
+    elif preview.found:
+        found = ", ".join(f"{count} {kind}" for kind, count in sorted(preview.found.items()))
+        redacted = f"redacted: {found}"
+    else:
+        redacted = "nothing found to redact"
+    return [
+        f"Leaves the node: {characters:,} characters of text to {preview.provider}; {redacted}. "
+        "The dashboard shows the text."
+    ]
+
+
+def _no_preview_notice(step: Step, reason: str, why: str) -> str:
+    return "\n".join(
+        [
+            f"Sovereign: {_task_name(step.task)} waits for your approval ({reason}).",
+            _step_line(step),
+            f"Estimated cost: up to {_sats(step.estimated_cost_msat)}.",
+            "",
+            f"{why} So it cannot be approved by DM: decide in the dashboard or from the shell.",
         ]
     )
 
@@ -110,7 +179,8 @@ def _code_withdraw(step: Step, owner: Member) -> None:
 
 def inbox_read() -> int:
     """Read the DMs sent to the node since last time and redeem approval codes; how many
-    replies were read."""
+    replies were read. Skipped while another worker reads (a slow relay's read outlasts the
+    schedule's interval, and reads must not pile up in the worker's few slots)."""
     now = timezone.now()
     out = ApprovalCode.objects.filter(
         used_at=None, expires_at__gt=now, step__state=StepState.AWAITING_APPROVAL
@@ -118,6 +188,16 @@ def inbox_read() -> int:
     oldest = out.order_by("created_at").values_list("created_at", flat=True).first()
     if oldest is None:
         return 0  # no code out for a waiting step: nothing to wait for, so no relay is asked
+    holder = lease_take(INBOX_LEASE, INBOX_LEASE_TIME)
+    if holder is None:
+        return 0
+    try:
+        return _replies_read(oldest)
+    finally:
+        lease_give_back(INBOX_LEASE, holder)
+
+
+def _replies_read(oldest: datetime) -> int:
     since = oldest - CLOCK_SLACK
     # Wraps read before are not opened again (a relay's time window reaches back this far).
     window = since - relays.GIFT_WRAP_BACKDATING
@@ -131,6 +211,30 @@ def inbox_read() -> int:
         log.warning("The node's DMs could not be read: %s", error)
         return 0
     return sum(_reply_read(message) for message in messages)
+
+
+def lease_take(name: str, seconds: float) -> str | None:
+    """Hold the lease `name` for `seconds` if nobody holds it; the holder's token, or None."""
+    now = timezone.now()
+    Lease.objects.get_or_create(name=name, defaults={"until": now})
+    holder = secrets.token_hex(8)
+    free = Lease.objects.filter(name=name, until__lte=now)
+    taken = free.update(holder=holder, until=now + timedelta(seconds=seconds))
+    return holder if taken else None
+
+
+def lease_give_back(name: str, holder: str) -> None:
+    Lease.objects.filter(name=name, holder=holder).update(until=timezone.now())
+
+
+def seen_prune() -> int:
+    """Forget wraps read so long ago that no read reaches back to them (the oldest code out
+    is younger than its lifetime, and a read reaches back the clock slack and the wraps'
+    back-dating); how many were forgotten."""
+    reach = approvals.CODE_LIFETIME + CLOCK_SLACK + relays.GIFT_WRAP_BACKDATING
+    before = timezone.now() - reach - SEEN_MARGIN
+    deleted, _ = SeenMessage.objects.filter(seen_at__lt=before).delete()
+    return deleted
 
 
 def _reply_read(message: ReceivedMessage) -> bool:

@@ -74,7 +74,6 @@ class Step(models.Model):
     attempts = models.PositiveIntegerField(default=0)
     result = models.TextField(blank=True)  # untrusted data, never instructions
     cost_msat = models.BigIntegerField(default=0)
-    payment_purpose = models.CharField(max_length=200, blank=True)  # the wallet's journal key
     # Who answered, what it cost, the payment's hash and proof: the step's receipt.
     provenance = models.JSONField(default=dict, blank=True)
     failure = models.TextField(blank=True)  # why it failed, for people
@@ -158,6 +157,9 @@ class ApprovalCode(models.Model):
     step = models.ForeignKey(Step, on_delete=models.CASCADE, related_name="codes")
     approver = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
     code_hash = models.CharField(max_length=64, unique=True)
+    # The digest of the privacy preview the DM described when the code was issued: approving
+    # by this code lets the step send exactly that, or nothing ("": nothing leaves).
+    leaving_digest = models.CharField(max_length=64, blank=True)
     expires_at = models.DateTimeField()
     used_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -174,3 +176,15 @@ class SeenMessage(models.Model):
 
     def __str__(self) -> str:
         return f"seen DM {self.wrap_id[:12]}"
+
+
+class Lease(models.Model):
+    """A job only one worker does at a time (reading the node's DMs): whoever moved `until`
+    into the future holds it until then, or until they give it back."""
+
+    name = models.CharField(max_length=40, unique=True)
+    holder = models.CharField(max_length=32, blank=True)
+    until = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"lease {self.name} until {self.until:%H:%M:%S}"

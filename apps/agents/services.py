@@ -546,12 +546,19 @@ def plan_reject(task: Task, by: Member, how: str) -> Approval:
     return approval
 
 
-def _steps_cancel(task: Task, actor: str) -> None:
+UNFINISHED = (StepState.PLANNED, StepState.AWAITING_APPROVAL, StepState.APPROVED)
+
+
+def steps_cancel(task: Task, actor: str) -> None:
     """Steps not started never will be; a running one finishes, and pays nothing new because
-    its payment is keyed by the step and the executor checks the task before paying."""
-    for step in Step.objects.filter(task=task):
-        for source in (StepState.PLANNED, StepState.AWAITING_APPROVAL, StepState.APPROVED):
-            step_moved(step, source, StepState.CANCELLED, actor)
+    its payment is keyed by the step and the executor checks the task before paying. In the
+    caller's transaction: the one way every stop of a task (rejected, failed, expired,
+    cancelled) ends its unfinished steps."""
+    for step in Step.objects.filter(task=task, state__in=UNFINISHED):
+        step_moved(step, step.state, StepState.CANCELLED, actor)
+
+
+_steps_cancel = steps_cancel  # the name plan_reject calls
 
 
 def spent_msat(task: Task) -> int:
@@ -560,12 +567,10 @@ def spent_msat(task: Task) -> int:
 
 
 def cap_close(task: Task) -> None:
-    """A stopped task pays nothing new: its cap comes down to what it has committed, in the
-    caller's transaction (payments are reserved in serialised transactions, so one either
-    counts already or is refused)."""
-    Budget.objects.filter(scope=Budget.Scope.CALLER, caller=task.caller).update(
-        limit_msat=spent_msat(task)
-    )
+    """A task that ended pays nothing new: its cap (created if it was missing) becomes 0 in
+    all, so no payment can be reserved however pending ones settle later; what it spent stays
+    in the wallet's journal (`spent_msat`). In the caller's transaction."""
+    budgets.budget_set(Budget.Scope.CALLER, Budget.Period.TOTAL, 0, caller=task.caller)
 
 
 def kick(task_id: int) -> None:
@@ -577,7 +582,7 @@ def kick(task_id: int) -> None:
 
 def task_cancel(task: Task, by: Member) -> bool:
     """Cancel from any state not final: steps not started never will, a running one is stopped
-    by its worker, and the cap comes down to what was spent, so nothing new is paid. False
+    by its worker, and the cap closes, so nothing new is paid. False
     when it had already ended."""
     if by.pk != task.asked_by_id and by.role != Role.OWNER:
         raise AgentError("Only the person who asked, or the owner, can cancel this task.")
@@ -587,6 +592,9 @@ def task_cancel(task: Task, by: Member) -> bool:
             if state in TASK_FINAL:
                 return False
             if task_moved(task, state, TaskState.CANCELLED, actor_of(by), failure="Cancelled."):
-                _steps_cancel(task, actor_of(by))
+                steps_cancel(task, actor_of(by))
                 cap_close(task)
+                from apps.agents.execution import spent_record  # execution imports this module
+
+                spent_record(task.pk)
                 return True

@@ -38,7 +38,9 @@ def resume() -> None:
 
 @shared_task(name="agents.expire")
 def expire() -> None:
+    """Tasks left waiting too long expire; DMs read long ago are forgotten."""
     execution.expire()
+    dm.seen_prune()
 
 
 @shared_task(name="agents.approval_request")

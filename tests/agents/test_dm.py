@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.conf import settings as django_settings
 from django.utils import timezone
 from nostr_sdk import (
     Event,
@@ -26,15 +27,25 @@ from nostr_sdk import (
     nip59_make_gift_wrap,
 )
 
-from apps.agents import approvals, dm, services
+from apps.agents import approvals, dm, execution, services
 from apps.agents.approvals import step_gate
-from apps.agents.models import Approval, ApprovalCode, AuditAction, SeenMessage, Step, Task
+from apps.agents.models import (
+    Approval,
+    ApprovalCode,
+    AuditAction,
+    Lease,
+    SeenMessage,
+    Step,
+    Task,
+)
 from apps.agents.states import StepState, TaskState
 from apps.audit.models import AuditEvent
 from apps.identity.backends import relays
 from apps.identity.services import node_keys
+from apps.providers.models import Provider
 from tests.agents.conftest import second_opinion, steps_of
 from tests.agents.listener import Listener
+from tests.agents.outside import outside_rows
 from tests.identity.peers import gift_wraps_for, publish
 
 CODE = re.compile(r"^Code: ([A-Z0-9]{8})$", re.MULTILINE)
@@ -73,6 +84,12 @@ class Phone:
         wrap = nip59_make_gift_wrap(sealer, to, rumor)
         publish(self.relay_url, wrap)
         return wrap
+
+
+@pytest.fixture(autouse=True)
+def outside(db: None) -> None:
+    """The outside models the plans call, so what their steps would send can be shown."""
+    outside_rows()
 
 
 @pytest.fixture
@@ -163,6 +180,57 @@ def test_the_request_names_the_task_step_and_cost_but_not_the_goal(
     assert f"until {expires:%Y-%m-%d %H:%M} UTC" in text
     assert "good idea" not in text  # the goal stays on the node
     assert member_phone.messages() == []  # only owners approve
+
+
+@pytest.mark.django_db
+def test_the_request_says_how_much_text_leaves_and_what_was_redacted_never_the_text(
+    running: Task, phone: Phone
+) -> None:
+    Task.objects.filter(pk=running.pk).update(goal="Mail bob@example.com about it")
+    Step.objects.filter(task=running).update(prompt="Mail bob@example.com about it")
+    acme = _waiting(running, 2)
+    shown = execution.step_preview(acme)
+    characters = sum(len(message["content"]) for message in shown.messages)
+
+    dm.approval_request_send(acme.pk)
+
+    (text,) = phone.messages()
+    found = ", ".join(f"{count} {kind}" for kind, count in sorted(shown.found.items()))
+    assert found  # the address was found
+    assert f"Leaves the node: {characters:,} characters of text to acme; redacted: {found}." in text
+    assert "bob@example.com" not in text and "Mail" not in text
+    assert ApprovalCode.objects.get().leaving_digest == shown.digest
+
+
+@pytest.mark.django_db
+def test_a_step_whose_preview_cannot_be_made_gets_a_note_and_no_code(
+    running: Task, phone: Phone
+) -> None:
+    acme = _waiting(running, 2)
+    Provider.objects.filter(name="acme").delete()
+
+    dm.approval_request_send(acme.pk)
+
+    (text,) = phone.messages()
+    assert "cannot be shown now" in text and "cannot be approved by DM" in text
+    assert CODE.search(text) is None
+    assert ApprovalCode.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_asked_twice_for_the_same_step_an_owner_gets_one_dm_and_one_code(
+    running: Task, phone: Phone
+) -> None:
+    acme = _waiting(running, 2)
+
+    dm.approval_request_send(acme.pk)
+    dm.approval_request_send(acme.pk)  # a second advance run queued it again
+
+    assert len(phone.messages()) == 1
+    assert ApprovalCode.objects.count() == 1
+    ApprovalCode.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
+    dm.approval_request_send(acme.pk)  # the code lapsed: a new one is sent
+    assert len(phone.messages()) == 2 and ApprovalCode.objects.count() == 2
 
 
 @pytest.mark.django_db
@@ -346,6 +414,50 @@ def test_with_no_code_out_the_node_does_not_ask_its_relays(
     assert _codes_out() == 1
     assert dm.inbox_read() == 0
     assert listener.connections == asked
+
+
+@pytest.mark.django_db
+def test_while_another_worker_reads_the_dms_a_read_is_skipped(
+    running: Task, owner: Any, node: Keys, settings: Any, listener: Listener
+) -> None:
+    settings.NOSTR_RELAYS = [listener.url]
+    approvals.code_issue(_waiting(running, 2), owner)
+    other = dm.lease_take(dm.INBOX_LEASE, 60)
+    assert other is not None and dm.lease_take(dm.INBOX_LEASE, 60) is None
+
+    assert dm.inbox_read() == 0
+    assert listener.connections == 0  # the relays were not asked twice at once
+
+    dm.lease_give_back(dm.INBOX_LEASE, other)
+    assert dm.inbox_read() == 0
+    assert listener.connections >= 1
+    assert dm.lease_take(dm.INBOX_LEASE, 60) is not None  # the read gave it back
+
+
+@pytest.mark.django_db
+def test_a_lease_not_given_back_lapses(db: None) -> None:
+    assert dm.lease_take("test", 60) is not None
+    Lease.objects.filter(name="test").update(until=timezone.now() - timedelta(seconds=1))
+    assert dm.lease_take("test", 60) is not None
+
+
+@pytest.mark.django_db
+def test_wraps_read_before_any_read_reaches_back_are_forgotten(db: None) -> None:
+    reach = approvals.CODE_LIFETIME + dm.CLOCK_SLACK + relays.GIFT_WRAP_BACKDATING
+    old = SeenMessage.objects.create(wrap_id="a" * 64)
+    kept = SeenMessage.objects.create(wrap_id="b" * 64)
+    SeenMessage.objects.filter(pk=old.pk).update(
+        seen_at=timezone.now() - reach - dm.SEEN_MARGIN - timedelta(minutes=1)
+    )
+    SeenMessage.objects.filter(pk=kept.pk).update(seen_at=timezone.now() - reach)
+
+    assert dm.seen_prune() == 1
+    assert list(SeenMessage.objects.values_list("wrap_id", flat=True)) == ["b" * 64]
+
+
+def test_the_inbox_schedule_drops_a_read_that_did_not_start_in_time() -> None:
+    entry = django_settings.CELERY_BEAT_SCHEDULE["agents-inbox"]
+    assert entry["options"]["expires"] <= entry["schedule"]
 
 
 # --- results ------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from django.db import transaction
+from django.db import OperationalError, transaction
 from django.utils import timezone
 
 from apps.agents import execution, services
@@ -421,7 +421,12 @@ def test_cancelling_stops_a_step_while_the_provider_answers(
     task.refresh_from_db()
     assert (task.state, task.failure) == (TaskState.CANCELLED, "Cancelled.")
     [payment] = Payment.objects.all()  # the step's own, made before the cancellation
-    assert Budget.objects.get(caller=task.caller).limit_msat == PRICE + (payment.fee_msat or 0)
+    paid = PRICE + (payment.fee_msat or 0)
+    assert Budget.objects.get(caller=task.caller).limit_msat == 0  # nothing new, ever
+    assert services.spent_msat(task) == paid  # what it spent, from the journal
+    # The cancelled task still says what it cost, with the receipt of the step that ran.
+    assert task.result_cost_msat == paid
+    assert [r["payment_hash"] for r in task.result_provenance["receipts"]] == [payment.payment_hash]
 
 
 def test_a_step_that_breaks_fails_its_task_once_and_is_not_run_again(
@@ -440,3 +445,148 @@ def test_a_step_that_breaks_fails_its_task_once_and_is_not_run_again(
     assert (step.state, task.state) == (StepState.FAILED, TaskState.FAILED)
     assert "KeyError" in step.failure and "quoted" not in step.failure
     assert not execution.step_run(step.pk)
+
+
+# --- a task that cannot go on, and what every end records ----------------------------------
+
+
+@pytest.mark.parametrize("ended", [StepState.FAILED, StepState.REJECTED, StepState.CANCELLED])
+@pytest.mark.django_db
+def test_a_task_whose_current_batch_holds_a_step_that_ended_unanswered_fails(
+    member: Any, ended: str
+) -> None:
+    task = approved(
+        planned(member, [(LOCAL, 1, False, 0), (LOCAL, 1, False, 0), (LOCAL, 2, False, 0)]),
+        member,
+    )
+    first, second, third = steps(task)
+    done(first, "one")
+    Step.objects.filter(pk=second.pk).update(state=ended)
+
+    assert execution.advance(task.pk) == []
+
+    task.refresh_from_db()
+    assert task.state == TaskState.FAILED
+    assert task.failure == f"Step 2 ended {ended}; the task cannot go on."
+    assert states(task) == [StepState.DONE, ended, StepState.CANCELLED]
+    assert Budget.objects.get(caller=task.caller).limit_msat == 0
+
+
+@pytest.mark.django_db
+def test_a_task_that_ends_done_closes_its_cap(member: Any) -> None:
+    task = approved(planned(member, [(LOCAL, 1, False, 0)]), member)
+    done(steps(task)[0], "one")
+
+    execution.advance(task.pk)
+
+    task.refresh_from_db()
+    assert task.state == TaskState.DONE
+    assert Budget.objects.get(caller=task.caller).limit_msat == 0
+
+
+def _payment(step: Step, state: str, *, n: int = 1) -> Payment:
+    return Payment.objects.create(
+        purpose=f"l402:acme:{execution.step_request_id(step)}",
+        label=f"test payment {n}",
+        caller=step.task.caller,
+        bolt11="lnbcrt1test",
+        payment_hash=f"{n:02x}" * 32,
+        destination="02" * 33,
+        amount_msat=PRICE,
+        max_fee_msat=200,
+        fee_msat=7 if state == Payment.State.COMPLETE else None,
+        state=state,
+    )
+
+
+@pytest.mark.django_db
+def test_a_step_that_breaks_while_its_payment_is_pending_waits_for_a_later_run(
+    member: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    task = approved(planned(member, [(ACME, 1, False, PRICE)]), member)
+    step = steps(task)[0]
+    _payment(step, Payment.State.PENDING)
+
+    def broken(*_: Any) -> Any:
+        raise KeyError("after paying")
+
+    monkeypatch.setattr(execution, "_execute", broken)
+    Step.objects.filter(pk=step.pk).update(state=StepState.APPROVED)
+    assert execution.step_run(step.pk)
+
+    step.refresh_from_db()
+    task.refresh_from_db()
+    assert (step.state, task.state) == (StepState.RUNNING, TaskState.RUNNING)
+    assert "KeyError" in step.failure
+
+
+@pytest.mark.django_db
+def test_a_failed_task_says_what_its_steps_paid(member: Any) -> None:
+    task = approved(planned(member, [(LOCAL, 1, False, 0), (LOCAL, 2, False, 0)]), member)
+    step = _running(task)
+    paid = _payment(step, Payment.State.COMPLETE)
+    _payment(steps(task)[1], Payment.State.FAILED, n=2)  # nothing was paid: not counted
+
+    execution._record(step, Outcome(False, failure="The engine broke.", code="engine_broken"))
+
+    task.refresh_from_db()
+    assert task.state == TaskState.FAILED
+    assert task.result_cost_msat == PRICE + 7
+    assert task.result_provenance["receipts"] == [
+        {
+            "step": 1,
+            "purpose": paid.purpose,
+            "payment_hash": paid.payment_hash,
+            "amount_msat": PRICE,
+            "fee_msat": 7,
+        }
+    ]
+
+
+@pytest.mark.django_db
+def test_an_expired_task_says_what_it_paid(member: Any, owner: Any, settings: Any) -> None:
+    settings.SOVEREIGN_AGENT_WAIT_HOURS = 1
+    task = approved(planned(member, [(LOCAL, 1, False, 0), (ACME, 2, False, PRICE)]), member)
+    first = _running(task)
+    _payment(first, Payment.State.COMPLETE)
+    execution._record(first, Outcome(True, "one"))
+    assert execution.advance(task.pk) == []  # the outside step waits for the owner
+    Task.objects.filter(pk=task.pk).update(updated_at=timezone.now() - timedelta(hours=2))
+
+    assert execution.expire() == 1
+
+    task.refresh_from_db()
+    assert (task.state, task.result_cost_msat) == (TaskState.EXPIRED, PRICE + 7)
+
+
+# --- the lease keeper ---------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_lease_keeper_goes_on_after_a_database_error(
+    member: Any, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings.SOVEREIGN_AGENT_STEP_LEASE_SECONDS = 0.3  # renewed every 0.1 s
+    task = approved(planned(member, [(LOCAL, 1, False, 0)]), member)
+    step = _running(task)
+    renew = execution._lease_renew
+    renewals: list[str] = []
+
+    def locked_once(running: Step) -> None:
+        if not renewals:
+            renewals.append("locked")
+            raise OperationalError("database is locked")
+        renewals.append("renewed")
+        renew(running)
+
+    monkeypatch.setattr(execution, "_lease_renew", locked_once)
+    stop = threading.Event()
+    keeper = threading.Thread(target=execution._lease_keep, args=(step, stop))
+    keeper.start()
+    wait_for(lambda: renewals.count("renewed") >= 2, 10, "the lease to be renewed again")
+    assert keeper.is_alive()
+    stop.set()
+    keeper.join(timeout=5)
+    assert renewals[0] == "locked"
+    step.refresh_from_db()
+    assert step.lease_until is not None and step.lease_until > timezone.now() - timedelta(seconds=1)

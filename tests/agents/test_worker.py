@@ -363,7 +363,11 @@ def test_cancelling_stops_the_running_step_pays_nothing_more_and_closes_the_cap(
     assert (first["state"], first["result"]) == ("failed", "")
     assert second["state"] == "cancelled"
     [payment] = node.payments(task)
-    assert node.cap(task) == payment["amount_msat"] + (payment["fee_msat"] or 0)
+    assert node.cap(task) == 0  # closed: nothing new, whatever settles later
+    # What the cancelled task cost, from the wallet's journal, with the receipt.
+    assert cancelled["result_cost_msat"] == payment["amount_msat"] + (payment["fee_msat"] or 0)
+    receipts = cancelled["result_provenance"]["receipts"]
+    assert [r["payment_hash"] for r in receipts] == [payment["payment_hash"]]
     time.sleep(2)  # a worker that went on would ask the next provider now
     assert next_one.double.challenges == 0 and len(node.payments(task)) == 1
 
