@@ -537,7 +537,7 @@ def plan_reject(task: Task, by: Member, how: str) -> Approval:
             actor_of(by),
             failure="The plan was rejected.",
         )
-        _steps_cancel(locked, actor_of(by))
+        steps_cancel(locked, actor_of(by))
         cap_close(locked)
         approval = Approval.objects.create(
             task=locked, released=Approval.Released.PLAN, approved=False, by=by, how=how
@@ -556,9 +556,6 @@ def steps_cancel(task: Task, actor: str) -> None:
     cancelled) ends its unfinished steps."""
     for step in Step.objects.filter(task=task, state__in=UNFINISHED):
         step_moved(step, step.state, StepState.CANCELLED, actor)
-
-
-_steps_cancel = steps_cancel  # the name plan_reject calls
 
 
 def spent_msat(task: Task) -> int:
