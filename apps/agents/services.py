@@ -28,7 +28,6 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
 from django.utils import timezone
 
 from apps.agents.models import Approval, AuditAction, Step, Task
@@ -484,7 +483,7 @@ def _steps_cancel(task: Task, actor: str) -> None:
 
 def spent_msat(task: Task) -> int:
     """What the task's payments commit now (pending ones at their most)."""
-    return budgets.committed(Q(caller=task.caller), None)
+    return budgets.committed(budgets.caller_scope(task.caller), None)
 
 
 def cap_close(task: Task) -> None:
