@@ -116,13 +116,14 @@ def purpose_to_pay(purpose: str, bolt11: str, retry_failed: bool = True) -> str:
     - complete: PaidBefore: paid once, never twice;
     - failed: nothing was paid (a failed row is final: the node has no part of it in flight
       or complete under its label), so the new invoice is paid under the request's next
-      purpose (`<purpose>~2`, `~3`, …). Every run walks the same chain, so a pending or
-      complete link still stops it; the wallet's journal keeps an invoice to one purpose.
+      purpose (`mpp~2:<provider>:<request id>`, `~3`, …: still ending with the request id).
+      Every run walks the same chain, so a pending or complete link still stops it; the
+      wallet's journal keeps an invoice to one purpose.
       Without `retry_failed` (the purpose was written down elsewhere before paying, as a
       top-up's is): Unanswered(FAILED), nothing paid."""
     wanted = wallet.invoice_normalised(bolt11)
     for attempt in range(1, RETRIES_AFTER_FAILED + 2):
-        candidate = purpose if attempt == 1 else f"{purpose}~{attempt}"
+        candidate = purpose if attempt == 1 else _retry_purpose(purpose, attempt)
         earlier = wallet.payment_for(candidate)
         if earlier is None or wallet.invoice_normalised(earlier.bolt11) == wanted:
             return candidate
@@ -148,6 +149,14 @@ def purpose_to_pay(purpose: str, bolt11: str, retry_failed: bool = True) -> str:
         f"Paying for this request failed {RETRIES_AFTER_FAILED + 1} times; nothing was paid "
         "and no more is tried for it.",
     )
+
+
+def _retry_purpose(purpose: str, attempt: int) -> str:
+    """The request's purpose for its `attempt`-th invoice: the kind's word marked, the rest
+    (provider, request id) unchanged, so whatever finds a request's payments by the end of
+    their purpose (an agent step's receipts) finds it."""
+    what, colon, rest = purpose.partition(":")
+    return f"{what}~{attempt}{colon}{rest}"
 
 
 async def purpose_free(purpose: str, bolt11: str) -> str:
