@@ -30,7 +30,6 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
 from django.utils import timezone
 
 from apps.agents.models import Approval, AuditAction, Step, Task
@@ -560,7 +559,7 @@ def steps_cancel(task: Task, actor: str) -> None:
 
 def spent_msat(task: Task) -> int:
     """What the task's payments commit now (pending ones at their most)."""
-    return budgets.committed(Q(caller=task.caller), None)
+    return budgets.committed(budgets.caller_scope(task.caller), None)
 
 
 def cap_close(task: Task) -> None:

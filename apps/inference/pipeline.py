@@ -406,7 +406,7 @@ def _outside(request: AnswerRequest, route: providers.OutsideRoute) -> Route:
     if sampling.grammar is not None and sampling.response_format is None:
         raise AnswerRefused(RefusalCode.BAD_REQUEST, "A grammar is only kept by local models.")
     price = route.price_msat(request.sampling.max_tokens)
-    _check_price(request, price, caller=request.payer or f"provider:{route.provider.name}")
+    _check_price(request, price, caller=f"provider:{route.provider.name}")
     options = {
         "request_id": request.request_id,
         "payer": request.payer,
@@ -433,7 +433,7 @@ def _check_price(request: AnswerRequest, price: int, *, caller: str) -> None:
             f"The price went up from {_sat(shown)} to {_sat(price)}; nothing was sent or paid. "
             "Ask again to accept the new price.",
         )
-    left = wallet.spendable_msat(request.member, caller)
+    left = wallet.spendable_msat(request.member, caller, request.payer)
     need = price + wallet.fee_limit_msat(price) if price > 0 else 0
     if price > 0 and left is not None and left < need:
         raise AnswerRefused(

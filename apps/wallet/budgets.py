@@ -66,21 +66,28 @@ def _scope_of(budget: Budget) -> Q:
     if budget.scope == Budget.Scope.MEMBER:
         return Q(member_id=budget.member_id)
     if budget.scope == Budget.Scope.CALLER:
-        return Q(caller=budget.caller)
+        return caller_scope(budget.caller)
     return Q()
+
+
+def caller_scope(caller: str) -> Q:
+    """The payments a caller's cap counts: those it made, and those made for it (an agent
+    task's payments to a provider, whose caller is the provider)."""
+    return Q(caller=caller) | Q(payer=caller)
 
 
 _BUDGETS_SQL = (
     "SELECT id, scope, member_id, caller, period, limit_msat FROM wallet_budget "
-    "WHERE scope IN ('household', 'request') OR (scope = 'caller' AND caller = %s) "
+    "WHERE scope IN ('household', 'request') OR (scope = 'caller' AND caller IN (%s, %s)) "
     "OR (scope = 'member' AND member_id = %s)"
 )
 
 
-def _budgets_for(caller: str, member_id: int | None) -> list[Budget]:
-    """Every budget a payment by `caller` for this member must stay within (a fixed query:
-    every payment and every outside request reads it)."""
-    return list(Budget.objects.raw(_BUDGETS_SQL, [caller, member_id]))
+def _budgets_for(caller: str, payer: str, member_id: int | None) -> list[Budget]:
+    """Every budget a payment by `caller` (for `payer`, when it pays for someone) for this
+    member must stay within: both callers' caps (a fixed query: every payment and every outside
+    request reads it). A blank payer matches no cap (a cap always names its caller)."""
+    return list(Budget.objects.raw(_BUDGETS_SQL, [caller, payer or caller, member_id]))
 
 
 # What a row commits, as COMMITTED says, in SQL: the reservation's query is written once here
@@ -139,8 +146,8 @@ def _sql_scope(budget: Budget) -> tuple[str, list[Any]]:
         conditions.append("member_id = %s")
         values.append(budget.member_id)
     elif budget.scope == Budget.Scope.CALLER:
-        conditions.append("caller = %s")
-        values.append(budget.caller)
+        conditions.append("(caller = %s OR payer = %s)")
+        values += [budget.caller, budget.caller]
     return " AND ".join(conditions), values
 
 
@@ -170,7 +177,9 @@ def reserve(**payment: Any) -> Payment:
     with transaction.atomic():
         _serialise()
         member = payment.get("member")
-        applying = _budgets_for(payment["caller"], member.pk if member else None)
+        applying = _budgets_for(
+            payment["caller"], payment.get("payer", ""), member.pk if member else None
+        )
         spent, taken = _reservation_facts(
             [b for b in applying if b.scope != Budget.Scope.REQUEST],
             payment["payment_hash"],
@@ -185,7 +194,8 @@ def reserve(**payment: Any) -> Payment:
             AuditAction.PAYMENT_RESERVED,
             actor=reserved.caller,
             subject=reserved.purpose,
-            detail=f"{reserved.audit_note}, fees up to {reserved.max_fee_msat} msat",
+            detail=f"{reserved.audit_note}, fees up to {reserved.max_fee_msat} msat"
+            + (f", for {reserved.payer}" if reserved.payer else ""),
         )
         return reserved
 
@@ -219,10 +229,10 @@ def budget_set(scope: str, period: str, limit_msat: int, *, member: Any = None,
     return budget
 
 
-def spendable(caller: str, member_id: int | None) -> int | None:
-    """The most a payment by `caller` for this member could cost now, every budget that applies
-    considered (amount and fee); None when no budget applies."""
-    applying = _budgets_for(caller, member_id)
+def spendable(caller: str, member_id: int | None, payer: str = "") -> int | None:
+    """The most a payment by `caller` (for `payer`) for this member could cost now, every
+    budget that applies considered (amount and fee); None when no budget applies."""
+    applying = _budgets_for(caller, payer, member_id)
     if not applying:
         return None
     periodic = [budget for budget in applying if budget.scope != Budget.Scope.REQUEST]

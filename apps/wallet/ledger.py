@@ -42,7 +42,8 @@ def entries(limit: int | None = None) -> list[Entry]:
 
 def _payment_entry(payment: Payment) -> Entry:
     return Entry(
-        when=payment.created_at, direction="out", caused_by=payment.caller,
+        when=payment.created_at, direction="out",
+        caused_by=f"{payment.caller} for {payment.payer}" if payment.payer else payment.caller,
         purpose=payment.purpose, amount_msat=payment.amount_msat, fee_msat=payment.fee_msat,
         state=payment.state, payment_hash=payment.payment_hash, preimage=payment.preimage,
         preimage_secret=payment.token_may_be_live, proof_holds=payment.proof_holds,

@@ -41,6 +41,9 @@ class Payment(models.Model):
     purpose = models.CharField(max_length=200, unique=True)  # the same purpose pays once
     label = models.CharField(max_length=220, unique=True)  # what the node's records carry
     caller = models.CharField(max_length=100)  # "member:3", "agent:42", "provider:…"
+    # Who the caller pays for, when someone else: an agent task ("agent:42") paying a provider
+    # (caller "provider:…"). A caller's cap counts the rows it is the caller or the payer of.
+    payer = models.CharField(max_length=100, blank=True, default="")
     member = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
     )

@@ -72,6 +72,7 @@ class PayOrder:
     max_fee_msat: int | None = None  # default: 5 sat or 1 %, whichever is more (as xpay's)
     member: Any = None  # whose allowance it counts against
     token_may_be_live: bool = False  # the preimage will be a credential (L402)
+    payer: str = ""  # whom the caller pays for, when someone else: "agent:42" (both caps count)
 
 
 def invoice_normalised(text: str) -> str:
@@ -96,7 +97,8 @@ def pay(order: PayOrder) -> Payment:
     try:
         payment = budgets.reserve(
             purpose=order.purpose, label=f"sovereign:{order.purpose}", caller=order.caller,
-            member=order.member, bolt11=order.bolt11, payment_hash=invoice["payment_hash"],
+            payer=order.payer, member=order.member, bolt11=order.bolt11,
+            payment_hash=invoice["payment_hash"],
             destination=invoice.get("payee", ""), description=invoice.get("description", ""),
             amount_msat=invoice["amount_msat"], max_fee_msat=fee_limit,
             token_may_be_live=order.token_may_be_live,
@@ -110,10 +112,10 @@ def pay(order: PayOrder) -> Payment:
     return send(payment)
 
 
-def spendable_msat(member: Any, caller: str = "") -> int | None:
-    """What this member may still spend through `caller` within every budget; None: no limit.
-    A check before a request is sent; the reservation when paying is what decides."""
-    return budgets.spendable(caller, member.pk if member is not None else None)
+def spendable_msat(member: Any, caller: str = "", payer: str = "") -> int | None:
+    """What this member may still spend through `caller` (for `payer`) within every budget;
+    None: no limit. A check before a request is sent; the reservation when paying decides."""
+    return budgets.spendable(caller, member.pk if member is not None else None, payer)
 
 
 def fee_limit_msat(amount_msat: int) -> int:

@@ -214,7 +214,9 @@ def test_a_paid_step_records_its_cost_and_receipt(
     [ran] = steps(task)
     [payment] = Payment.objects.all()
     assert ran.state == StepState.DONE and ran.result.startswith("l402 answers: Say the word 1.")
-    assert (payment.caller, payment.state) == (task.caller, Payment.State.COMPLETE)
+    # Paid to the provider for the task: the provider's cap and the task's both count it.
+    assert (payment.caller, payment.payer) == ("provider:acme", task.caller)
+    assert payment.state == Payment.State.COMPLETE
     assert payment.purpose == f"l402:acme:agent-{task.pk}-step-{ran.pk}"
     assert ran.cost_msat == PRICE + (payment.fee_msat or 0)
     assert ran.provenance["provider"] == "acme"

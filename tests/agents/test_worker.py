@@ -71,8 +71,10 @@ class Node:
         return [step["state"] for step in self.steps(task_id)]
 
     def payments(self, task_id: int) -> list[dict[str, Any]]:
+        # Paid to a provider for the task (payer), or by the task itself (a paid HTTP step).
+        task = f"agent:{task_id}"
         return self.rows(
-            "SELECT * FROM wallet_payment WHERE caller = ? ORDER BY id", f"agent:{task_id}"
+            "SELECT * FROM wallet_payment WHERE caller = ? OR payer = ? ORDER BY id", task, task
         )
 
     def cap(self, task_id: int) -> int:

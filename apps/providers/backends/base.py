@@ -45,11 +45,13 @@ class Call:
     # looked at all (False: a trusted provider).
     found: dict[str, int] = field(default_factory=dict)
     redacted: bool = False  # only the pipeline's privacy hook says it was
-    payer: str = ""  # the wallet's caller when not the provider's own: an agent task
+    payer: str = ""  # whom the provider is paid for, when someone: an agent task ("agent:42")
 
     @property
     def caller(self) -> str:
-        return self.payer or f"provider:{self.provider.name}"
+        """The wallet's caller: always the provider, so the owner's cap on it holds for every
+        payment; an agent's payment also names its task as the payer (both caps count)."""
+        return f"provider:{self.provider.name}"
 
     def purpose(self, what: str) -> str:
         """A wallet purpose for this request: paying it again returns the first payment."""

@@ -88,7 +88,8 @@ class L402Kind(Kind):
                 "The provider asked to be paid without an L402 challenge; nothing was paid.",
             )
         await invoice_checked(challenge, call.price_msat)
-        purpose = call.purpose("l402")
+        # Another invoice than an earlier run's: pending or paid, that one stands (Unanswered).
+        purpose = await paying.purpose_free(call.purpose("l402"), challenge.invoice)
         token_id = await sync_to_async(credentials.credential_open)(
             call.provider.id, challenge.scheme, challenge.token, purpose
         )

@@ -28,6 +28,7 @@ from asgiref.sync import sync_to_async
 from apps.providers import credentials, paying
 from apps.providers.backends.base import Authorization, Call, Kind, Outcome, Unanswered
 from apps.providers.challenges import Challenge, challenges_parsed
+from apps.providers.models import Credential
 
 SCHEME = "Payment"
 RECEIPT_BYTES = 4096
@@ -55,8 +56,13 @@ class MppKind(Kind):
                 "was paid.",
             )
         bolt11 = await charge_invoice_checked(challenge, call.price_msat)
-        purpose = call.purpose("mpp")
-        note = {"challenge_id": challenge.params.get("id", "")}
+        try:
+            purpose = await paying.purpose_free(call.purpose("mpp"), bolt11)
+        except paying.PaidBefore as before:
+            return await self._paid_before(call, before)
+        # Every parameter is kept (none is secret): a run that loses the answer after paying
+        # can send the same credential again rather than pay anew.
+        note = {"challenge_id": challenge.params.get("id", ""), "challenge": challenge.params}
         credential_id = await sync_to_async(credentials.credential_open)(
             call.provider.id,
             SCHEME,
@@ -75,6 +81,18 @@ class MppKind(Kind):
         header = charge_credential(challenge, paid.preimage)
         return Authorization({"Authorization": header}, payment_purpose=purpose)
 
+    async def _paid_before(self, call: Call, before: paying.PaidBefore) -> Authorization:
+        """An earlier run of this request paid a charge and lost the answer: the credential it
+        paid for is sent again if its challenge was kept (the provider decides whether it still
+        takes it); otherwise the request ends, never paying twice."""
+        kept = await sync_to_async(_kept_challenge)(call.provider.id, before.paid.purpose)
+        if kept is None:
+            raise before
+        credential_id, params = kept
+        self._bought[call.request_id] = credential_id
+        header = charge_credential(Challenge("payment", params), before.paid.preimage)
+        return Authorization({"Authorization": header}, payment_purpose=before.paid.purpose)
+
     async def on_answer(self, call: Call, response: httpx2.Response) -> None:
         credential_id = self._bought.pop(call.request_id, None)
         raw = response.headers.get("payment-receipt", "")
@@ -82,6 +100,19 @@ class MppKind(Kind):
             return
         kept = {"receipt": receipt_read(raw), "receipt_header": raw[:RECEIPT_BYTES]}
         await sync_to_async(credentials.credential_noted)(credential_id, kept)
+
+
+def _kept_challenge(provider_id: int, purpose: str) -> tuple[int, dict[str, str]] | None:
+    """The credential written before paying for `purpose`, with its challenge's parameters."""
+    row = (
+        Credential.objects.filter(provider_id=provider_id, scheme=SCHEME, payment_purpose=purpose)
+        .order_by("-id")
+        .first()
+    )
+    params = (row.note or {}).get("challenge") if row is not None else None
+    if row is None or not isinstance(params, dict):
+        return None
+    return row.pk, {str(key): str(value) for key, value in params.items()}
 
 
 def charge_challenge(challenges: list[Challenge]) -> Challenge | None:

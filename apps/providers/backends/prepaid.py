@@ -123,6 +123,8 @@ class PrepaidKind(Kind):
         """Buy this provider's key; None when another request began buying one first."""
         async with _api(call, await sync_to_async(keys.flavour_known)(call.provider.id)) as api:
             purpose = call.purpose("topup")
+            if not isinstance(api, PPQApi) and _sats(call) < 1:  # PPQ's key costs nothing
+                raise _too_small(call, 1)
             kept, mine = await sync_to_async(keys.key_claim)(call.provider.id, purpose, api.flavour)
             if not mine:
                 return None
@@ -179,13 +181,10 @@ class PrepaidKind(Kind):
                 return  # another request's top-up went through: likewise
         else:
             raise Unanswered(Outcome.FAILED, f"No top-up could be begun at {call.provider.name}.")
-        if isinstance(api, PPQApi) and _sats(call) < PPQ_MIN_SATS:
+        smallest = PPQ_MIN_SATS if isinstance(api, PPQApi) else 1
+        if _sats(call) < smallest:
             await sync_to_async(keys.topup_clear)(kept.id, purpose)
-            raise Unanswered(
-                Outcome.FAILED,
-                f"PPQ's smallest Lightning top-up is {PPQ_MIN_SATS} sats; {call.provider.name}'s "
-                f"top-up is set to {_sats(call)} sats. Nothing was paid.",
-            )
+            raise _too_small(call, smallest)
         clear = _topup_clearing(kept.id, purpose)
         invoice = await _asked(call, api.topup_invoice(kept.key, _sats(call)), clear)
         try:
@@ -257,7 +256,12 @@ class PrepaidKind(Kind):
         nothing was paid. A pending outcome keeps it: the reconciler settles the payment."""
         try:
             await paying.invoice_pay(
-                call, bolt11, purpose, live_token=False, max_amount_msat=_sats(call) * 1000
+                call,
+                bolt11,
+                purpose,
+                live_token=False,
+                max_amount_msat=_sats(call) * 1000,
+                retry_failed=False,  # the purchase wrote this purpose down: it pays under no other
             )
         except Unanswered as stop:
             if stop.outcome == Outcome.PAYMENT_PENDING:
@@ -398,8 +402,29 @@ def _refusal(call: Call, stop: Unanswered) -> Unanswered:
 
 
 def _sats(call: Call) -> int:
-    """One top-up, in whole sats (what both APIs take)."""
-    return max(call.provider.topup_msat // 1000, 1)
+    """One top-up, in whole sats (what both APIs take): the provider's top-up size, but for a
+    payer's request (an agent's step) never more than the price it was approved at: a step
+    spends what its owner saw, not the provider's whole top-up (0: not even one sat)."""
+    sats = max(call.provider.topup_msat // 1000, 1)
+    if call.payer:
+        sats = min(sats, call.price_msat // 1000)
+    return sats
+
+
+def _too_small(call: Call, smallest: int) -> Unanswered:
+    """Why no top-up is asked for: the smallest the provider takes is more than allowed."""
+    name = call.provider.name
+    if call.payer and call.price_msat // 1000 < call.provider.topup_msat // 1000:
+        return Unanswered(
+            Outcome.INVOICE_REFUSED,
+            f"The smallest top-up {name} takes is {smallest} sats, more than the "
+            f"{call.price_msat / 1000:g} sats approved for this request. Nothing was paid.",
+        )
+    return Unanswered(
+        Outcome.FAILED,
+        f"The smallest top-up {name} takes is {smallest} sats; {name}'s top-up is set to "
+        f"{_sats(call)} sats. Nothing was paid.",
+    )
 
 
 async def _balance_refresh(api: PrepaidApi, kept: keys.Kept) -> None:
