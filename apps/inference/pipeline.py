@@ -77,8 +77,8 @@ class AnswerRequest:
     # The digest of what the member was shown would leave (`preview`): an outside model to which
     # something else would go is refused, and a route passes it over.
     leaving_shown: str | None = None
-    # Who pays in the wallet when not the provider's own caller: an agent task (`agent:<id>`),
-    # whose cap every payment of its steps counts against.
+    # On whose behalf a payment is made besides the provider's own caller: an agent task
+    # (`agent:<id>`), whose cap every payment of its steps counts against as well.
     payer: str = ""
 
 

@@ -215,7 +215,8 @@ def test_a_member_gets_a_second_opinion_paid_for_after_the_owner_approved_it_by_
     # What the wallet's journal paid for this task: one payment to each provider.
     paid = household.rows(
         "SELECT payment_hash, amount_msat, fee_msat, state, purpose FROM wallet_payment "
-        "WHERE caller = ? ORDER BY id",
+        "WHERE caller = ? OR payer = ? ORDER BY id",
+        f"agent:{task_id}",
         f"agent:{task_id}",
     )
     assert [p["state"] for p in paid] == ["complete", "complete"]

@@ -15,7 +15,7 @@ PREPARED = "prepared"
 
 class OutsideBackend(ChatBackend):
     """Options the pipeline gives: `request_id`, `price_msat` (the price shown), `origin`,
-    `member_id`, `payer` (the wallet's caller, when not the provider's own)."""
+    `member_id`, `payer` (an agent task whose cap a payment counts against too)."""
 
     def __init__(self, provider: ProviderInfo) -> None:
         self.provider = provider
