@@ -13,8 +13,11 @@
   // one more if it changed meanwhile: an older answer never lands after a newer one.
   const fetching = new Map();
 
+  const typing = (region) =>
+    region.contains(document.activeElement) && document.activeElement.matches("input, select, textarea");
+
   async function refresh(region) {
-    if (region.contains(document.activeElement) && document.activeElement.matches("input, select, textarea")) {
+    if (typing(region)) {
       region.dataset.stale = "yes"; // not while someone types in it: on their next blur
       return;
     }
@@ -25,8 +28,11 @@
     fetching.set(region, false);
     try {
       const response = await fetch(region.dataset.fragment, { headers: { Accept: "text/html" } });
-      if (response.ok) {
-        const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
+      const text = response.ok ? await response.text() : null;
+      if (text !== null && typing(region)) {
+        region.dataset.stale = "yes"; // they began typing while it was fetched
+      } else if (text !== null) {
+        const fresh = new DOMParser().parseFromString(text, "text/html");
         region.replaceChildren(...fresh.body.childNodes);
         delete region.dataset.stale;
       }
@@ -50,9 +56,10 @@
   function connect() {
     const scheme = location.protocol === "https:" ? "wss" : "ws";
     const socket = new WebSocket(`${scheme}://${location.host}/ws/agents/`);
-    socket.addEventListener("open", () => {
-      // What changed between the page's rendering and now was announced to nobody: catch up.
-      for (const region of [panel, list]) if (region) refresh(region);
+    socket.addEventListener("open", async () => {
+      // What changed between the page's rendering and now was announced to nobody: catch up,
+      // then say the page is live.
+      await Promise.all([panel, list].filter(Boolean).map(refresh));
       live.dataset.live = "on";
       live.textContent = "Live";
     });
