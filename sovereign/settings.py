@@ -242,15 +242,13 @@ PROVIDER_TOPUP_SAT = env_int("SOVEREIGN_PROVIDER_TOPUP_SAT", 1000, minimum=1, ma
 # Agent tasks: how long a worker holds a running step before another may take it for dead and
 # run it again (renewed every third of it while the step runs), and how long a task waits for
 # a person (its plan, a step) before it expires.
-SOVEREIGN_AGENT_STEP_LEASE_SECONDS = env_int(
+AGENT_STEP_LEASE_SECONDS = env_int(
     "SOVEREIGN_AGENT_STEP_LEASE_SECONDS", 60, minimum=1, maximum=3600
 )
-SOVEREIGN_AGENT_WAIT_HOURS = env_int("SOVEREIGN_AGENT_WAIT_HOURS", 24, minimum=1, maximum=24 * 30)
+AGENT_WAIT_HOURS = env_int("SOVEREIGN_AGENT_WAIT_HOURS", 24, minimum=1, maximum=24 * 30)
 # A step above this cost is approved only with a fresh login signature (or the shell); a
 # member's task may set a lower threshold, only the owner's a higher one.
-SOVEREIGN_AGENT_STEP_UP_SAT = env_int(
-    "SOVEREIGN_AGENT_STEP_UP_SAT", 1000, minimum=0, maximum=10_000_000
-)
+AGENT_STEP_UP_SAT = env_int("SOVEREIGN_AGENT_STEP_UP_SAT", 1000, minimum=0, maximum=10_000_000)
 
 # How often the worker reports that it is alive; three missed reports mean down.
 HEARTBEAT_SECONDS = 2

@@ -48,11 +48,11 @@ TASK_GOING = (TaskState.RUNNING, TaskState.AWAITING_STEP_APPROVAL)  # a step may
 
 
 def lease() -> timedelta:
-    return timedelta(seconds=settings.SOVEREIGN_AGENT_STEP_LEASE_SECONDS)
+    return timedelta(seconds=settings.AGENT_STEP_LEASE_SECONDS)
 
 
 def wait_limit() -> timedelta:
-    return timedelta(hours=settings.SOVEREIGN_AGENT_WAIT_HOURS)
+    return timedelta(hours=settings.AGENT_WAIT_HOURS)
 
 
 # --- what a step sends ------------------------------------------------------------------

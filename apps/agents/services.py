@@ -174,7 +174,7 @@ def task_create(
     if budget_cap_msat < 0:
         raise AgentError("A budget cap cannot be negative.")
     checked = policy if isinstance(policy, Policy) else Policy.from_json(policy)
-    ceiling = settings.SOVEREIGN_AGENT_STEP_UP_SAT * 1000
+    ceiling = settings.AGENT_STEP_UP_SAT * 1000
     if asked_by.role != Role.OWNER and checked.step_up_threshold_msat > ceiling:
         raise AgentError(
             f"Only the owner may set the step-up threshold above {ceiling // 1000} sat."

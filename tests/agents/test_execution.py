@@ -362,7 +362,7 @@ def test_resume_picks_only_steps_whose_lease_ran_out(member: Any) -> None:
 
 @pytest.mark.django_db
 def test_a_task_left_waiting_past_the_limit_expires(member: Any, settings: Any) -> None:
-    settings.SOVEREIGN_AGENT_WAIT_HOURS = 1
+    settings.AGENT_WAIT_HOURS = 1
     old = planned(member, [(LOCAL, 1, False, 0)])
     fresh = planned(member, [(LOCAL, 1, False, 0)])
     Task.objects.filter(pk=old.pk).update(updated_at=timezone.now() - timedelta(hours=2))
@@ -547,7 +547,7 @@ def test_a_failed_task_says_what_its_steps_paid(member: Any) -> None:
 
 @pytest.mark.django_db
 def test_an_expired_task_says_what_it_paid(member: Any, owner: Any, settings: Any) -> None:
-    settings.SOVEREIGN_AGENT_WAIT_HOURS = 1
+    settings.AGENT_WAIT_HOURS = 1
     task = approved(planned(member, [(LOCAL, 1, False, 0), (ACME, 2, False, PRICE)]), member)
     first = _running(task)
     _payment(first, Payment.State.COMPLETE)
@@ -568,7 +568,7 @@ def test_an_expired_task_says_what_it_paid(member: Any, owner: Any, settings: An
 def test_the_lease_keeper_goes_on_after_a_database_error(
     member: Any, settings: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings.SOVEREIGN_AGENT_STEP_LEASE_SECONDS = 0.3  # renewed every 0.1 s
+    settings.AGENT_STEP_LEASE_SECONDS = 0.3  # renewed every 0.1 s
     task = approved(planned(member, [(LOCAL, 1, False, 0)]), member)
     step = _running(task)
     renew = execution._lease_renew

@@ -169,7 +169,7 @@ def test_the_audit_trail_names_the_task_never_its_goal(planned: Task) -> None:
 def test_a_member_cannot_raise_the_step_up_threshold_above_the_households(
     member: Any, owner: Any, settings: Any
 ) -> None:
-    settings.SOVEREIGN_AGENT_STEP_UP_SAT = 100
+    settings.AGENT_STEP_UP_SAT = 100
     with pytest.raises(services.AgentError, match="Only the owner"):
         task_for(member, step_up_threshold_msat=100_001)
     assert not Task.objects.exists()
