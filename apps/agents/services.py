@@ -173,7 +173,8 @@ def task_create(
         raise AgentError("A task needs a goal.")
     if budget_cap_msat < 0:
         raise AgentError("A budget cap cannot be negative.")
-    checked = policy if isinstance(policy, Policy) else Policy.from_json(policy)
+    # Checked however it came: a Policy built by a form is checked as one read from JSON.
+    checked = Policy.from_json(policy.to_json() if isinstance(policy, Policy) else policy)
     ceiling = settings.AGENT_STEP_UP_SAT * 1000
     if asked_by.role != Role.OWNER and checked.step_up_threshold_msat > ceiling:
         raise AgentError(

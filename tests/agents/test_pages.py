@@ -482,3 +482,13 @@ def test_a_member_cannot_list_addresses_to_pay(
     monkeypatch.setattr(tasks.plan_propose, "delay", lambda *args: None)
     new_task(member_client, template="proposed", urls="https://api.example.org/")
     assert services.policy_of(Task.objects.get()).urls == ()
+
+
+def test_an_address_that_is_not_http_is_refused_and_nothing_is_created(
+    owner_client: Client, local_model: LocalModel, monkeypatch: Any
+) -> None:
+    monkeypatch.setattr(tasks.plan_propose, "delay", lambda *args: None)
+    response = new_task(owner_client, template="proposed", urls="ftp://files.example.org/")
+    assert response.status_code == 400
+    assert "is not an http or https address" in response.content.decode()
+    assert not Task.objects.exists()
