@@ -15,10 +15,12 @@
 
   const typing = (region) =>
     region.contains(document.activeElement) && document.activeElement.matches("input, select, textarea");
+  // A form being signed must stay in the page until it is sent: a fresh rendering would detach it.
+  const signing = (region) => region.querySelector("form[data-signing]") !== null;
 
   async function refresh(region) {
-    if (typing(region)) {
-      region.dataset.stale = "yes"; // not while someone types in it: on their next blur
+    if (typing(region) || signing(region)) {
+      region.dataset.stale = "yes"; // not while someone types in it (on their next blur) or signs
       return;
     }
     if (fetching.has(region)) {
@@ -29,7 +31,7 @@
     try {
       const response = await fetch(region.dataset.fragment, { headers: { Accept: "text/html" } });
       const text = response.ok ? await response.text() : null;
-      if (text !== null && typing(region)) {
+      if (text !== null && (typing(region) || signing(region))) {
         region.dataset.stale = "yes"; // they began typing while it was fetched
       } else if (text !== null) {
         const fresh = new DOMParser().parseFromString(text, "text/html");
@@ -117,8 +119,12 @@
     const approve = submit.target;
     if (!(approve instanceof HTMLFormElement) || !approve.dataset.stepUp) return;
     submit.preventDefault();
+    approve.dataset.signing = "yes";
     signedApproval(approve).catch((error) => {
       approve.querySelector(".step-up-status").textContent = error.message;
+      delete approve.dataset.signing;
+      const region = approve.closest("[data-fragment]");
+      if (region && region.dataset.stale) refresh(region);
     });
   });
 

@@ -137,6 +137,7 @@ def test_the_owner_approves_what_leaves_and_signs_again_above_the_step_up_thresh
     expect(page.locator(".task-row")).to_have_count(2)  # the owner sees everyone's
     audit_both_widths(page, "agents-list-owner")
     page.goto(f"{node.url}/agents/{task_id}/")
+    expect(page.locator("#live")).to_have_text("Live")
 
     first.get_by_role("button", name="Sign and approve").click()
     expect(page.locator(".messages")).to_have_text("Step 2 is approved.")
