@@ -1,6 +1,7 @@
 # Sovereign's product image (the one the Umbrel and Start9 packages run).
 #
 #   docker build -t sovereign .
+#   scripts/release VERSION     (linux/amd64 + linux/arm64, pushed, pinned in both packages)
 #   docker run -p 8000:8000 -v sovereign-data:/data sovereign
 #
 # The default command runs web and worker together; the Umbrel compose file runs them as
@@ -25,9 +26,15 @@ WORKDIR /src
 COPY pyproject.toml ./
 COPY sovereign/ sovereign/
 COPY apps/ apps/
-# llama-cpp-python compiled without Intel AMX code, and refused if any is found in it (the
-# README's "Processors" says why); then the rest, which finds it already installed.
-RUN python sovereign/llama_build.py --venv /opt/venv --cache /tmp/wheels && rm -rf /tmp/wheels
+# llama-cpp-python compiled portable: nothing from the build machine's processor, one CPU
+# library per processor generation, the best one chosen at run time (an old Celeron, an Intel
+# N100, a Raspberry Pi 5), none with Intel AMX code (the README's "Processors" says why). For
+# the architecture being built (BuildKit's TARGETARCH: amd64 or arm64, each built natively or
+# emulated, never cross-compiled); then the rest, which finds it already installed.
+ARG TARGETARCH
+RUN python sovereign/llama_build.py --venv /opt/venv --cache /tmp/wheels \
+        --mode portable --arch "${TARGETARCH:-$(uname -m)}" \
+    && rm -rf /tmp/wheels
 RUN pip install .
 
 # --- final: no compilers, runs as uid/gid 1000 ------------------------------------------

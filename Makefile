@@ -8,7 +8,7 @@ INSTALLED_BENCH := $(VENV)/.installed-bench
 AXE := $(VENV)/node/node_modules/axe-core/axe.min.js
 AXE_VERSION := 4.11.1
 
-.PHONY: run test check format bench rebuild-llama
+.PHONY: run test check format bench rebuild-llama release
 
 # Installs (again) only when pyproject.toml or the llama.cpp build changes. llama-cpp-python is
 # compiled for this processor without Intel AMX code, and its wheel kept under a key of the
@@ -59,3 +59,8 @@ check: $(INSTALLED)
 format: $(INSTALLED)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+# Builds and pushes the image for linux/amd64 and linux/arm64 and pins its digest into the
+# Umbrel and StartOS packages: make release VERSION=1.2.3 (scripts/release says what it needs).
+release:
+	scripts/release $(VERSION)

@@ -239,7 +239,9 @@ def main() -> None:
     from llama_cpp import Llama
 
     from apps.inference.services import bundled_model_file
+    from sovereign import llama_cpu
 
+    llama_cpu.load()  # a portable build's CPU library, as the engine loads it
     logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
     bundled = bundled_model_file()
     if bundled is None:

@@ -92,6 +92,9 @@ def raw_worker(connection: Connection, model_path: str) -> None:
     at a time, until None."""
     from llama_cpp import Llama
 
+    from sovereign import llama_cpu
+
+    llama_cpu.load()  # a portable build's CPU library, as the engine loads it
     # Flash attention as the engine has it (llama.cpp's default; llama-cpp-python's is off):
     # the same arithmetic, so the same text.
     llm = Llama(
@@ -216,7 +219,7 @@ class LlamaServer:
         self.url = f"http://127.0.0.1:{self.port}"
         log = open(root / f"llama-server-{self.port}.log", "wb")  # noqa: SIM115
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--model", model_path,
+            [sys.executable, "-m", "sovereign.llama_cpu", "llama_cpp.server", "--model", model_path,
              "--n_ctx", str(CONTEXT), "--n_threads", str(THREADS),
              "--n_threads_batch", str(THREADS), "--host", "127.0.0.1",
              "--port", str(self.port), *options],

@@ -38,6 +38,8 @@ from typing import Any, Literal, cast
 import llama_cpp.llama_cpp as llama
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
+from sovereign import llama_cpu
+
 FinishReason = Literal["stop", "length", "cancelled", "error"]
 
 DEFAULT_BATCH_SIZE = 256  # tokens per llama_decode: the prompt chunk budget plus one per stream
@@ -627,6 +629,7 @@ def _init_backend() -> None:
     global _backend_ready
     with _backend_lock:
         if not _backend_ready:
+            llama_cpu.load()  # a portable build's CPU library for this processor, logged
             llama.llama_backend_init()
             _backend_ready = True
 

@@ -43,6 +43,7 @@ class LlamaCppServer:
             [
                 sys.executable,
                 "-m",
+                "sovereign.llama_cpu",  # a portable build's CPU library first, then:
                 "llama_cpp.server",
                 "--model",
                 str(model),
