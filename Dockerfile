@@ -8,7 +8,10 @@
 # two containers from this same image (`manage.py run web`, `manage.py run worker`).
 
 # --- builder: compilers for packages with native code (llama-cpp-python) ---------------
-FROM python:3.11-slim AS builder
+# Debian 13 (trixie) in both stages: its GCC 14 is the first to know the Armv9.2 SME variants
+# of llama.cpp's arm64 build (GCC 12 refuses `-march=armv9.2-a+…+sme`), and the final stage
+# must have the same libstdc++ as the one the libraries were linked with.
+FROM python:3.11-slim-trixie AS builder
 
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -38,7 +41,7 @@ RUN python sovereign/llama_build.py --venv /opt/venv --cache /tmp/wheels \
 RUN pip install .
 
 # --- final: no compilers, runs as uid/gid 1000 ------------------------------------------
-FROM python:3.11-slim
+FROM python:3.11-slim-trixie
 
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
