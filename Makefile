@@ -11,8 +11,9 @@ AXE_VERSION := 4.11.1
 .PHONY: run test check format bench rebuild-llama release
 
 # Installs (again) only when pyproject.toml or the llama.cpp build changes. llama-cpp-python is
-# compiled for this processor without Intel AMX code, and its wheel kept under a key of the
-# flags, compiler and processor (sovereign/llama_build.py says why pip's cache is not used).
+# compiled portable as in the image (nothing from this processor, a CPU library per processor
+# generation, none with Intel AMX code), and its wheel kept under a key of the mode, flags and
+# compiler (sovereign/llama_build.py says why pip's cache is not used).
 $(INSTALLED): pyproject.toml sovereign/llama_build.py
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Sovereign needs Python 3.11 or newer.")'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

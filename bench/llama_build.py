@@ -89,9 +89,13 @@ def one_stream(folder: Path) -> tuple[float, str]:
     return float(result["tokens"] / result["seconds"]), str(result["cpu"])
 
 
-def build_minutes(wheel: Path) -> float | None:
-    kept = wheel.parent / llama_build.BUILD_SECONDS
-    return round(int(kept.read_text()) / 60, 1) if kept.exists() else None
+def build_minutes(wheel: Path) -> dict[str, float] | None:
+    """How long the cold build took: wall-clock and compilers' CPU minutes."""
+    kept = wheel.parent / llama_build.BUILD_TIME
+    if not kept.exists():
+        return None
+    took = json.loads(kept.read_text())
+    return {"wall": round(took["seconds"] / 60, 1), "cpu": round(took["cpu_seconds"] / 60, 1)}
 
 
 def main() -> None:
@@ -138,25 +142,30 @@ def render(figures: dict[str, object]) -> str:
     assert isinstance(rates, dict) and isinstance(loaded, dict) and isinstance(minutes, dict)
     assert isinstance(sizes, dict) and isinstance(amx, dict)
     rows = "\n".join(
-        f"| {name} | {rates[name]} | {loaded[name]} | {minutes[name] or '—'} | {sizes[name]} "
+        f"| {name} | {rates[name]} | {loaded[name]} | {_minutes(minutes[name])} | {sizes[name]} "
         f"| {amx[name]} |"
         for name in BUILDS
     )
     return f"""One stream of {MAX_TOKENS} greedy tokens of SmolLM2-135M-Instruct with raw
 llama-cpp-python and {figures["threads"]} threads, {figures["repeats"]} rounds in turns (each
 build first every other round), each in a fresh process; medians. Both builds are compiled here
-from the same source (`bench/llama_build.py`); build time is the cold compile, `nice`d, on a
+from the same source (`bench/llama_build.py`); build time is the cold compile (wall clock and
+the compilers' CPU time, which the machine's other work does not change), `nice`d, on a
 machine other work shared (— when the wheel was built before the times were kept).
 Other processes took {figures["others_cpu_share"]:.0%} of the CPU during the median measure
 (each is taken again, up to three times, while that share is 10 % or more).
 
-| build | tokens/s | CPU library loaded | build (min) | wheel (MB) | libraries with AMX |
+| build | tokens/s | CPU library loaded | build min (wall / CPU) | wheel MB | AMX libraries |
 |---|---|---|---|---|---|
 {rows}
 
 The portable build runs at **{figures["ratio_portable_to_native"]} ×** the native build's
 speed here: the variant llama.cpp picks at run time has the features a native build would
 use, and the same wheel runs on processors this one's native build would crash on."""
+
+
+def _minutes(took: dict[str, float] | None) -> str:
+    return f"{took['wall']} / {took['cpu']}" if took else "—"
 
 
 if __name__ == "__main__":

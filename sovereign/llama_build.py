@@ -31,9 +31,11 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import platform
 import re
+import resource
 import shlex
 import shutil
 import subprocess
@@ -67,7 +69,7 @@ CPU_VARIANT = re.compile(r"(?:^|/)libggml-cpu-(?P<variant>[\w.]+)\.so$")
 # An AMX tile register, or an instruction that only AMX code uses, in `objdump -d` output.
 AMX_INSTRUCTION = re.compile(r"%tmm[0-7]\b|\b(?:ldtilecfg|sttilecfg|tilerelease)\b")
 ROOT = Path(__file__).resolve().parent.parent
-BUILD_SECONDS = "build-seconds"  # beside a kept wheel: how long compiling it took
+BUILD_TIME = "build-time.json"  # beside a kept wheel: how long compiling it took
 
 
 class BuildError(Exception):
@@ -176,15 +178,18 @@ def cached_wheel(
         return wheels[0]
     cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache) as scratch:
-        started = time.monotonic()
+        started, compilers_before = time.monotonic(), _children_cpu_seconds()
         wheel = _build(version, mode, arguments, Path(scratch))
-        built_in = time.monotonic() - started
+        took = {
+            "seconds": round(time.monotonic() - started),
+            "cpu_seconds": round(_children_cpu_seconds() - compilers_before),
+        }
         if not allow_amx:
             for name in drop_amx_variants(wheel):
                 print(f"Left out {Path(name).name}: it holds AMX code (see the module's doc).")
             _refuse_amx(wheel)
         folder.mkdir(exist_ok=True)
-        (folder / BUILD_SECONDS).write_text(f"{built_in:.0f}\n")  # for bench/llama_build.py
+        (folder / BUILD_TIME).write_text(json.dumps(took))  # for bench/llama_build.py
         kept = folder / wheel.name
         shutil.move(wheel, kept)
     return kept
@@ -255,6 +260,12 @@ def _refuse_amx(wheel: Path) -> None:
     found = wheel_amx_instructions(wheel)
     if found:
         raise BuildError(f"{wheel.name} holds AMX instructions, refused: {found}")
+
+
+def _children_cpu_seconds() -> float:
+    # The compilers' time, as each waited-for process adds its children's to its own.
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _first_line(command: list[str]) -> str:
