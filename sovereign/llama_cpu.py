@@ -24,6 +24,7 @@ import threading
 from pathlib import Path
 
 import llama_cpp
+import llama_cpp.llama_cpp
 
 logger = logging.getLogger("sovereign.engine")
 LIBRARIES = Path(llama_cpp.__file__).resolve().parent / "lib"
@@ -66,8 +67,11 @@ def loaded_variant() -> str | None:
 
 
 def _ggml() -> ctypes.CDLL:
-    # The libggml that libllama was linked with (the loader hands back the same, loaded, copy).
-    ggml = ctypes.CDLL(str(LIBRARIES / "libggml.so"))
+    # ggml's functions as libllama sees them: looked up through libllama's own handle, so in
+    # the libggml it was linked with. A wheel holds libggml.so and libggml.so.0 as two files
+    # (no symlinks in wheels): opening the first by name would load a second copy, with an
+    # empty registry of its own that libllama never reads.
+    ggml: ctypes.CDLL = llama_cpp.llama_cpp._lib
     ggml.ggml_backend_reg_count.restype = ctypes.c_size_t
     ggml.ggml_backend_reg_count.argtypes = []
     ggml.ggml_backend_load_all_from_path.restype = None
