@@ -160,8 +160,10 @@ Other processes took {figures["others_cpu_share"]:.0%} of the CPU during the med
 {rows}
 
 The portable build runs at **{figures["ratio_portable_to_native"]} ×** the native build's
-speed here: the variant llama.cpp picks at run time has the features a native build would
-use, and the same wheel runs on processors this one's native build would crash on."""
+speed here: the variant llama.cpp picks at run time is compiled for a processor generation
+(its instruction sets, generic tuning), the native build for this very processor
+(`-march=native`). The portable wheel runs on every processor its variants cover; the native
+one only on processors with this one's features."""
 
 
 def _minutes(took: dict[str, float] | None) -> str:
