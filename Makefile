@@ -7,6 +7,8 @@ INSTALLED_BENCH := $(VENV)/.installed-bench
 # axe-core, the accessibility checker the browser tests run on every dashboard page.
 AXE := $(VENV)/node/node_modules/axe-core/axe.min.js
 AXE_VERSION := 4.11.1
+# The StartOS package's SDK and TypeScript, which tests/packaging/test_startos.py runs.
+STARTOS_MODULES := startos/node_modules/.installed
 
 .PHONY: run test check format bench rebuild-llama
 
@@ -36,7 +38,12 @@ run: $(INSTALLED)
 $(AXE):
 	npm install --no-save --no-audit --no-fund --prefix $(VENV)/node axe-core@$(AXE_VERSION)
 
-test: $(INSTALLED) $(AXE)
+# Installs (again) only when the package's lock file changes; npm ci starts from scratch.
+$(STARTOS_MODULES): startos/package.json startos/package-lock.json
+	cd startos && npm ci --no-audit --no-fund
+	@touch $@
+
+test: $(INSTALLED) $(AXE) $(STARTOS_MODULES)
 	$(BIN)/python -m pytest
 
 # By hand, on a quiet machine: each script rewrites its section of docs/benchmarks.md.
