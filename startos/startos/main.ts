@@ -167,10 +167,25 @@ export const main = sdk.setupMain(async ({ effects }) => {
 async function uiOrigins(effects: T.Effects): Promise<string[]> {
   const urls = await sdk.host
     .getOwn(effects, uiHostId, (host) =>
-      (host?.bindings[webPort]?.interfaces[uiInterfaceId]?.addressInfo.format() ?? []).sort(),
+      (
+        host?.bindings[webPort]?.interfaces[uiInterfaceId]?.addressInfo
+          // A link-local address needs a zone, which neither URLs nor Django accept.
+          .filter({ exclude: { kind: 'link-local' } })
+          .format() ?? []
+      ).sort(),
     )
     .const()
-  return unique(urls.map((url) => new URL(url).origin))
+  return unique(urls.map(webOrigin).filter((origin) => origin !== null))
+}
+
+/** The origin of an http(s) URL; null for anything else (Sovereign refuses it at start). */
+function webOrigin(url: string): string | null {
+  try {
+    const parsed = new URL(url)
+    return ['http:', 'https:'].includes(parsed.protocol) ? parsed.origin : null
+  } catch {
+    return null
+  }
 }
 
 function unique(values: string[]): string[] {

@@ -27,7 +27,7 @@ export const chooseLightning = sdk.Action.withInput(
     visibility: 'enabled',
   },
   inputSpec,
-  async ({ effects }) => ({
+  async () => ({
     lightning: (await storeJson.read((s) => s.lightning).once()) ?? 'c-lightning',
   }),
   // main and the dependencies read the choice reactively: saving it restarts Sovereign
