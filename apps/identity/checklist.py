@@ -65,7 +65,7 @@ def _local_model() -> ChecklistItem:
 def _lightning() -> ChecklistItem:
     # Without the setting there is no node to ask; asking would only wait for nothing.
     summary: dict[str, Any] = (
-        wallet.node_summary() if settings.LIGHTNING_RPC else {"connected": False}
+        wallet.node_summary() if wallet.node_configured() else {"connected": False}
     )
     if summary.get("connected"):
         detail = f"Connected to {summary.get('alias') or 'the node'} on {summary.get('network')}."
