@@ -15,6 +15,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey as PrivateKey
 from cryptography.x509.oid import NameOID
 
 NAMES = ("cln", "localhost")
@@ -29,7 +30,7 @@ def ensure(directory: Path) -> None:
         make_signed(directory, filename, common_name, ca_key, ca)
 
 
-def make_ca(directory: Path, common_name: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+def make_ca(directory: Path, common_name: str) -> tuple[PrivateKey, x509.Certificate]:
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     certificate = (
@@ -47,7 +48,7 @@ def make_signed(
     directory: Path,
     filename: str,
     common_name: str,
-    ca_key: ec.EllipticCurvePrivateKey,
+    ca_key: PrivateKey,
     ca: x509.Certificate,
 ) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
@@ -64,7 +65,9 @@ def make_signed(
     _write(directory, filename, key, certificate)
 
 
-def _builder(subject: x509.Name, issuer: x509.Name, public_key: ec.EllipticCurvePublicKey) -> x509.CertificateBuilder:
+def _builder(
+    subject: x509.Name, issuer: x509.Name, public_key: ec.EllipticCurvePublicKey
+) -> x509.CertificateBuilder:
     now = datetime.datetime.now(datetime.UTC)
     return (
         x509.CertificateBuilder()
@@ -94,9 +97,7 @@ def _usage(cert_sign: bool) -> x509.KeyUsage:
     )
 
 
-def _write(
-    directory: Path, filename: str, key: ec.EllipticCurvePrivateKey, certificate: x509.Certificate
-) -> None:
+def _write(directory: Path, filename: str, key: PrivateKey, certificate: x509.Certificate) -> None:
     key_file = directory / f"{filename}-key.pem"
     key_file.touch(mode=0o600)
     key_file.write_bytes(
@@ -106,4 +107,5 @@ def _write(
             serialization.NoEncryption(),
         )
     )
-    (directory / f"{filename}.pem").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    pem = certificate.public_bytes(serialization.Encoding.PEM)
+    (directory / f"{filename}.pem").write_bytes(pem)

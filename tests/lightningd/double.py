@@ -99,6 +99,11 @@ class LightningdDouble:
         return f"https://127.0.0.1:{self.rest_port}"
 
     @property
+    def rest_requests(self) -> int:
+        """How many HTTP requests CLNRest has read since this double started it."""
+        return self._rest.requests_read if self._rest is not None else 0
+
+    @property
     def ca_file(self) -> Path:
         return self.lightning_dir / "ca.pem"
 

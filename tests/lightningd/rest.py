@@ -50,6 +50,7 @@ class RestServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
         self.tls.load_cert_chain(certificates / "server.pem", certificates / "server-key.pem")
         self.open_connections: set[socket.socket] = set()
         self.connections_lock = threading.Lock()
+        self.requests_read = 0  # HTTP requests that got past TLS: what a test may count
         super().__init__((host, port), _RestConnection)
 
     @property
@@ -64,7 +65,7 @@ class RestServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
         except (ssl.SSLError, OSError):
             _close(request)
             return
-        self.RequestHandlerClass(wrapped, client_address, self)
+        _RestConnection(wrapped, client_address, self)
 
     def close_connections(self) -> None:
         with self.connections_lock:
@@ -106,6 +107,8 @@ class _RestConnection(socketserver.BaseRequestHandler):
         request = read_http_request(self.request)
         if request is None:
             return
+        with self.server.connections_lock:
+            self.server.requests_read += 1
         verb, path, headers, body = request
         try:
             method, params = _route(verb, path, headers, body)

@@ -17,15 +17,16 @@ import base64
 import hashlib
 import hmac
 import json
-import string
 import time
+from collections.abc import Callable
+from string import punctuation
 from typing import Any
 
 import runes
 
 from tests.lightningd.errors import RpcFailure, bad_param
 from tests.lightningd.node import Command, Node, Request
-from tests.lightningd.params import anything, node_id, optional, required, string as a_string
+from tests.lightningd.params import anything, node_id, optional, required, string
 
 RUNE_NOT_AUTHORIZED = 1501
 RUNE_NOT_PERMITTED = 1502
@@ -48,7 +49,7 @@ ENGLISH = {
     "{": "sorts before",
     "}": "sorts after",
 }
-COMPLAINTS = {
+COMPLAINTS: dict[str, tuple[str, Callable[[str, str], bool]]] = {
     "=": ("is not equal to", lambda field, value: field == value),
     "/": ("is equal to", lambda field, value: field != value),
     "^": ("does not start with", lambda field, value: field.startswith(value)),
@@ -144,7 +145,7 @@ def _values(method: str | None, params: Any, peer: str | None) -> dict[str, Any]
     if isinstance(params, dict):
         for name, value in params.items():
             values["pname" + name] = value
-            values["pname" + "".join(c for c in name if c not in string.punctuation)] = value
+            values["pname" + "".join(c for c in name if c not in punctuation)] = value
     elif isinstance(params, list):
         for index, value in enumerate(params):
             values[f"parr{index}"] = value
@@ -200,7 +201,8 @@ def _restrictions(given: Any) -> list[runes.Restriction]:
         parsed = [_alternative(a) for a in restriction] if isinstance(restriction, list) else []
         alternatives = [a for a in parsed if a is not None]
         if not alternatives or len(alternatives) != len(parsed):
-            raise bad_param("restrictions", "not a valid restriction (should be array)", restriction)
+            problem = "not a valid restriction (should be array)"
+            raise bad_param("restrictions", problem, restriction)
         made.append(runes.Restriction(alternatives))
     return made
 
@@ -208,9 +210,7 @@ def _restrictions(given: Any) -> list[runes.Restriction]:
 def _alternative(text: Any) -> runes.Alternative | None:
     if not isinstance(text, str):
         return None
-    length = next(
-        (i for i, c in enumerate(text) if c in string.punctuation and c != "_"), len(text)
-    )
+    length = next((i for i, c in enumerate(text) if c in punctuation and c != "_"), len(text))
     if length == 0 or length == len(text) or text[length] not in CONDITIONS:
         return None
     return runes.Alternative(text[:length], text[length], text[length + 1 :])
@@ -292,7 +292,7 @@ COMMANDS = {
         [
             required("rune", _rune_text),
             optional("nodeid", node_id),
-            optional("method", a_string),
+            optional("method", string),
             optional("params", _params_object_or_array),
         ],
         checkrune,
