@@ -36,6 +36,7 @@ COMMANDS = {
     **rune_methods.COMMANDS,
 }
 DEFAULT_ONCHAIN_SAT = 100_000_000
+REST_PORT_FILE = "clnrest-port"  # where a double in its own process says its CLNRest port
 
 
 class LightningdDouble:
