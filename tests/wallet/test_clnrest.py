@@ -14,7 +14,13 @@ import pytest
 from apps.system.services import lightning_component
 from apps.wallet import services
 from apps.wallet.backends import cln, clnrest
-from apps.wallet.backends.base import METHODS_CALLED, NodeMissing, NodeRefused, RuneRefused
+from apps.wallet.backends.base import (
+    METHODS_CALLED,
+    NodeMissing,
+    NodeRefused,
+    NodeSilent,
+    RuneRefused,
+)
 from apps.wallet.models import Payment
 from apps.wallet.rune_setup import wanted_restrictions
 from apps.wallet.services import NodeUnavailable, PayOrder
@@ -237,3 +243,24 @@ def test_the_rune_allows_exactly_the_methods_the_wallet_calls() -> None:
 
     assert called == set(METHODS_CALLED)
     assert wanted_restrictions() == [[f"method={m}" for m in METHODS_CALLED]]
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "raised"),
+    [
+        (500, b'{"code": null, "message": "Broken pipe", "data": null}', NodeSilent),
+        (502, b"<html>Bad Gateway</html>", NodeSilent),
+        (201, b"not json", NodeSilent),
+        (500, b'{"code": 205, "message": "Failed", "data": null}', NodeRefused),
+        (404, b'{"code": -32601, "message": "Unknown command", "data": null}', NodeRefused),
+        (401, b'{"code": null, "message": "checkrune failed", "data": null}', RuneRefused),
+    ],
+    ids=["no code", "a proxy", "garbled", "an error", "unknown method", "rune"],
+)
+def test_what_clnrest_answers_is_mapped_so_that_unknown_is_never_failed(
+    status: int, body: bytes, raised: type[Exception]
+) -> None:
+    node = clnrest.RestNode("https://127.0.0.1:9", "rune")
+
+    with pytest.raises(raised):
+        clnrest._result(node, "xpay", status, body)
