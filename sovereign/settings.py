@@ -12,6 +12,7 @@ from sovereign.environment import (
     env_choice,
     env_directory,
     env_int,
+    env_lightning_rest_url,
     env_list,
     env_origins,
     env_redis_url,
@@ -222,6 +223,12 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = max(2_621_440, ENGINE_REQUEST_BYTES)  # Django's d
 # Core Lightning's JSON-RPC socket (<lightning-dir>/<network>/lightning-rpc); empty: no node,
 # and paying is refused while everything else works.
 LIGHTNING_RPC = env_str("SOVEREIGN_LIGHTNING_RPC", "")
+# Or CLNRest (https://host:port), where the socket cannot be opened (Umbrel: root's, 0600): the
+# rune is read from its file at each call, and the CA file verifies CLNRest's own certificate
+# (empty: the system's CAs). When the URL is set, it is used and the socket is not.
+LIGHTNING_REST_URL = env_lightning_rest_url("SOVEREIGN_LIGHTNING_REST_URL")
+LIGHTNING_RUNE_FILE = env_str("SOVEREIGN_LIGHTNING_RUNE_FILE", "")
+LIGHTNING_REST_CA = env_str("SOVEREIGN_LIGHTNING_REST_CA", "")
 LIGHTNING_TIMEOUT = 10.0  # seconds for an answer to a question (getinfo, listpays, …)
 # How long xpay may look for a route (its retry_for); a payment the node has no record of is
 # failed only this long (plus a margin) after it was asked.

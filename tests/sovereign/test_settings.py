@@ -48,6 +48,11 @@ def start_with(tmp_path: Path, **variables: str) -> subprocess.CompletedProcess[
         ),
         ("SOVEREIGN_ENGINE_NICE", "low", "SOVEREIGN_ENGINE_NICE='low' is not a whole number."),
         ("SOVEREIGN_ENGINE_REPRODUCIBLE", "always", "SOVEREIGN_ENGINE_REPRODUCIBLE='always' is"),
+        (
+            "SOVEREIGN_LIGHTNING_REST_URL",
+            "10.21.21.96:2107",
+            "SOVEREIGN_LIGHTNING_REST_URL='10.21.21.96:2107' is not CLNRest's address",
+        ),
     ],
 )
 def test_it_refuses_to_start_with_a_malformed_value_and_names_the_variable(
@@ -97,6 +102,9 @@ DEFAULTS: dict[str, tuple[str, object]] = {
     "SOVEREIGN_ENGINE_NICE": ("ENGINE_NICE", 10),
     "SOVEREIGN_ENGINE_REPRODUCIBLE": ("ENGINE_REPRODUCIBLE", False),
     "SOVEREIGN_LIGHTNING_RPC": ("LIGHTNING_RPC", ""),
+    "SOVEREIGN_LIGHTNING_REST_URL": ("LIGHTNING_REST_URL", ""),
+    "SOVEREIGN_LIGHTNING_RUNE_FILE": ("LIGHTNING_RUNE_FILE", ""),
+    "SOVEREIGN_LIGHTNING_REST_CA": ("LIGHTNING_REST_CA", ""),
     "SOVEREIGN_LIGHTNING_PAY_SECONDS": ("LIGHTNING_PAY_SECONDS", 60),
     "SOVEREIGN_PROVIDER_TIMEOUT_SECONDS": ("PROVIDER_TIMEOUT_SECONDS", 60),
     "SOVEREIGN_PROVIDER_MAX_PRICE_SAT": ("PROVIDER_MAX_PRICE_SAT", 100),
