@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shutil
+import struct
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -17,10 +18,12 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from tests.packaging.sources import UMBREL_DIR, settings_reads
+from tests.packaging.sources import ROOT, UMBREL_DIR, settings_reads
 from tests.packaging.umbrel_lint import Finding, lint_app
 
 APP_ID = "sovereign"
+# Attached to the pull request, never committed into the package (`package.review_assets`).
+PULL_REQUEST_DIR = ROOT / "umbrel-pr"
 SOVEREIGN_IMAGE = "ghcr.io/sovereign-node/sovereign"
 # The tag and multi-arch digest other apps in umbrel-apps pin Redis to.
 REDIS_IMAGE = "redis:7.4.3@sha256:ee8ec723c831b815c3e2f2c6fbd1c145c68d1c04ba284f044ec1434fbca0fee8"
@@ -242,11 +245,24 @@ def test_it_keeps_data_only_in_committed_folders_under_the_app_data_dir() -> Non
             assert (folder / ".gitkeep").is_file(), f"{folder} is not committed"
 
 
-def test_it_commits_no_data_but_the_empty_folders() -> None:
-    data = [
-        path.relative_to(UMBREL_DIR) for path in (UMBREL_DIR / "data").rglob("*") if path.is_file()
-    ]
-    assert sorted(map(str, data)) == ["data/redis/.gitkeep", "data/sovereign/.gitkeep"]
+def test_the_package_holds_exactly_what_umbrel_installs() -> None:
+    files = {path.relative_to(UMBREL_DIR).as_posix() for path in UMBREL_DIR.rglob("*")}
+    assert {name for name in files if (UMBREL_DIR / name).is_file()} == {
+        "umbrel-app.yml", "docker-compose.yml", "exports.sh",
+        "data/sovereign/.gitkeep", "data/redis/.gitkeep",
+    }  # fmt: skip
+
+
+def test_the_icon_and_screenshots_for_the_pull_request_sit_beside_the_package() -> None:
+    # Umbrel makes and hosts the store's images from those attached to the pull request.
+    icon = (PULL_REQUEST_DIR / "icon.svg").read_text()
+    assert re.search(r'<svg [^>]*width="256" height="256" viewBox="0 0 64 64"', icon)
+    gallery = sorted((PULL_REQUEST_DIR / "gallery").iterdir())
+    assert [path.name for path in gallery] == ["1.png", "2.png", "3.png"]
+    for path in gallery:
+        header = path.read_bytes()[:24]
+        assert header[:8] == b"\x89PNG\r\n\x1a\n", path.name
+        assert struct.unpack(">II", header[16:24]) == (1440, 900), path.name
 
 
 def test_it_mounts_the_data_volume_where_sovereign_keeps_its_data() -> None:
