@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from tests.packaging.sources import ROOT, UMBREL_DIR, settings_reads
-from tests.packaging.umbrel_lint import Finding, lint_app
+from tests.packaging.umbrel_lint import lint_app
 
 APP_ID = "sovereign"
 # Attached to the pull request, never committed into the package (`package.review_assets`).
@@ -87,10 +87,6 @@ def variables_in(value: object) -> set[str]:
     if not isinstance(value, str):
         return set()
     return {braced or bare for braced, bare in VARIABLE.findall(value) if braced or bare}
-
-
-def sovereign_findings(findings: list[Finding]) -> list[Finding]:
-    return [finding for finding in findings if finding.file.startswith(f"{APP_ID}/")]
 
 
 # Umbrel's linter, offline
