@@ -10,7 +10,7 @@ AXE_VERSION := 4.11.1
 # The StartOS package's SDK and TypeScript, which tests/packaging/test_startos.py runs.
 STARTOS_MODULES := startos/node_modules/.installed
 
-.PHONY: run test check format bench rebuild-llama
+.PHONY: run test check format bench rebuild-llama lint-umbrel
 
 # Installs (again) only when pyproject.toml or the llama.cpp build changes. llama-cpp-python is
 # compiled for this processor without Intel AMX code, and its wheel kept under a key of the
@@ -45,6 +45,13 @@ $(STARTOS_MODULES): startos/package.json startos/package-lock.json
 
 test: $(INSTALLED) $(AXE) $(STARTOS_MODULES)
 	$(BIN)/python -m pytest
+
+# Umbrel's own linter (umbrel-apps carries no license, so it is not copied here; `make test`
+# runs its offline rules, ported): make lint-umbrel UMBREL_APPS=<checkout of getumbrel/umbrel-apps>
+lint-umbrel: $(INSTALLED)
+	@test -n "$(UMBREL_APPS)" || { echo "Set UMBREL_APPS to a checkout of getumbrel/umbrel-apps."; exit 2; }
+	cd $(UMBREL_APPS) && npm ci --ignore-scripts --no-audit --no-fund
+	UMBREL_APPS_CHECKOUT=$(abspath $(UMBREL_APPS)) $(BIN)/python -m pytest tests/packaging/test_umbrel.py -k real_linter
 
 # By hand, on a quiet machine: each script rewrites its section of docs/benchmarks.md.
 bench: $(INSTALLED_BENCH)
