@@ -37,6 +37,10 @@ class RuneSetupError(Exception):
     """Bad input, or the node never answered: nothing was written."""
 
 
+class NodeNotReady(RuneSetupError):
+    """The node (or its CA certificate) did not appear in time: nothing was written."""
+
+
 @dataclass(frozen=True)
 class RuneSetup:
     reused: bool
@@ -62,12 +66,13 @@ def rune_setup(socket: Path, ca: Path, to: Path, owner: tuple[int, int], wait: f
     """Make or keep the rune, copy the CA; RuneSetupError (nothing written) if it cannot."""
     if wait < 0:
         raise RuneSetupError("--wait cannot be negative.")
-    if not to.is_dir():
+    if not to.parent.is_dir() or (to.exists() and not to.is_dir()):
         raise RuneSetupError(f"--to {to} is not a directory; nothing was written.")
     deadline = time.monotonic() + wait
     _wait_for_node(socket, deadline, wait)
     _wait_for_file(ca, deadline, wait)
     certificate = _certificate(ca)
+    _folder(to, owner)
     rune_file, ca_file = to / RUNE_FILE, to / CA_FILE
     kept = _accepted_rune_id(socket, rune_file)
     if kept is not None:
@@ -89,7 +94,7 @@ def _wait_for_node(socket: Path, deadline: float, wait: float) -> None:
             return  # it answers: that is all we wait for
         except (NodeMissing, NodeSilent):
             if time.monotonic() >= deadline:
-                raise RuneSetupError(
+                raise NodeNotReady(
                     f"Core Lightning did not answer on {socket} within {wait:g} s; "
                     "nothing was written."
                 ) from None
@@ -100,11 +105,18 @@ def _wait_for_file(path: Path, deadline: float, wait: float) -> None:
     # cln-grpc or CLNRest writes the CA a moment after lightningd opens its socket.
     while not path.is_file():
         if time.monotonic() >= deadline:
-            raise RuneSetupError(
+            raise NodeNotReady(
                 f"CLNRest's CA certificate {path} did not appear within {wait:g} s; "
                 "nothing was written."
             )
         time.sleep(RETRY_SECONDS)
+
+
+def _folder(to: Path, owner: tuple[int, int]) -> None:
+    """`to` itself may be new (the first start): made owner-only, for the wallet's user."""
+    if not to.is_dir():
+        to.mkdir(mode=0o700)
+        os.chown(to, *owner)
 
 
 def _certificate(path: Path) -> bytes:

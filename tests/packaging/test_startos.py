@@ -98,7 +98,7 @@ def test_the_package_passes_the_lint_the_sdk_runs_before_building() -> None:
 
 
 def test_it_packs_the_app_and_version_the_umbrel_package_has(built_manifest: Facts) -> None:
-    umbrel = yaml.safe_load((ROOT / "umbrel-app.yml").read_text())
+    umbrel = yaml.safe_load((ROOT / "umbrel" / "umbrel-app.yml").read_text())
     assert built_manifest["id"] == umbrel["id"] == "sovereign"
     upstream, revision = built_manifest["version"].split(":")
     assert upstream == project_version() and revision.isdigit()

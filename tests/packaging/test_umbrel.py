@@ -262,7 +262,7 @@ def test_the_icon_and_screenshots_for_the_pull_request_sit_beside_the_package() 
 
 
 def test_it_mounts_the_data_volume_where_sovereign_keeps_its_data() -> None:
-    for name in (*LIGHTNING_CLIENTS, "engine", ONE_SHOT):
+    for name in (*LIGHTNING_CLIENTS, "engine"):
         service = services()[name]
         env = environment(service)
         assert env.get("REDIS_URL") and env.get("SOVEREIGN_DATA_DIR"), name
@@ -334,8 +334,11 @@ def test_the_one_shot_leaves_a_rune_and_the_ca_for_sovereign_in_its_data() -> No
         "--socket", f"/cln/{network}/lightning-rpc",
         "--ca", f"/cln/{network}/ca.pem",
         "--to", "/data/lightning",
-        "--owner", "1000:1000",
+        "--owner", "1000:1000", "--optional",
     ]  # fmt: skip
+    # Root makes nothing in Sovereign's data but the rune's folder: Django's own data
+    # directory (database, key) is a throwaway one outside the mount.
+    assert environment(one_shot)["SOVEREIGN_DATA_DIR"] == "/tmp/lightning-access"
     assert ("${APP_CORE_LIGHTNING_DATA_DIR}", "/cln", "ro") in mounts(one_shot)
     assert ("${APP_DATA_DIR}/data/sovereign", "/data", "") in mounts(one_shot)
     assert "healthcheck" not in one_shot and "ports" not in one_shot

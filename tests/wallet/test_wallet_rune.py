@@ -133,6 +133,30 @@ def test_it_fails_clearly_when_the_socket_never_answers(tmp_path: Path, data: Pa
     assert list(data.iterdir()) == []
 
 
+def test_optional_a_silent_node_starts_sovereign_without_a_rune(tmp_path: Path, data: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    err = StringIO()
+
+    call_command(
+        "wallet", "rune", "--socket", str(tmp_path / "absent" / "lightning-rpc"), "--ca", str(ca),
+        "--to", str(data), "--owner", OWNER, "--wait", "0.3", "--optional", stderr=err,
+    )  # fmt: skip
+
+    assert "did not answer" in err.getvalue()
+    assert "the wallet shows the node off" in err.getvalue()
+    assert list(data.iterdir()) == []
+
+
+def test_on_the_first_start_it_makes_the_folder_owner_only(
+    node: LightningdDouble, data: Path
+) -> None:
+    wallet_rune(node, data / "lightning")
+
+    assert stat.S_IMODE((data / "lightning").stat().st_mode) == 0o700
+    assert sorted(p.name for p in (data / "lightning").iterdir()) == ["ca.pem", "rune"]
+
+
 def test_it_waits_for_the_ca_and_fails_clearly_without_it(
     node: LightningdDouble, data: Path, tmp_path: Path
 ) -> None:
@@ -159,7 +183,7 @@ def test_bad_input_is_named_and_changes_nothing(
 ) -> None:
     options = {"--owner": OWNER, "--to": str(data), "--wait": "5", **change}
     if change.get("--to") == "missing":
-        options["--to"] = str(data / "missing")
+        options["--to"] = str(data / "missing" / "deeper")
     arguments = [item for pair in options.items() for item in pair]
 
     with pytest.raises(CommandError, match=message):

@@ -17,7 +17,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from apps.wallet import budgets, services
 from apps.wallet.backends.base import METHODS_CALLED
 from apps.wallet.models import Budget
-from apps.wallet.rune_setup import RuneSetupError, owner_parse, rune_setup
+from apps.wallet.rune_setup import NodeNotReady, RuneSetupError, owner_parse, rune_setup
 from apps.wallet.services import PaymentRefused, PayOrder
 
 EXIT_PAID = 0
@@ -68,6 +68,11 @@ class Command(BaseCommand):
         rune.add_argument(
             "--wait", type=float, default=300.0, help="seconds to wait for the node (300)"
         )
+        rune.add_argument(
+            "--optional",
+            action="store_true",
+            help="a node that does not answer in time is no error: exit 0, change nothing",
+        )
 
     def handle(self, *args: Any, action: str, **options: Any) -> None:
         try:
@@ -115,10 +120,17 @@ class Command(BaseCommand):
         counts["invoices_updated"] = services.invoices_sync()
         self.stdout.write(json.dumps(counts))
 
-    def _rune(self, socket: Path, ca: Path, to: Path, owner: str, wait: float, **_: Any) -> None:
+    def _rune(
+        self, socket: Path, ca: Path, to: Path, owner: str, wait: float, optional: bool, **_: Any
+    ) -> None:
         ids = owner_parse(owner)
         try:
             made = rune_setup(socket, ca, to, ids, wait)
+        except NodeNotReady as late:
+            if not optional:
+                raise
+            self.stderr.write(f"{late} Sovereign starts without it; the wallet shows the node off.")
+            return
         except OSError as error:  # chown refused (not root?), a full disk
             raise CommandError(f"Cannot write into {to}: {error.strerror}.") from None
         did = "Kept the rune" if made.reused else "Made a new rune"
