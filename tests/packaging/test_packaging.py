@@ -52,6 +52,10 @@ def dependencies(service: dict[str, Any]) -> dict[str, str | None]:
     return {name: (spec or {}).get("condition") for name, spec in depends_on.items()}
 
 
+# Sovereign's settings whose names are the usual ones, without the SOVEREIGN_ prefix.
+OTHER_SETTINGS = {"REDIS_URL", "DATABASE_URL"}
+
+
 def settings_reads() -> set[str]:
     source = (ROOT / "sovereign" / "settings.py").read_text()
     return set(re.findall(r'(?:env_\w+|secret_key)\(\s*"([A-Z_]+)"', source))
@@ -65,7 +69,7 @@ def readme_settings_table() -> set[str]:
         cells = line.split("|")
         if line.lstrip().startswith("|") and len(cells) > 2:
             names |= set(re.findall(r"`([A-Z][A-Z0-9_]+)`", cells[1]))
-    return {name for name in names if name.startswith("SOVEREIGN_") or name == "REDIS_URL"}
+    return {name for name in names if name.startswith("SOVEREIGN_") or name in OTHER_SETTINGS}
 
 
 def dockerfile_instructions() -> list[tuple[str, str]]:
@@ -157,7 +161,7 @@ def test_it_sets_only_settings_that_sovereign_reads() -> None:
     known = settings_reads()
     for name in SOVEREIGN_SERVICES:
         env = environment(services()[name])
-        ours = {key for key in env if key.startswith("SOVEREIGN_") or key == "REDIS_URL"}
+        ours = {key for key in env if key.startswith("SOVEREIGN_") or key in OTHER_SETTINGS}
         assert ours - known == set(), f"{name} sets settings nothing reads"
 
 
