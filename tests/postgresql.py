@@ -50,10 +50,10 @@ class PostgresServer:
         self.password = secrets.token_urlsafe(24)
         self.as_user: list[str] = []
         self.directory = Path(tempfile.mkdtemp(prefix="sovereign-postgres-"))
-        if os.geteuid() == 0:
-            self._hand_over_to_server_user()
         self.data = self.directory / "data"
         try:
+            if os.geteuid() == 0:
+                self._hand_over_to_server_user()
             self._initdb()
             self._pg_ctl("start", "--wait", "--log", str(self.directory / "server.log"),
                          "--options", self._server_options())  # fmt: skip
@@ -89,7 +89,7 @@ class PostgresServer:
         try:
             # The password guards TCP; the unix socket, only in this directory, is the
             # server user's own (peer), which nothing in the tests uses.
-            self._run(str(self.programs / "initdb"), "--pgdata", str(self.directory / "data"),
+            self._run(str(self.programs / "initdb"), "--pgdata", str(self.data),
                       "--username", "postgres", "--pwfile", str(password_file),
                       "--auth-host", "scram-sha-256", "--auth-local", "peer",
                       "--encoding", "UTF8", "--locale", "C.UTF-8", "--no-instructions")  # fmt: skip
@@ -121,7 +121,7 @@ class PostgresServer:
         return self.url(name)
 
     def stop(self) -> None:
-        if (self.directory / "data" / "postmaster.pid").exists():
+        if (self.data / "postmaster.pid").exists():
             self._pg_ctl("stop", "--wait", "--mode", "fast")
         shutil.rmtree(self.directory, ignore_errors=True)
 
