@@ -114,6 +114,22 @@ def env_lightning_rest_url(name: str) -> str:
     return value.rstrip("/")
 
 
+POSTGRESQL_SCHEMES = ("postgresql", "postgres")
+
+
+def env_database_url(name: str) -> str:
+    """A PostgreSQL URL, or "" for the SQLite file in the data directory."""
+    value = _raw(name)
+    if value is None:
+        return ""
+    parts = urlsplit(value)
+    if parts.scheme not in POSTGRESQL_SCHEMES or not parts.path.strip("/"):
+        raise ImproperlyConfigured(
+            f"{name} is not a PostgreSQL URL: use postgresql://user:password@host:5432/name."
+        )
+    return value
+
+
 def env_directory(name: str, default: Path) -> Path:
     """A directory Sovereign may write to, created (owner-only) if missing."""
     value = _raw(name)

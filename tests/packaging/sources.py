@@ -8,6 +8,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 # Exactly what goes into sovereign/ in the umbrel-apps repository.
 UMBREL_DIR = ROOT / "umbrel"
+# Sovereign's settings whose names are the usual ones, without the SOVEREIGN_ prefix.
+OTHER_SETTINGS = {"REDIS_URL", "DATABASE_URL"}
 
 
 def settings_reads() -> set[str]:

@@ -6,7 +6,7 @@ import json
 import re
 import shlex
 
-from tests.packaging.sources import ROOT, settings_reads
+from tests.packaging.sources import OTHER_SETTINGS, ROOT, settings_reads
 
 
 def readme_settings_table() -> set[str]:
@@ -17,7 +17,7 @@ def readme_settings_table() -> set[str]:
         cells = line.split("|")
         if line.lstrip().startswith("|") and len(cells) > 2:
             names |= set(re.findall(r"`([A-Z][A-Z0-9_]+)`", cells[1]))
-    return {name for name in names if name.startswith("SOVEREIGN_") or name == "REDIS_URL"}
+    return {name for name in names if name.startswith("SOVEREIGN_") or name in OTHER_SETTINGS}
 
 
 def dockerfile_instructions() -> list[tuple[str, str]]:

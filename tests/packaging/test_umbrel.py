@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from tests.packaging.sources import ROOT, UMBREL_DIR, settings_reads
+from tests.packaging.sources import OTHER_SETTINGS, ROOT, UMBREL_DIR, settings_reads
 from tests.packaging.umbrel_lint import lint_app
 
 APP_ID = "sovereign"
@@ -303,7 +303,7 @@ def test_it_sets_only_settings_that_sovereign_reads() -> None:
     known = settings_reads()
     for name in (*LIGHTNING_CLIENTS, "engine", ONE_SHOT):
         env = environment(services()[name])
-        ours = {key for key in env if key.startswith("SOVEREIGN_") or key == "REDIS_URL"}
+        ours = {key for key in env if key.startswith("SOVEREIGN_") or key in OTHER_SETTINGS}
         assert ours - known == set(), f"{name} sets settings nothing reads"
 
 
