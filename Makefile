@@ -7,8 +7,10 @@ INSTALLED_BENCH := $(VENV)/.installed-bench
 # axe-core, the accessibility checker the browser tests run on every dashboard page.
 AXE := $(VENV)/node/node_modules/axe-core/axe.min.js
 AXE_VERSION := 4.11.1
+# The StartOS package's SDK and TypeScript, which tests/packaging/test_startos.py runs.
+STARTOS_MODULES := startos/node_modules/.installed
 
-.PHONY: run test check format bench rebuild-llama release
+.PHONY: run test check format bench rebuild-llama lint-umbrel release
 
 # Installs (again) only when pyproject.toml or the llama.cpp build changes. llama-cpp-python is
 # compiled portable as in the image (nothing from this processor, a CPU library per processor
@@ -37,8 +39,20 @@ run: $(INSTALLED)
 $(AXE):
 	npm install --no-save --no-audit --no-fund --prefix $(VENV)/node axe-core@$(AXE_VERSION)
 
-test: $(INSTALLED) $(AXE)
+# Installs (again) only when the package's lock file changes; npm ci starts from scratch.
+$(STARTOS_MODULES): startos/package.json startos/package-lock.json
+	cd startos && npm ci --no-audit --no-fund
+	@touch $@
+
+test: $(INSTALLED) $(AXE) $(STARTOS_MODULES)
 	$(BIN)/python -m pytest
+
+# Umbrel's own linter (umbrel-apps carries no license, so it is not copied here; `make test`
+# runs its offline rules, ported): make lint-umbrel UMBREL_APPS=<checkout of getumbrel/umbrel-apps>
+lint-umbrel: $(INSTALLED)
+	@test -n "$(UMBREL_APPS)" || { echo "Set UMBREL_APPS to a checkout of getumbrel/umbrel-apps."; exit 2; }
+	cd $(UMBREL_APPS) && npm ci --ignore-scripts --no-audit --no-fund
+	UMBREL_APPS_CHECKOUT=$(abspath $(UMBREL_APPS)) $(BIN)/python -m pytest tests/packaging/test_umbrel.py -k real_linter
 
 # By hand, on a quiet machine: each script rewrites its section of docs/benchmarks.md.
 bench: $(INSTALLED_BENCH)

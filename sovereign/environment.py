@@ -101,6 +101,35 @@ def env_redis_url(name: str) -> str:
     return value
 
 
+def env_lightning_rest_url(name: str) -> str:
+    """CLNRest's address (`https://host:port`, no path), or "" when the socket is used."""
+    value = _raw(name)
+    if value is None:
+        return ""
+    parts = urlsplit(value)
+    if parts.scheme not in ("https", "http") or not parts.hostname or parts.path.strip("/"):
+        raise ImproperlyConfigured(
+            f"{name}={value!r} is not CLNRest's address: use https://host:port, with no path."
+        )
+    return value.rstrip("/")
+
+
+POSTGRESQL_SCHEMES = ("postgresql", "postgres")
+
+
+def env_database_url(name: str) -> str:
+    """A PostgreSQL URL, or "" for the SQLite file in the data directory."""
+    value = _raw(name)
+    if value is None:
+        return ""
+    parts = urlsplit(value)
+    if parts.scheme not in POSTGRESQL_SCHEMES or not parts.path.strip("/"):
+        raise ImproperlyConfigured(
+            f"{name} is not a PostgreSQL URL: use postgresql://user:password@host:5432/name."
+        )
+    return value
+
+
 def env_directory(name: str, default: Path) -> Path:
     """A directory Sovereign may write to, created (owner-only) if missing."""
     value = _raw(name)

@@ -7,11 +7,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import dj_database_url
+
 from sovereign.environment import (
     env_bool,
     env_choice,
+    env_database_url,
     env_directory,
     env_int,
+    env_lightning_rest_url,
     env_list,
     env_origins,
     env_redis_url,
@@ -105,23 +109,35 @@ TEMPLATES = [
     },
 ]
 
-DATABASES = {
-    "default": {
-        "ENGINE": "django.db.backends.sqlite3",
-        "NAME": DATA_DIR / "sovereign.sqlite3",
-        "OPTIONS": {
-            # IMMEDIATE takes the write lock when a transaction begins, so concurrent
-            # writers (web and worker) queue up instead of failing mid-transaction.
-            "transaction_mode": "IMMEDIATE",
-            "timeout": 20,
-            # secure_delete: a deleted conversation is overwritten at once, not left in
-            # free pages of the file until they happen to be reused.
-            "init_command": (
-                "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA secure_delete=ON;"
-            ),
-        },
+# SQLite in the data directory; or PostgreSQL (DATABASE_URL), which workers on other machines
+# can reach. Both serialise the writers of money (apps/wallet/budgets.py says how).
+if database_url := env_database_url("DATABASE_URL"):  # not a setting: it holds a password
+    # A connection per request or task, closed at its end: the web server is ASGI, where
+    # Django's persistent connections are not reused but left open (one per request thread).
+    DATABASES = {"default": dict(dj_database_url.parse(database_url, conn_max_age=0))}
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": DATA_DIR / "sovereign.sqlite3",
+            "OPTIONS": {
+                # IMMEDIATE takes the write lock when a transaction begins, so concurrent
+                # writers (web and worker) queue up instead of failing mid-transaction.
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 20,
+                # synchronous=FULL: a commit is on disk before it returns, so a payment's
+                # pending row survives a power cut before the node is asked to pay (NORMAL, in
+                # WAL, may lose the last commits; docs/benchmarks.md has what FULL costs).
+                # secure_delete: a deleted conversation is overwritten at once, not left in
+                # free pages of the file until they happen to be reused.
+                "init_command": (
+                    "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA secure_delete=ON;"
+                ),
+            },
+        }
     }
-}
+# Which database it is, for what tells people (the URL itself holds a password).
+DATABASE_ENGINE = DATABASES["default"]["ENGINE"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 LANGUAGE_CODE = "en"
@@ -222,6 +238,12 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = max(2_621_440, ENGINE_REQUEST_BYTES)  # Django's d
 # Core Lightning's JSON-RPC socket (<lightning-dir>/<network>/lightning-rpc); empty: no node,
 # and paying is refused while everything else works.
 LIGHTNING_RPC = env_str("SOVEREIGN_LIGHTNING_RPC", "")
+# Or CLNRest (https://host:port), where the socket cannot be opened (Umbrel: root's, 0600): the
+# rune is read from its file at each call, and the CA file verifies CLNRest's own certificate
+# (empty: the system's CAs). When the URL is set, it is used and the socket is not.
+LIGHTNING_REST_URL = env_lightning_rest_url("SOVEREIGN_LIGHTNING_REST_URL")
+LIGHTNING_RUNE_FILE = env_str("SOVEREIGN_LIGHTNING_RUNE_FILE", "")
+LIGHTNING_REST_CA = env_str("SOVEREIGN_LIGHTNING_REST_CA", "")
 LIGHTNING_TIMEOUT = 10.0  # seconds for an answer to a question (getinfo, listpays, …)
 # How long xpay may look for a route (its retry_for); a payment the node has no record of is
 # failed only this long (plus a margin) after it was asked.

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from playwright.sync_api import Browser, Page
 
 from tests.browser import chromium
 from tests.instances import Instance, RedisServer
+from tests.postgresql import PostgresMissing, PostgresServer, default_database
 
 # Fixtures shared by tests of more than one part: home-network providers (`lan`, `added`);
 # a member with private values and an outside provider to send them to (`member_named`,
@@ -143,3 +145,55 @@ def page(browser: Browser) -> Iterator[Page]:
     context = browser.new_context()
     yield context.new_page()
     context.close()
+
+
+@pytest.fixture(scope="session")
+def postgresql_server() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server for the run. Missing here: its tests skip, saying so; missing in
+    CI (which installs it, .ci/run): they fail, so no run passes without them unnoticed."""
+    try:
+        server = PostgresServer()
+    except PostgresMissing as missing:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"CI runs the PostgreSQL tests: {missing}")
+        pytest.skip(str(missing))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_environment(request: pytest.FixtureRequest) -> dict[str, str]:
+    """What a node's processes are given for their database: nothing (SQLite in the data
+    directory), or DATABASE_URL naming a fresh PostgreSQL database of the test's own."""
+    if request.param == "sqlite":
+        return {}
+    server: PostgresServer = request.getfixturevalue("postgresql_server")
+    return {"DATABASE_URL": server.database()}
+
+
+@pytest.fixture(scope="session")
+def postgresql_test_database(
+    postgresql_server: PostgresServer, django_db_setup: None, django_db_blocker: Any
+) -> str:
+    """A PostgreSQL database with Sovereign's tables, for the in-process tests run on it."""
+    from django.core.management import call_command
+
+    url = postgresql_server.database()
+    with django_db_blocker.unblock(), default_database(url):
+        call_command("migrate", verbosity=0, interactive=False)
+    return url
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, django_db_setup: None) -> Iterator[str]:
+    """In-process tests of a module run on the tests' SQLite file, then on PostgreSQL: every
+    connection made meanwhile (each thread's too) is to the PostgreSQL database."""
+    if request.param == "sqlite":
+        yield "sqlite"
+        return
+    url = request.getfixturevalue("postgresql_test_database")
+    with default_database(url):
+        from django.db import connection
+
+        assert connection.vendor == "postgresql"
+        yield "postgresql"

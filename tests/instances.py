@@ -80,6 +80,15 @@ def is_running(pid: int) -> bool:
     return state != "Z"
 
 
+NODE_SETTINGS = ("SOVEREIGN_", "REDIS_URL", "DATABASE_URL")
+
+
+def inherited_environment() -> dict[str, str]:
+    """The shell's environment without its node settings: a test node never reaches the
+    database, Redis or Lightning node a developer's shell names, only what the test gives."""
+    return {name: value for name, value in os.environ.items() if not name.startswith(NODE_SETTINGS)}
+
+
 class Instance:
     """One Sovereign node: a data directory, a port, and the processes started on them."""
 
@@ -88,7 +97,7 @@ class Instance:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
-            **os.environ,
+            **inherited_environment(),
             "DJANGO_SETTINGS_MODULE": "sovereign.settings",  # not the tests' own settings
             "SOVEREIGN_DATA_DIR": str(data_dir),
             "SOVEREIGN_PORT": str(self.port),

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from django.conf import settings
 from django.utils import timezone
 
 from apps.identity.models import Invite, Member, Role
@@ -65,7 +64,7 @@ def _local_model() -> ChecklistItem:
 def _lightning() -> ChecklistItem:
     # Without the setting there is no node to ask; asking would only wait for nothing.
     summary: dict[str, Any] = (
-        wallet.node_summary() if settings.LIGHTNING_RPC else {"connected": False}
+        wallet.node_summary() if wallet.node_configured() else {"connected": False}
     )
     if summary.get("connected"):
         detail = f"Connected to {summary.get('alias') or 'the node'} on {summary.get('network')}."

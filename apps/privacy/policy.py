@@ -45,12 +45,12 @@ class Policy:
 # afresh each time, never cached: a word added or a member renamed in another process (the
 # web, a worker) counts for the very next request.
 _POLICY_SQL = (
-    "SELECT 'off', detectors_off FROM privacy_privacysettings WHERE id = 1 "
+    "SELECT 'off', CAST(detectors_off AS TEXT) FROM privacy_privacysettings WHERE id = 1 "
     "UNION ALL SELECT 'pass', model_pass_model FROM privacy_privacysettings "
     "WHERE id = 1 AND model_pass "
     "UNION ALL SELECT 'first model', MIN(name) FROM inference_localmodel "
     "UNION ALL SELECT 'name', name FROM identity_member WHERE is_active "
-    "UNION ALL SELECT 'names', profile_names FROM identity_member WHERE is_active "
+    "UNION ALL SELECT 'names', CAST(profile_names AS TEXT) FROM identity_member WHERE is_active "
     "UNION ALL SELECT 'word', word FROM privacy_term"
 )
 

@@ -73,7 +73,7 @@ def engine_component() -> ComponentStatus:
 
 
 def lightning_component() -> ComponentStatus:
-    if not settings.LIGHTNING_RPC:
+    if not wallet.node_configured():
         return ComponentStatus(
             "lightning", "Lightning node", "off", "Not connected: paying is off."
         )

@@ -202,9 +202,16 @@ def reserve(**payment: Any) -> Payment:
 
 def _serialise() -> None:
     """Hold the one spending lock until the transaction ends (on SQLite, the IMMEDIATE
-    transaction already holds the database's write lock)."""
+    transaction already holds the database's write lock), and make its commit durable.
+
+    The pending row must be on disk before the node is asked to pay: SQLite's connections sync
+    every commit (synchronous=FULL, in settings), and on PostgreSQL the commit waits for its
+    WAL flush even where the server or role turned synchronous_commit off. Settling needs no
+    such care: a lost update leaves the row pending, and reconciliation asks the node."""
     if connection.vendor == "sqlite":
         return
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL synchronous_commit = on")
     if not SpendingLock.objects.select_for_update().filter(pk=1).exists():
         SpendingLock.objects.get_or_create(pk=1)
         SpendingLock.objects.select_for_update().get(pk=1)

@@ -211,14 +211,19 @@ def _check_terms(invoice: dict[str, Any], order: PayOrder) -> None:
         )
 
 
-_networks: dict[str, str] = {}  # socket path -> the network of the node behind it
+_networks: dict[str, str] = {}  # cln.node_key() -> the network of the node behind it
+
+
+def node_configured() -> bool:
+    """A node is set up (its socket, or CLNRest); it may still not answer."""
+    return cln.configured()
 
 
 def node_network() -> str:
-    path = settings.LIGHTNING_RPC
-    if path not in _networks:
-        _networks[path] = str(cln.call("getinfo")["network"])
-    return _networks[path]
+    key = cln.node_key()
+    if key not in _networks:
+        _networks[key] = str(cln.call("getinfo")["network"])
+    return _networks[key]
 
 
 def send(payment: Payment) -> Payment:
@@ -351,9 +356,8 @@ def node_summary(wait: float = STATUS_WAIT_SECONDS) -> dict[str, Any]:
     background, and a node that hangs gets its last answer shown, marked `stale`, until the
     question times out (settings.LIGHTNING_TIMEOUT) and the answer says it is not answering.
     """
-    path = str(settings.LIGHTNING_RPC)
     with _watches_lock:
-        watch = _watches.setdefault(path, _NodeWatch())
+        watch = _watches.setdefault(cln.node_key(), _NodeWatch())
     return watch.summary(wait)
 
 

@@ -20,10 +20,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
+import psycopg.rows
 import pytest
 
 from tests.instances import ROOT, Instance, RedisServer, free_port, wait_for
 from tests.lightningd import LightningdDouble
+from tests.postgresql import PostgresServer
 from tests.providers.doubles.l402 import L402Double
 from tests.wallet.test_crashes import kill_worker, wait_for_new_worker
 
@@ -55,13 +58,18 @@ class Node:
         return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
     def rows(self, sql: str, *parameters: Any) -> list[dict[str, Any]]:
+        url = self.instance.env.get("DATABASE_URL")
+        if url:
+            with psycopg.connect(url, row_factory=psycopg.rows.dict_row) as postgresql:
+                return postgresql.execute(sql.replace("?", "%s"), parameters).fetchall()
         with sqlite3.connect(self.instance.data_dir / "sovereign.sqlite3", timeout=20) as db:
             db.row_factory = sqlite3.Row
             return [dict(row) for row in db.execute(sql, parameters)]
 
     def task(self, task_id: int) -> dict[str, Any]:
         [row] = self.rows("SELECT * FROM agents_task WHERE id = ?", task_id)
-        row["result_provenance"] = json.loads(row["result_provenance"])
+        if isinstance(row["result_provenance"], str):  # SQLite's text; PostgreSQL's jsonb is read
+            row["result_provenance"] = json.loads(row["result_provenance"])
         return row
 
     def steps(self, task_id: int) -> list[dict[str, Any]]:
@@ -155,11 +163,16 @@ def household_node(
 
 @pytest.fixture(params=["embedded", "redis"])
 def broker(request: pytest.FixtureRequest) -> dict[str, str]:
-    """The node's broker: the folder in its data directory, or a real Redis server."""
+    """The node's broker: the folder in its data directory, or a real Redis server; and with
+    "redis+postgresql", PostgreSQL as its database, as workers on several boxes share them."""
     if request.param == "embedded":
         return {}
     server: RedisServer = request.getfixturevalue("redis_server")
-    return {"REDIS_URL": f"redis://127.0.0.1:{server.port}/{next(_redis_databases)}"}
+    shared = {"REDIS_URL": f"redis://127.0.0.1:{server.port}/{next(_redis_databases)}"}
+    if request.param == "redis+postgresql":
+        postgresql: PostgresServer = request.getfixturevalue("postgresql_server")
+        shared["DATABASE_URL"] = postgresql.database()
+    return shared
 
 
 @pytest.fixture
@@ -261,6 +274,9 @@ def test_a_plan_waits_for_approval_and_so_do_its_steps_even_approved_while_no_wo
     assert (acme.double.challenges, beta.double.challenges) == (1, 1)  # each paid once
 
 
+# Also with Redis and PostgreSQL, the database on several boxes: the step's lease, the payment's
+# journal and the resumption all go through PostgreSQL's transactions.
+@pytest.mark.parametrize("broker", ["embedded", "redis", "redis+postgresql"], indirect=True)
 def test_a_worker_killed_during_a_paid_step_is_resumed_and_the_step_is_paid_once(
     fresh_node: Node, providers: Any, provider_node: LightningdDouble
 ) -> None:

@@ -91,7 +91,8 @@ def test_the_lightning_step_says_how_to_connect_a_node(owner_client: Client) -> 
     assert ticked(owner_client)["lightning"] is False
     assert "SOVEREIGN_LIGHTNING_RPC" in page
     assert "/mnt/cln/bitcoin/lightning-rpc" in page  # StartOS
-    assert "APP_CORE_LIGHTNING_DATA_DIR" in page  # Umbrel
+    assert "CLNRest" in page  # Umbrel
+    assert "SOVEREIGN_LIGHTNING_REST_URL" in page
 
 
 def test_an_outside_provider_is_shown_as_not_yet_available(owner_client: Client) -> None:

@@ -11,7 +11,14 @@ signed with the node's own secp256k1 key.
     ProcessDouble(...) the same, as its own process: `python -m tests.lightningd serve --dir D`.
 
 Methods: getinfo, decode, xpay, pay, listpays, listsendpays, invoice, waitanyinvoice,
-listinvoices, listfunds, listpeerchannels, setchannel, check. Two doubles with a channel pay
+listinvoices, listfunds, listpeerchannels, setchannel, check, createrune, showrunes, checkrune
+(real runes: `rune_methods.py`).
+
+CLNRest (`rest.py`): `LightningdDouble(..., rest=True)` (or `ProcessDouble(..., rest=True)`)
+also serves HTTPS on a free port of 127.0.0.1, `POST /v1/<method>` with a `Rune` header, with
+the status codes and error bodies of Core Lightning's rest-plugin and the CA and certificates
+cln-grpc makes in the lightning-dir (`certificates.py`): `.rest_url`, `.ca_file`. The fault
+switches act on calls made there too. Two doubles with a channel pay
 each other's invoices; balances move, the payee's invoice is paid, the payer's `listpays` has
 the preimage. `connect(other, announce=False)` opens a private channel: `other`'s invoices
 carry a route hint through it, and payments take two hops and pay the hop's fee

@@ -1,9 +1,11 @@
 """Run a lightningd double as its own process (for tests where real processes talk to it).
 
     python -m tests.lightningd serve --dir D --network regtest [--alias A]
-        [--fee-base-msat N] [--fee-ppm N] [--onchain-sat N]
+        [--fee-base-msat N] [--fee-ppm N] [--onchain-sat N] [--rest [--rest-port N]]
 
-It serves `D/<network>/lightning-rpc` until SIGTERM or SIGINT. Fault switches are set through
+It serves `D/<network>/lightning-rpc` until SIGTERM or SIGINT; with `--rest`, CLNRest too (on
+a free port unless given; the port is written to `D/<network>/clnrest-port`). Fault switches
+are set through
 the `dev-double-fault` method on that socket (`ProcessDouble.faults` does it).
 """
 
@@ -16,7 +18,7 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-from tests.lightningd.double import DEFAULT_ONCHAIN_SAT, LightningdDouble
+from tests.lightningd.double import DEFAULT_ONCHAIN_SAT, REST_PORT_FILE, LightningdDouble
 from tests.lightningd.node import RoutingFee
 
 
@@ -30,6 +32,8 @@ def main(argv: list[str]) -> int:
     serve.add_argument("--fee-base-msat", type=int, default=0)
     serve.add_argument("--fee-ppm", type=int, default=0)
     serve.add_argument("--onchain-sat", type=int, default=DEFAULT_ONCHAIN_SAT)
+    serve.add_argument("--rest", action="store_true", help="serve CLNRest too")
+    serve.add_argument("--rest-port", type=int, default=0)
     args = parser.parse_args(argv)
     double = LightningdDouble(
         args.dir,
@@ -37,6 +41,8 @@ def main(argv: list[str]) -> int:
         args.alias,
         routing_fee=RoutingFee(args.fee_base_msat, args.fee_ppm),
         onchain_sat=args.onchain_sat,
+        rest=args.rest,
+        rest_port=args.rest_port,
     )
     stopping = threading.Event()
 
@@ -46,6 +52,8 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     with double:
+        if args.rest:
+            (double.lightning_dir / REST_PORT_FILE).write_text(str(double.rest_port))
         while not stopping.wait(0.2):
             pass
     return 0

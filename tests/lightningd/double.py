@@ -10,10 +10,20 @@ from typing import Any
 
 from pyln.client import LightningRpc
 
-from tests.lightningd import control, forwarding, info, listing, paying, receiving
+from tests.lightningd import (
+    certificates,
+    control,
+    forwarding,
+    info,
+    listing,
+    paying,
+    receiving,
+    rune_methods,
+)
 from tests.lightningd.control import DEFAULT_CHANNEL_SAT
 from tests.lightningd.faults import Faults
 from tests.lightningd.node import Node, RoutingFee
+from tests.lightningd.rest import RestServer
 from tests.lightningd.wire import RpcServer
 
 COMMANDS = {
@@ -23,8 +33,10 @@ COMMANDS = {
     **listing.COMMANDS,
     **control.COMMANDS,
     **forwarding.COMMANDS,
+    **rune_methods.COMMANDS,
 }
 DEFAULT_ONCHAIN_SAT = 100_000_000
+REST_PORT_FILE = "clnrest-port"  # where a double in its own process says its CLNRest port
 
 
 class LightningdDouble:
@@ -33,8 +45,11 @@ class LightningdDouble:
         with LightningdDouble(tmp_path / "payer", alias="payer") as payer:
             payer.rpc.getinfo()
 
-    Its key, invoices, payments and channels persist in that directory, so a double started
-    again on the same directory is the same node. `faults` holds the fault switches.
+    Its key, invoices, payments, runes and channels persist in that directory, so a double
+    started again on the same directory is the same node. `faults` holds the fault switches.
+
+    `rest=True` also serves CLNRest (`rest.py`) on a free port of 127.0.0.1, the same port
+    after a restart: `rest_url`, and `ca_file` (the CA cln-grpc makes in the lightning-dir).
     """
 
     def __init__(
@@ -45,6 +60,8 @@ class LightningdDouble:
         *,
         routing_fee: RoutingFee | None = None,
         onchain_sat: int = DEFAULT_ONCHAIN_SAT,
+        rest: bool = False,
+        rest_port: int = 0,
     ) -> None:
         self.directory = Path(directory)
         self.lightning_dir = self.directory / network
@@ -54,6 +71,10 @@ class LightningdDouble:
         )
         self._server: RpcServer | None = None
         self._thread: threading.Thread | None = None
+        self.rest = rest
+        self.rest_port = rest_port
+        self._rest: RestServer | None = None
+        self._rest_thread: threading.Thread | None = None
 
     @property
     def rpc_file(self) -> Path:
@@ -73,6 +94,21 @@ class LightningdDouble:
         return LightningRpc(str(self.rpc_file))
 
     @property
+    def rest_url(self) -> str:
+        if not self.rest_port:
+            raise RuntimeError("this double serves no CLNRest (start it with rest=True)")
+        return f"https://127.0.0.1:{self.rest_port}"
+
+    @property
+    def rest_requests(self) -> int:
+        """How many HTTP requests CLNRest has read since this double started it."""
+        return self._rest.requests_read if self._rest is not None else 0
+
+    @property
+    def ca_file(self) -> Path:
+        return self.lightning_dir / "ca.pem"
+
+    @property
     def running(self) -> bool:
         return self._server is not None
 
@@ -90,7 +126,32 @@ class LightningdDouble:
             daemon=True,
         )
         self._thread.start()
+        if self.rest:
+            self._start_rest()
         return self
+
+    def _start_rest(self) -> None:
+        certificates.ensure(self.lightning_dir)
+        self._rest = RestServer(self.node, self.lightning_dir, port=self.rest_port)
+        self.rest_port = self._rest.port
+        self._rest_thread = threading.Thread(
+            target=self._rest.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"clnrest-double {self.node.state.alias}",
+            daemon=True,
+        )
+        self._rest_thread.start()
+
+    def _stop_rest(self) -> None:
+        if self._rest is None:
+            return
+        self._rest.shutdown()
+        self._rest.server_close()
+        self._rest.close_connections()
+        if self._rest_thread is not None:
+            self._rest_thread.join(timeout=5)
+        self._rest = None
+        self._rest_thread = None
 
     def stop(self) -> None:
         """Stop answering, as a node that goes offline; calls in progress are cut off."""
@@ -99,6 +160,7 @@ class LightningdDouble:
         with self.node.changed:
             self.node.closed = True
             self.node.changed.notify_all()
+        self._stop_rest()
         self._server.shutdown()
         self._server.server_close()
         self._server.close_connections()

@@ -14,7 +14,7 @@ from typing import Any
 from pyln.client import LightningRpc
 
 from tests.lightningd.control import DEFAULT_CHANNEL_SAT
-from tests.lightningd.double import DEFAULT_ONCHAIN_SAT, open_channel
+from tests.lightningd.double import DEFAULT_ONCHAIN_SAT, REST_PORT_FILE, open_channel
 from tests.lightningd.node import RoutingFee
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -47,7 +47,8 @@ class RemoteFaults:
 class ProcessDouble:
     """`python -m tests.lightningd serve`, started and stopped like a node.
 
-    Same surface as `LightningdDouble`: `rpc_file`, `rpc`, `node_id`, `faults`, `connect`.
+    Same surface as `LightningdDouble`: `rpc_file`, `rpc`, `node_id`, `faults`, `connect`, and
+    with `rest=True` `rest_url` and `ca_file` (CLNRest keeps its port across restarts).
     `kill()` stops it without warning; `start()` again brings the same node back.
     """
 
@@ -59,9 +60,12 @@ class ProcessDouble:
         *,
         routing_fee: RoutingFee | None = None,
         onchain_sat: int = DEFAULT_ONCHAIN_SAT,
+        rest: bool = False,
     ) -> None:
         self.directory = Path(directory)
         self.network = network
+        self.rest = rest
+        self.rest_port = 0
         self.alias = alias
         self.routing_fee = routing_fee or RoutingFee()
         self.onchain_sat = onchain_sat
@@ -77,11 +81,22 @@ class ProcessDouble:
         return LightningRpc(str(self.rpc_file))
 
     @property
+    def rest_url(self) -> str:
+        if not self.rest_port:
+            raise RuntimeError("this double serves no CLNRest (start it with rest=True)")
+        return f"https://127.0.0.1:{self.rest_port}"
+
+    @property
+    def ca_file(self) -> Path:
+        return self.directory / self.network / "ca.pem"
+
+    @property
     def faults(self) -> RemoteFaults:
         return RemoteFaults(self.rpc_file)
 
     def start(self) -> ProcessDouble:
         self.directory.mkdir(parents=True, exist_ok=True)
+        (self.directory / self.network / REST_PORT_FILE).unlink(missing_ok=True)
         log = (self.directory / "double.log").open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "tests.lightningd", "serve", *self._arguments()],
@@ -91,7 +106,18 @@ class ProcessDouble:
         )
         log.close()
         self.node_id = str(self._wait_until_answering()["id"])
+        if self.rest:
+            self.rest_port = self._wait_for_rest_port()
         return self
+
+    def _wait_for_rest_port(self) -> int:
+        port_file = self.directory / self.network / REST_PORT_FILE
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if port_file.exists() and port_file.read_text().strip():
+                return int(port_file.read_text())
+            time.sleep(0.05)
+        raise RuntimeError(f"the double served no CLNRest within {START_TIMEOUT} s")
 
     def _arguments(self) -> list[str]:
         return [
@@ -101,6 +127,7 @@ class ProcessDouble:
             f"--fee-base-msat={self.routing_fee.base_msat}",
             f"--fee-ppm={self.routing_fee.ppm}",
             f"--onchain-sat={self.onchain_sat}",
+            *(["--rest", f"--rest-port={self.rest_port}"] if self.rest else []),
         ]
 
     def _wait_until_answering(self) -> dict[str, Any]:

@@ -147,6 +147,7 @@ class NodeState:
     sendpays: list[SendPay] = field(default_factory=list)
     channels: list[Channel] = field(default_factory=list)
     indexes: dict[str, int] = field(default_factory=dict)
+    runes: list[str] = field(default_factory=list)  # createrune's, by unique id
 
     @classmethod
     def new(cls, alias: str, onchain_msat: int) -> NodeState:

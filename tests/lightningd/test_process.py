@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from pyln.client import RpcError
 
+from apps.wallet.backends import clnrest
+from apps.wallet.backends.base import NodeMissing
 from tests.lightningd import LightningdDouble, ProcessDouble
 
 pytestmark = pytest.mark.processes
@@ -61,3 +63,17 @@ def test_an_unknown_fault_is_refused_over_the_socket(node: ProcessDouble) -> Non
         node.faults.next_xpay("stuck")
 
     assert refused.value.error["code"] == -32602
+
+
+def test_it_serves_clnrest_on_the_same_port_after_a_kill(tmp_path: Path) -> None:
+    with ProcessDouble(tmp_path / "rest", alias="rest", rest=True) as double:
+        rune = double.rpc.call("createrune", {"restrictions": [["method=getinfo"]]})["rune"]
+        node = clnrest.RestNode(double.rest_url, rune, str(double.ca_file))
+        url = double.rest_url
+        double.kill()
+        with pytest.raises(NodeMissing):
+            clnrest.call(node, "getinfo", 5.0, {})
+        double.start()
+
+        assert double.rest_url == url
+        assert clnrest.call(node, "getinfo", 5.0, {})["id"] == double.node_id

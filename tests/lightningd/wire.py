@@ -124,12 +124,13 @@ class _Connection(socketserver.BaseRequestHandler):
                 request_id=request.get("id"),
                 connection=self.request,
             )
-            _answer(call, self.server.dispatch, request.get("filter"))
+            answer(call, self.server.dispatch, request.get("filter"))
             if call.dropped:
                 return
 
 
-def _answer(call: Call, dispatch: Dispatcher, filter_spec: Any) -> None:
+def answer(call: Call, dispatch: Dispatcher, filter_spec: Any) -> None:
+    """Run the call and answer it (unless a fault answered or dropped it already)."""
     try:
         result = dispatch(call)
     except RpcFailure as failure:

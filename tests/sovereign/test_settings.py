@@ -36,6 +36,8 @@ def start_with(tmp_path: Path, **variables: str) -> subprocess.CompletedProcess[
         ("SOVEREIGN_PORT", "70000", "SOVEREIGN_PORT=70000 is out of range (1..65535)."),
         ("SOVEREIGN_DEBUG", "maybe", "SOVEREIGN_DEBUG='maybe' is not a boolean"),
         ("REDIS_URL", "localhost:6379", "REDIS_URL='localhost:6379' is not a Redis URL"),
+        ("DATABASE_URL", "mysql://root:pw@db/x", "DATABASE_URL is not a PostgreSQL URL"),
+        ("DATABASE_URL", "postgresql://sovereign:pw@db:5432", "DATABASE_URL is not a Postgre"),
         ("SOVEREIGN_CSRF_TRUSTED_ORIGINS", "umbrel.local", "SOVEREIGN_CSRF_TRUSTED_ORIGINS has"),
         ("SOVEREIGN_LOG_LEVEL", "loud", "SOVEREIGN_LOG_LEVEL='LOUD' is not one of"),
         ("SOVEREIGN_SECRET_KEY", "short", "SOVEREIGN_SECRET_KEY is too short"),
@@ -48,6 +50,11 @@ def start_with(tmp_path: Path, **variables: str) -> subprocess.CompletedProcess[
         ),
         ("SOVEREIGN_ENGINE_NICE", "low", "SOVEREIGN_ENGINE_NICE='low' is not a whole number."),
         ("SOVEREIGN_ENGINE_REPRODUCIBLE", "always", "SOVEREIGN_ENGINE_REPRODUCIBLE='always' is"),
+        (
+            "SOVEREIGN_LIGHTNING_REST_URL",
+            "10.21.21.96:2107",
+            "SOVEREIGN_LIGHTNING_REST_URL='10.21.21.96:2107' is not CLNRest's address",
+        ),
     ],
 )
 def test_it_refuses_to_start_with_a_malformed_value_and_names_the_variable(
@@ -84,6 +91,7 @@ DEFAULTS: dict[str, tuple[str, object]] = {
     "SOVEREIGN_TRUST_FORWARDED_PROTO": ("SECURE_PROXY_SSL_HEADER", None),
     "SOVEREIGN_DEBUG": ("DEBUG", False),
     "REDIS_URL": ("REDIS_URL", ""),
+    "DATABASE_URL": ("DATABASE_ENGINE", "django.db.backends.sqlite3"),
     "SOVEREIGN_SETUP_SECRET": ("SETUP_SECRET", ""),
     "SOVEREIGN_NOSTR_RELAYS": (
         "NOSTR_RELAYS",
@@ -97,6 +105,9 @@ DEFAULTS: dict[str, tuple[str, object]] = {
     "SOVEREIGN_ENGINE_NICE": ("ENGINE_NICE", 10),
     "SOVEREIGN_ENGINE_REPRODUCIBLE": ("ENGINE_REPRODUCIBLE", False),
     "SOVEREIGN_LIGHTNING_RPC": ("LIGHTNING_RPC", ""),
+    "SOVEREIGN_LIGHTNING_REST_URL": ("LIGHTNING_REST_URL", ""),
+    "SOVEREIGN_LIGHTNING_RUNE_FILE": ("LIGHTNING_RUNE_FILE", ""),
+    "SOVEREIGN_LIGHTNING_REST_CA": ("LIGHTNING_REST_CA", ""),
     "SOVEREIGN_LIGHTNING_PAY_SECONDS": ("LIGHTNING_PAY_SECONDS", 60),
     "SOVEREIGN_PROVIDER_TIMEOUT_SECONDS": ("PROVIDER_TIMEOUT_SECONDS", 60),
     "SOVEREIGN_PROVIDER_MAX_PRICE_SAT": ("PROVIDER_MAX_PRICE_SAT", 100),
@@ -120,6 +131,7 @@ def test_the_readme_documents_exactly_the_variables_checked_here() -> None:
 def test_every_other_variable_has_a_working_default(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SOVEREIGN_")}
     env.pop("REDIS_URL", None)
+    env.pop("DATABASE_URL", None)
     env.pop("DJANGO_SETTINGS_MODULE", None)
     env["SOVEREIGN_DATA_DIR"] = str(tmp_path / "data")
     names = sorted({name for name, _ in DEFAULTS.values()})
@@ -182,3 +194,37 @@ def test_booleans_read_the_usual_spellings(
 
 def test_debug_is_off_unless_asked(settings: object) -> None:
     assert settings.DEBUG is False  # type: ignore[attr-defined]
+
+
+def test_a_database_url_gives_postgresql_and_keeps_its_password_in_databases_only(
+    tmp_path: Path,
+) -> None:
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "sovereign.settings",
+        "SOVEREIGN_DATA_DIR": str(tmp_path / "data"),
+        "DATABASE_URL": "postgresql://sovereign:hunter2secret@db.lan:5433/node",
+    }
+    code = (
+        "import django, json; django.setup(); from django.conf import settings as s; "
+        "others = [n for n in dir(s) if n.isupper() and n != 'DATABASES' "
+        "and 'hunter2secret' in repr(getattr(s, n))]; "
+        "d = s.DATABASES['default']; print(json.dumps([d['ENGINE'], d['HOST'], d['PORT'], "
+        "d['NAME'], d['USER'], d['PASSWORD'], d['CONN_MAX_AGE'], s.DATABASE_ENGINE, others]))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+
+    assert result.returncode == 0, result.stderr
+    engine, host, port, name, user, password, max_age, shown, others = json.loads(result.stdout)
+    assert engine == shown == "django.db.backends.postgresql"
+    assert (host, port, name, user, password) == (
+        "db.lan",
+        5433,
+        "node",
+        "sovereign",
+        "hunter2secret",
+    )
+    assert max_age == 0
+    assert others == []  # the debug page hides DATABASES' PASSWORD, not a URL in another setting

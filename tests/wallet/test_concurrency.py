@@ -16,6 +16,7 @@ from apps.wallet.services import PayOrder
 from tests.lightningd import LightningdDouble
 from tests.wallet.conftest import invoice
 
+pytestmark = pytest.mark.usefixtures("database")  # on SQLite, then on PostgreSQL
 PAYERS = 50
 AMOUNT, MAX_FEE = 7_000, 1_000
 CAP = 100_000  # room for 12 of them at 8,000 msat each

@@ -30,26 +30,39 @@ def household_node(tmp_path: Path, payee: LightningdDouble) -> Iterator[ProcessD
         yield double
 
 
-def instance(make: Callable[..., Instance], double: ProcessDouble, pay_seconds: int) -> Instance:
+def instance(
+    make: Callable[..., Instance], double: ProcessDouble, pay_seconds: int, database: dict[str, str]
+) -> Instance:
     made = make(
         SOVEREIGN_LIGHTNING_RPC=str(double.rpc_file),
         SOVEREIGN_LIGHTNING_PAY_SECONDS=str(pay_seconds),
+        **database,  # SQLite in the node's data directory, or PostgreSQL
     )
     made.serve_web()  # prepares the database; and tells whether the worker is up
+    # On PostgreSQL, no SQLite file was made: the journal read below is PostgreSQL's.
+    assert (made.data_dir / "sovereign.sqlite3").exists() == ("DATABASE_URL" not in database)
     return made
 
 
 @pytest.fixture
-def node(make_instance: Callable[..., Instance], household_node: ProcessDouble) -> Instance:
+def node(
+    make_instance: Callable[..., Instance],
+    household_node: ProcessDouble,
+    database_environment: dict[str, str],
+) -> Instance:
     """Payments past their deadline within seconds: for a row the node never heard of."""
-    return instance(make_instance, household_node, pay_seconds=1)
+    return instance(make_instance, household_node, 1, database_environment)
 
 
 @pytest.fixture
-def patient_node(make_instance: Callable[..., Instance], household_node: ProcessDouble) -> Instance:
+def patient_node(
+    make_instance: Callable[..., Instance],
+    household_node: ProcessDouble,
+    database_environment: dict[str, str],
+) -> Instance:
     """The worker waits minutes for xpay's answer, so however slow the machine, it is still
     waiting when the test kills it."""
-    return instance(make_instance, household_node, pay_seconds=120)
+    return instance(make_instance, household_node, 120, database_environment)
 
 
 def ask_to_pay(node: Instance, bolt11: str, purpose: str = "crash") -> None:

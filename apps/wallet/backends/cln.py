@@ -1,4 +1,7 @@
-"""Core Lightning over its JSON-RPC unix socket, through pyln-client.
+"""Core Lightning over its JSON-RPC unix socket (pyln-client), or over CLNRest (`clnrest.py`).
+
+`call` is the wallet's one way to the node: CLNRest when SOVEREIGN_LIGHTNING_REST_URL is set,
+else the socket. Both raise the same exceptions (`base.py`) for the same situations.
 
 Every call has a deadline (a timeout on the socket pyln-client reads the answer from): past
 it the caller learns the outcome is unknown (`NodeSilent`), never that it failed.
@@ -14,6 +17,26 @@ from typing import Any
 
 from django.conf import settings
 from pyln.client import LightningRpc, RpcError
+
+from apps.wallet.backends import clnrest
+from apps.wallet.backends.base import (
+    METHODS_CALLED,
+    NodeMissing,
+    NodeRefused,
+    NodeSilent,
+    RuneRefused,
+)
+
+__all__ = [
+    "METHODS_CALLED",
+    "NodeMissing",
+    "NodeRefused",
+    "NodeSilent",
+    "RuneRefused",
+    "call",
+    "configured",
+    "node_key",
+]
 
 _quiet = logging.getLogger("sovereign.wallet.rpc")
 _quiet.setLevel(logging.WARNING)
@@ -32,34 +55,41 @@ class _DeadlineRpc(LightningRpc):  # type: ignore[misc]
         return super()._readobj(sock, buff)
 
 
-class NodeMissing(Exception):
-    """No node is configured, or nothing listens on its socket: nothing was asked."""
-
-
-class NodeSilent(Exception):
-    """The request may have reached the node but no answer came: the outcome is unknown."""
-
-
-class NodeRefused(Exception):
-    """The node answered with an error: `code` and `message` as Core Lightning gives them."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
 def socket_path() -> Path | None:
     return Path(settings.LIGHTNING_RPC) if settings.LIGHTNING_RPC else None
 
 
+def configured() -> bool:
+    """A node is set up, over either backend (it may still not answer)."""
+    return bool(settings.LIGHTNING_REST_URL or settings.LIGHTNING_RPC)
+
+
+def node_key() -> str:
+    """Which node the settings point at: what caches about "the node" are keyed by."""
+    if settings.LIGHTNING_REST_URL:
+        return f"rest:{settings.LIGHTNING_REST_URL}"
+    return f"socket:{settings.LIGHTNING_RPC}" if settings.LIGHTNING_RPC else ""
+
+
 def call(method: str, timeout: float | None = None, **params: Any) -> dict[str, Any]:
-    """One JSON-RPC call; raises NodeMissing, NodeSilent or NodeRefused."""
+    """One call to the node; raises NodeMissing (or RuneRefused), NodeSilent or NodeRefused."""
+    deadline = timeout or settings.LIGHTNING_TIMEOUT
+    if settings.LIGHTNING_REST_URL:
+        return clnrest.call(clnrest.configured_node(), method, deadline, params)
     path = socket_path()
     if path is None:
-        raise NodeMissing("No Lightning node is connected (set SOVEREIGN_LIGHTNING_RPC).")
+        raise NodeMissing(
+            "No Lightning node is connected (set SOVEREIGN_LIGHTNING_RPC or "
+            "SOVEREIGN_LIGHTNING_REST_URL)."
+        )
+    return call_socket(path, method, deadline, params)
+
+
+def call_socket(path: Path, method: str, timeout: float, params: dict[str, Any]) -> dict[str, Any]:
+    """One JSON-RPC call over the socket at `path`."""
     if not path.exists():
         raise NodeMissing(f"The Lightning node's socket is not there ({path.name}).")
-    rpc = _DeadlineRpc(str(path), timeout or settings.LIGHTNING_TIMEOUT)
+    rpc = _DeadlineRpc(str(path), timeout)
     try:
         result: dict[str, Any] = rpc.call(method, params)
     except TimeoutError:

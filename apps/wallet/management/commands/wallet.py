@@ -1,4 +1,4 @@
-"""`manage.py wallet status|pay|invoice|reconcile|budget`: the wallet from a shell.
+"""`manage.py wallet status|pay|invoice|reconcile|budget|rune`: the wallet from a shell.
 
 `wallet pay` exits with a code a script can act on (README, "Lightning wallet"):
 0 paid; 3 failed, nothing was paid; 4 pending, the outcome is not known yet (`wallet
@@ -9,12 +9,15 @@ was reserved. 1 is any other error, 2 a mistake in the command line.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from apps.wallet import budgets, services
+from apps.wallet.backends.base import METHODS_CALLED
 from apps.wallet.models import Budget
+from apps.wallet.rune_setup import NodeNotReady, RuneSetupError, owner_parse, rune_setup
 from apps.wallet.services import PaymentRefused, PayOrder
 
 EXIT_PAID = 0
@@ -51,13 +54,32 @@ class Command(BaseCommand):
         budget.add_argument("limit_sat", type=int)
         budget.add_argument("--period", choices=Budget.Period.values, default="month")
         budget.add_argument("--caller", default="")
+        self._add_rune_arguments(actions)
+
+    def _add_rune_arguments(self, actions: Any) -> None:
+        rune = actions.add_parser(
+            "rune",
+            help="make Sovereign's CLNRest rune over the node's socket (as root, at each start)",
+        )
+        rune.add_argument("--socket", required=True, type=Path, help="lightningd's lightning-rpc")
+        rune.add_argument("--ca", required=True, type=Path, help="CLNRest's ca.pem")
+        rune.add_argument("--to", required=True, type=Path, help="writes <to>/rune and <to>/ca.pem")
+        rune.add_argument("--owner", required=True, help="UID:GID the wallet runs as")
+        rune.add_argument(
+            "--wait", type=float, default=300.0, help="seconds to wait for the node (300)"
+        )
+        rune.add_argument(
+            "--optional",
+            action="store_true",
+            help="a node that does not answer in time is no error: exit 0, change nothing",
+        )
 
     def handle(self, *args: Any, action: str, **options: Any) -> None:
         try:
             getattr(self, f"_{action}")(**options)
         except PaymentRefused as refusal:
             raise CommandError(str(refusal), returncode=EXIT_REFUSED) from None
-        except ValueError as error:
+        except (ValueError, RuneSetupError) as error:
             raise CommandError(str(error)) from None
 
     def _status(self, **_: Any) -> None:
@@ -97,6 +119,29 @@ class Command(BaseCommand):
         counts: dict[str, int] = services.reconcile()
         counts["invoices_updated"] = services.invoices_sync()
         self.stdout.write(json.dumps(counts))
+
+    def _rune(
+        self, socket: Path, ca: Path, to: Path, owner: str, wait: float, optional: bool, **_: Any
+    ) -> None:
+        ids = owner_parse(owner)
+        try:
+            made = rune_setup(socket, ca, to, ids, wait)
+        except NodeNotReady as late:
+            if not optional:
+                raise
+            self.stderr.write(f"{late} Sovereign starts without it; the wallet shows the node off.")
+            return
+        except OSError as error:  # chown refused (not root?), a full disk
+            raise CommandError(f"Cannot write into {to}: {error.strerror}.") from None
+        did = "Kept the rune" if made.reused else "Made a new rune"
+        self.stdout.write(
+            f"{did} (unique id {made.unique_id}) in {made.rune_file}, mode 0600; it allows "
+            f"only: {', '.join(METHODS_CALLED)}."
+        )
+        self.stdout.write(
+            f"Copied CLNRest's CA certificate to {made.ca_file}, mode 0644. "
+            f"Both are owned by {made.owner[0]}:{made.owner[1]}."
+        )
 
     def _budget(self, scope: str, limit_sat: int, period: str, caller: str, **_: Any) -> None:
         if scope == Budget.Scope.REQUEST:
