@@ -107,6 +107,10 @@ def env_lightning_rest_url(name: str) -> str:
     if value is None:
         return ""
     parts = urlsplit(value)
+    try:
+        parts.port  # noqa: B018  (raises ValueError for a port out of range)
+    except ValueError:
+        parts = parts._replace(scheme="")
     if parts.scheme not in ("https", "http") or not parts.hostname or parts.path.strip("/"):
         raise ImproperlyConfigured(
             f"{name}={value!r} is not CLNRest's address: use https://host:port, with no path."

@@ -41,12 +41,16 @@ class NodeNotReady(RuneSetupError):
     """The node (or its CA certificate) did not appear in time: nothing was written."""
 
 
+class BadInput(RuneSetupError):
+    """An option that can never work, whatever the node does: nothing was written."""
+
+
 @dataclass(frozen=True)
 class RuneSetup:
     reused: bool
     unique_id: str
     rune_file: Path
-    ca_file: Path
+    ca_file: Path | None  # None: CLNRest over plain HTTP (StartOS), no certificate to copy
     owner: tuple[int, int]
 
 
@@ -58,20 +62,23 @@ def wanted_restrictions() -> list[list[str]]:
 def owner_parse(text: str) -> tuple[int, int]:
     matched = OWNER.fullmatch(text.strip())
     if matched is None:
-        raise RuneSetupError(f"--owner {text!r} is not UID:GID (numbers, e.g. 1000:1000).")
+        raise BadInput(f"--owner {text!r} is not UID:GID (numbers, e.g. 1000:1000).")
     return int(matched.group(1)), int(matched.group(2))
 
 
-def rune_setup(socket: Path, ca: Path, to: Path, owner: tuple[int, int], wait: float) -> RuneSetup:
-    """Make or keep the rune, copy the CA; RuneSetupError (nothing written) if it cannot."""
+def rune_setup(
+    socket: Path, ca: Path | None, to: Path, owner: tuple[int, int], wait: float
+) -> RuneSetup:
+    """Make or keep the rune, copy the CA if any; RuneSetupError (nothing written) if not."""
     if wait < 0:
-        raise RuneSetupError("--wait cannot be negative.")
+        raise BadInput("--wait cannot be negative.")
     if not to.parent.is_dir() or (to.exists() and not to.is_dir()):
-        raise RuneSetupError(f"--to {to} is not a directory; nothing was written.")
+        raise BadInput(f"--to {to} is not a directory; nothing was written.")
     deadline = time.monotonic() + wait
     _wait_for_node(socket, deadline, wait)
-    _wait_for_file(ca, deadline, wait)
-    certificate = _certificate(ca)
+    if ca is not None:
+        _wait_for_file(ca, deadline, wait)
+    certificate = None if ca is None else _certificate(ca)
     _folder(to, owner)
     rune_file, ca_file = to / RUNE_FILE, to / CA_FILE
     kept = _accepted_rune_id(socket, rune_file)
@@ -80,9 +87,10 @@ def rune_setup(socket: Path, ca: Path, to: Path, owner: tuple[int, int], wait: f
     else:
         made = _ask(socket, "createrune", restrictions=wanted_restrictions())
         _write(rune_file, (made["rune"] + "\n").encode(), RUNE_MODE, owner)
-    _write(ca_file, certificate, CA_MODE, owner)
+    if certificate is not None:
+        _write(ca_file, certificate, CA_MODE, owner)
     unique_id = kept if kept is not None else str(made["unique_id"])
-    return RuneSetup(kept is not None, unique_id, rune_file, ca_file, owner)
+    return RuneSetup(kept is not None, unique_id, rune_file, None if ca is None else ca_file, owner)
 
 
 def _wait_for_node(socket: Path, deadline: float, wait: float) -> None:

@@ -245,7 +245,7 @@ def test_the_package_holds_exactly_what_umbrel_installs() -> None:
     files = {path.relative_to(UMBREL_DIR).as_posix() for path in UMBREL_DIR.rglob("*")}
     assert {name for name in files if (UMBREL_DIR / name).is_file()} == {
         "umbrel-app.yml", "docker-compose.yml", "exports.sh",
-        "data/sovereign/.gitkeep", "data/redis/.gitkeep",
+        "data/sovereign/.gitkeep", "data/redis/.gitkeep", "data/lightning/.gitkeep",
     }  # fmt: skip
 
 
@@ -333,15 +333,27 @@ def test_the_one_shot_leaves_a_rune_and_the_ca_for_sovereign_in_its_data() -> No
         "python", "manage.py", "wallet", "rune",
         "--socket", f"/cln/{network}/lightning-rpc",
         "--ca", f"/cln/{network}/ca.pem",
-        "--to", "/data/lightning",
+        "--to", "/lightning",
         "--owner", "1000:1000", "--optional",
     ]  # fmt: skip
-    # Root makes nothing in Sovereign's data but the rune's folder: Django's own data
-    # directory (database, key) is a throwaway one outside the mount.
+    # Root never touches Sovereign's data: Django's own data directory (database, key) is a
+    # throwaway one, and only the rune's folder is mounted.
     assert environment(one_shot)["SOVEREIGN_DATA_DIR"] == "/tmp/lightning-access"
-    assert ("${APP_CORE_LIGHTNING_DATA_DIR}", "/cln", "ro") in mounts(one_shot)
-    assert ("${APP_DATA_DIR}/data/sovereign", "/data", "") in mounts(one_shot)
+    assert sorted(mounts(one_shot)) == [
+        ("${APP_CORE_LIGHTNING_DATA_DIR}", "/cln", "ro"),
+        ("${APP_DATA_DIR}/data/lightning", "/lightning", ""),
+    ]
     assert "healthcheck" not in one_shot and "ports" not in one_shot
+
+
+def test_the_engine_never_sees_the_rune() -> None:
+    engine = services()["engine"]
+    assert not any("lightning" in source for source, _, _ in mounts(engine))
+    assert not any(name.startswith("SOVEREIGN_LIGHTNING") for name in environment(engine))
+
+
+def test_a_backup_never_carries_the_rune() -> None:
+    assert "data/lightning/*" in manifest()["backupIgnore"]
 
 
 def test_web_and_worker_reach_core_lightning_over_clnrest_with_that_rune() -> None:
@@ -351,8 +363,9 @@ def test_web_and_worker_reach_core_lightning_over_clnrest_with_that_rune() -> No
         assert dependencies(service)[ONE_SHOT] == "service_completed_successfully", name
         url = "https://${APP_CORE_LIGHTNING_DAEMON_IP}:${CORE_LIGHTNING_REST_PORT}"
         assert env["SOVEREIGN_LIGHTNING_REST_URL"] == url, name
-        assert env["SOVEREIGN_LIGHTNING_RUNE_FILE"] == "/data/lightning/rune", name
-        assert env["SOVEREIGN_LIGHTNING_REST_CA"] == "/data/lightning/ca.pem", name
+        assert env["SOVEREIGN_LIGHTNING_RUNE_FILE"] == "/lightning/rune", name
+        assert env["SOVEREIGN_LIGHTNING_REST_CA"] == "/lightning/ca.pem", name
+        assert ("${APP_DATA_DIR}/data/lightning", "/lightning", "ro") in mounts(service), name
         assert "SOVEREIGN_LIGHTNING_RPC" not in env, name  # the socket stays root's
         assert not any(source.startswith("${APP_CORE") for source, _, _ in mounts(service)), name
 

@@ -55,6 +55,11 @@ def start_with(tmp_path: Path, **variables: str) -> subprocess.CompletedProcess[
             "10.21.21.96:2107",
             "SOVEREIGN_LIGHTNING_REST_URL='10.21.21.96:2107' is not CLNRest's address",
         ),
+        (
+            "SOVEREIGN_LIGHTNING_REST_URL",
+            "https://10.21.21.96:99999",
+            "SOVEREIGN_LIGHTNING_REST_URL='https://10.21.21.96:99999' is not CLNRest's address",
+        ),
     ],
 )
 def test_it_refuses_to_start_with_a_malformed_value_and_names_the_variable(

@@ -140,3 +140,28 @@ def test_answering_a_probe_twice_counts_once(django_capture_on_commit_callbacks:
     probe.refresh_from_db()
     assert probe.answered_by == "worker@one"
     assert probe.round_trip_ms is not None
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"REMOTE_ADDR": "10.21.21.5"},  # another container, or the LAN through a store's proxy
+        {"REMOTE_ADDR": "127.0.0.1", "HTTP_X_FORWARDED_FOR": "192.168.1.20"},  # a local proxy
+    ],
+)
+def test_healthz_tells_others_only_the_states(client: Client, headers: dict[str, str]) -> None:
+    services.worker_started("worker@kitchen-box", 4242)
+
+    health = client.get("/healthz", **headers).json()  # type: ignore[arg-type]
+
+    assert {c["name"]: c["state"] for c in health["components"]}["worker"] == "up"
+    assert all(set(c) == {"name", "label", "state"} for c in health["components"])
+    assert "kitchen-box" not in str(health)
+
+
+def test_healthz_gives_the_details_to_the_household(member_client: Client) -> None:
+    services.worker_started("worker@kitchen-box", 4242)
+
+    health = member_client.get("/healthz", REMOTE_ADDR="10.21.21.5").json()
+
+    assert "kitchen-box" in {c["name"]: c["detail"] for c in health["components"]}["worker"]

@@ -33,11 +33,14 @@ def data(tmp_path: Path) -> Path:
     return folder
 
 
-def wallet_rune(node: LightningdDouble, to: Path, *extra: str) -> str:
+def wallet_rune(
+    node: LightningdDouble, to: Path, *extra: str, stderr: StringIO | None = None
+) -> str:
     out = StringIO()
+    owner = [] if "--owner" in extra else ["--owner", OWNER]
     call_command(
         "wallet", "rune", "--socket", str(node.rpc_file), "--ca", str(node.ca_file),
-        "--to", str(to), "--owner", OWNER, *extra, stdout=out,
+        "--to", str(to), *owner, *extra, stdout=out, stderr=stderr or StringIO(),
     )  # fmt: skip
     return out.getvalue()
 
@@ -146,6 +149,42 @@ def test_optional_a_silent_node_starts_sovereign_without_a_rune(tmp_path: Path, 
     assert "did not answer" in err.getvalue()
     assert "the wallet shows the node off" in err.getvalue()
     assert list(data.iterdir()) == []
+
+
+def test_optional_a_node_that_breaks_off_changes_nothing_and_starts_sovereign(
+    node: LightningdDouble, data: Path
+) -> None:
+    node.faults.next_call("createrune", "drop")
+    err = StringIO()
+
+    wallet_rune(node, data, "--optional", stderr=err)
+
+    assert "createrune failed" in err.getvalue()
+    assert "the wallet shows the node off" in err.getvalue()
+    assert sorted(p.name for p in data.iterdir()) == []
+
+
+def test_without_a_ca_plain_http_clnrest_gets_the_rune_alone(
+    node: LightningdDouble, data: Path
+) -> None:
+    out = StringIO()
+    call_command(
+        "wallet", "rune", "--socket", str(node.rpc_file), "--to", str(data), "--owner", OWNER,
+        stdout=out,
+    )  # fmt: skip
+
+    assert sorted(p.name for p in data.iterdir()) == ["rune"]
+    assert "CA" not in out.getvalue()
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="handing files to another user needs root")
+def test_as_root_it_hands_the_rune_to_the_wallets_user(node: LightningdDouble, data: Path) -> None:
+    os.chown(data, 1000, 1000)  # the data folder is the wallet user's, as on Umbrel
+
+    wallet_rune(node, data / "lightning", "--owner", "1000:1000")
+
+    for path in (data / "lightning", data / "lightning" / "rune", data / "lightning" / "ca.pem"):
+        assert (path.stat().st_uid, path.stat().st_gid) == (1000, 1000), path.name
 
 
 def test_on_the_first_start_it_makes_the_folder_owner_only(

@@ -17,7 +17,13 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from apps.wallet import budgets, services
 from apps.wallet.backends.base import METHODS_CALLED
 from apps.wallet.models import Budget
-from apps.wallet.rune_setup import NodeNotReady, RuneSetupError, owner_parse, rune_setup
+from apps.wallet.rune_setup import (
+    RUNE_FILE,
+    BadInput,
+    RuneSetupError,
+    owner_parse,
+    rune_setup,
+)
 from apps.wallet.services import PaymentRefused, PayOrder
 
 EXIT_PAID = 0
@@ -25,6 +31,7 @@ EXIT_FAILED = 3
 EXIT_PENDING = 4
 EXIT_REFUSED = 5
 EXIT_CODES = {"complete": EXIT_PAID, "failed": EXIT_FAILED, "pending": EXIT_PENDING}
+KNOWN_RUNE_WAIT = 15.0  # `rune --optional` with a rune already there: seconds for the node
 
 
 class Command(BaseCommand):
@@ -62,7 +69,9 @@ class Command(BaseCommand):
             help="make Sovereign's CLNRest rune over the node's socket (as root, at each start)",
         )
         rune.add_argument("--socket", required=True, type=Path, help="lightningd's lightning-rpc")
-        rune.add_argument("--ca", required=True, type=Path, help="CLNRest's ca.pem")
+        rune.add_argument(
+            "--ca", type=Path, help="CLNRest's ca.pem (none: CLNRest serves plain HTTP)"
+        )
         rune.add_argument("--to", required=True, type=Path, help="writes <to>/rune and <to>/ca.pem")
         rune.add_argument("--owner", required=True, help="UID:GID the wallet runs as")
         rune.add_argument(
@@ -71,7 +80,8 @@ class Command(BaseCommand):
         rune.add_argument(
             "--optional",
             action="store_true",
-            help="a node that does not answer in time is no error: exit 0, change nothing",
+            help="a node that cannot give a rune now is no error: exit 0 (and wait at most "
+            f"{KNOWN_RUNE_WAIT:g} s when a rune is already there)",
         )
 
     def handle(self, *args: Any, action: str, **options: Any) -> None:
@@ -121,27 +131,32 @@ class Command(BaseCommand):
         self.stdout.write(json.dumps(counts))
 
     def _rune(
-        self, socket: Path, ca: Path, to: Path, owner: str, wait: float, optional: bool, **_: Any
-    ) -> None:
+        self, socket: Path, ca: Path | None, to: Path, owner: str, wait: float, optional: bool,
+        **_: Any,
+    ) -> None:  # fmt: skip
         ids = owner_parse(owner)
+        if optional and (to / RUNE_FILE).exists():
+            wait = min(wait, KNOWN_RUNE_WAIT)  # the rune from before most likely still works
         try:
             made = rune_setup(socket, ca, to, ids, wait)
-        except NodeNotReady as late:
+        except BadInput:
+            raise
+        except (RuneSetupError, OSError) as error:
+            message = _rune_failure(error, to)
             if not optional:
-                raise
-            self.stderr.write(f"{late} Sovereign starts without it; the wallet shows the node off.")
+                raise CommandError(message) from None
+            self.stderr.write(
+                f"{message} Sovereign starts as it is; the wallet shows the node off."
+            )
             return
-        except OSError as error:  # chown refused (not root?), a full disk
-            raise CommandError(f"Cannot write into {to}: {error.strerror}.") from None
         did = "Kept the rune" if made.reused else "Made a new rune"
         self.stdout.write(
             f"{did} (unique id {made.unique_id}) in {made.rune_file}, mode 0600; it allows "
             f"only: {', '.join(METHODS_CALLED)}."
         )
-        self.stdout.write(
-            f"Copied CLNRest's CA certificate to {made.ca_file}, mode 0644. "
-            f"Both are owned by {made.owner[0]}:{made.owner[1]}."
-        )
+        if made.ca_file is not None:
+            self.stdout.write(f"Copied CLNRest's CA certificate to {made.ca_file}, mode 0644.")
+        self.stdout.write(f"Owned by {made.owner[0]}:{made.owner[1]}.")
 
     def _budget(self, scope: str, limit_sat: int, period: str, caller: str, **_: Any) -> None:
         if scope == Budget.Scope.REQUEST:
@@ -149,3 +164,9 @@ class Command(BaseCommand):
         budgets.budget_set(scope, period, limit_sat * 1000, caller=caller)
         shown = "in all" if period == Budget.Period.TOTAL else f"per {period}"
         self.stdout.write(f"{scope} budget: {limit_sat} sat {shown}")
+
+
+def _rune_failure(error: Exception, to: Path) -> str:
+    if isinstance(error, OSError):  # chown refused (not root?), a full disk
+        return f"Cannot write into {to}: {error.strerror}."
+    return str(error)
