@@ -4,8 +4,8 @@
 #   scripts/release VERSION     (linux/amd64 + linux/arm64, pushed, pinned in both packages)
 #   docker run -p 8000:8000 -v sovereign-data:/data sovereign
 #
-# The default command runs web and worker together; the Umbrel compose file runs them as
-# two containers from this same image (`manage.py run web`, `manage.py run worker`).
+# The default command runs web, worker and engine together; the Umbrel and StartOS packages
+# run them as separate containers from this same image (`manage.py run web|worker|engine`).
 
 # --- builder: compilers for packages with native code (llama-cpp-python) ---------------
 # Debian 13 (trixie) in both stages: its GCC 14 is the first to know the Armv9.2 SME variants
