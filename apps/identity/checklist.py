@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from apps.identity.models import Invite, Member, Role
 from apps.inference import services as inference
+from apps.providers import services as providers
 from apps.wallet import services as wallet
 
 
@@ -86,10 +87,12 @@ def _household() -> ChecklistItem:
 
 
 def _outside_provider() -> ChecklistItem:
-    return ChecklistItem(
-        "provider",
-        "Add an outside provider",
-        done=False,
-        detail="Coming in a later version: bigger models from providers paid over Lightning.",
-        available=False,
-    )
+    names = [provider.name for provider in providers.providers_list()]
+    if names:
+        detail = f"Stronger models from {', '.join(names)}, paid per request over Lightning."
+    else:
+        detail = (
+            "Optional: a provider of stronger models, paid per request over Lightning, for "
+            "what the local model cannot do. Add one on the Providers page."
+        )
+    return ChecklistItem("provider", "Add an outside provider", bool(names), detail)

@@ -11,6 +11,7 @@ from django.test import Client
 from apps.identity import checklist, services
 from apps.identity.models import Member
 from apps.inference import services as inference
+from apps.providers.models import Provider
 from tests.lightningd import LightningdDouble
 
 pytestmark = pytest.mark.django_db
@@ -95,12 +96,16 @@ def test_the_lightning_step_says_how_to_connect_a_node(owner_client: Client) -> 
     assert "SOVEREIGN_LIGHTNING_REST_URL" in page
 
 
-def test_an_outside_provider_is_shown_as_not_yet_available(owner_client: Client) -> None:
-    page = owner_client.get("/start/").content.decode()
-
+def test_an_outside_provider_is_ticked_once_one_is_added(owner_client: Client) -> None:
     assert ticked(owner_client)["provider"] is False
-    assert 'data-item="provider" data-done="false" data-available="false"' in page
-    assert "Not yet available" in page
+    assert 'data-item="provider" data-done="false"' in owner_client.get("/start/").content.decode()
+
+    Provider.objects.create(  # as provider_add saves it, without asking anyone for a catalog
+        name="lan-box", kind="openai", base_url="http://127.0.0.1:9", max_price_msat=1, topup_msat=1
+    )
+
+    assert ticked(owner_client)["provider"] is True
+    assert "Stronger models from lan-box" in owner_client.get("/start/").content.decode()
 
 
 def test_each_step_says_done_or_to_do_in_words(owner_client: Client, friend: Member) -> None:
