@@ -26,31 +26,17 @@ from apps.wallet.rune_setup import wanted_restrictions
 from apps.wallet.services import NodeUnavailable, PayOrder
 from tests.instances import ROOT
 from tests.lightningd import LightningdDouble, certificates
-from tests.wallet.conftest import invoice
+from tests.wallet.conftest import household_node, invoice, rune_for, use_rest
 
 pytestmark = pytest.mark.django_db
 AMOUNT = 21_000
 
 
-def rune_for(node: LightningdDouble, restrictions: list[list[str]]) -> str:
-    return str(node.rpc.call("createrune", {"restrictions": restrictions})["rune"])
-
-
-def use_rest(settings: Any, node: LightningdDouble, rune: str, rune_file: Path) -> None:
-    rune_file.write_text(rune + "\n")
-    settings.LIGHTNING_RPC = ""  # nothing may reach the node but CLNRest
-    settings.LIGHTNING_REST_URL = node.rest_url
-    settings.LIGHTNING_RUNE_FILE = str(rune_file)
-    settings.LIGHTNING_REST_CA = str(node.ca_file)
-
-
 @pytest.fixture
 def node(tmp_path: Path, payee: LightningdDouble, settings: Any) -> Iterator[LightningdDouble]:
-    """The household's node, reached over CLNRest with the rune `wallet rune` would make."""
-    with LightningdDouble(tmp_path / "node", alias="household", rest=True) as household:
-        household.connect(payee, amount_sat=1_000_000, push_msat=100_000_000)
-        use_rest(settings, household, rune_for(household, wanted_restrictions()), tmp_path / "rune")
-        yield household
+    """The household's node, reached over CLNRest with the rune `wallet rune` would make.
+    (test_faults.py runs every payment fault over CLNRest too.)"""
+    yield from household_node(tmp_path, payee, settings, "clnrest")
 
 
 def order_for(payee: LightningdDouble, purpose: str = "report") -> PayOrder:
@@ -82,32 +68,6 @@ def test_a_payment_over_clnrest_completes_once_with_its_proof(
     paid_once(node, payee)
 
 
-def test_a_silent_node_leaves_the_payment_pending_and_the_reconciler_settles_it(
-    node: LightningdDouble, payee: LightningdDouble, settings: Any, monkeypatch: Any
-) -> None:
-    settings.LIGHTNING_PAY_SECONDS = 1
-    monkeypatch.setattr(services, "DEADLINE_MARGIN", 0)
-    node.faults.next_xpay("slow", seconds=3)
-
-    payment = pay(payee)
-
-    assert payment.state == "pending"  # unknown, never failed
-    assert services.reconcile()["complete"] == 1
-    paid_once(node, payee)
-
-
-def test_a_connection_cut_after_paying_is_unknown_then_settled_as_paid(
-    node: LightningdDouble, payee: LightningdDouble
-) -> None:
-    node.faults.next_xpay("drop", paid=True)
-
-    payment = pay(payee)
-
-    assert payment.state == "pending"
-    assert services.reconcile() == {"complete": 1, "failed": 0, "pending": 0}
-    paid_once(node, payee)
-
-
 def test_a_node_error_is_the_refusal_the_socket_gives(
     node: LightningdDouble, settings: Any
 ) -> None:
@@ -126,22 +86,11 @@ def refusal_of(method: str, **params: Any) -> tuple[int, str]:
     return refused.value.code, str(refused.value)
 
 
-def test_a_payment_the_node_refuses_fails_as_over_the_socket(
-    node: LightningdDouble, payee: LightningdDouble
-) -> None:
-    node.faults.next_xpay("no_route")
-
-    payment = pay(payee)
-
-    assert payment.state == "failed" and "(205)" in payment.error
-    assert payee.rpc.listinvoices()["invoices"][0]["status"] == "unpaid"
-
-
 def test_a_rune_without_xpay_is_refused_and_nothing_is_paid(
     node: LightningdDouble, payee: LightningdDouble, settings: Any, tmp_path: Path
 ) -> None:
     no_xpay = [[f"method={m}" for m in METHODS_CALLED if m != "xpay"]]
-    use_rest(settings, node, rune_for(node, no_xpay), tmp_path / "rune")
+    use_rest(settings, node, rune_for(node, no_xpay), tmp_path / "narrower")
     bolt11 = invoice(payee, AMOUNT)["bolt11"]
 
     with pytest.raises(RuneRefused, match="The rune was refused for xpay: Not permitted") as no:
@@ -157,7 +106,7 @@ def test_a_rune_without_xpay_is_refused_and_nothing_is_paid(
 def test_the_system_page_says_the_rune_was_refused(
     node: LightningdDouble, settings: Any, tmp_path: Path
 ) -> None:
-    use_rest(settings, node, rune_for(node, [["method=decode"]]), tmp_path / "rune")
+    use_rest(settings, node, rune_for(node, [["method=decode"]]), tmp_path / "narrower")
 
     component = lightning_component()
 

@@ -4,7 +4,9 @@ records decide them, nothing is paid twice, and a failure releases what was rese
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,9 +15,19 @@ from apps.wallet import budgets, services
 from apps.wallet.models import Payment
 from apps.wallet.services import PayOrder
 from tests.lightningd import LightningdDouble
-from tests.wallet.conftest import invoice
+from tests.wallet.conftest import household_node, invoice
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(params=["socket", "clnrest"])
+def node(
+    request: pytest.FixtureRequest, tmp_path: Path, payee: LightningdDouble, settings: Any
+) -> Iterator[LightningdDouble]:
+    """Every fault over both ways to the node: what is unknown stays unknown over either."""
+    yield from household_node(tmp_path, payee, settings, request.param)
+
+
 AMOUNT = 21_000
 
 
