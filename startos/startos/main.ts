@@ -1,14 +1,19 @@
 import { T } from '@start9labs/start-sdk'
-import { ClnManifest, clnPackageId } from './cln'
+import { ClnManifest, clnPackageId, clnrestHostId, clnrestPort } from './cln'
 import { storeJson } from './fileModels/store.json'
 import { componentReady, webReady } from './healthz'
 import { sdk } from './sdk'
 import {
+  clnCa,
   clnMountpoint,
   clnSocket,
   dataDir,
+  lightningAccessDataDir,
+  lightningDir,
   redisUrl,
   rootAsSovereign,
+  runeFile,
+  runeOwnerOnDisk,
   uiHostId,
   uiInterfaceId,
   valkeyPort,
@@ -46,9 +51,16 @@ export const main = sdk.setupMain(async ({ effects }) => {
     // base URL, NIP-98 signed requests) must then be https:// as the browser sees them.
     SOVEREIGN_TRUST_FORWARDED_PROTO: 'true',
   }
-  // The wallet's processes (web, worker) reach Core Lightning over its JSON-RPC socket.
-  const nodeEnv = withLightning
-    ? { ...baseEnv, SOVEREIGN_LIGHTNING_RPC: clnSocket }
+  // The wallet's processes (web, worker) reach Core Lightning over CLNRest with a rune of
+  // their own, never over its socket: no process that runs as uid 1000 sees its volume.
+  const clnRest = withLightning ? await clnRestAddress(effects) : null
+  const nodeEnv = clnRest
+    ? {
+        ...baseEnv,
+        // Plain HTTP, as cln-startos serves CLNRest; no CA to pass.
+        SOVEREIGN_LIGHTNING_REST_URL: `http://${clnRest}`,
+        SOVEREIGN_LIGHTNING_RUNE_FILE: runeFile,
+      }
     : baseEnv
 
   const dataMounts = sdk.Mounts.of().mountVolume({
@@ -58,19 +70,27 @@ export const main = sdk.setupMain(async ({ effects }) => {
     readonly: false,
     idmap: rootAsSovereign,
   })
-  // Only the processes that call the node (the wallet in web and worker) see its volume.
-  const nodeMounts = withLightning
-    ? dataMounts.mountDependency<ClnManifest>({
-        dependencyId: clnPackageId,
-        volumeId: 'main',
-        subpath: null,
-        mountpoint: clnMountpoint,
-        readonly: true,
-        idmap: rootAsSovereign,
-      })
-    : dataMounts
+  // lightning-access alone sees Core Lightning's volume, read-only and as it is on disk (root's,
+  // the socket 0600): it runs as root, the only way to open that socket without showing the
+  // seed (bitcoin/hsm_secret) to anyone else. It sees Sovereign's volume without the id map
+  // too: through rootAsSovereign, root (uid 0 in the mount) maps to no id on disk and could
+  // create nothing there. See runeOwnerOnDisk for whose the rune is.
+  const accessMounts = sdk.Mounts.of()
+    .mountVolume({
+      volumeId: 'main',
+      subpath: null,
+      mountpoint: dataDir,
+      readonly: false,
+    })
+    .mountDependency<ClnManifest>({
+      dependencyId: clnPackageId,
+      volumeId: 'main',
+      subpath: null,
+      mountpoint: clnMountpoint,
+      readonly: true,
+    })
 
-  const webSub = sdk.SubContainer.of(effects, { imageId: 'main' }, nodeMounts, 'web')
+  const webSub = sdk.SubContainer.of(effects, { imageId: 'main' }, dataMounts, 'web')
   const valkeySub = sdk.SubContainer.of(effects, { imageId: 'valkey' }, null, 'valkey')
 
   return sdk.Daemons.of(effects)
@@ -99,6 +119,40 @@ export const main = sdk.setupMain(async ({ effects }) => {
       },
       requires: [],
     })
+    // The rune web and worker pay with, made (or kept) over the node's socket at each start,
+    // as Umbrel's lightning-access container does: restricted to the methods the wallet calls.
+    // --optional: a node that does not answer within 300 s is no error; Sovereign starts and
+    // shows the node down. Django starts on a throwaway data directory (lightningAccessDataDir).
+    .addOneshot('lightning-access', () =>
+      withLightning
+        ? {
+            subcontainer: sdk.SubContainer.of(
+              effects,
+              { imageId: 'main' },
+              accessMounts,
+              'lightning-access',
+            ),
+            exec: {
+              command: [
+                'python', 'manage.py', 'wallet', 'rune',
+                '--socket', clnSocket,
+                // cln-grpc's CA: CLNRest is plain HTTP here, so web and worker never use it,
+                // but `wallet rune` requires a CA to copy.
+                '--ca', clnCa,
+                '--to', lightningDir,
+                '--owner', runeOwnerOnDisk,
+                '--optional',
+              ],
+              env: {
+                SOVEREIGN_DATA_DIR: lightningAccessDataDir,
+                SOVEREIGN_SECRET_KEY: store.secretKey,
+              },
+              user: 'root',
+            },
+            requires: [],
+          }
+        : null,
+    )
     // `manage.py run web` migrates again when it starts (a no-op by then); running it here
     // first keeps the worker and the engine from starting on an old schema.
     .addOneshot('migrate', {
@@ -122,10 +176,10 @@ export const main = sdk.setupMain(async ({ effects }) => {
         gracePeriod: 120_000,
         fn: webReady,
       },
-      requires: ['migrate', 'valkey'],
+      requires: withLightning ? ['migrate', 'valkey', 'lightning-access'] : ['migrate', 'valkey'],
     })
     .addDaemon('worker', {
-      subcontainer: sdk.SubContainer.of(effects, { imageId: 'main' }, nodeMounts, 'worker'),
+      subcontainer: sdk.SubContainer.of(effects, { imageId: 'main' }, dataMounts, 'worker'),
       exec: {
         command: ['python', 'manage.py', 'run', 'worker'],
         env: nodeEnv,
@@ -136,7 +190,7 @@ export const main = sdk.setupMain(async ({ effects }) => {
         gracePeriod: 120_000,
         fn: () => componentReady('worker'),
       },
-      requires: ['migrate', 'valkey'],
+      requires: withLightning ? ['migrate', 'valkey', 'lightning-access'] : ['migrate', 'valkey'],
     })
     .addDaemon('engine', {
       // The model runtime: its crash or out-of-memory ends this daemon only, and StartOS
@@ -162,6 +216,22 @@ export const main = sdk.setupMain(async ({ effects }) => {
       requires: ['web'],
     })
 })
+
+/**
+ * CLNRest's `host:port` on the LXC bridge, or null while Core Lightning has no CLNRest host
+ * (not installed yet, or CLNRest turned off): Sovereign then starts without a node and shows
+ * it off. `.const()` restarts Sovereign when the address appears or changes.
+ */
+async function clnRestAddress(effects: T.Effects): Promise<string | null> {
+  return sdk.host
+    .getBridgeAddress(effects, {
+      packageId: clnPackageId,
+      hostId: clnrestHostId,
+      internalPort: clnrestPort,
+      ssl: false,
+    })
+    .const()
+}
 
 /** The origins (scheme://host:port) browsers open the UI at: CSRF checks trust only these. */
 async function uiOrigins(effects: T.Effects): Promise<string[]> {

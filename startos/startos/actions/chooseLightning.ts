@@ -7,7 +7,7 @@ const inputSpec = InputSpec.of({
   lightning: Value.select({
     name: 'Lightning node',
     description:
-      'The node that pays outside models and receives payments. Sovereign talks to it over its JSON-RPC socket, mounted read-only.',
+      'The node that pays outside models and receives payments. Sovereign talks to it over CLNRest (keep CLNRest on in Core Lightning\'s Plugins), with a rune of its own that allows only the calls its wallet makes.',
     values: {
       'c-lightning': 'Core Lightning',
       none: 'None: paying is off, everything else works',
@@ -31,7 +31,7 @@ export const chooseLightning = sdk.Action.withInput(
     lightning: (await storeJson.read((s) => s.lightning).once()) ?? 'c-lightning',
   }),
   // main and the dependencies read the choice reactively: saving it restarts Sovereign
-  // with (or without) Core Lightning's volume and socket.
+  // with (or without) the lightning-access oneshot and CLNRest's address.
   async ({ effects, input }) => {
     await storeJson.merge(effects, { lightning: input.lightning })
   },
