@@ -281,3 +281,10 @@ def test_it_listens_on_the_port_its_interface_binds(source: Facts) -> None:
     assert source["boundPorts"] == [int(source["env"]["SOVEREIGN_PORT"])]
     # StartOS's proxy comes over the LXC bridge, not loopback.
     assert source["env"]["SOVEREIGN_HOST"] == "0.0.0.0"  # noqa: S104
+
+
+def test_a_backup_leaves_out_the_rune_and_unfinished_downloads() -> None:
+    backups = (PACKAGE / "startos" / "backups.ts").read_text()
+    excluded = re.search(r"exclude:\s*\[([^\]]*)\]", backups)
+    assert excluded is not None, "backups.ts names no exclusions"
+    assert set(re.findall(r"'([^']+)'", excluded[1])) == {"models/*.gguf.part", "lightning/*"}
