@@ -4,7 +4,6 @@ import { storeJson } from './fileModels/store.json'
 import { componentReady, webReady } from './healthz'
 import { sdk } from './sdk'
 import {
-  clnCa,
   clnMountpoint,
   clnSocket,
   dataDir,
@@ -135,10 +134,8 @@ export const main = sdk.setupMain(async ({ effects }) => {
             exec: {
               command: [
                 'python', 'manage.py', 'wallet', 'rune',
+                // No --ca: CLNRest is plain HTTP on StartOS's internal network.
                 '--socket', clnSocket,
-                // cln-grpc's CA: CLNRest is plain HTTP here, so web and worker never use it,
-                // but `wallet rune` requires a CA to copy.
-                '--ca', clnCa,
                 '--to', lightningDir,
                 '--owner', runeOwnerOnDisk,
                 '--optional',

@@ -14,15 +14,13 @@ export const redisUrl = `redis://127.0.0.1:${valkeyPort}/0`
  * Core Lightning's `main` volume, mounted read-only in the `lightning-access` oneshot only.
  * cln-startos mounts that volume at /root/.lightning and runs
  * `lightningd --lightning-dir=/root/.lightning` on mainnet, so the JSON-RPC socket is
- * <lightning-dir>/bitcoin/lightning-rpc. cln-grpc (cln-startos always sets grpc-port) makes
- * its CA, ca.pem, in that same network directory.
+ * <lightning-dir>/bitcoin/lightning-rpc.
  */
 export const clnMountpoint = '/mnt/cln'
 export const clnSocket = `${clnMountpoint}/bitcoin/lightning-rpc`
-export const clnCa = `${clnMountpoint}/bitcoin/ca.pem`
 
 /**
- * Where `lightning-access` leaves Sovereign's rune (and a copy of ca.pem) on Sovereign's own
+ * Where `lightning-access` leaves Sovereign's rune on Sovereign's own
  * volume, and the file web and worker read it from at each call (SOVEREIGN_LIGHTNING_RUNE_FILE).
  */
 export const lightningDir = `${dataDir}/lightning`

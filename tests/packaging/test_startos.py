@@ -199,10 +199,10 @@ def test_the_oneshot_makes_the_rune_where_web_and_worker_read_it(source: Facts) 
     command = one_shot["exec"]["command"]
     assert command[:4] == ["python", "manage.py", "wallet", "rune"]
     options = command_options(command)
-    # cln-startos's lightning-dir is its volume's root, on mainnet ("bitcoin"); cln-grpc makes
-    # ca.pem there.
+    # cln-startos's lightning-dir is its volume's root, on mainnet ("bitcoin"). No CA:
+    # CLNRest is plain HTTP on StartOS's internal network.
     assert options["--socket"] == "/mnt/cln/bitcoin/lightning-rpc"
-    assert options["--ca"] == "/mnt/cln/bitcoin/ca.pem"
+    assert "--ca" not in options
     assert options["--to"] == str(Path(source["env"]["SOVEREIGN_LIGHTNING_RUNE_FILE"]).parent)
     assert "--optional" in options  # a node still down is no error: Sovereign starts
     # The oneshot's ids are the disk's; web's id map shows disk uid 0 as Sovereign's user, and
