@@ -93,6 +93,8 @@ class Command(BaseCommand):
         call_command("migrate", interactive=False, verbosity=0)
         call_command("collectstatic", interactive=False, verbosity=0)
         catalog_sync()  # the bundled model on the first start, and files dropped in by hand
+        if not identity.is_claimed():
+            identity.setup_secret()  # made before anyone can ask for it, printed once web is up
 
     def _announce_when_up(self, supervisor: Supervisor) -> None:
         url = f"http://127.0.0.1:{settings.PORT}/healthz"
