@@ -167,6 +167,7 @@ if REDIS_URL:
 else:
     BROKER_DIR.mkdir(mode=0o700, exist_ok=True)
     CELERY_BROKER_URL = "filesystem://localhost//"
+    CELERY_BROKER_TRANSPORT = "sovereign.embedded_broker:Transport"  # messages written whole
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(BROKER_DIR),
         "data_folder_out": str(BROKER_DIR),
