@@ -23,7 +23,7 @@ from tests.lightningd import (
 from tests.lightningd.control import DEFAULT_CHANNEL_SAT
 from tests.lightningd.faults import Faults
 from tests.lightningd.node import Node, RoutingFee
-from tests.lightningd.rest import RestServer
+from tests.lightningd.rest import RestServer, rest_url
 from tests.lightningd.wire import RpcServer
 
 COMMANDS = {
@@ -95,9 +95,7 @@ class LightningdDouble:
 
     @property
     def rest_url(self) -> str:
-        if not self.rest_port:
-            raise RuntimeError("this double serves no CLNRest (start it with rest=True)")
-        return f"https://127.0.0.1:{self.rest_port}"
+        return rest_url(self.rest_port)
 
     @property
     def rest_requests(self) -> int:

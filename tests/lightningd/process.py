@@ -16,6 +16,7 @@ from pyln.client import LightningRpc
 from tests.lightningd.control import DEFAULT_CHANNEL_SAT
 from tests.lightningd.double import DEFAULT_ONCHAIN_SAT, REST_PORT_FILE, open_channel
 from tests.lightningd.node import RoutingFee
+from tests.lightningd.rest import rest_url
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 START_TIMEOUT = 30.0
@@ -82,9 +83,7 @@ class ProcessDouble:
 
     @property
     def rest_url(self) -> str:
-        if not self.rest_port:
-            raise RuntimeError("this double serves no CLNRest (start it with rest=True)")
-        return f"https://127.0.0.1:{self.rest_port}"
+        return rest_url(self.rest_port)
 
     @property
     def ca_file(self) -> Path:

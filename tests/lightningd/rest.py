@@ -37,6 +37,13 @@ BODY_LIMIT = 16 * 1024 * 1024
 READ_TIMEOUT = 30.0
 
 
+def rest_url(port: int | None) -> str:
+    """Where a double serves CLNRest; a double started without rest=True serves none."""
+    if not port:
+        raise RuntimeError("this double serves no CLNRest (start it with rest=True)")
+    return f"https://127.0.0.1:{port}"
+
+
 class RestServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
     """CLNRest on `host:port` (0: a free port), for one double's node."""
 
