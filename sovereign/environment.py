@@ -11,7 +11,7 @@ import os
 import secrets
 from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -107,15 +107,20 @@ def env_lightning_rest_url(name: str) -> str:
     if value is None:
         return ""
     parts = urlsplit(value)
-    try:
-        parts.port  # noqa: B018  (raises ValueError for a port out of range)
-    except ValueError:
-        parts = parts._replace(scheme="")
-    if parts.scheme not in ("https", "http") or not parts.hostname or parts.path.strip("/"):
+    well_formed = parts.scheme in ("https", "http") and parts.hostname and _port_valid(parts)
+    if not well_formed or parts.path.strip("/"):
         raise ImproperlyConfigured(
             f"{name}={value!r} is not CLNRest's address: use https://host:port, with no path."
         )
     return value.rstrip("/")
+
+
+def _port_valid(parts: SplitResult) -> bool:
+    try:
+        parts.port  # noqa: B018  (reading it raises ValueError for a port out of range)
+    except ValueError:
+        return False
+    return True
 
 
 POSTGRESQL_SCHEMES = ("postgresql", "postgres")
