@@ -71,6 +71,7 @@ INSTALLED_APPS = [
     "apps.providers",
     "apps.privacy",
     "apps.agents",
+    "apps.sharing",
 ]
 
 MIDDLEWARE = [
@@ -272,6 +273,18 @@ AGENT_WAIT_HOURS = env_int("SOVEREIGN_AGENT_WAIT_HOURS", 24, minimum=1, maximum=
 # A step above this cost is approved only with a fresh login signature (or the shell); a
 # member's task may set a lower threshold, only the owner's a higher one.
 AGENT_STEP_UP_SAT = env_int("SOVEREIGN_AGENT_STEP_UP_SAT", 1000, minimum=0, maximum=10_000_000)
+
+# Selling to strangers: how many of the engine's slots their answers may hold at once (the
+# household's requests start first), how long a paid token or key stays valid, how many
+# requests a minute one client address may make, and the largest request body they may send.
+SHARING_STRANGER_SLOTS = env_int("SOVEREIGN_SHARING_STRANGER_SLOTS", 1, minimum=1, maximum=64)
+SHARING_TOKEN_DAYS = env_int("SOVEREIGN_SHARING_TOKEN_DAYS", 30, minimum=1, maximum=3650)
+SHARING_REQUESTS_PER_MINUTE = env_int(
+    "SOVEREIGN_SHARING_REQUESTS_PER_MINUTE", 30, minimum=1, maximum=10_000
+)
+SHARING_MAX_REQUEST_BYTES = env_int(
+    "SOVEREIGN_SHARING_MAX_REQUEST_BYTES", 65536, minimum=1024, maximum=16 << 20
+)
 
 # How often the worker reports that it is alive; three missed reports mean down.
 HEARTBEAT_SECONDS = 2

@@ -15,6 +15,9 @@ from typing import Any
 
 Event = dict[str, Any]
 ENDS = ("done", "error")  # the events that end a chat
+# The user every stranger's paid request is (apps/sharing): one user to the engine's fairness,
+# and held to the slots strangers may use (SOVEREIGN_SHARING_STRANGER_SLOTS).
+STRANGERS = "strangers"
 
 # Compact and UTF-8 as is: the fewest bytes to write, read and parse a token.
 _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))

@@ -38,6 +38,7 @@ from apps.inference.backends.base import (
 )
 from apps.inference.backends.engine import LocalEngine
 from apps.inference.context_fit import Overflow
+from apps.inference.engine_protocol import STRANGERS
 from apps.inference.models import LocalModel
 from apps.privacy import model_pass, redaction
 from apps.privacy.policy import Policy, policy_now
@@ -55,6 +56,7 @@ class Origin(enum.StrEnum):
     API = "api"
     AGENT = "agent"
     NODE = "node"  # the node's own asides: a conversation's title, a summary
+    SALE = "sale"  # a stranger's paid request (apps/sharing): a local model on sale, nothing kept
 
 
 @dataclass(frozen=True)
@@ -377,7 +379,7 @@ def route_of(request: AnswerRequest) -> Route:
         local = LocalModel.objects.filter(name=request.model).order_by().first()
         if local is not None:
             return _local(request, local)
-    elif may_go_outside(request.member):
+    elif may_go_outside(request.member) and request.origin != Origin.SALE:
         outside = providers.route_for(request.model)
         if outside is not None:
             return _outside(request, outside)
@@ -391,11 +393,13 @@ def may_go_outside(member: Member) -> bool:
 
 
 def _local(request: AnswerRequest, model: LocalModel) -> Route:
+    # Strangers are one user to the engine, held to their own lane (engine.STRANGERS).
+    user = STRANGERS if request.origin == Origin.SALE else str(request.member.pk)
     backend_request = BackendRequest(
         str(model.path),
         request.messages,
         request.sampling.for_engine(),
-        str(request.member.pk),
+        user,
         options={"overflow": request.overflow},
     )
     return Route(LocalEngine(), backend_request, provenance(model, request.sampling), outside=False)

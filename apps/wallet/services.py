@@ -495,6 +495,21 @@ def invoices_sync() -> int:
     return changed
 
 
+def invoice_state_now(invoice: Invoice) -> str | None:
+    """The invoice's state as the node says it now (`listinvoices`), settling our row if it
+    was paid or expired meanwhile; None when the node does not answer (unknown, not unpaid)."""
+    if invoice.state != Invoice.State.UNPAID:
+        return invoice.state
+    try:
+        found = cln.call("listinvoices", label=invoice.label)["invoices"]
+    except (NodeMissing, NodeSilent, NodeRefused):
+        return None
+    if found and found[0]["status"] != "unpaid":
+        _invoice_settled(invoice, found[0])
+    invoice.refresh_from_db(fields=["state", "preimage", "amount_received_msat", "paid_at"])
+    return invoice.state
+
+
 def _invoice_settled(invoice: Invoice, found: dict[str, Any]) -> None:
     settled: dict[str, Any] = {"state": Invoice.State.EXPIRED}
     if found["status"] == "paid":

@@ -33,6 +33,8 @@ class RefusalCode(enum.StrEnum):
     WALLET_UNAVAILABLE = "wallet_unavailable"  # the household's Lightning node is not answering
     SECRET_IN_REQUEST = "secret_in_request"  # noqa: S105 - a seed phrase, a key: never sent
     PREVIEW_CHANGED = "preview_changed"  # what would leave is not what the member was shown
+    MODEL_NOT_SHARED = "model_not_shared"  # a friend asked for a model not shared with them
+    QUOTA_EXCEEDED = "quota_exceeded"  # a friend's daily quota is used up until it resets
 
     @property
     def status(self) -> int:
@@ -56,13 +58,16 @@ _STATUS = {
     RefusalCode.WALLET_UNAVAILABLE: 503,
     RefusalCode.SECRET_IN_REQUEST: 400,
     RefusalCode.PREVIEW_CHANGED: 409,
+    RefusalCode.MODEL_NOT_SHARED: 403,
+    RefusalCode.QUOTA_EXCEEDED: 429,
 }
 
 
 class AnswerRefused(Exception):
-    def __init__(self, code: RefusalCode, message: str) -> None:
+    def __init__(self, code: RefusalCode, message: str, *, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.code = code
+        self.retry_after = retry_after  # seconds until asking again may succeed (a quota's reset)
 
     @property
     def status(self) -> int:

@@ -1,0 +1,111 @@
+"""Strangers' prepaid balances: opened with an invoice from the household's node, credited only
+when the node itself says that invoice was paid, and spent answer by answer.
+
+    balance_open(kind, token_id, amount_msat, description) -> Opened   a balance and its invoice
+    topup_open(balance, amount_msat, description) -> Invoice           another invoice into it
+    balance_credited(balance) -> Credited                              ask the node, credit once
+    reserve(balance, msat) -> bool       the most an answer may cost, taken before it starts
+    settle(balance, reserved, cost)      what it did cost kept, the rest given back
+
+An invoice is credited once (`Credit.credited_at`, set by a conditional update), so a preimage
+shown again, or shown with another token, never adds to any balance. A node that does not answer
+is unknown, not unpaid: the stranger is told to wait, never to pay again.
+"""
+
+from __future__ import annotations
+
+import enum
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from apps.sharing.models import Balance, Credit
+from apps.wallet import services as wallet
+from apps.wallet.models import Invoice
+
+CALLER = "sharing"  # the wallet's caller for every invoice a sale issues
+
+
+class Paid(enum.StrEnum):
+    YES = "yes"  # every invoice of the balance the node says was paid is credited
+    NO = "no"  # its first invoice is unpaid (or expired): nothing to spend
+    UNKNOWN = "unknown"  # the node did not answer: ask again later, never pay twice
+
+
+@dataclass(frozen=True)
+class Opened:
+    balance: Balance
+    invoice: Invoice
+
+
+def balance_open(kind: Balance.Kind, token_id: str, amount_msat: int, description: str) -> Opened:
+    """A new balance, empty until its invoice (made now by the node) is paid."""
+    expires = timezone.now() + timedelta(days=settings.SHARING_TOKEN_DAYS)
+    invoice = wallet.invoice_create(
+        amount_msat, description, purpose=f"sale:{kind}:{token_id}", caller=CALLER
+    )
+    with transaction.atomic():
+        balance = Balance.objects.create(kind=kind, token_id=token_id, expires_at=expires)
+        Credit.objects.create(balance=balance, invoice=invoice)
+    return Opened(balance, invoice)
+
+
+def topup_open(balance: Balance, amount_msat: int, description: str) -> Invoice:
+    """Another invoice paying into `balance`, credited like its first."""
+    purpose = f"sale:topup:{balance.pk}:{secrets.token_hex(8)}"
+    invoice = wallet.invoice_create(amount_msat, description, purpose=purpose, caller=CALLER)
+    Credit.objects.create(balance=balance, invoice=invoice)
+    return invoice
+
+
+def balance_credited(balance: Balance) -> Paid:
+    """Credit every invoice of the balance that the node says was paid, once each; whether its
+    first invoice was paid at all."""
+    first: Paid | None = None
+    for credit in balance.credits.select_related("invoice").order_by("pk"):
+        state = _paid(credit)
+        if first is None:
+            first = state
+    return first or Paid.NO
+
+
+def _paid(credit: Credit) -> Paid:
+    if credit.credited_at is not None:
+        return Paid.YES
+    state = wallet.invoice_state_now(credit.invoice)
+    if state is None:
+        return Paid.UNKNOWN
+    if state != Invoice.State.PAID:
+        return Paid.NO
+    received = credit.invoice.amount_received_msat or credit.invoice.amount_msat
+    with transaction.atomic():
+        # Conditional: two requests showing the same payment at once credit it once.
+        if Credit.objects.filter(pk=credit.pk, credited_at=None).update(credited_at=timezone.now()):
+            Balance.objects.filter(pk=credit.balance_id).update(
+                balance_msat=F("balance_msat") + received
+            )
+    return Paid.YES
+
+
+def reserve(balance: Balance, msat: int) -> bool:
+    """Take `msat` from the balance if it holds that much and has not expired."""
+    taken = Balance.objects.filter(
+        pk=balance.pk, balance_msat__gte=msat, expires_at__gt=timezone.now()
+    ).update(balance_msat=F("balance_msat") - msat, last_used_at=timezone.now())
+    return bool(taken)
+
+
+def settle(balance: Balance, reserved_msat: int, cost_msat: int) -> None:
+    """An answer ended: it cost `cost_msat` (at most what it reserved); the rest goes back."""
+    back = reserved_msat - min(cost_msat, reserved_msat)
+    if back:
+        Balance.objects.filter(pk=balance.pk).update(balance_msat=F("balance_msat") + back)
+
+
+def balance_now(balance: Balance) -> int:
+    return int(Balance.objects.filter(pk=balance.pk).values_list("balance_msat", flat=True)[0])
