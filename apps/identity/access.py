@@ -16,6 +16,7 @@ from django.shortcuts import redirect
 from apps.identity import services
 from apps.identity.models import Member, Role
 from apps.identity.nip98 import AuthRefused
+from apps.sharing.models import Share
 
 View = TypeVar("View", bound=Callable[..., HttpResponse])
 
@@ -111,24 +112,28 @@ def api_member(request: HttpRequest) -> Member:
 
 
 class NothingShared(AuthRefused):
-    """A friend asked for a model: friends get only what the owner shares, nothing yet."""
+    """A friend asked for a model, and the owner shares none with them."""
 
     status = 403
     code = "model_not_shared"
 
 
 def models_user(member: Member) -> Member:
-    """The member, if they may use the node's models; friends may not until sharing exists."""
-    if member.role not in (Role.OWNER, Role.MEMBER):
-        raise NothingShared(
-            "The owner has not shared any model with friends on this node yet: "
-            "friends can make API keys, and use models once the owner shares them."
-        )
-    return member
+    """The member, if they may use the node's models: the household, and friends with whom
+    the owner shares some (which ones, and how much, the pipeline checks on each request)."""
+    if member.role in (Role.OWNER, Role.MEMBER):
+        return member
+    if member.role == Role.FRIEND and Share.objects.filter(member=member).exists():
+        return member
+    raise NothingShared(
+        "The owner has not shared any model with you on this node yet: "
+        "friends can make API keys, and use models once the owner shares them."
+    )
 
 
 def api_models_user(request: HttpRequest) -> Member:
-    """The member a program asking for a model authenticates as; friends are refused."""
+    """The member a program asking for a model authenticates as; a friend with nothing shared
+    is refused."""
     return models_user(api_member(request))
 
 

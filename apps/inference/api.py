@@ -38,7 +38,9 @@ def openai_errors(view: View) -> View:
         try:
             return await view(request, *args, **kwargs)
         except OpenAIError as error:
-            headers = {"Retry-After": "2"} if error.status == 429 else None
+            # A friend's quota says when it resets; a busy engine, to try again soon.
+            retry = getattr(error, "retry_after", None) or 2
+            headers = {"Retry-After": str(retry)} if error.status == 429 else None
             return error.response(headers)
         except Exception as error:
             logger.error("%s %s failed: %s", request.method, request.path, type(error).__name__)
@@ -145,7 +147,9 @@ def _refusal_error(refusal: AnswerRefused | Failed) -> OpenAIError:
         kind = "server_error" if status >= 500 else "invalid_request_error"
     param = PARAM_AT_FAULT.get(code)
     message = refusal.message if isinstance(refusal, Failed) else str(refusal)
-    return OpenAIError(message, status=status, param=param, code=str(code), kind=kind)
+    error = OpenAIError(message, status=status, param=param, code=str(code), kind=kind)
+    error.retry_after = getattr(refusal, "retry_after", None)  # type: ignore[attr-defined]
+    return error
 
 
 class Answer:

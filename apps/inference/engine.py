@@ -24,7 +24,7 @@ import queue
 import threading
 import time
 from collections import Counter, defaultdict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,7 @@ from apps.inference.batching import (
 )
 from apps.inference.context_fit import ContextExceeded, Overflow, answer_room, fit_context
 from apps.inference.cpu_share import IdleCores
-from apps.inference.engine_protocol import ENDS, Event, lines_encoded, tokens_merged
+from apps.inference.engine_protocol import ENDS, STRANGERS, Event, lines_encoded, tokens_merged
 from apps.inference.self_check import SelfCheck
 
 logger = logging.getLogger("sovereign.engine")
@@ -79,8 +79,15 @@ class Decoder:
         threads: int | None = None,  # None: the cores other processes leave idle (cpu_share)
         prompt_chunk: int | None = None,  # see BatchedGenerator; REPRODUCIBLE_PROMPT_CHUNK
         self_check: Callable[[], SelfCheck] | None = None,  # run before the first request
+        stranger_slots: int | None = None,  # None: strangers are held to no lane of their own
     ) -> None:
         self.slots, self.context_per_slot, self.threads = slots, context_per_slot, threads
+        # Strangers' paid requests (one user, STRANGERS) hold at most this many slots, start
+        # only when no household request waits, and may fill only part of the queue: the
+        # household always finds a place, and a slot within one answer's wait.
+        self.stranger_slots = slots if stranger_slots is None else min(stranger_slots, slots)
+        self.stranger_waiting = min(self.stranger_slots, max_waiting // 2)
+        self.strangers_in_inbox = 0  # submitted, not yet taken into waiting
         self.prompt_chunk = prompt_chunk
         self.idle_cores = IdleCores(enabled=threads is None)
         self.self_check = self_check
@@ -112,6 +119,11 @@ class Decoder:
                 "checking": self.checking,
                 "broken": self.broken or None,
                 "finished": dict(self.finished),
+                "strangers": {
+                    "running": self._strangers(self.running.values()),
+                    "waiting": self._strangers(self.waiting),
+                    "slots": self.stranger_slots,
+                },
                 "context_per_slot": self.context_per_slot,
                 "slots": [
                     {"busy": slot.busy, "cached_tokens": slot.cached_tokens}
@@ -120,13 +132,23 @@ class Decoder:
             }
 
     def submit(self, job: Job) -> bool:
-        """Queue a job, unless every slot is taken and max_waiting jobs already wait."""
+        """Queue a job, unless every slot is taken and max_waiting jobs already wait, or it is a
+        stranger's and strangers already hold their slots and their part of the queue."""
         with self.lock:
             taken = len(self.running) + len(self.waiting) + self.inbox.qsize()
             if taken >= self.slots + self.max_waiting:
                 return False
+            if job.user == STRANGERS:
+                held = self._strangers(self.running.values()) + self._strangers(self.waiting)
+                if held + self.strangers_in_inbox >= self.stranger_slots + self.stranger_waiting:
+                    return False
+                self.strangers_in_inbox += 1
         self.inbox.put(job)
         return True
+
+    @staticmethod
+    def _strangers(jobs: Iterable[Job]) -> int:
+        return sum(1 for job in jobs if job.user == STRANGERS)
 
     def stop(self) -> None:
         self.inbox.put(None)
@@ -167,6 +189,7 @@ class Decoder:
             else:
                 with self.lock:
                     self.waiting.append(item)
+                    self.strangers_in_inbox -= item.user == STRANGERS
             try:
                 item = self.inbox.get_nowait()
             except queue.Empty:
@@ -191,6 +214,8 @@ class Decoder:
             return
         while self.waiting and len(self.running) < self.slots:
             job = self._next_waiting()
+            if job is None:
+                return  # only strangers wait, and they hold every slot they may
             if job.model_path != self.model_path and self.running:
                 return  # another model is busy: swap once its requests are done
             with self.lock:
@@ -204,11 +229,22 @@ class Decoder:
         for job in refused:
             job.emit({"event": "error", "code": "engine_broken", "message": self.broken})
 
-    def _next_waiting(self) -> Job:
-        """Fair between users: whoever has the fewest answers running, then whoever was served
-        longest ago; first come among equals."""
+    def _next_waiting(self) -> Job | None:
+        """The household first, strangers only within their slots; fair between users: whoever
+        has the fewest answers running, then whoever was served longest ago; first come among
+        equals."""
         running = Counter(job.user for job in self.running.values())
-        return min(self.waiting, key=lambda job: (running[job.user], self.served.get(job.user, -1)))
+        strangers_may = running[STRANGERS] < self.stranger_slots
+        eligible = [job for job in self.waiting if strangers_may or job.user != STRANGERS]
+        return min(
+            eligible,
+            key=lambda job: (
+                job.user == STRANGERS,
+                running[job.user],
+                self.served.get(job.user, -1),
+            ),
+            default=None,
+        )
 
     def _start(self, job: Job) -> None:
         generator = self.generator

@@ -46,6 +46,7 @@ from apps.privacy.vault import Vault
 from apps.providers import calling, routing
 from apps.providers import services as providers
 from apps.providers.backends.chat import OutsideBackend
+from apps.sharing import services as sharing
 from apps.wallet import services as wallet
 
 Message = dict[str, str]
@@ -115,11 +116,19 @@ FALLS_BACK = frozenset(
 
 
 async def answer(request: AnswerRequest) -> Events:
-    """The answer's events, once its backend has taken the request."""
+    """The answer's events, once its backend has taken the request. A friend's request is
+    counted against their quota before anything else, and its tokens once it ends."""
+    friend = request.member.role == Role.FRIEND
+    if friend and request.origin != Origin.NODE:  # the node's asides are not the friend's asking
+        await sync_to_async(sharing.quota_take)(request.member, request.model)
     name = routing.route_name(request.model)
     if name is not None:
-        return await _along_route(request, name)
-    return await _answer_model(request)
+        events = await _along_route(request, name)
+    else:
+        events = await _answer_model(request)
+    if friend:
+        return await primed(_counted(events, request.member))
+    return events
 
 
 async def _answer_model(request: AnswerRequest) -> Events:
@@ -318,6 +327,26 @@ async def _routed(events: Events, shown: dict[str, Any]) -> Events:
         await events.aclose()
 
 
+async def _counted(events: Events, member: Member) -> Events:
+    """A friend's answer; at its end, the tokens it used count against their quota (once, even
+    if the client leaves: then the tokens it had been sent)."""
+    sent, counted = 0, False
+    try:
+        yield PRIMING
+        async for event in events:
+            if isinstance(event, Token):
+                sent += 1 if event.text else 0
+            elif isinstance(event, Done):
+                used = event.usage.prompt_tokens + event.usage.completion_tokens
+                counted = True
+                await sync_to_async(sharing.tokens_count)(member, used)
+            yield event
+    finally:
+        if not counted and sent:
+            await sync_to_async(sharing.tokens_count)(member, sent)
+        await events.aclose()
+
+
 def answer_sync(request: AnswerRequest) -> tuple[str, Done | Failed]:
     """The whole answer, for a Celery task or a shell (never on an event loop)."""
 
@@ -350,16 +379,20 @@ class ModelChoice:
 def choices_for(member: Member, max_tokens: int) -> list[ModelChoice]:
     """The local models, then the outside ones this member may use, with their prices, then
     the routes (owned by "route"), each at the highest price among the models it may use."""
+    shared = sharing.shared_with(member) if member.role == Role.FRIEND else None
     choices = [
         ModelChoice(model.name, model.added_at, "sovereign", 0)
         for model in LocalModel.objects.order_by("name")
+        if shared is None or model.name in shared
     ]
-    if may_go_outside(member):
-        for offer in providers.outside_models():
+    for offer in providers.outside_models():
+        if may_go_outside(member, offer.name):
             price = offer.price_msat(max_tokens)
             choices.append(
                 ModelChoice(offer.name, offer.provider.added_at, offer.provider.name, price)
             )
+    if shared is not None:
+        return choices  # a friend is shared models, never the household's routes
     for route in routing.routes_list():
         models = routing.usable_models(route, outside=may_go_outside(member))
         if models:
@@ -375,11 +408,13 @@ def route_of(request: AnswerRequest) -> Route:
     name = routing.route_name(request.model)
     if name is not None:
         return route_of(replace(request, model=_plan(request, name).models[0]))
+    if request.member.role == Role.FRIEND and request.origin != Origin.SALE:
+        _check_shared(request)
     if "/" not in request.model:
         local = LocalModel.objects.filter(name=request.model).order_by().first()
         if local is not None:
             return _local(request, local)
-    elif may_go_outside(request.member) and request.origin != Origin.SALE:
+    elif may_go_outside(request.member, request.model) and request.origin != Origin.SALE:
         outside = providers.route_for(request.model)
         if outside is not None:
             return _outside(request, outside)
@@ -387,9 +422,23 @@ def route_of(request: AnswerRequest) -> Route:
     raise AnswerRefused(RefusalCode.MODEL_NOT_FOUND, message)
 
 
-def may_go_outside(member: Member) -> bool:
-    """Friends use only what the owner shares with them (nothing outside, for now)."""
-    return member.role in (Role.OWNER, Role.MEMBER)
+def may_go_outside(member: Member, model: str | None = None) -> bool:
+    """Whether the member may ask outside models (`model` None), or this one. Friends use only
+    what the owner shares with them: an outside model shared by name, never any other, nor a
+    route."""
+    if member.role in (Role.OWNER, Role.MEMBER):
+        return True
+    if member.role != Role.FRIEND or model is None or "/" not in model:
+        return False
+    return model in sharing.shared_with(member)
+
+
+def _check_shared(request: AnswerRequest) -> None:
+    """A friend's request reaches only a model shared with them, whoever asks for it (a
+    preview, the node's own aside on their conversation)."""
+    if request.model not in sharing.shared_with(request.member):
+        message = f"The model '{request.model}' is not shared with you."
+        raise AnswerRefused(RefusalCode.MODEL_NOT_SHARED, message)
 
 
 def _local(request: AnswerRequest, model: LocalModel) -> Route:

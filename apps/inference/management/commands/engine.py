@@ -32,6 +32,7 @@ class Command(BaseCommand):
             threads=settings.ENGINE_THREADS or None,
             prompt_chunk=REPRODUCIBLE_PROMPT_CHUNK if settings.ENGINE_REPRODUCIBLE else None,
             self_check=lambda: check_llama(bundled_model_file(), settings.ENGINE_THREADS),
+            stranger_slots=settings.SHARING_STRANGER_SLOTS,
         )
         server = EngineServer(socket_path(), decoder, request_bytes=settings.ENGINE_REQUEST_BYTES)
         # uvloop, as under the web server: each token's hand-off from the decoder thread and
