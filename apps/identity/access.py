@@ -131,6 +131,30 @@ def models_user(member: Member) -> Member:
     )
 
 
+def may_chat(member: Any) -> bool:
+    """Whether this person may use the dashboard's chat: the household, and friends with whom
+    the owner shares some model (their conversations are theirs alone, as anyone's)."""
+    if not member.is_authenticated:
+        return False
+    if member.role in (Role.OWNER, Role.MEMBER):
+        return True
+    return member.role == Role.FRIEND and Share.objects.filter(member=member).exists()
+
+
+def chat_required(view: View) -> View:
+    """A chat page: the household, and friends something is shared with; others get 403."""
+
+    @functools.wraps(view)
+    def guarded(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not request.user.is_authenticated:
+            return redirect_to_login(request.get_full_path())
+        if not may_chat(request.user):
+            raise PermissionDenied("Nothing is shared with you on this node yet.")
+        return view(request, *args, **kwargs)
+
+    return guarded  # type: ignore[return-value]
+
+
 def api_models_user(request: HttpRequest) -> Member:
     """The member a program asking for a model authenticates as; a friend with nothing shared
     is refused."""

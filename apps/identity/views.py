@@ -24,6 +24,7 @@ from apps.identity.access import (
 from apps.identity.models import ApiKey, AuditAction, Member, Role
 from apps.identity.nip98 import AuthRefused, event_from_authorization
 from apps.identity.services import IdentityError
+from apps.sharing import services as sharing
 
 SETUP_OK = "identity.setup_ok_until"
 SETUP_OK_SECONDS = 15 * 60
@@ -69,7 +70,9 @@ def start(request: HttpRequest) -> HttpResponse:
 @require_GET
 def shared(request: HttpRequest) -> HttpResponse:
     """A friend's page: what the owner shares with them, and what they can do meanwhile."""
-    return render(request, "identity/shared.html", {"owner": services.node_owner()})
+    shown = sharing.friend_shown(request.user)  # type: ignore[arg-type]
+    context = {"owner": services.node_owner(), "share": shown, "resets_at": sharing.reset_at()}
+    return render(request, "identity/shared.html", context)
 
 
 @never_cache

@@ -13,8 +13,8 @@ from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
-from apps.identity.access import household_required
-from apps.identity.models import Member, Role
+from apps.identity.access import chat_required, may_chat
+from apps.identity.models import Member
 from apps.inference import (
     chat_crosscheck,
     chat_preview,
@@ -30,6 +30,7 @@ from apps.inference.conversations import ChatError
 from apps.inference.models import Conversation
 from apps.providers import routing
 
+CHAT_REFUSED = "Log in as a member of the household, or a friend something is shared with."
 UNDO = "chat.undo"  # the conversation this browser may bring back
 EXAMPLE_PROMPTS = (
     "Explain how a Lightning payment finds its way, in three sentences.",
@@ -42,7 +43,7 @@ EXAMPLE_PROMPTS = (
 
 
 @never_cache
-@household_required
+@chat_required
 def chat_page(
     request: HttpRequest, conversation_id: int | None = None, private: bool = False
 ) -> HttpResponse:
@@ -126,7 +127,7 @@ def _model_chosen(conversation: Conversation | None, models: list[pipeline.Model
 
 
 @require_POST
-@household_required
+@chat_required
 def conversation_delete(request: HttpRequest, conversation_id: int) -> HttpResponse:
     try:
         deleted = conversations.conversation_delete(request.user, conversation_id)  # type: ignore[arg-type]
@@ -138,7 +139,7 @@ def conversation_delete(request: HttpRequest, conversation_id: int) -> HttpRespo
 
 
 @require_POST
-@household_required
+@chat_required
 def conversation_restore(request: HttpRequest, conversation_id: int) -> HttpResponse:
     try:
         restored = conversations.conversation_restore(request.user, conversation_id)  # type: ignore[arg-type]
@@ -151,7 +152,7 @@ def conversation_restore(request: HttpRequest, conversation_id: int) -> HttpResp
 
 
 @require_POST
-@household_required
+@chat_required
 def conversation_rename(request: HttpRequest, conversation_id: int) -> HttpResponse:
     try:
         renamed = conversations.conversation_rename(
@@ -170,15 +171,18 @@ def conversation_rename(request: HttpRequest, conversation_id: int) -> HttpRespo
 async def ask(request: HttpRequest) -> HttpResponseBase:
     """Stream one answer: {"event": "start"|"token"|"done"|"error", ...} per line."""
     member = await request.auser()
-    if not member.is_authenticated or member.role not in (Role.OWNER, Role.MEMBER):
-        return JsonResponse({"error": "Log in as a member of the household."}, status=403)
+    if not isinstance(member, Member) or not await sync_to_async(may_chat)(member):
+        return JsonResponse({"error": CHAT_REFUSED}, status=403)
     try:
         turn = await sync_to_async(Turn.from_request)(member, read_body(request))
         events = await turn.open()
     except (ChatError, OpenAIError) as error:
         return JsonResponse({"error": str(error)}, status=400)
     except AnswerRefused as refusal:
-        return JsonResponse({"error": refusal_text(refusal)}, status=refusal.status)
+        refused = JsonResponse({"error": refusal_text(refusal)}, status=refusal.status)
+        if refusal.retry_after is not None:  # a friend's quota: when it resets
+            refused["Retry-After"] = str(refusal.retry_after)
+        return refused
     response = StreamingHttpResponse(turn.stream(events), content_type="application/x-ndjson")
     response["Cache-Control"] = "no-store"
     response["X-Accel-Buffering"] = "no"
@@ -190,8 +194,8 @@ async def preview(request: HttpRequest) -> HttpResponse:
     """What a question to an outside model would send (the redacted text), before it is sent:
     nothing is sent, paid or recorded. Refused as the question itself would be."""
     member = await request.auser()
-    if not member.is_authenticated or member.role not in (Role.OWNER, Role.MEMBER):
-        return JsonResponse({"error": "Log in as a member of the household."}, status=403)
+    if not isinstance(member, Member) or not await sync_to_async(may_chat)(member):
+        return JsonResponse({"error": CHAT_REFUSED}, status=403)
     try:
         shown = await sync_to_async(chat_preview.preview_asked)(member, read_body(request))
     except (ChatError, OpenAIError) as error:
@@ -205,7 +209,7 @@ async def preview(request: HttpRequest) -> HttpResponse:
 
 
 @never_cache
-@household_required
+@chat_required
 def models_priced(request: HttpRequest) -> HttpResponse:
     """The models the member may ask, each outside one with its price for an answer of
     `max_tokens` (the chat's setting; empty: the conversation's default)."""
@@ -229,8 +233,8 @@ def _priced(model: pipeline.ModelChoice) -> dict[str, Any]:
 async def cross_check(request: HttpRequest) -> HttpResponse:
     """The last question asked of 2 to 4 models; their answers and the local model's note."""
     member = await request.auser()
-    if not member.is_authenticated or member.role not in (Role.OWNER, Role.MEMBER):
-        return JsonResponse({"error": "Log in as a member of the household."}, status=403)
+    if not isinstance(member, Member) or not await sync_to_async(may_chat)(member):
+        return JsonResponse({"error": CHAT_REFUSED}, status=403)
     try:
         asked = await sync_to_async(chat_crosscheck.crosscheck_asked)(member, read_body(request))
         result = await crosscheck.cross_check(
@@ -252,7 +256,7 @@ async def cross_check(request: HttpRequest) -> HttpResponse:
 
 
 @require_POST
-@household_required
+@chat_required
 def answer_stopped(request: HttpRequest) -> HttpResponse:
     """After Stop the page says what it had shown, and only that is kept of the answer."""
     try:

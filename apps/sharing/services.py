@@ -8,6 +8,7 @@ a daily quota, and what both have used.
     shared_with(friend) -> names  what is shared with a friend
     quota_take(member, model)     before a friend's answer: shared? within today's quota?
     tokens_count(member, tokens)  after it: what it used
+    friend_shown(friend)          what a friend is shared, and used today
     status() -> SharingStatus     offers, friends' shares and today's use, strangers' totals
 
 A friend's day is the UTC day: the quota resets at midnight UTC, whatever the node's time zone,
@@ -327,25 +328,32 @@ def status() -> SharingStatus:
     return SharingStatus(offers, _friends_shown(), _strangers_shown(), reset_at())
 
 
+def friend_shown(member: Member) -> FriendShown | None:
+    """What is shared with this friend and what they used of it today (their own page)."""
+    share = Share.objects.filter(member=member).select_related("member").first()
+    if share is None:
+        return None
+    return _shown(share, Usage.objects.filter(member=member, day=_today()).first())
+
+
 def _friends_shown() -> tuple[FriendShown, ...]:
     used = {
         usage.member_id: usage for usage in Usage.objects.filter(day=_today()).order_by("member_id")
     }
-    shown = []
-    for share in Share.objects.select_related("member").order_by("member__pubkey"):
-        usage = used.get(share.member_id)
-        shown.append(
-            FriendShown(
-                share.member.npub,
-                share.member.display_name,
-                tuple(share.model_names),
-                share.daily_requests,
-                share.daily_tokens,
-                usage.requests if usage else 0,
-                usage.tokens if usage else 0,
-            )
-        )
-    return tuple(shown)
+    shares = Share.objects.select_related("member").order_by("member__pubkey")
+    return tuple(_shown(share, used.get(share.member_id)) for share in shares)
+
+
+def _shown(share: Share, usage: Usage | None) -> FriendShown:
+    return FriendShown(
+        share.member.npub,
+        share.member.display_name,
+        tuple(share.model_names),
+        share.daily_requests,
+        share.daily_tokens,
+        usage.requests if usage else 0,
+        usage.tokens if usage else 0,
+    )
 
 
 def _strangers_shown() -> StrangersShown:

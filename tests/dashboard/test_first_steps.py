@@ -117,7 +117,7 @@ def test_a_friend_lands_on_what_is_shared_with_them(friend_client: Client, owner
     assert friend_client.get("/")["Location"] == "/shared/"
     page = friend_client.get("/shared/").content.decode()
 
-    assert "Nothing is shared with friends yet" in page
+    assert "Nothing is shared with you yet" in page
     assert owner.display_name in page
     assert 'href="/keys/"' in page
     assert "Shared with me" in page

@@ -37,7 +37,7 @@ def test_a_friend_is_refused_every_model_in_openais_shape(
     assert response.status_code == 403
     error = response.json()["error"]
     assert error["code"] == "model_not_shared"
-    assert "not shared any model with friends" in error["message"]
+    assert "not shared any model with you" in error["message"]
     assert set(error) == {"message", "type", "param", "code"}
 
 
