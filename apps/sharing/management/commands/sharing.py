@@ -117,8 +117,8 @@ class Command(BaseCommand):
             )
         strangers = status.strangers
         write(
-            f"Strangers: {strangers.sales} answers sold ({strangers.sales_today} today) for "
-            f"{strangers.sold_msat // 1000} sat; {strangers.balances} balances hold "
+            f"Strangers: answers sold: {strangers.sales} ({strangers.sales_today} today), for "
+            f"{strangers.sold_msat // 1000} sat; paid balances: {strangers.balances}, holding "
             f"{strangers.unspent_msat // 1000} sat unspent."
         )
         write(f"Friends' quotas reset at {status.resets_at:%Y-%m-%d %H:%M} UTC.")
