@@ -80,17 +80,19 @@ def test_a_broken_provider_is_a_clear_refusal(
 
 
 @pytest.mark.django_db
-def test_an_unknown_model_and_a_friend_asking_outside_are_not_found(
-    added: Any, friend: Any
+def test_an_unknown_model_is_not_found_and_a_friend_asking_outside_is_not_shared(
+    added: Any, member: Any, friend: Any
 ) -> None:
     for model in ("lan/nothing", "nowhere/strong-1"):
-        request = pipeline.AnswerRequest(friend, pipeline.Origin.API, model, [], SAMPLING)
+        request = pipeline.AnswerRequest(member, pipeline.Origin.API, model, [], SAMPLING)
         with pytest.raises(AnswerRefused) as refused:
             pipeline.route_of(request)
         assert refused.value.code == RefusalCode.MODEL_NOT_FOUND
-    request = pipeline.AnswerRequest(friend, pipeline.Origin.API, "lan/strong-1", [], SAMPLING)
-    with pytest.raises(AnswerRefused):
-        pipeline.route_of(request)
+    for model in ("lan/nothing", "lan/strong-1"):
+        request = pipeline.AnswerRequest(friend, pipeline.Origin.API, model, [], SAMPLING)
+        with pytest.raises(AnswerRefused) as refused:
+            pipeline.route_of(request)
+        assert refused.value.code == RefusalCode.MODEL_NOT_SHARED
 
 
 @pytest.mark.django_db(transaction=True)

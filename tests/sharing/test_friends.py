@@ -192,3 +192,20 @@ def test_the_friends_page_shows_what_is_shared_and_used_today(
     page = friend_client.get("/shared/").content.decode()
 
     assert MODEL in page and "used 1 of 3 requests" in page
+
+
+def test_a_friend_uses_only_the_outside_model_shared_with_them(
+    local: LocalModel, friend: Any, added: None
+) -> None:
+    sharing.share_set(friend, [MODEL, "alpha/strong-1"], 5, actor="test", outside_cap_sat=50)
+    key = api_key(friend)
+
+    listed = Client(HTTP_AUTHORIZATION=f"Bearer {key}").get("/v1/models").json()["data"]
+    status, completion = ask(key, "alpha/strong-1")
+    refused_status, refused = ask(key, "alpha/strong-2")
+
+    assert [entry["id"] for entry in listed] == [MODEL, "alpha/strong-1"]
+    assert status == 200, completion
+    assert completion["sovereign"]["provider"] == "alpha"
+    assert refused_status == 403 and refused["error"]["code"] == "model_not_shared"
+    assert used(friend).requests == 1
