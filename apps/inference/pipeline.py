@@ -8,7 +8,9 @@ that fails before its first token passed over for the next) — and, for an outs
 what leaving the node needs, each once, here: the member's allowance is checked before a byte
 leaves, the privacy hook redacts the messages and restores the answer, the provider is paid
 (within every budget) and the egress recorded (by apps/providers/calling.py, the one place
-that talks to providers). Every answer ends with one
+that talks to providers). A friend reaches only the models the owner shares with them, within
+their daily quota (apps/sharing/services.py), counted here before anything else and by the
+tokens each answer used. Every answer ends with one
 `Done`, carrying its provenance (which model, file or provider answered, how, at what cost),
 or one `Failed`; a request refused before its first token raises `AnswerRefused`.
 """

@@ -209,3 +209,14 @@ def test_a_friend_uses_only_the_outside_model_shared_with_them(
     assert completion["sovereign"]["provider"] == "alpha"
     assert refused_status == 403 and refused["error"]["code"] == "model_not_shared"
     assert used(friend).requests == 1
+
+
+def test_the_menu_shows_the_chat_to_a_friend_only_once_something_is_shared(
+    local: LocalModel, friend: Any, friend_client: Client
+) -> None:
+    chat_link = 'href="/chat/">Chat</a>'  # the menu's, not the page's "Open the chat"
+    assert chat_link not in friend_client.get("/shared/").content.decode()
+
+    shared(friend)
+
+    assert chat_link in friend_client.get("/shared/").content.decode()
