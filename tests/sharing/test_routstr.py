@@ -1,0 +1,320 @@
+"""Routstr's flow on this node: an invoice from the household's node buys an `sk-` key whose
+balance pays for answers of a local model on sale.
+
+Real parts: the household's lightningd double (the seller's node) and a second one paying as
+the stranger; the real engine on the bundled model. In this process through Django's client,
+and (at the end) a running node spoken to by the official `openai` client.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.test import Client
+
+from apps.audit.models import AuditEvent
+from apps.sharing import keys
+from apps.sharing.models import Balance, Listing, Offer, Sale
+from tests.inference.conftest import MODEL, RecordingDecoder, bundled_local_model, serving_engine
+from tests.lightningd import LightningdDouble
+
+pytestmark = pytest.mark.django_db
+PRICE_MSAT = 2_000  # per request
+QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+@pytest.fixture
+def seller_node(tmp_path: Path, settings: Any) -> Iterator[LightningdDouble]:
+    """The household's node: its invoices are what strangers pay."""
+    with LightningdDouble(tmp_path / "seller", alias="household") as node:
+        settings.LIGHTNING_RPC = str(node.rpc_file)
+        settings.SHARING_REQUESTS_PER_MINUTE = 1000
+        yield node
+
+
+@pytest.fixture
+def payer(tmp_path: Path, seller_node: LightningdDouble) -> Iterator[LightningdDouble]:
+    """The stranger's own node, with a channel to the household's."""
+    with LightningdDouble(tmp_path / "payer", alias="stranger") as node:
+        node.connect(seller_node, amount_sat=1_000_000)
+        yield node
+
+
+@pytest.fixture
+def on_sale(owner: Any, seller_node: LightningdDouble) -> Offer:
+    bundled_local_model()
+    return Offer.objects.create(model=MODEL, price_msat=PRICE_MSAT)
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[RecordingDecoder]:
+    with serving_engine(slots=2) as decoder:
+        yield decoder
+
+
+def stranger(key: str | None = None) -> Client:
+    return Client(HTTP_AUTHORIZATION=f"Bearer {key}") if key else Client()
+
+
+def post(client: Client, path: str, body: Any) -> Any:
+    return client.post(path, json.dumps(body), content_type="application/json")
+
+
+def invoice_made(sats: int, key: str | None = None) -> dict[str, Any]:
+    body = {"amount_sats": sats, "purpose": "topup" if key else "create"}
+    made = post(stranger(key), "/lightning/invoice", body)
+    assert made.status_code == 200, made.content
+    return made.json()  # type: ignore[no-any-return]
+
+
+def status_of(invoice_id: str) -> dict[str, Any]:
+    asked = stranger().get(f"/lightning/invoice/{invoice_id}/status")
+    assert asked.status_code == 200, asked.content
+    return asked.json()  # type: ignore[no-any-return]
+
+
+def key_bought(payer: LightningdDouble, sats: int = 100) -> str:
+    made = invoice_made(sats)
+    payer.rpc.xpay(made["bolt11"])
+    status = status_of(made["invoice_id"])
+    assert status["status"] == "paid"
+    return str(status["api_key"])
+
+
+def balance_msat(key: str) -> int:
+    info = stranger(key).get("/v1/balance/info")
+    assert info.status_code == 200, info.content
+    return int(info.json()["balance"])
+
+
+def chat(key: str, **more: Any) -> Any:
+    body = {"model": MODEL, "messages": QUESTION, "max_tokens": 8, "temperature": 0, **more}
+    return post(stranger(key), "/v1/chat/completions", body)
+
+
+# Buying a key ----------------------------------------------------------------------------
+
+
+def test_an_invoice_in_routstrs_shape_comes_from_the_households_node(
+    on_sale: Offer, seller_node: LightningdDouble
+) -> None:
+    made = invoice_made(21)
+
+    assert set(made) == {"invoice_id", "bolt11", "amount_sats", "expires_at", "payment_hash"}
+    decoded = seller_node.rpc.decode(made["bolt11"])
+    assert decoded["payee"] == seller_node.node_id
+    assert (decoded["amount_msat"], decoded["payment_hash"]) == (21_000, made["payment_hash"])
+    assert made["amount_sats"] == 21 and made["expires_at"] > time.time() + 3000
+    assert made["payment_hash"] not in made["invoice_id"]  # the id is not the public hash
+
+
+def test_a_paid_invoice_gives_its_key_and_the_same_key_when_asked_again(
+    on_sale: Offer, payer: LightningdDouble
+) -> None:
+    made = invoice_made(100)
+    pending = status_of(made["invoice_id"])
+    assert (pending["status"], pending["api_key"], pending["paid_at"]) == ("pending", None, None)
+
+    payer.rpc.xpay(made["bolt11"])
+    paid = status_of(made["invoice_id"])
+    again = status_of(made["invoice_id"])
+
+    assert paid["status"] == "paid" and paid["api_key"].startswith("sk-")
+    assert again == paid and paid["amount_sats"] == 100 and paid["paid_at"] >= paid["created_at"]
+    assert balance_msat(paid["api_key"]) == 100_000  # credited once, however often asked
+    # The key is not kept: only its hash finds the balance.
+    balance = Balance.objects.get(kind=Balance.Kind.KEY)
+    assert balance.token_id == hashlib.sha256(paid["api_key"].encode()).hexdigest()
+    assert paid["api_key"] not in json.dumps(list(Balance.objects.values()), default=str)
+    assert AuditEvent.objects.filter(action="sharing_key_paid").count() == 1
+
+
+def test_a_lost_status_answer_is_recovered_with_the_invoice(
+    on_sale: Offer, payer: LightningdDouble
+) -> None:
+    made = invoice_made(50)
+    payer.rpc.xpay(made["bolt11"])
+
+    recovered = post(stranger(), "/lightning/recover", {"bolt11": made["bolt11"]})
+
+    assert recovered.status_code == 200
+    assert recovered.json() == status_of(made["invoice_id"])
+    assert recovered.json()["status"] == "paid"
+    unknown = post(stranger(), "/lightning/recover", {"bolt11": "lnbcrt1unknown"})
+    assert unknown.status_code == 404
+
+
+def test_an_unknown_or_forged_invoice_id_is_404(on_sale: Offer) -> None:
+    made = invoice_made(10)
+    forged = made["invoice_id"][:-2] + ("AA" if not made["invoice_id"].endswith("AA") else "BB")
+
+    for invoice_id in (forged, "nothing-here", "x" * 300):
+        asked = stranger().get(f"/lightning/invoice/{invoice_id}/status")
+        assert asked.status_code == 404 and asked.json() == {"detail": "Invoice not found"}
+
+
+def test_nothing_is_invoiced_while_nothing_is_on_sale_or_for_a_wrong_amount(
+    owner: Any, seller_node: LightningdDouble
+) -> None:
+    nothing = post(stranger(), "/lightning/invoice", {"amount_sats": 10, "purpose": "create"})
+    assert nothing.status_code == 404
+
+    Offer.objects.create(model=MODEL, price_msat=PRICE_MSAT)
+    for amount in (0, -5, 1_000_001, "10", True, None):
+        wrong = post(stranger(), "/lightning/invoice", {"amount_sats": amount})
+        assert wrong.status_code == 422, amount
+    assert seller_node.rpc.listinvoices()["invoices"] == []
+
+
+def test_a_top_up_adds_to_the_keys_balance(on_sale: Offer, payer: LightningdDouble) -> None:
+    key = key_bought(payer, 100)
+
+    topup = invoice_made(40, key)
+    assert status_of(topup["invoice_id"])["status"] == "pending"
+    payer.rpc.xpay(topup["bolt11"])
+
+    paid = status_of(topup["invoice_id"])
+    assert (paid["status"], paid["api_key"]) == ("paid", key)
+    assert balance_msat(key) == 140_000
+    no_key = post(stranger(), "/lightning/invoice", {"amount_sats": 5, "purpose": "topup"})
+    topup_body = {"amount_sats": 5, "purpose": "topup"}
+    unknown = post(stranger("sk-" + "0" * 64), "/lightning/invoice", topup_body)
+    assert (no_key.status_code, unknown.status_code) == (401, 404)
+
+
+# Spending it -----------------------------------------------------------------------------
+
+
+def test_the_key_buys_an_answer_and_pays_its_cost(
+    on_sale: Offer, payer: LightningdDouble, engine: RecordingDecoder
+) -> None:
+    key = key_bought(payer, 10)
+
+    answered = chat(key)
+
+    assert answered.status_code == 200, answered.content
+    assert answered.json()["choices"][0]["message"]["content"]
+    assert answered["X-Routstr-Cost-Msats"] == str(PRICE_MSAT)
+    assert balance_msat(key) == 10_000 - PRICE_MSAT
+    sale = Sale.objects.get()
+    assert (sale.model, sale.cost_msat) == (MODEL, PRICE_MSAT) and sale.completion_tokens > 0
+
+
+def test_priced_per_1000_tokens_the_cost_is_split_into_prompt_and_answer(
+    on_sale: Offer, payer: LightningdDouble, engine: RecordingDecoder
+) -> None:
+    Offer.objects.filter(pk=on_sale.pk).update(
+        per_1k_tokens=True, price_msat=10_000, max_request_msat=5_000
+    )
+    key = key_bought(payer, 10)
+
+    answered = chat(key)
+
+    usage = answered.json()["usage"]
+    expected = -(-usage["total_tokens"] * 10_000 // 1000)
+    prompt_part = -(-usage["prompt_tokens"] * 10_000 // 1000)
+    assert answered["X-Routstr-Cost-Msats"] == str(min(expected, 5_000))
+    assert answered["X-Routstr-Input-Cost-Msats"] == str(min(prompt_part, 5_000))
+    assert int(answered["X-Routstr-Input-Cost-Msats"]) + int(
+        answered["X-Routstr-Output-Cost-Msats"]
+    ) == int(answered["X-Routstr-Cost-Msats"])
+    assert balance_msat(key) == 10_000 - int(answered["X-Routstr-Cost-Msats"])
+
+
+def test_a_short_balance_is_a_402_in_routstrs_shape_with_no_challenge(
+    on_sale: Offer, payer: LightningdDouble
+) -> None:
+    key = key_bought(payer, 1)  # 1,000 msat; an answer costs 2,000
+
+    refused = chat(key)
+
+    assert refused.status_code == 402 and "WWW-Authenticate" not in refused
+    numbers = {"balance": 1_000, "required": PRICE_MSAT, "shortfall": 1_000}
+    body = refused.json()
+    assert body["details"] == numbers
+    assert {name: body["detail"][name] for name in numbers} == numbers
+    assert body["error"]["code"] == "insufficient_balance"
+    assert balance_msat(key) == 1_000 and not Sale.objects.exists()
+
+
+def test_a_key_whose_invoice_is_unpaid_gets_nothing(on_sale: Offer) -> None:
+    made = invoice_made(100)
+    key = keys.key_for(made["payment_hash"])  # the key it would buy, made with the root key
+
+    assert chat(key).status_code == 401
+    assert stranger(key).get("/v1/balance/info").status_code == 401
+    assert status_of(made["invoice_id"])["api_key"] is None
+
+
+def test_a_forged_or_unknown_key_is_401(on_sale: Offer, payer: LightningdDouble) -> None:
+    key = key_bought(payer, 10)
+    forged = key[:-4] + ("0000" if not key.endswith("0000") else "1111")
+
+    for wrong in (forged, "sk-" + "a" * 64, "sk-short"):
+        refused = chat(wrong)
+        assert refused.status_code == 401, wrong
+        assert refused.json()["error"]["code"] == "invalid_api_key"
+        assert stranger(wrong).get("/v1/balance/info").status_code == 401
+    assert balance_msat(key) == 10_000
+
+
+def test_a_model_not_on_sale_is_404(on_sale: Offer, payer: LightningdDouble) -> None:
+    key = key_bought(payer, 10)
+
+    refused = chat(key, model="household-secret")
+
+    assert refused.status_code == 404 and refused.json()["error"]["code"] == "model_not_found"
+    assert balance_msat(key) == 10_000
+
+
+# Limits and the node's card --------------------------------------------------------------
+
+
+def test_an_address_over_its_limit_is_429_and_audited(
+    on_sale: Offer, payer: LightningdDouble, settings: Any
+) -> None:
+    settings.SHARING_REQUESTS_PER_MINUTE = 5
+    key = key_bought(payer, 10)  # two requests: the invoice and its status
+    answers = [stranger().get("/v1/info").status_code for _ in range(3)]
+
+    limited = [stranger().get("/lightning/invoice/x/status"), chat(key)]
+
+    assert answers == [200, 200, 200]
+    assert [answer.status_code for answer in limited] == [429, 429]
+    assert limited[0]["Retry-After"] == "60"
+    assert AuditEvent.objects.filter(action="sharing_limited").count() == 2
+
+
+def test_a_body_over_the_limit_is_refused_before_it_is_read(
+    on_sale: Offer, payer: LightningdDouble, settings: Any
+) -> None:
+    key = key_bought(payer, 10)
+    settings.SHARING_MAX_REQUEST_BYTES = 1024
+    padding = "x" * 2000
+
+    refused = [
+        post(stranger(), "/lightning/invoice", {"amount_sats": 5, "padding": padding}),
+        chat(key, messages=[{"role": "user", "content": padding}]),
+    ]
+
+    assert [answer.status_code for answer in refused] == [413, 413]
+    assert Balance.objects.count() == 1 and not Sale.objects.exists()
+
+
+def test_the_nodes_card_is_routstrs_info_with_its_npub_and_urls(owner: Any) -> None:
+    from apps.identity import services as identity
+
+    Listing.objects.create(urls=["http://abcdefgh.onion", "https://ai.example.org"])
+
+    info = stranger().get("/v1/info").json()
+
+    assert info["npub"] == identity.node_npub() and info["mints"] == []
+    assert info["onion_url"] == "http://abcdefgh.onion"
+    assert info["http_url"] == "https://ai.example.org"
+    assert {"name", "description", "version"} <= set(info)
