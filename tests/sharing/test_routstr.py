@@ -11,17 +11,21 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import openai
 import pytest
 from django.test import Client
+from nostr_sdk import Keys
 
 from apps.audit.models import AuditEvent
 from apps.sharing import keys
 from apps.sharing.models import Balance, Listing, Offer, Sale
 from tests.inference.conftest import MODEL, RecordingDecoder, bundled_local_model, serving_engine
+from tests.instances import Instance
 from tests.lightningd import LightningdDouble
 
 pytestmark = pytest.mark.django_db
@@ -318,3 +322,114 @@ def test_the_nodes_card_is_routstrs_info_with_its_npub_and_urls(owner: Any) -> N
     assert info["onion_url"] == "http://abcdefgh.onion"
     assert info["http_url"] == "https://ai.example.org"
     assert {"name", "description", "version"} <= set(info)
+
+
+# A running node, the official `openai` client -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def selling_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Instance, Any]]:
+    """A node (web and engine) selling the bundled model, its Lightning node a double in this
+    process, and the stranger's node joined to it."""
+    folder = tmp_path_factory.mktemp("selling")
+    with (
+        LightningdDouble(folder / "seller", alias="household") as seller,
+        LightningdDouble(folder / "payer", alias="stranger") as payer,
+    ):
+        payer.connect(seller, amount_sat=1_000_000)
+        (folder / "node").mkdir()
+        node = Instance(folder / "node", SOVEREIGN_LIGHTNING_RPC=str(seller.rpc_file))
+        node.run("web", "engine")
+        try:
+            node.wait_until("engine", "up", timeout=120)
+            node.claim(Keys.generate())
+            code = (
+                "from apps.sharing.models import Offer; "
+                f"Offer.objects.create(model={MODEL!r}, price_msat={PRICE_MSAT})"
+            )
+            made = node.manage("shell", "-c", code)
+            assert made.returncode == 0, made.stderr
+            yield node, payer
+        finally:
+            node.stop()
+
+
+def http_json(method: str, url: str, body: Any = None, key: str = "") -> Any:
+    data = json.dumps(body).encode() if body is not None else None
+    headers = {"Content-Type": "application/json"}
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    request = urllib.request.Request(url, data=data, headers=headers, method=method)
+    with urllib.request.urlopen(request, timeout=60) as answer:  # noqa: S310 (loopback)
+        return json.loads(answer.read())
+
+
+def key_bought_from(node: Instance, payer: LightningdDouble, sats: int) -> str:
+    """Routstr's client steps: an invoice, paid, then its status until it carries the key."""
+    made = http_json("POST", f"{node.url}/lightning/invoice", {"amount_sats": sats})
+    payer.rpc.xpay(made["bolt11"])
+    status = http_json("GET", f"{node.url}/lightning/invoice/{made['invoice_id']}/status")
+    assert status["status"] == "paid"
+    return str(status["api_key"])
+
+
+def balance_at(node: Instance, key: str) -> int:
+    return int(http_json("GET", f"{node.url}/v1/balance/info", key=key)["balance"])
+
+
+@pytest.mark.processes
+def test_the_official_client_buys_whole_and_streamed_answers_with_the_key(
+    selling_node: tuple[Instance, LightningdDouble],
+) -> None:
+    node, payer = selling_node
+    key = key_bought_from(node, payer, 10)
+    client = openai.OpenAI(base_url=f"{node.url}/v1", api_key=key, max_retries=0, timeout=120)
+    assert balance_at(node, key) == 10_000
+
+    raw = client.chat.completions.with_raw_response.create(
+        model=MODEL,
+        messages=QUESTION,
+        max_tokens=8,
+        temperature=0,  # type: ignore[arg-type]
+    )
+    whole = raw.parse()
+    cost = int(raw.headers["X-Routstr-Cost-Msats"])
+
+    assert whole.choices[0].message.content and cost == PRICE_MSAT
+    assert balance_at(node, key) == 10_000 - cost
+
+    stream = client.chat.completions.create(
+        model=MODEL,
+        messages=QUESTION,
+        max_tokens=8,
+        temperature=0,
+        stream=True,  # type: ignore[arg-type]
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    last = (chunks[-1].model_extra or {})["sovereign"]
+
+    assert text and last["cost_msat"] == PRICE_MSAT
+    assert balance_at(node, key) == last["balance_msat"] == 10_000 - 2 * PRICE_MSAT
+
+
+@pytest.mark.processes
+def test_the_official_client_is_told_a_short_balance_and_a_forged_key(
+    selling_node: tuple[Instance, LightningdDouble],
+) -> None:
+    node, payer = selling_node
+    key = key_bought_from(node, payer, 1)
+
+    def ask(api_key: str) -> Any:
+        client = openai.OpenAI(base_url=f"{node.url}/v1", api_key=api_key, max_retries=0)
+        return client.chat.completions.create(model=MODEL, messages=QUESTION)  # type: ignore[arg-type]
+
+    with pytest.raises(openai.APIStatusError) as short:
+        ask(key)
+    with pytest.raises(openai.AuthenticationError):
+        ask("sk-" + "5" * 64)
+
+    assert short.value.status_code == 402 and short.value.code == "insufficient_balance"
+    numbers = {"balance": 1_000, "required": PRICE_MSAT, "shortfall": PRICE_MSAT - 1_000}
+    assert short.value.response.json()["details"] == numbers
+    assert balance_at(node, key) == 1_000
