@@ -22,6 +22,11 @@ from django.test import Client
 from nostr_sdk import Keys
 
 from apps.audit.models import AuditEvent
+from apps.inference import pipeline
+from apps.inference.answering import Sampling
+from apps.inference.backends.base import Done
+from apps.providers import sealing
+from apps.providers.models import Credential, Provider, ProviderModel
 from apps.sharing import keys
 from apps.sharing.models import Balance, Listing, Offer, Sale
 from tests.inference.conftest import MODEL, RecordingDecoder, bundled_local_model, serving_engine
@@ -31,6 +36,7 @@ from tests.lightningd import LightningdDouble
 pytestmark = pytest.mark.django_db
 PRICE_MSAT = 2_000  # per request
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+SAMPLING = Sampling(max_tokens=8, temperature=0.0, top_p=1.0, seed=1)
 
 
 @pytest.fixture
@@ -433,3 +439,42 @@ def test_the_official_client_is_told_a_short_balance_and_a_forged_key(
     numbers = {"balance": 1_000, "required": PRICE_MSAT, "shortfall": PRICE_MSAT - 1_000}
     assert short.value.response.json()["details"] == numbers
     assert balance_at(node, key) == 1_000
+
+
+@pytest.mark.processes
+@pytest.mark.django_db(transaction=True)
+def test_sovereigns_own_prepaid_client_buys_a_key_and_answers_from_this_node(
+    selling_node: tuple[Instance, LightningdDouble], member: Any, settings: Any
+) -> None:
+    """Two nodes: this process is the buyer, its Lightning node the stranger's double; the
+    running node sells. The provider row is written here because listing the offers at
+    /v1/models for strangers is not part of this flow."""
+    node, payer = selling_node
+    settings.LIGHTNING_RPC = str(payer.rpc_file)
+    settings.PROVIDER_TIMEOUT_SECONDS = 60
+    provider = Provider.objects.create(
+        name="seller",
+        kind=Provider.Kind.PREPAID,
+        base_url=node.url,
+        timeout_seconds=60,
+        max_price_msat=10_000,
+        topup_msat=5_000,
+    )
+    ProviderModel.objects.create(provider=provider, model_id=MODEL, request_msat=PRICE_MSAT)
+    asked = pipeline.AnswerRequest(
+        member, pipeline.Origin.API, f"seller/{MODEL}", QUESTION, SAMPLING
+    )
+
+    before = {pay["payment_hash"] for pay in payer.rpc.listpays()["pays"]}
+
+    text, end = pipeline.answer_sync(asked)
+    again, end_again = pipeline.answer_sync(asked)
+
+    assert isinstance(end, Done) and isinstance(end_again, Done), end
+    assert text and again
+    pays = payer.rpc.listpays()["pays"]
+    paid = [pay for pay in pays if pay["payment_hash"] not in before]
+    assert [(pay["status"], pay["amount_msat"]) for pay in paid] == [("complete", 5_000)]
+    # The client asks for streams, which carry no cost header: the seller says what is left.
+    key = sealing.unseal(Credential.objects.get(provider=provider).secret_sealed)
+    assert balance_at(node, key) == 5_000 - 2 * PRICE_MSAT
