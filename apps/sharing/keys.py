@@ -27,13 +27,13 @@ import hmac
 import re
 import secrets
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import Max, QuerySet
 from django.utils import timezone
 
 from apps.audit.services import audit_record
@@ -190,7 +190,7 @@ def key_invoice_create(sats: Any) -> Made:
 def key_topup_create(key: str, sats: Any) -> Made:
     amount = _amount_checked(sats)
     _selling()
-    balance = _issued_balance(key, not_found=404)
+    balance = _issued_balance(key, not_found=404, expired_too=True)  # a top-up renews it
     invoice = balances.topup_open(
         balance, amount * 1000, f"Sovereign API key top-up, {amount} sats"
     )
@@ -231,6 +231,7 @@ def _status(invoice: Invoice) -> Status:
     balance = credit.balance
     was_credited = credit.credited_at is not None
     balances.balance_credited(balance)  # asks the node about every invoice not yet credited
+    _renewed(balance)
     credit.refresh_from_db()
     invoice.refresh_from_db()
     if credit.credited_at is not None:
@@ -270,7 +271,7 @@ def key_balance(key: str) -> Balance:
     return _issued_balance(key, not_found=401)
 
 
-def _issued_balance(key: str, *, not_found: int) -> Balance:
+def _issued_balance(key: str, *, not_found: int, expired_too: bool = False) -> Balance:
     balance = None
     if KEY_SHAPE.fullmatch(key):
         balance = Balance.objects.filter(kind=Balance.Kind.KEY, token_id=token_id_of(key)).first()
@@ -282,10 +283,20 @@ def _issued_balance(key: str, *, not_found: int) -> Balance:
         raise KeyRefused(not_found, "Invalid API key" if not_found == 401 else "API key not found")
     if paid == Paid.UNKNOWN:
         raise KeyRefused(503, "The node cannot tell now whether this key was paid; ask again.")
-    if balance.expires_at <= timezone.now():
-        raise KeyRefused(401, "This API key has expired.")
-    balance.refresh_from_db()
+    _renewed(balance)
+    if balance.expires_at <= timezone.now() and not expired_too:
+        raise KeyRefused(401, "This API key has expired; a top-up renews it.")
     return balance
+
+
+def _renewed(balance: Balance) -> None:
+    """A key lasts SHARING_TOKEN_DAYS from the last payment credited to it (its first, or a
+    top-up): `balance` is refreshed with the expiry that follows."""
+    last = balance.credits.aggregate(last=Max("credited_at"))["last"]
+    if last is not None:
+        renewed = last + timedelta(days=settings.SHARING_TOKEN_DAYS)
+        Balance.objects.filter(pk=balance.pk, expires_at__lt=renewed).update(expires_at=renewed)
+    balance.refresh_from_db()
 
 
 def balance_info(key: str) -> dict[str, Any]:

@@ -168,6 +168,8 @@ async def key_chat(request: HttpRequest, key: str) -> HttpResponseBase:
     try:
         balance = await sync_to_async(keys.key_balance)(key)
     except KeyRefused as refusal:
+        if refusal.status == 503:  # not known to be unpaid: ask again, never pay again
+            raise OpenAIError(str(refusal), status=503, kind="server_error") from None
         raise OpenAIError(str(refusal), status=refusal.status, code="invalid_api_key") from None
     chat = parse_chat_request(body)
     offer = await sync_to_async(selling.offer_for)(chat.model)

@@ -13,12 +13,14 @@ import json
 import time
 import urllib.request
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
 from django.test import Client
+from django.utils import timezone
 from nostr_sdk import Keys
 
 from apps.audit.models import AuditEvent
@@ -28,7 +30,7 @@ from apps.inference.backends.base import Done
 from apps.providers import sealing
 from apps.providers.models import Credential, Provider, ProviderModel
 from apps.sharing import keys
-from apps.sharing.models import Balance, Listing, Offer, Sale
+from apps.sharing.models import Balance, Credit, Listing, Offer, Sale
 from tests.inference.conftest import MODEL, RecordingDecoder, bundled_local_model, serving_engine
 from tests.instances import Instance
 from tests.lightningd import LightningdDouble
@@ -160,6 +162,24 @@ def test_a_lost_status_answer_is_recovered_with_the_invoice(
     assert unknown.status_code == 404
 
 
+def test_while_the_node_does_not_answer_a_paid_invoice_is_pending_never_unpaid(
+    on_sale: Offer, payer: LightningdDouble, seller_node: LightningdDouble
+) -> None:
+    made = invoice_made(30)
+    payer.rpc.xpay(made["bolt11"])
+    key = keys.key_for(made["payment_hash"])
+
+    seller_node.faults.next_call("listinvoices", "drop")
+    unknown = status_of(made["invoice_id"])
+    seller_node.faults.next_call("listinvoices", "drop")
+    not_now = chat(key)
+
+    assert (unknown["status"], unknown["api_key"]) == ("pending", None)
+    assert not_now.status_code == 503 and "ask again" in not_now.json()["error"]["message"]
+    assert status_of(made["invoice_id"])["api_key"] == key  # the node answered: paid
+    assert balance_msat(key) == 30_000
+
+
 def test_an_unknown_or_forged_invoice_id_is_404(on_sale: Offer) -> None:
     made = invoice_made(10)
     forged = made["invoice_id"][:-2] + ("AA" if not made["invoice_id"].endswith("AA") else "BB")
@@ -192,10 +212,32 @@ def test_a_top_up_adds_to_the_keys_balance(on_sale: Offer, payer: LightningdDoub
     paid = status_of(topup["invoice_id"])
     assert (paid["status"], paid["api_key"]) == ("paid", key)
     assert balance_msat(key) == 140_000
+    older_path = post(
+        stranger(key), "/v1/balance/lightning/invoice", {"amount_sats": 5, "purpose": "topup"}
+    )
+    assert older_path.status_code == 200 and older_path.json()["amount_sats"] == 5
     no_key = post(stranger(), "/lightning/invoice", {"amount_sats": 5, "purpose": "topup"})
     topup_body = {"amount_sats": 5, "purpose": "topup"}
     unknown = post(stranger("sk-" + "0" * 64), "/lightning/invoice", topup_body)
     assert (no_key.status_code, unknown.status_code) == (401, 404)
+
+
+def test_an_expired_key_buys_nothing_until_a_top_up_renews_it(
+    on_sale: Offer, payer: LightningdDouble, engine: RecordingDecoder
+) -> None:
+    key = key_bought(payer, 10)
+    Balance.objects.update(expires_at=timezone.now() - timedelta(days=1))
+    Credit.objects.update(credited_at=timezone.now() - timedelta(days=40))
+
+    refused = chat(key)
+    topup = invoice_made(5, key)
+    payer.rpc.xpay(topup["bolt11"])
+    assert status_of(topup["invoice_id"])["status"] == "paid"
+
+    assert refused.status_code == 401 and "expired" in refused.json()["error"]["message"]
+    assert chat(key).status_code == 200
+    assert balance_msat(key) == 15_000 - PRICE_MSAT
+    assert Balance.objects.get().expires_at > timezone.now() + timedelta(days=29)
 
 
 # Spending it -----------------------------------------------------------------------------
