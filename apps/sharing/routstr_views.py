@@ -93,11 +93,22 @@ def stranger_endpoint(method: str) -> Callable[[View], View]:
             except KeyRefused as refusal:
                 return _detail(refusal.status, str(refusal))
             except PaymentRefused:
-                return _detail(503, "The node cannot make an invoice now; try again later.")
+                return _unlogged(_detail(503, "The node cannot make an invoice now; try later."))
+            except Exception as error:
+                logger.error("%s failed: %s", view.__name__, type(error).__name__)
+                return _unlogged(_detail(500, "The node failed to answer this request."))
 
         return csrf_exempt(wrapped)  # strangers hold no cookie: nothing to forge
 
     return decorate
+
+
+def _unlogged(response: JsonResponse) -> JsonResponse:
+    """Django logs a 5xx answer with its path, and a status path holds an invoice id, which
+    leads to its key: the failure was logged above without it. Django's own mark of a
+    response it has logged."""
+    response._has_been_logged = True  # type: ignore[attr-defined]
+    return response
 
 
 def _json_body(request: HttpRequest) -> dict[str, Any]:

@@ -180,6 +180,22 @@ def test_while_the_node_does_not_answer_a_paid_invoice_is_pending_never_unpaid(
     assert balance_msat(key) == 30_000
 
 
+def test_a_failure_on_a_status_call_logs_no_invoice_id(
+    on_sale: Offer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    made = invoice_made(10)
+
+    def broken(balance: Balance) -> None:
+        raise RuntimeError(f"broken for {made['invoice_id']}")
+
+    monkeypatch.setattr(keys.balances, "balance_credited", broken)
+    failed = stranger().get(f"/lightning/invoice/{made['invoice_id']}/status")
+
+    assert failed.status_code == 500
+    assert "invoice_status failed: RuntimeError" in caplog.text
+    assert made["invoice_id"] not in caplog.text
+
+
 def test_an_unknown_or_forged_invoice_id_is_404(on_sale: Offer) -> None:
     made = invoice_made(10)
     forged = made["invoice_id"][:-2] + ("AA" if not made["invoice_id"].endswith("AA") else "BB")
