@@ -23,5 +23,6 @@ urlpatterns = [
     path("privacy/", include("apps.privacy.urls")),
     path("agents/", include("apps.agents.urls")),
     path("v1/", include("apps.inference.api_urls")),
+    path("lightning/", include("apps.sharing.urls")),  # Routstr's flow: an invoice buys a key
     path("", include("apps.identity.urls")),
 ]
