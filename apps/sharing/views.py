@@ -21,7 +21,7 @@ from apps.identity import services as identity
 from apps.identity.access import owner_required
 from apps.identity.models import Member, Role
 from apps.inference.models import LocalModel
-from apps.sharing import announcing, services
+from apps.sharing import announcing, sales, services
 from apps.sharing.announcing import ListingError, Outcome
 from apps.sharing.models import Balance, Listing, Offer, Sale, Share, Usage
 from apps.sharing.services import SharingError
@@ -58,7 +58,10 @@ def _page(request: HttpRequest, status: int = 200, **refused: Any) -> HttpRespon
         "node_npub": identity.node_npub(),
         "provider_id": announcing.provider_id(),
         "strangers": _strangers(),
-        "sales": list(Sale.objects.select_related("balance")[:LATEST_SALES]),
+        "sales": [
+            (sale, sales.kind_shown(sale.balance.kind))
+            for sale in Sale.objects.select_related("balance")[:LATEST_SALES]
+        ],
         "urls_typed": "\n".join(row.urls),
         **refused,
     }

@@ -12,7 +12,8 @@ from django.utils import timezone
 
 from apps.audit.models import AuditEvent
 from apps.inference.models import LocalModel
-from apps.sharing.models import Balance, Listing, Offer, Sale, Share, Usage
+from apps.sharing.models import Balance, Credit, Listing, Offer, Sale, Share, Usage
+from apps.wallet.models import Invoice
 
 PUBLIC = "https://ai.example.org"
 
@@ -193,3 +194,26 @@ def test_strangers_totals_and_latest_sales(owner_client: Client, models: list[st
     assert '<dd id="sales-count">2</dd>' in page
     assert '<dd id="sales-earned">22.500 sat</dd>' in page
     assert "4 sat in 1 balance" in page and "9 + 30" in page
+    assert f"L402, balance {balance.pk}" in page
+
+
+def test_the_wallet_ledger_shows_what_a_stranger_s_payment_bought(
+    owner_client: Client, models: list[str]
+) -> None:
+    balance = Balance.objects.create(
+        kind=Balance.Kind.KEY, token_id="cd" * 32, balance_msat=0, expires_at=timezone.now()
+    )
+    invoice = Invoice.objects.create(
+        purpose=f"sale:key:{balance.token_id}", label="sovereign:sale", caller="sharing",
+        bolt11="lnbcrt1", payment_hash="ef" * 32, amount_msat=30_000, expires_at=timezone.now(),
+    )  # fmt: skip
+    Credit.objects.create(balance=balance, invoice=invoice, credited_at=timezone.now())
+    for cost in (21_000, 1_500):
+        Sale.objects.create(balance=balance, model="qwen3", cost_msat=cost)
+    Sale.objects.create(balance=balance, model="smollm2", cost_msat=1_000)
+
+    ledger = owner_client.get("/wallet/").content.decode()
+    assert (
+        f"sk- key balance {balance.pk}: 2 answers of qwen3, 22.500 sat; 1 answer of smollm2, 1 sat"
+        in ledger
+    )
