@@ -11,7 +11,11 @@ from apps.sharing.models import Balance, Credit, Sale
 from apps.wallet.templatetags.wallet import sats
 
 # How each way of paying is named to the owner.
-KIND_SHOWN = {Balance.Kind.L402: "L402", Balance.Kind.MPP: "MPP", Balance.Kind.KEY: "sk- key"}
+KIND_SHOWN: dict[str, str] = {
+    Balance.Kind.L402: "L402",
+    Balance.Kind.MPP: "MPP",
+    Balance.Kind.KEY: "sk- key",
+}
 
 
 def kind_shown(kind: str) -> str:
