@@ -77,7 +77,7 @@ def test_the_owner_sells_per_thousand_tokens_with_a_most(
     offer = Offer.objects.get()
     assert (offer.price_msat, offer.per_1k_tokens, offer.max_request_msat) == (2000, True, 40_000)
     page = owner_client.get("/sharing/").content.decode()
-    assert "2 sat per 1,000 tokens" in page and "40 sat" in page
+    assert "2 sat per 1,000 tokens, at most 40 sat a request" in page
 
 
 @pytest.mark.parametrize(
