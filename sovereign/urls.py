@@ -22,6 +22,8 @@ urlpatterns = [
     path("providers/", include("apps.providers.urls")),
     path("privacy/", include("apps.privacy.urls")),
     path("agents/", include("apps.agents.urls")),
+    path("sharing/", include("apps.sharing.page_urls")),
     path("v1/", include("apps.inference.api_urls")),
+    path("lightning/", include("apps.sharing.urls")),  # Routstr's flow: an invoice buys a key
     path("", include("apps.identity.urls")),
 ]

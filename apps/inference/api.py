@@ -24,6 +24,7 @@ from apps.inference import pipeline
 from apps.inference.answering import Sampling, answer_collected
 from apps.inference.backends.base import AnswerRefused, Done, Events, Failed, RefusalCode, Token
 from apps.inference.chat_request import ChatRequest, OpenAIError, parse_chat_request, read_body
+from apps.sharing import routstr_views
 
 logger = logging.getLogger(__name__)
 View = Callable[..., Coroutine[Any, Any, HttpResponseBase]]
@@ -97,6 +98,8 @@ def _model_entry(choice: pipeline.ModelChoice, max_tokens: int) -> dict[str, Any
 @openai_errors
 async def chat_completions(request: HttpRequest) -> HttpResponseBase:
     _allow(request, "POST")
+    if (key := routstr_views.bearer_key(request)) is not None:  # a Routstr key: a stranger's
+        return await routstr_views.key_chat(request, key)
     body = read_body(request)  # refused by its size before anything reads it
     member = await _authenticate(request)
     chat = parse_chat_request(body)
@@ -110,9 +113,8 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
     return JsonResponse(await answer.whole(events))
 
 
-async def _start(member: Member, chat: ChatRequest) -> Events:
-    """Open the answer once its model has taken the request: refusals come before any 200."""
-    sampling = Sampling(
+def chat_sampling(chat: ChatRequest) -> Sampling:
+    return Sampling(
         max_tokens=chat.max_tokens or settings.ENGINE_DEFAULT_MAX_TOKENS,
         temperature=chat.temperature,
         top_p=chat.top_p,
@@ -122,6 +124,11 @@ async def _start(member: Member, chat: ChatRequest) -> Events:
         grammar=chat.grammar,
         response_format=chat.response_format,
     )
+
+
+async def _start(member: Member, chat: ChatRequest) -> Events:
+    """Open the answer once its model has taken the request: refusals come before any 200."""
+    sampling = chat_sampling(chat)
     asked = pipeline.AnswerRequest(member, pipeline.Origin.API, chat.model, chat.messages, sampling)
     try:
         return await pipeline.answer(asked)

@@ -124,7 +124,7 @@ async def answer(request: AnswerRequest) -> Events:
     if friend and request.origin != Origin.NODE:  # the node's asides are not the friend's asking
         await sync_to_async(sharing.quota_take)(request.member, request.model)
     name = routing.route_name(request.model)
-    if name is not None:
+    if name is not None and request.origin != Origin.SALE:  # strangers buy local models only
         events = await _along_route(request, name)
     else:
         events = await _answer_model(request)
@@ -408,7 +408,7 @@ def route_of(request: AnswerRequest) -> Route:
     """Local models' names are slugs; outside ones are `<provider>/<model id>`; for a route
     (`route/<name>`), where the request goes first."""
     name = routing.route_name(request.model)
-    if name is not None:
+    if name is not None and request.origin != Origin.SALE:
         return route_of(replace(request, model=_plan(request, name).models[0]))
     if request.member.role == Role.FRIEND and request.origin != Origin.SALE:
         _check_shared(request)

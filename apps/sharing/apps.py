@@ -8,6 +8,8 @@ class SharingConfig(AppConfig):
 
     def ready(self) -> None:
         from apps.audit.services import labels_register
+        from apps.sharing.keys import AUDIT_FOLDED, AUDIT_LABELS
         from apps.sharing.services import AuditAction
 
+        labels_register(AUDIT_LABELS, folded=AUDIT_FOLDED)
         labels_register(dict(AuditAction.choices))

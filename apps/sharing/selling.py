@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 
 from apps.identity import services as identity
 from apps.inference import pipeline
@@ -42,6 +43,11 @@ def request_max_msat(offer: Offer) -> int:
     if offer.per_1k_tokens and offer.max_request_msat is not None:
         return offer.max_request_msat
     return offer.price_msat
+
+
+def token_price_msat(offer: Offer) -> int:
+    """What a fresh L402 or MPP token for this model costs: a few requests at their most."""
+    return request_max_msat(offer) * settings.SHARING_TOKEN_REQUESTS
 
 
 def cost_msat(offer: Offer, prompt_tokens: int, completion_tokens: int) -> int:

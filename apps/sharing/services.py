@@ -33,6 +33,7 @@ from apps.inference.backends.base import AnswerRefused, RefusalCode
 from apps.inference.models import LocalModel
 from apps.providers import routing
 from apps.providers import services as providers
+from apps.sharing import announcing
 from apps.sharing.models import Balance, Offer, Sale, Share, Usage
 from apps.wallet import budgets
 from apps.wallet.models import Budget
@@ -50,10 +51,10 @@ class SharingError(Exception):
 class AuditAction(models.TextChoices):
     """What sharing writes to the audit trail (apps.audit), with the labels people read."""
 
-    OFFER_SET = "sharing_offer_set", "Model put on sale"
-    OFFER_STOPPED = "sharing_offer_stopped", "Model taken off sale"
-    SHARE_SET = "sharing_share_set", "Models shared with a friend"
-    SHARE_REMOVED = "sharing_share_removed", "Sharing with a friend ended"
+    OFFER_SET = "offer_set", "Model put on sale"
+    OFFER_STOPPED = "offer_stopped", "Model taken off sale"
+    SHARE_SET = "share_set", "Models shared with a friend"
+    SHARE_REMOVED = "share_removed", "Sharing with a friend ended"
 
 
 # Offers ------------------------------------------------------------------------------------
@@ -73,7 +74,7 @@ def offer_set(
     _check_sats(price_sat, "The price")
     if per_1k_tokens:
         if max_request_sat is None:
-            raise SharingError("Priced per 1,000 tokens, a request needs its most (max request).")
+            raise SharingError("Priced per 1,000 tokens, a request needs a most it may cost.")
         _check_sats(max_request_sat, "The most a request may cost")
         if max_request_sat < price_sat:
             raise SharingError(
@@ -89,6 +90,7 @@ def offer_set(
     with transaction.atomic():
         offer, _ = Offer.objects.update_or_create(model=model, defaults=terms)
         audit_record(AuditAction.OFFER_SET, actor=actor, subject=model, detail=_terms(offer))
+        _listing_refresh_after_commit()
     return offer
 
 
@@ -98,6 +100,12 @@ def offer_stop(model: str, actor: str = "") -> None:
         if not deleted:
             raise SharingError(f"The model '{model}' is not on sale.")
         audit_record(AuditAction.OFFER_STOPPED, actor=actor, subject=model)
+        _listing_refresh_after_commit()
+
+
+def _listing_refresh_after_commit() -> None:
+    """What is on sale changed: the Nostr announcement says so, once the change is kept."""
+    transaction.on_commit(announcing.listing_refresh_soon)
 
 
 def _terms(offer: Offer) -> str:
@@ -136,9 +144,9 @@ def share_set(
     if member.role != Role.FRIEND:
         raise SharingError("Models are shared with friends; members use every model already.")
     names = _models_checked(model_names)
-    _check_count(daily_requests, "The daily requests", MAX_DAILY_REQUESTS)
+    _check_count(daily_requests, "Requests a day", MAX_DAILY_REQUESTS)
     if daily_tokens is not None:
-        _check_count(daily_tokens, "The daily tokens", MAX_DAILY_TOKENS)
+        _check_count(daily_tokens, "Tokens a day", MAX_DAILY_TOKENS)
     outside = [name for name in names if "/" in name]
     if outside and outside_cap_sat is None:
         raise SharingError(

@@ -55,7 +55,7 @@ def test_sell_puts_a_model_on_sale_per_request_and_records_it() -> None:
 
     assert offers() == [(MODEL, 5000, False, None)]
     assert "5 sat a request" in said
-    assert AuditEvent.objects.filter(action="sharing_offer_set", subject=MODEL).exists()
+    assert AuditEvent.objects.filter(action="offer_set", subject=MODEL).exists()
 
 
 def test_sell_per_1k_tokens_needs_its_most_and_changes_the_price() -> None:
@@ -71,7 +71,7 @@ def test_sell_per_1k_tokens_needs_its_most_and_changes_the_price() -> None:
         (["nope", "--price-sat", "5"], "no local model named 'nope'"),
         ([MODEL, "--price-sat", "0"], "from 1 to 1,000,000"),
         ([MODEL, "--price-sat", "1000001"], "from 1 to 1,000,000"),
-        ([MODEL, "--price-sat", "5", "--per-1k-tokens"], "needs its most"),
+        ([MODEL, "--price-sat", "5", "--per-1k-tokens"], "needs a most"),
         ([MODEL, "--price-sat", "5", "--per-1k-tokens", "--max-request-sat", "4"], "at least"),
         ([MODEL, "--price-sat", "5", "--max-request-sat", "9"], "only to a price per 1,000"),
     ],
@@ -82,7 +82,7 @@ def test_sell_refuses_bad_terms_and_changes_nothing(argv: list[str], said: str) 
 
     assert said in refused("sell", *argv)
     assert offers() == [(MODEL, 7000, False, None)]
-    assert AuditEvent.objects.filter(action="sharing_offer_set").count() == 1
+    assert AuditEvent.objects.filter(action="offer_set").count() == 1
 
 
 def test_stop_takes_a_model_off_sale_and_refuses_one_not_on_sale() -> None:
@@ -91,7 +91,7 @@ def test_stop_takes_a_model_off_sale_and_refuses_one_not_on_sale() -> None:
     assert "no longer on sale" in sharing("stop", MODEL)
     assert offers() == []
     assert "not on sale" in refused("stop", MODEL)
-    assert AuditEvent.objects.filter(action="sharing_offer_stopped").count() == 1
+    assert AuditEvent.objects.filter(action="offer_stopped").count() == 1
 
 
 def test_friend_shares_models_with_a_quota_and_remove_ends_it(friend: Any) -> None:
