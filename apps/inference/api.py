@@ -24,6 +24,7 @@ from apps.inference import pipeline
 from apps.inference.answering import Sampling, answer_collected
 from apps.inference.backends.base import AnswerRefused, Done, Events, Failed, RefusalCode, Token
 from apps.inference.chat_request import ChatRequest, OpenAIError, parse_chat_request, read_body
+from apps.sharing import stranger  # strangers paying per request (L402, MPP)
 
 logger = logging.getLogger(__name__)
 View = Callable[..., Coroutine[Any, Any, HttpResponseBase]]
@@ -72,6 +73,10 @@ async def unknown(request: HttpRequest, path: str = "") -> HttpResponse:
 @openai_errors
 async def models_list(request: HttpRequest) -> HttpResponse:
     _allow(request, "GET")
+    if not request.headers.get("Authorization") and await sync_to_async(stranger.is_stranger)(
+        request
+    ):
+        return await sync_to_async(stranger.models_on_sale)()
     member = await _authenticate(request)
     max_tokens = settings.ENGINE_DEFAULT_MAX_TOKENS
     choices = await sync_to_async(pipeline.choices_for)(member, max_tokens)
@@ -95,6 +100,10 @@ def _model_entry(choice: pipeline.ModelChoice, max_tokens: int) -> dict[str, Any
 @openai_errors
 async def chat_completions(request: HttpRequest) -> HttpResponseBase:
     _allow(request, "POST")
+    if await sync_to_async(stranger.is_stranger)(request):
+        sold = await stranger.chat_completions(request)  # None: that model is not on sale
+        if sold is not None:
+            return sold
     body = read_body(request)  # refused by its size before anything reads it
     member = await _authenticate(request)
     chat = parse_chat_request(body)
@@ -108,9 +117,8 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
     return JsonResponse(await answer.whole(events))
 
 
-async def _start(member: Member, chat: ChatRequest) -> Events:
-    """Open the answer once its model has taken the request: refusals come before any 200."""
-    sampling = Sampling(
+def sampling_for(chat: ChatRequest) -> Sampling:
+    return Sampling(
         max_tokens=chat.max_tokens or settings.ENGINE_DEFAULT_MAX_TOKENS,
         temperature=chat.temperature,
         top_p=chat.top_p,
@@ -120,6 +128,11 @@ async def _start(member: Member, chat: ChatRequest) -> Events:
         grammar=chat.grammar,
         response_format=chat.response_format,
     )
+
+
+async def _start(member: Member, chat: ChatRequest) -> Events:
+    """Open the answer once its model has taken the request: refusals come before any 200."""
+    sampling = sampling_for(chat)
     asked = pipeline.AnswerRequest(member, pipeline.Origin.API, chat.model, chat.messages, sampling)
     try:
         return await pipeline.answer(asked)

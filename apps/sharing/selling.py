@@ -6,7 +6,8 @@ cost_msat(offer, prompt, completion)    what an answer that used these tokens co
 sold_answer(balance, offer, messages, sampling) -> Sold
     reserves the most the answer may cost (or raises BalanceShort), asks the pipeline as a
     stranger (Origin.SALE: a local model, the strangers' engine lane, nothing kept), and
-    when the answer ends charges what it used, records the Sale and gives back the rest.
+    when the answer ends charges what it used, records the Sale and gives back the rest; the
+    answer's provenance then carries a receipt signed by the node (receipts.py).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from apps.identity import services as identity
 from apps.inference import pipeline
 from apps.inference.answering import Sampling
 from apps.inference.backends.base import PRIMING, Done, Events, Failed, Token, primed
-from apps.sharing import balances
+from apps.sharing import balances, receipts
 from apps.sharing.models import Balance, Offer, Sale
 
 
@@ -139,4 +140,14 @@ def _sale_shown(
     """The sale recorded, and what the answer's provenance tells the buyer of it."""
     sale = _sale_record(sold, balance, offer, prompt_tokens, completion_tokens)
     left = balances.balance_now(balance)
-    return {"cost_msat": sale.cost_msat, "balance_msat": left, **sold.extra}
+    usage = receipts.Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+    receipt = receipts.sale_receipt(
+        _first_payment_hash(balance), sale.cost_msat, offer.model, usage, left
+    )
+    return {"cost_msat": sale.cost_msat, "balance_msat": left, "receipt": receipt, **sold.extra}
+
+
+def _first_payment_hash(balance: Balance) -> str:
+    """The payment that opened the balance: what a receipt names as the buyer's proof."""
+    first = balance.credits.select_related("invoice").order_by("pk").first()
+    return first.invoice.payment_hash if first is not None else ""
