@@ -10,6 +10,8 @@ Offered together on every 402, as Aperture sends them (lightning.md §1.3, §1.5
 Each challenge opens its own balance with its own invoice from the household's node: the L402
 token's id is the macaroon identifier's; the MPP charge's is carried in `opaque` (covered by the
 challenge id, an HMAC under a key derived from the macaroon root key, so it cannot be swapped).
+A balance too short for the next answer is offered a top-up by what it lacks: for L402 a new
+macaroon with the same token id, bound to the top-up's invoice.
 
 Credentials taken:
 
@@ -33,9 +35,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from django.utils import timezone
+
 from apps.sharing import balances, macaroons, selling
-from apps.sharing.models import Balance, Offer
+from apps.sharing.models import Balance, Credit, Offer
 from apps.wallet import services as wallet
+from apps.wallet.models import Invoice
 
 # Aperture's pattern (auth/authenticator.go); the scheme, case-insensitive as the spec says.
 L402_CREDENTIAL = re.compile(r"(?i:LSAT|L402) (\S+?):([a-f0-9]{64})")
@@ -61,18 +66,31 @@ class Challenges:
 
 @dataclass(frozen=True)
 class Presented:
-    """A credential that is well formed and names a balance of the node, with the payment it
-    claims (checked against that balance's first invoice)."""
+    """A credential that is well formed and names a balance of the node, with the invoice of
+    that balance whose preimage it shows."""
 
     balance: Balance
+    credit: Credit
     payment_hash: str
 
 
-def challenges_offered(offer: Offer, why: str) -> Challenges:
-    """Fresh L402 and MPP challenges for one answer from `offer`, each with its own invoice."""
-    macaroon, invoice = l402_offered(offer)
-    l402_params = f'macaroon="{macaroon}", invoice="{invoice}"'
-    headers = (f"LSAT {l402_params}", f"L402 {l402_params}", mpp_offered(offer))
+@dataclass(frozen=True)
+class Bought:
+    """What a challenge sells: a new balance, or a top-up of one the client has shown."""
+
+    balance: Balance
+    invoice: Invoice
+
+
+def challenges_offered(offer: Offer, why: str, short: Presented | None = None) -> Challenges:
+    """Fresh L402 and MPP challenges for one answer from `offer`, each with its own invoice.
+    A client whose balance is short of this answer's most (`short`) is offered a top-up of
+    that balance by what it lacks, in the scheme it used: nothing it paid is stranded."""
+    l402_bought = _bought(offer, Balance.Kind.L402, short)
+    mpp_bought = _bought(offer, Balance.Kind.MPP, short)
+    macaroon = l402_macaroon(l402_bought)
+    l402_params = f'macaroon="{macaroon}", invoice="{l402_bought.invoice.bolt11}"'
+    headers = (f"LSAT {l402_params}", f"L402 {l402_params}", mpp_challenge(mpp_bought))
     problem = {
         "type": PROBLEM_TYPE,
         "title": "Payment Required",
@@ -91,26 +109,32 @@ def invoice_description(offer: Offer) -> str:
     return f"Sovereign: an answer from {offer.model}"
 
 
-def l402_offered(offer: Offer) -> tuple[str, str]:
-    """A new token: its balance and invoice, and the macaroon bound to that invoice."""
-    token_id = secrets.token_hex(32)
-    opened = balances.balance_open(
-        Balance.Kind.L402, token_id, selling.request_max_msat(offer), invoice_description(offer)
-    )
-    until = int(opened.balance.expires_at.timestamp())
-    minted = macaroons.mint(opened.invoice.payment_hash, token_id, until)
-    return macaroons.b64encode(minted), opened.invoice.bolt11
+def _bought(offer: Offer, kind: Balance.Kind, short: Presented | None) -> Bought:
+    most = selling.request_max_msat(offer)
+    description = invoice_description(offer)
+    if short is not None and short.balance.kind == kind:
+        lacking = most - balances.balance_now(short.balance)
+        if lacking > 0 and short.balance.expires_at > timezone.now():
+            topup = balances.topup_open(short.balance, lacking, f"{description} (top-up)")
+            return Bought(short.balance, topup)
+    opened = balances.balance_open(kind, secrets.token_hex(32), most, description)
+    return Bought(opened.balance, opened.invoice)
 
 
-def mpp_offered(offer: Offer) -> str:
-    """A Lightning `charge` challenge whose paid invoice opens a balance of one answer's most."""
-    token_id = secrets.token_hex(32)
-    amount = selling.request_max_msat(offer)
-    opened = balances.balance_open(Balance.Kind.MPP, token_id, amount, invoice_description(offer))
-    invoice = opened.invoice
+def l402_macaroon(bought: Bought) -> str:
+    """The token's macaroon, bound to the invoice it is paid with, good while its balance is."""
+    until = int(bought.balance.expires_at.timestamp())
+    token_id = bought.balance.token_id
+    return macaroons.b64encode(macaroons.mint(bought.invoice.payment_hash, token_id, until))
+
+
+def mpp_challenge(bought: Bought) -> str:
+    """A Lightning `charge` challenge whose paid invoice pays into the bought balance (its id
+    travels in `opaque`, which the challenge id covers)."""
+    invoice = bought.invoice
     request = {
         # The draft's amounts are whole units of the currency: msat keeps a price exact.
-        "amount": str(amount),
+        "amount": str(invoice.amount_msat),
         "currency": "msat",
         "methodDetails": {
             "invoice": invoice.bolt11,
@@ -125,7 +149,7 @@ def mpp_offered(offer: Offer) -> str:
         "request": b64url(jcs(request)),
         "expires": rfc3339(invoice.expires_at),
         "description": invoice.description,
-        "opaque": b64url(jcs({"token": token_id})),
+        "opaque": b64url(jcs({"token": bought.balance.token_id})),
     }
     params = {"id": mpp_id(params), **params}
     return "Payment " + ", ".join(f'{name}="{value}"' for name, value in params.items())
@@ -197,11 +221,19 @@ def _preimage_matches(preimage: str, payment_hash: str) -> None:
 
 
 def _balance_for(kind: Balance.Kind, token_id: str, payment_hash: str) -> Presented:
-    balance = Balance.objects.filter(kind=kind, token_id=token_id).first()
-    first = balance.credits.select_related("invoice").order_by("pk").first() if balance else None
-    if balance is None or first is None or first.invoice.payment_hash != payment_hash:
+    """The balance and which of its invoices (its first, or a top-up) the credential shows."""
+    credit = (
+        Credit.objects.select_related("balance", "invoice")
+        .filter(
+            balance__kind=kind,
+            balance__token_id=token_id,
+            invoice__payment_hash=payment_hash,
+        )
+        .first()
+    )
+    if credit is None:
         raise CredentialRefused("The token is not one this node issued.")
-    return Presented(balance, payment_hash)
+    return Presented(credit.balance, credit, payment_hash)
 
 
 # Encodings -----------------------------------------------------------------------------

@@ -11,7 +11,8 @@ In order, for a request with no credential or a payment one, once anything is on
    challenges, as Aperture answers (the spec's 401 would leave a client with nothing to pay;
    the problem body says what was wrong);
 6. the node does not say whether it was paid: 503 with Retry-After, never a new invoice;
-7. unpaid, or a balance that cannot pay this answer's most: 402 with fresh challenges;
+7. unpaid: 402 with fresh challenges; a balance that cannot pay this answer's most: 402 with
+   a top-up of that balance by what it lacks (and fresh challenges in the other scheme);
 8. the answer, through the one pipeline as a stranger (selling.sold_answer), with a receipt.
 
 A stranger sees only the answer, its cost, its balance and the receipt: no conversation, no
@@ -136,8 +137,10 @@ def _allowed(address: str) -> bool:
     return allowed
 
 
-def _challenged(offer: Offer, why: str, address: str) -> HttpResponse:
-    challenges = l402.challenges_offered(offer, why)
+def _challenged(
+    offer: Offer, why: str, address: str, short: l402.Presented | None = None
+) -> HttpResponse:
+    challenges = l402.challenges_offered(offer, why, short)
     _audited(Action.CHALLENGED, address, f"{offer.model}: {why}")
     return ChallengeResponse(challenges)
 
@@ -154,7 +157,7 @@ async def _answered(
     presented: l402.Presented,
     address: str,
 ) -> HttpResponseBase:
-    paid = await sync_to_async(balances.balance_credited)(presented.balance)
+    paid = await sync_to_async(_paid)(presented)
     if paid == Paid.UNKNOWN:
         unknown = OpenAIError(
             "The node cannot say yet whether this token was paid; ask again shortly with the "
@@ -172,12 +175,22 @@ async def _answered(
             presented.balance, offer, chat.messages, api.sampling_for(chat)
         )
     except selling.BalanceShort as short:
-        return await sync_to_async(_challenged)(offer, str(short), address)
+        return await sync_to_async(_challenged)(offer, str(short), address, presented)
     except AnswerRefused as refusal:
         raise api._refusal_error(refusal) from None
     detail = f"{offer.model}, balance {presented.balance.pk}"
     await sync_to_async(_audited)(Action.ANSWERED, address, detail)
     return await _shaped(chat, sold, presented, request)
+
+
+def _paid(presented: l402.Presented) -> Paid:
+    """Whether the node says the invoice this credential shows was paid (crediting every paid
+    invoice of its balance, once each)."""
+    paid = balances.balance_credited(presented.balance)
+    if paid != Paid.YES:
+        return paid
+    presented.credit.refresh_from_db(fields=["credited_at"])
+    return Paid.YES if presented.credit.credited_at is not None else Paid.NO
 
 
 async def _shaped(

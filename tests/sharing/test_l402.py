@@ -1,0 +1,298 @@
+"""Strangers pay per request with L402: a live server of this node, the real engine on the
+bundled model, the household's lightningd double as the seller's node and a second one as the
+stranger's; the stranger's client is written in tests/sharing/strangers.py from the rules."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import stat
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.utils import timezone
+
+from apps.audit.models import AuditEvent
+from apps.sharing import macaroons
+from apps.sharing.models import Balance, Offer, Sale
+from apps.wallet.models import Invoice
+from tests.inference.conftest import MODEL, engine  # noqa: F401 (a fixture)
+from tests.lightningd import LightningdDouble
+from tests.providers.doubles import macaroons as test_macaroons
+from tests.sharing.strangers import (
+    PRICE_MSAT,
+    Token,
+    asked,
+    bought,
+    get,
+    l402_token,
+    on_sale,  # noqa: F401 (a fixture)
+    paid,
+    payer,  # noqa: F401 (a fixture)
+    post,
+    receipt_of_header,
+    seller_node,  # noqa: F401 (a fixture)
+)
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def url(live_server: Any, on_sale: Offer) -> str:  # noqa: F811
+    return str(live_server.url)
+
+
+def test_no_credential_gets_402_with_lsat_first_then_l402_then_mpp(
+    url: str,
+    seller_node: LightningdDouble,  # noqa: F811
+) -> None:
+    reply = post(url, asked())
+
+    assert reply.status == 402
+    assert reply.headers["Content-Type"] == "application/problem+json"
+    assert reply.json()["status"] == 402 and reply.json()["price_msat"] == PRICE_MSAT
+    schemes = [scheme for scheme, _ in reply.challenges()]
+    assert schemes == ["LSAT", "L402", "Payment"]
+    [lsat, l402, mpp] = [params for _, params in reply.challenges()]
+    assert lsat == l402 and set(l402) == {"macaroon", "invoice"}
+    assert {"id", "realm", "method", "intent", "request", "expires"} <= set(mpp)
+    # The invoice is the household node's own, for the price, saying what is sold.
+    [invoice] = [
+        i for i in seller_node.rpc.listinvoices()["invoices"] if i["bolt11"] == l402["invoice"]
+    ]
+    assert invoice["amount_msat"] == PRICE_MSAT and MODEL in invoice["description"]
+    assert Invoice.objects.get(bolt11=l402["invoice"]).caller == "sharing"
+
+
+def test_the_macaroon_is_bound_to_its_invoice_and_verifies_with_the_root_key(url: str) -> None:
+    token = l402_token(post(url, asked()))
+
+    parsed = test_macaroons.parse(test_macaroons.b64decode_any(token.macaroon))
+    root = bytes.fromhex((settings.DATA_DIR / macaroons.ROOT_KEY_FILE).read_text())
+    assert test_macaroons.verified(root, parsed)  # the tests' own implementation agrees
+    caveats = [c.decode() for c in parsed.caveats]
+    assert caveats[0] == "services=sovereign:0" and caveats[1].startswith("sovereign_valid_until=")
+    balance = Balance.objects.get(token_id=parsed.token_id)
+    assert (balance.kind, balance.balance_msat) == ("l402", 0)
+    mode = os.stat(settings.DATA_DIR / macaroons.ROOT_KEY_FILE).st_mode
+    assert stat.S_IMODE(mode) == 0o600
+
+
+def test_a_stranger_pays_once_gets_the_answer_and_a_receipt_and_reuses_the_token(
+    url: str,
+    payer: LightningdDouble,  # noqa: F811
+) -> None:
+    token = bought(url, payer)
+
+    first = post(url, asked(), token.authorization)
+    second = post(url, asked(stream=True), token.authorization)
+
+    assert first.status == 200, first.body
+    answer = first.json()
+    assert answer["choices"][0]["message"]["content"]
+    shown = answer["sovereign"]
+    assert shown["cost_msat"] == PRICE_MSAT and shown["balance_msat"] == 0
+    receipt = shown["receipt"]
+    assert receipt == receipt_of_header(first)
+    content = json.loads(receipt["content"])
+    assert content["payment_hash"] == token.payment_hash
+    assert (content["amount_msat"], content["model"]) == (PRICE_MSAT, MODEL)
+    assert content["usage"]["completion_tokens"] == answer["usage"]["completion_tokens"]
+    # A per-request price paid once buys one answer: the second gets a new challenge.
+    assert second.status == 402
+    assert l402_token(second).payment_hash != token.payment_hash
+    assert Sale.objects.count() == 1
+
+
+def test_a_metered_token_is_charged_its_usage_and_topped_up_by_what_it_lacks(
+    url: str,
+    payer: LightningdDouble,  # noqa: F811
+    seller_node: LightningdDouble,  # noqa: F811
+    on_sale: Offer,  # noqa: F811
+) -> None:
+    Offer.objects.filter(pk=on_sale.pk).update(
+        per_1k_tokens=True, price_msat=1_000, max_request_msat=PRICE_MSAT
+    )
+    token = bought(url, payer)
+    first = post(url, asked(), token.authorization)
+    assert first.status == 200, first.body
+    cost = first.json()["sovereign"]["cost_msat"]
+    usage = first.json()["usage"]
+    assert cost == usage["prompt_tokens"] + usage["completion_tokens"]  # 1 msat a token
+    assert first.json()["sovereign"]["balance_msat"] == PRICE_MSAT - cost
+
+    # The rest cannot pay the next answer's most: a top-up of this very token, by what it lacks.
+    short = post(url, asked(), token.authorization)
+    assert short.status == 402 and "needs up to" in short.json()["detail"]
+    topup = l402_token(short)
+    assert _token_id(topup) == _token_id(token)
+    assert payer.rpc.decode(topup.invoice)["amount_msat"] == cost
+    paid(topup, payer)
+
+    again = post(url, asked(), topup.authorization)
+    assert again.status == 200, again.body
+    balance = Balance.objects.get(token_id=_token_id(token))
+    assert balance.balance_msat == PRICE_MSAT - again.json()["sovereign"]["cost_msat"]
+    assert Sale.objects.count() == 2
+
+
+def test_a_forged_macaroon_is_refused(url: str, payer: LightningdDouble) -> None:  # noqa: F811
+    token = bought(url, payer)
+    parsed = test_macaroons.parse(test_macaroons.b64decode_any(token.macaroon))
+    forged = test_macaroons.mint(b"\x00" * 32, parsed.identifier, parsed.location, parsed.caveats)
+    token.macaroon = base64.b64encode(forged).decode()
+
+    reply = post(url, asked(), token.authorization)
+
+    assert reply.status == 402 and "signature" in reply.json()["detail"]
+    assert Sale.objects.count() == 0
+
+
+def test_a_caveat_added_by_the_holder_is_refused(
+    url: str,
+    payer: LightningdDouble,  # noqa: F811
+) -> None:
+    """A holder may add caveats (the chain allows it): unknown ones narrow nothing here, so
+    they are refused rather than ignored."""
+    token = bought(url, payer)
+    parsed = test_macaroons.parse(test_macaroons.b64decode_any(token.macaroon))
+    root = bytes.fromhex((settings.DATA_DIR / macaroons.ROOT_KEY_FILE).read_text())
+    caveats = (*parsed.caveats, b"tier=gold")
+    extended = test_macaroons.mint(root, parsed.identifier, parsed.location, caveats)
+    token.macaroon = base64.b64encode(extended).decode()
+
+    reply = post(url, asked(), token.authorization)
+
+    assert reply.status == 402 and "caveat" in reply.json()["detail"]
+
+
+def test_a_token_whose_invoice_is_unpaid_is_refused(url: str) -> None:
+    token = l402_token(post(url, asked()))
+    # A preimage that does hash to the invoice's payment hash cannot be had without paying:
+    # the node's record is what decides. Here the client guesses.
+    token.preimage = "ab" * 32
+
+    reply = post(url, asked(), token.authorization)
+    assert reply.status == 402 and "preimage" in reply.json()["detail"]
+
+
+def test_an_unpaid_invoice_is_refused_even_with_its_preimage(
+    url: str,
+    seller_node: LightningdDouble,  # noqa: F811
+) -> None:
+    """Someone holding the preimage (the node's own invoice, read from its records) but not
+    having paid: the node's listinvoices says unpaid, so no answer."""
+    token = l402_token(post(url, asked()))
+    invoice = Invoice.objects.get(payment_hash=token.payment_hash)
+    [found] = seller_node.rpc.listinvoices(label=invoice.label)["invoices"]
+    assert found["status"] == "unpaid"
+    token.preimage = _preimage_known_to_the_node(seller_node, invoice.label)
+
+    reply = post(url, asked(), token.authorization)
+
+    assert reply.status == 402 and "not paid" in reply.json()["detail"]
+    assert Balance.objects.get(token_id=_token_id(token)).balance_msat == 0
+
+
+def test_a_preimage_of_one_token_replayed_with_another_is_refused(
+    url: str,
+    payer: LightningdDouble,  # noqa: F811
+) -> None:
+    paid_token = bought(url, payer)
+    other = l402_token(post(url, asked()))
+    other.preimage = paid_token.preimage
+
+    reply = post(url, asked(), other.authorization)
+
+    assert reply.status == 402 and "preimage" in reply.json()["detail"]
+    assert Balance.objects.get(token_id=_token_id(other)).balance_msat == 0
+
+
+def test_an_expired_token_is_refused(url: str, payer: LightningdDouble) -> None:  # noqa: F811
+    token = bought(url, payer)
+    parsed = test_macaroons.parse(test_macaroons.b64decode_any(token.macaroon))
+    # Minted by the node (its root key) with a validity already past.
+    expired = macaroons.mint(parsed.payment_hash, parsed.token_id, 1_000_000_000)
+    token.macaroon = base64.b64encode(expired).decode()
+
+    reply = post(url, asked(), token.authorization)
+    assert reply.status == 402 and "expired" in reply.json()["detail"]
+
+    # And a token whose balance has expired, though its macaroon is still good: new 402.
+    fresh = bought(url, payer)
+    Balance.objects.filter(token_id=_token_id(fresh)).update(
+        expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    assert post(url, asked(), fresh.authorization).status == 402
+
+
+def test_a_node_that_does_not_answer_gets_503_not_a_new_invoice(
+    url: str,
+    payer: LightningdDouble,  # noqa: F811
+    seller_node: LightningdDouble,  # noqa: F811
+) -> None:
+    token = bought(url, payer)
+    seller_node.faults.next_call("listinvoices", "drop")
+    invoices = Invoice.objects.count()
+
+    reply = post(url, asked(), token.authorization)
+
+    assert reply.status == 503 and reply.headers["Retry-After"]
+    assert Invoice.objects.count() == invoices
+    assert post(url, asked(), token.authorization).status == 200
+
+
+def test_lsat_credentials_are_taken_as_l402(url: str, payer: LightningdDouble) -> None:  # noqa: F811
+    token = bought(url, payer)
+    token.scheme = "LSAT"
+    assert post(url, asked(), token.authorization).status == 200
+
+
+def test_strangers_see_the_models_on_sale_and_the_manifest(url: str) -> None:
+    listed = get(url, "/v1/models")
+    manifest = get(url, "/.well-known/l402.json")
+
+    assert listed.status == 200
+    [entry] = listed.json()["data"]
+    assert entry["id"] == MODEL and entry["sovereign"]["price_msat"] == PRICE_MSAT
+    assert entry["sats_pricing"]["request"] == PRICE_MSAT / 1000
+    from apps.providers.backends.l402 import manifest_read
+
+    assert manifest_read(manifest.json()) == {MODEL: PRICE_MSAT}
+
+
+def test_a_model_not_on_sale_keeps_the_household_s_401(url: str) -> None:
+    reply = post(url, {**asked(), "model": "not-for-sale"})
+    assert reply.status == 401
+
+
+def test_a_request_too_large_is_refused_before_anything(url: str) -> None:
+    big = {**asked(), "messages": [{"role": "user", "content": "x" * 70_000}]}
+    invoices = Invoice.objects.count()
+
+    assert post(url, big).status == 413
+    assert Invoice.objects.count() == invoices
+
+
+def test_too_many_requests_from_one_address_get_429(url: str, settings: Any) -> None:
+    settings.SHARING_REQUESTS_PER_MINUTE = 2
+    statuses = [post(url, asked()).status for _ in range(3)]
+
+    assert statuses == [402, 402, 429]
+    assert AuditEvent.objects.filter(action="sale_rate_limited").count() == 1
+    assert AuditEvent.objects.filter(action="sale_challenged").count() == 2
+
+
+def _token_id(token: Token) -> str:
+    parsed = test_macaroons.parse(test_macaroons.b64decode_any(token.macaroon))
+    return parsed.token_id
+
+
+def _preimage_known_to_the_node(node: LightningdDouble, label: str) -> str:
+    """The preimage the seller's node holds for an unpaid invoice (read from the double's own
+    state, as only the node could), which hashes to the payment hash."""
+    [invoice] = [i for i in node.node.state.invoices if i.label == label]
+    return invoice.preimage
