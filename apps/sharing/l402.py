@@ -113,7 +113,7 @@ def _bought(offer: Offer, kind: Balance.Kind, short: Presented | None) -> Bought
     most = selling.request_max_msat(offer)
     description = invoice_description(offer)
     if short is not None and short.balance.kind == kind:
-        lacking = most - balances.balance_now(short.balance)
+        lacking = selling.reserve_msat(offer) - balances.balance_now(short.balance)
         if lacking > 0 and short.balance.expires_at > timezone.now():
             topup = balances.topup_open(short.balance, lacking, f"{description} (top-up)")
             return Bought(short.balance, topup)

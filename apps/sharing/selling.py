@@ -1,7 +1,8 @@
 """Answers sold to strangers, through the one pipeline, paid from their balance.
 
 offer_for(model) -> Offer | None        a local model on sale, and at what price
-request_max_msat(offer) -> int          what one answer may cost at most (reserved first)
+request_max_msat(offer) -> int          what one answer may cost at most (a fresh token's invoice)
+reserve_msat(offer) -> int              what an answer reserves first (never above that most)
 cost_msat(offer, prompt, completion)    what an answer that used these tokens costs
 sold_answer(balance, offer, messages, sampling) -> Sold
     reserves the most the answer may cost (or raises BalanceShort), asks the pipeline as a
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 
 from apps.identity import services as identity
 from apps.inference import pipeline
@@ -45,6 +47,17 @@ def request_max_msat(offer: Offer) -> int:
     return offer.price_msat
 
 
+def reserve_msat(offer: Offer) -> int:
+    """What an answer takes from the balance before it starts: its most. Priced per 1,000
+    tokens, no answer can use more tokens than an engine slot's context holds (prompt and
+    completion together), so a token bought for the per-request most pays for several short
+    answers, as Aperture meters a bundle; whatever is charged never exceeds this."""
+    most = request_max_msat(offer)
+    if not offer.per_1k_tokens:
+        return most
+    return min(most, math.ceil(settings.ENGINE_CONTEXT_PER_SLOT * offer.price_msat / 1000))
+
+
 def cost_msat(offer: Offer, prompt_tokens: int, completion_tokens: int) -> int:
     """Per request: the price. Per 1,000 tokens: the tokens used, rounded up to the msat, never
     above the per-request most."""
@@ -67,7 +80,7 @@ class Sold:
 async def sold_answer(
     balance: Balance, offer: Offer, messages: list[dict[str, str]], sampling: Sampling
 ) -> Sold:
-    most = request_max_msat(offer)
+    most = reserve_msat(offer)
     if not await sync_to_async(balances.reserve)(balance, most):
         left = await sync_to_async(balances.balance_now)(balance)
         raise BalanceShort(left, most)

@@ -107,36 +107,44 @@ def test_a_stranger_pays_once_gets_the_answer_and_a_receipt_and_reuses_the_token
     assert Sale.objects.count() == 1
 
 
-def test_a_metered_token_is_charged_its_usage_and_topped_up_by_what_it_lacks(
+def test_a_metered_token_pays_for_several_answers_then_is_topped_up_by_what_it_lacks(
     url: str,
     payer: LightningdDouble,  # noqa: F811
     seller_node: LightningdDouble,  # noqa: F811
     on_sale: Offer,  # noqa: F811
+    settings: Any,
 ) -> None:
     Offer.objects.filter(pk=on_sale.pk).update(
         per_1k_tokens=True, price_msat=1_000, max_request_msat=PRICE_MSAT
     )
+    reserved = settings.ENGINE_CONTEXT_PER_SLOT  # 1 msat a token, a slot's context at most
     token = bought(url, payer)
-    first = post(url, asked(), token.authorization)
-    assert first.status == 200, first.body
-    cost = first.json()["sovereign"]["cost_msat"]
-    usage = first.json()["usage"]
-    assert cost == usage["prompt_tokens"] + usage["completion_tokens"]  # 1 msat a token
-    assert first.json()["sovereign"]["balance_msat"] == PRICE_MSAT - cost
+    costs = []
+    for _ in range(3):  # one payment, a kept token, three answers
+        reply = post(url, asked(), token.authorization)
+        assert reply.status == 200, reply.body
+        usage = reply.json()["usage"]
+        costs.append(reply.json()["sovereign"]["cost_msat"])
+        assert costs[-1] == usage["prompt_tokens"] + usage["completion_tokens"]
+    balance = Balance.objects.get(token_id=_token_id(token))
+    assert balance.balance_msat == PRICE_MSAT - sum(costs)
+    assert len(payer.rpc.listpays()["pays"]) == 1
 
-    # The rest cannot pay the next answer's most: a top-up of this very token, by what it lacks.
+    # What is left cannot pay the next answer's most: a top-up of this very token, by what
+    # it lacks, never a new token that would strand the rest.
+    Balance.objects.filter(pk=balance.pk).update(balance_msat=reserved - 100)
     short = post(url, asked(), token.authorization)
     assert short.status == 402 and "needs up to" in short.json()["detail"]
     topup = l402_token(short)
     assert _token_id(topup) == _token_id(token)
-    assert payer.rpc.decode(topup.invoice)["amount_msat"] == cost
+    assert payer.rpc.decode(topup.invoice)["amount_msat"] == 100
     paid(topup, payer)
 
     again = post(url, asked(), topup.authorization)
     assert again.status == 200, again.body
-    balance = Balance.objects.get(token_id=_token_id(token))
-    assert balance.balance_msat == PRICE_MSAT - again.json()["sovereign"]["cost_msat"]
-    assert Sale.objects.count() == 2
+    assert Balance.objects.get(pk=balance.pk).balance_msat == (
+        reserved - again.json()["sovereign"]["cost_msat"]
+    )
 
 
 def test_a_forged_macaroon_is_refused(url: str, payer: LightningdDouble) -> None:  # noqa: F811
