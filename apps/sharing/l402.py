@@ -117,7 +117,10 @@ def _bought(offer: Offer, kind: Balance.Kind, short: Presented | None) -> Bought
         if lacking > 0 and short.balance.expires_at > timezone.now():
             topup = balances.topup_open(short.balance, lacking, f"{description} (top-up)")
             return Bought(short.balance, topup)
-    opened = balances.balance_open(kind, secrets.token_hex(32), most, description)
+    # A charge pays for one answer (clients present it once): it asks what one answer
+    # reserves, not a bundle whose rest the client would never spend.
+    amount = selling.reserve_msat(offer) if kind == Balance.Kind.MPP else most
+    opened = balances.balance_open(kind, secrets.token_hex(32), amount, description)
     return Bought(opened.balance, opened.invoice)
 
 

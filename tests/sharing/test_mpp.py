@@ -133,3 +133,16 @@ def test_an_unreadable_credential_gets_a_fresh_challenge(url: str) -> None:
 
     assert reply.status == 402 and "unreadable" in reply.json()["detail"]
     assert charge(reply)["id"]
+
+
+def test_a_metered_charge_asks_what_one_answer_reserves(
+    url: str,
+    on_sale: Offer,  # noqa: F811
+) -> None:
+    Offer.objects.filter(pk=on_sale.pk).update(
+        per_1k_tokens=True, price_msat=500, max_request_msat=PRICE_MSAT
+    )
+    params = charge(post(url, asked()))
+
+    request = json.loads(b64url_decoded(params["request"]))
+    assert int(request["amount"]) == settings.ENGINE_CONTEXT_PER_SLOT // 2 < PRICE_MSAT
