@@ -16,6 +16,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from apps.audit.models import AuditEvent
+from apps.inference.models import ChatMessage
 from apps.sharing import macaroons
 from apps.sharing.models import Balance, Offer, Sale
 from apps.wallet.models import Invoice
@@ -105,6 +106,9 @@ def test_a_stranger_pays_once_gets_the_answer_and_a_receipt_and_reuses_the_token
     assert second.status == 402
     assert l402_token(second).payment_hash != token.payment_hash
     assert Sale.objects.count() == 1
+    # Nothing of the stranger's is kept among the household's conversations, nor in the log.
+    assert not ChatMessage.objects.exists()
+    assert "capital" not in "".join(AuditEvent.objects.values_list("detail", flat=True))
 
 
 def test_a_metered_token_pays_for_several_answers_then_is_topped_up_by_what_it_lacks(
