@@ -279,6 +279,9 @@ AGENT_STEP_UP_SAT = env_int("SOVEREIGN_AGENT_STEP_UP_SAT", 1000, minimum=0, maxi
 # requests a minute one client address may make, and the largest request body they may send.
 SHARING_STRANGER_SLOTS = env_int("SOVEREIGN_SHARING_STRANGER_SLOTS", 1, minimum=1, maximum=64)
 SHARING_TOKEN_DAYS = env_int("SOVEREIGN_SHARING_TOKEN_DAYS", 30, minimum=1, maximum=3650)
+# What a fresh L402 or MPP token costs: this many requests at their most (a prepaid balance,
+# metered from each answer's usage, as Aperture sells AI answers).
+SHARING_TOKEN_REQUESTS = env_int("SOVEREIGN_SHARING_TOKEN_REQUESTS", 10, minimum=1, maximum=10_000)
 SHARING_REQUESTS_PER_MINUTE = env_int(
     "SOVEREIGN_SHARING_REQUESTS_PER_MINUTE", 30, minimum=1, maximum=10_000
 )

@@ -23,7 +23,9 @@ urlpatterns = [
     path("providers/", include("apps.providers.urls")),
     path("privacy/", include("apps.privacy.urls")),
     path("agents/", include("apps.agents.urls")),
+    path("sharing/", include("apps.sharing.page_urls")),
     path("v1/", include("apps.inference.api_urls")),
     path(".well-known/l402.json", stranger.well_known_l402, name="l402-manifest"),
+    path("lightning/", include("apps.sharing.urls")),  # Routstr's flow: an invoice buys a key
     path("", include("apps.identity.urls")),
 ]

@@ -24,7 +24,10 @@ from apps.inference import pipeline
 from apps.inference.answering import Sampling, answer_collected
 from apps.inference.backends.base import AnswerRefused, Done, Events, Failed, RefusalCode, Token
 from apps.inference.chat_request import ChatRequest, OpenAIError, parse_chat_request, read_body
-from apps.sharing import stranger  # strangers paying per request (L402, MPP)
+from apps.sharing import (
+    routstr_views,
+    stranger,  # strangers paying per request (L402, MPP)
+)
 
 logger = logging.getLogger(__name__)
 View = Callable[..., Coroutine[Any, Any, HttpResponseBase]]
@@ -100,6 +103,8 @@ def _model_entry(choice: pipeline.ModelChoice, max_tokens: int) -> dict[str, Any
 @openai_errors
 async def chat_completions(request: HttpRequest) -> HttpResponseBase:
     _allow(request, "POST")
+    if (key := routstr_views.bearer_key(request)) is not None:  # a Routstr key: a stranger's
+        return await routstr_views.key_chat(request, key)
     if await sync_to_async(stranger.is_stranger)(request):
         sold = await stranger.chat_completions(request)  # None: that model is not on sale
         if sold is not None:
@@ -117,7 +122,7 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
     return JsonResponse(await answer.whole(events))
 
 
-def sampling_for(chat: ChatRequest) -> Sampling:
+def chat_sampling(chat: ChatRequest) -> Sampling:
     return Sampling(
         max_tokens=chat.max_tokens or settings.ENGINE_DEFAULT_MAX_TOKENS,
         temperature=chat.temperature,
@@ -132,7 +137,7 @@ def sampling_for(chat: ChatRequest) -> Sampling:
 
 async def _start(member: Member, chat: ChatRequest) -> Events:
     """Open the answer once its model has taken the request: refusals come before any 200."""
-    sampling = sampling_for(chat)
+    sampling = chat_sampling(chat)
     asked = pipeline.AnswerRequest(member, pipeline.Origin.API, chat.model, chat.messages, sampling)
     try:
         return await pipeline.answer(asked)

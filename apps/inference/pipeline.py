@@ -117,7 +117,7 @@ FALLS_BACK = frozenset(
 async def answer(request: AnswerRequest) -> Events:
     """The answer's events, once its backend has taken the request."""
     name = routing.route_name(request.model)
-    if name is not None:
+    if name is not None and request.origin != Origin.SALE:  # strangers buy local models only
         return await _along_route(request, name)
     return await _answer_model(request)
 
@@ -373,7 +373,7 @@ def route_of(request: AnswerRequest) -> Route:
     """Local models' names are slugs; outside ones are `<provider>/<model id>`; for a route
     (`route/<name>`), where the request goes first."""
     name = routing.route_name(request.model)
-    if name is not None:
+    if name is not None and request.origin != Origin.SALE:
         return route_of(replace(request, model=_plan(request, name).models[0]))
     if "/" not in request.model:
         local = LocalModel.objects.filter(name=request.model).order_by().first()

@@ -10,8 +10,10 @@ Offered together on every 402, as Aperture sends them (lightning.md §1.3, §1.5
 Each challenge opens its own balance with its own invoice from the household's node: the L402
 token's id is the macaroon identifier's; the MPP charge's is carried in `opaque` (covered by the
 challenge id, an HMAC under a key derived from the macaroon root key, so it cannot be swapped).
-A balance too short for the next answer is offered a top-up by what it lacks: for L402 a new
-macaroon with the same token id, bound to the top-up's invoice.
+An L402 token is a prepaid balance of SHARING_TOKEN_REQUESTS answers at their most
+(selling.token_price_msat); an MPP charge pays for one answer. A balance too short for the next
+answer is offered a top-up back to that amount (for L402 a new macaroon with the same token id,
+bound to the top-up's invoice), so nothing already paid is stranded.
 
 Credentials taken:
 
@@ -96,7 +98,7 @@ def challenges_offered(offer: Offer, why: str, short: Presented | None = None) -
         "title": "Payment Required",
         "status": 402,
         "detail": why,
-        "price_msat": selling.request_max_msat(offer),
+        "price_msat": selling.token_price_msat(offer),  # what a fresh L402 token costs
         "model": offer.model,
     }
     return Challenges(headers, problem)
@@ -110,18 +112,24 @@ def invoice_description(offer: Offer) -> str:
 
 
 def _bought(offer: Offer, kind: Balance.Kind, short: Presented | None) -> Bought:
-    most = selling.request_max_msat(offer)
+    full = bundle_msat(offer, kind)
     description = invoice_description(offer)
     if short is not None and short.balance.kind == kind:
-        lacking = selling.reserve_msat(offer) - balances.balance_now(short.balance)
+        lacking = full - balances.balance_now(short.balance)
         if lacking > 0 and short.balance.expires_at > timezone.now():
             topup = balances.topup_open(short.balance, lacking, f"{description} (top-up)")
             return Bought(short.balance, topup)
-    # A charge pays for one answer (clients present it once): it asks what one answer
-    # reserves, not a bundle whose rest the client would never spend.
-    amount = selling.reserve_msat(offer) if kind == Balance.Kind.MPP else most
-    opened = balances.balance_open(kind, secrets.token_hex(32), amount, description)
+    opened = balances.balance_open(kind, secrets.token_hex(32), full, description)
     return Bought(opened.balance, opened.invoice)
+
+
+def bundle_msat(offer: Offer, kind: Balance.Kind) -> int:
+    """What a fresh balance holds once paid (a top-up fills it back to that): an L402 token,
+    SHARING_TOKEN_REQUESTS answers at their most; an MPP charge, what one answer reserves, as
+    clients present a charge once and would never spend the rest."""
+    if kind == Balance.Kind.MPP:
+        return selling.reserve_msat(offer)
+    return selling.token_price_msat(offer)
 
 
 def l402_macaroon(bought: Bought) -> str:

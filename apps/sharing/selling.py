@@ -47,6 +47,11 @@ def request_max_msat(offer: Offer) -> int:
     return offer.price_msat
 
 
+def token_price_msat(offer: Offer) -> int:
+    """What a fresh L402 or MPP token for this model costs: a few requests at their most."""
+    return request_max_msat(offer) * settings.SHARING_TOKEN_REQUESTS
+
+
 def reserve_msat(offer: Offer) -> int:
     """What an answer takes from the balance before it starts: its most. Priced per 1,000
     tokens, no answer can use more tokens than an engine slot's context holds (prompt and

@@ -172,7 +172,7 @@ async def _answered(
         return await sync_to_async(_challenged)(offer, why, address)
     try:
         sold = await selling.sold_answer(
-            presented.balance, offer, chat.messages, api.sampling_for(chat)
+            presented.balance, offer, chat.messages, api.chat_sampling(chat)
         )
     except selling.BalanceShort as short:
         return await sync_to_async(_challenged)(offer, str(short), address, presented)
@@ -248,7 +248,8 @@ def _model_entry(offer: Offer) -> dict[str, Any]:
         "max_cost": most / 1000,
     }
     sovereign = {"price_msat": offer.price_msat, "per_1k_tokens": offer.per_1k_tokens,
-                 "max_request_msat": most}  # fmt: skip
+                 "max_request_msat": most,
+                 "token_msat": selling.token_price_msat(offer)}  # fmt: skip
     return {
         "id": offer.model,
         "object": "model",
@@ -260,15 +261,16 @@ def _model_entry(offer: Offer) -> dict[str, Any]:
 
 
 def manifest() -> dict[str, Any]:
-    """The agent-spec manifest: one fixed-price resource per model on sale, priced at what one
-    token's invoice asks (the most one answer may cost)."""
+    """The agent-spec manifest: one fixed-price resource per model on sale, priced at what a
+    fresh token's invoice asks (clients refuse an invoice above the price shown; the token then
+    pays for answers until its balance runs out)."""
     resources = [
         {
             "path": "/v1/chat/completions",
             "method": "POST",
             "capability": offer.model,
             "description": l402.invoice_description(offer),
-            "pricing": {"model": "fixed", "price_msat": selling.request_max_msat(offer)},
+            "pricing": {"model": "fixed", "price_msat": selling.token_price_msat(offer)},
         }
         for offer in Offer.objects.all()
     ]

@@ -16,6 +16,7 @@ from apps.wallet.models import Invoice, Payment, preimage_matches
 
 COLUMNS = ["when", "direction", "caused_by", "purpose", "amount_msat", "fee_msat", "state",
            "payment_hash", "preimage", "proof_holds", "bolt11"]  # fmt: skip
+SALES_CALLER = "sharing"  # the caller of every invoice a stranger pays (apps/sharing)
 
 
 @dataclass(frozen=True)
@@ -32,12 +33,23 @@ class Entry:
     preimage_secret: bool  # a live credential: shown to the owner, never exported
     proof_holds: bool
     bolt11: str
+    sold: str = ""  # for a stranger's payment (apps/sharing): what it bought
 
 
 def entries(limit: int | None = None) -> list[Entry]:
     payments = [_payment_entry(p) for p in Payment.objects.all()[:limit]]
-    invoices = [_invoice_entry(i) for i in Invoice.objects.all()[:limit]]
-    return sorted([*payments, *invoices], key=lambda entry: entry.when, reverse=True)[:limit]
+    invoices = list(Invoice.objects.all()[:limit])
+    sold = _sold([invoice.pk for invoice in invoices if invoice.caller == SALES_CALLER])
+    received = [_invoice_entry(i, sold.get(i.pk, "")) for i in invoices]
+    return sorted([*payments, *received], key=lambda entry: entry.when, reverse=True)[:limit]
+
+
+def _sold(invoice_ids: list[int]) -> dict[int, str]:
+    if not invoice_ids:
+        return {}
+    from apps.sharing.sales import sold_for_invoices  # the app that sells imports this one
+
+    return sold_for_invoices(invoice_ids)
 
 
 def _payment_entry(payment: Payment) -> Entry:
@@ -51,14 +63,14 @@ def _payment_entry(payment: Payment) -> Entry:
     )  # fmt: skip
 
 
-def _invoice_entry(invoice: Invoice) -> Entry:
+def _invoice_entry(invoice: Invoice, sold: str = "") -> Entry:
     return Entry(
         when=invoice.created_at, direction="in", caused_by=invoice.caller,
         purpose=invoice.purpose, amount_msat=invoice.amount_received_msat or invoice.amount_msat,
         fee_msat=None, state=invoice.state, payment_hash=invoice.payment_hash,
         preimage=invoice.preimage, preimage_secret=False,
         proof_holds=preimage_matches(invoice.preimage, invoice.payment_hash),
-        bolt11=invoice.bolt11,
+        bolt11=invoice.bolt11, sold=sold,
     )  # fmt: skip
 
 

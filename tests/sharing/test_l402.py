@@ -54,7 +54,7 @@ def test_no_credential_gets_402_with_lsat_first_then_l402_then_mpp(
 
     assert reply.status == 402
     assert reply.headers["Content-Type"] == "application/problem+json"
-    assert reply.json()["status"] == 402 and reply.json()["price_msat"] == PRICE_MSAT
+    assert reply.json()["status"] == 402 and reply.json()["price_msat"] == token_msat()
     schemes = [scheme for scheme, _ in reply.challenges()]
     assert schemes == ["LSAT", "L402", "Payment"]
     [lsat, l402, mpp] = [params for _, params in reply.challenges()]
@@ -64,7 +64,11 @@ def test_no_credential_gets_402_with_lsat_first_then_l402_then_mpp(
     [invoice] = [
         i for i in seller_node.rpc.listinvoices()["invoices"] if i["bolt11"] == l402["invoice"]
     ]
-    assert invoice["amount_msat"] == PRICE_MSAT and MODEL in invoice["description"]
+    # An L402 token is a prepaid balance of SHARING_TOKEN_REQUESTS answers at their most; an
+    # MPP charge pays for one.
+    assert invoice["amount_msat"] == token_msat() and MODEL in invoice["description"]
+    charged = json.loads(base64.urlsafe_b64decode(mpp["request"] + "=="))
+    assert int(charged["amount"]) == PRICE_MSAT
     assert Invoice.objects.get(bolt11=l402["invoice"]).caller == "sharing"
 
 
@@ -82,33 +86,42 @@ def test_the_macaroon_is_bound_to_its_invoice_and_verifies_with_the_root_key(url
     assert stat.S_IMODE(mode) == 0o600
 
 
-def test_a_stranger_pays_once_gets_the_answer_and_a_receipt_and_reuses_the_token(
+def test_a_stranger_pays_once_gets_answers_with_receipts_until_the_token_is_spent(
     url: str,
     payer: LightningdDouble,  # noqa: F811
 ) -> None:
     token = bought(url, payer)
 
     first = post(url, asked(), token.authorization)
-    second = post(url, asked(stream=True), token.authorization)
+    second = post(url, asked(), token.authorization)
 
     assert first.status == 200, first.body
     answer = first.json()
     assert answer["choices"][0]["message"]["content"]
     shown = answer["sovereign"]
-    assert shown["cost_msat"] == PRICE_MSAT and shown["balance_msat"] == 0
+    assert shown["cost_msat"] == PRICE_MSAT and shown["balance_msat"] == token_msat() - PRICE_MSAT
     receipt = shown["receipt"]
     assert receipt == receipt_of_header(first)
     content = json.loads(receipt["content"])
     assert content["payment_hash"] == token.payment_hash
     assert (content["amount_msat"], content["model"]) == (PRICE_MSAT, MODEL)
     assert content["usage"]["completion_tokens"] == answer["usage"]["completion_tokens"]
-    # A per-request price paid once buys one answer: the second gets a new challenge.
-    assert second.status == 402
-    assert l402_token(second).payment_hash != token.payment_hash
-    assert Sale.objects.count() == 1
+    assert content["balance_msat"] == token_msat() - PRICE_MSAT
+    # The kept token answers again, paid from its balance: one payment, two answers.
+    assert second.status == 200, second.body
+    assert second.json()["sovereign"]["balance_msat"] == token_msat() - 2 * PRICE_MSAT
+    assert len(payer.rpc.listpays()["pays"]) == 1 and Sale.objects.count() == 2
     # Nothing of the stranger's is kept among the household's conversations, nor in the log.
     assert not ChatMessage.objects.exists()
     assert "capital" not in "".join(AuditEvent.objects.values_list("detail", flat=True))
+
+    # Spent (less than one answer left): a new 402, offering to fill this token back up.
+    Balance.objects.filter(token_id=_token_id(token)).update(balance_msat=PRICE_MSAT - 1)
+    spent = post(url, asked(), token.authorization)
+    assert spent.status == 402 and "needs up to" in spent.json()["detail"]
+    topup = l402_token(spent)
+    assert _token_id(topup) == _token_id(token) and topup.payment_hash != token.payment_hash
+    assert payer.rpc.decode(topup.invoice)["amount_msat"] == token_msat() - PRICE_MSAT + 1
 
 
 def test_a_metered_token_pays_for_several_answers_then_is_topped_up_by_what_it_lacks(
@@ -131,23 +144,23 @@ def test_a_metered_token_pays_for_several_answers_then_is_topped_up_by_what_it_l
         costs.append(reply.json()["sovereign"]["cost_msat"])
         assert costs[-1] == usage["prompt_tokens"] + usage["completion_tokens"]
     balance = Balance.objects.get(token_id=_token_id(token))
-    assert balance.balance_msat == PRICE_MSAT - sum(costs)
+    assert balance.balance_msat == token_msat() - sum(costs)
     assert len(payer.rpc.listpays()["pays"]) == 1
 
-    # What is left cannot pay the next answer's most: a top-up of this very token, by what
-    # it lacks, never a new token that would strand the rest.
+    # What is left cannot pay the next answer's most: a top-up of this very token back to a
+    # full one, never a new token that would strand the rest.
     Balance.objects.filter(pk=balance.pk).update(balance_msat=reserved - 100)
     short = post(url, asked(), token.authorization)
     assert short.status == 402 and "needs up to" in short.json()["detail"]
     topup = l402_token(short)
     assert _token_id(topup) == _token_id(token)
-    assert payer.rpc.decode(topup.invoice)["amount_msat"] == 100
+    assert payer.rpc.decode(topup.invoice)["amount_msat"] == token_msat() - reserved + 100
     paid(topup, payer)
 
     again = post(url, asked(), topup.authorization)
     assert again.status == 200, again.body
     assert Balance.objects.get(pk=balance.pk).balance_msat == (
-        reserved - again.json()["sovereign"]["cost_msat"]
+        token_msat() - again.json()["sovereign"]["cost_msat"]
     )
 
 
@@ -273,7 +286,8 @@ def test_strangers_see_the_models_on_sale_and_the_manifest(url: str) -> None:
     assert entry["sats_pricing"]["request"] == PRICE_MSAT / 1000
     from apps.providers.backends.l402 import manifest_read
 
-    assert manifest_read(manifest.json()) == {MODEL: PRICE_MSAT}
+    assert entry["sovereign"]["token_msat"] == token_msat()
+    assert manifest_read(manifest.json()) == {MODEL: token_msat()}
 
 
 def test_a_model_not_on_sale_keeps_the_household_s_401(url: str) -> None:
@@ -296,6 +310,11 @@ def test_too_many_requests_from_one_address_get_429(url: str, settings: Any) -> 
     assert statuses == [402, 402, 429]
     assert AuditEvent.objects.filter(action="sale_rate_limited").count() == 1
     assert AuditEvent.objects.filter(action="sale_challenged").count() == 2
+
+
+def token_msat() -> int:
+    """What a fresh L402 token's invoice asks: SHARING_TOKEN_REQUESTS answers at their most."""
+    return int(PRICE_MSAT * settings.SHARING_TOKEN_REQUESTS)
 
 
 def _token_id(token: Token) -> str:

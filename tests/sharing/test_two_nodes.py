@@ -119,7 +119,8 @@ def test_a_node_buys_answers_from_another_with_its_own_client(
         "from apps.providers.models import ProviderModel; "
         "print(list(ProviderModel.objects.values_list('model_id', 'request_msat')))",
     )
-    assert f"('{MODEL}', {PRICE_MSAT})" in listed  # the price the seller's manifest publishes
+    # The price the seller's manifest publishes: what a fresh token asks.
+    assert f"('{MODEL}', {10 * PRICE_MSAT})" in listed
 
     client = _client(buyer)
     answers = [_asked(client, stream=False), _asked(client, stream=True)]
@@ -134,8 +135,9 @@ def test_a_node_buys_answers_from_another_with_its_own_client(
     assert int(sold[0]) == 2 and 0 < int(sold[1]) < PRICE_MSAT
     paid = [invoice["amount_msat"] for invoice in _paid(seller_lightning)]
     if kind == "l402":
-        # Paid once, the most a request may cost: the kept token paid for the second answer.
-        assert len(pays) == 1 and paid == [PRICE_MSAT]
+        # Paid once, a token of SHARING_TOKEN_REQUESTS answers at their most (10 by default):
+        # the kept token paid for the second answer.
+        assert len(pays) == 1 and paid == [10 * PRICE_MSAT]
     else:
         # A charge is presented once by the buyer's client: one payment an answer, of what
         # an answer reserves (1 msat a token, a slot's context of the default 2048 tokens).

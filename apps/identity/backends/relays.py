@@ -74,6 +74,7 @@ __all__ = [
     "DeliveryFailed",
     "DeliveryResult",
     "Profile",
+    "Published",
     "ReceivedMessage",
     "RelayError",
     "RelayGateway",
@@ -84,6 +85,7 @@ __all__ = [
     "bunker_sign",
     "fetch_private_messages",
     "fetch_profile",
+    "publish_events",
     "relays",
     "remote_signer_cancel",
     "remote_signer_start",
@@ -239,6 +241,37 @@ async def _publish(
         return (), {str(url): _sdk_message(exc) for url in urls}
     finally:
         await client.shutdown()
+
+
+@dataclass(frozen=True)
+class Published:
+    """One signed event sent to the relays: which took it, and why the others did not."""
+
+    event_id: str
+    accepted: tuple[str, ...]
+    refused: dict[str, str]
+
+
+def publish_events(
+    events: Sequence[Event], relay_urls: Sequence[str], timeout: float = 10
+) -> list[Published]:
+    """Send events signed by the caller (announcements, deletions) to `relay_urls`, each
+    within `timeout` seconds; a relay that is down or refuses is named, never raised."""
+    urls, unusable = _relay_urls(relay_urls)
+    published = []
+    for event in events:
+        refused = dict(unusable)
+        accepted: tuple[str, ...] = ()
+        if urls:
+            try:
+                accepted, failed = relays().run(
+                    _publish(event, urls, timeout), timeout + GRACE_SECONDS
+                )
+            except TimeoutError:
+                failed = {str(url): "timeout" for url in urls}
+            refused.update(failed)
+        published.append(Published(str(event.id().to_hex()), accepted, refused))
+    return published
 
 
 def fetch_private_messages(
