@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.urls import include, path
 
 from apps.identity import views as identity_views
+from apps.sharing import stranger
 from apps.system import views as system_views
 from sovereign import dashboard
 
@@ -24,6 +25,7 @@ urlpatterns = [
     path("agents/", include("apps.agents.urls")),
     path("sharing/", include("apps.sharing.page_urls")),
     path("v1/", include("apps.inference.api_urls")),
+    path(".well-known/l402.json", stranger.well_known_l402, name="l402-manifest"),
     path("lightning/", include("apps.sharing.urls")),  # Routstr's flow: an invoice buys a key
     path("", include("apps.identity.urls")),
 ]

@@ -24,7 +24,10 @@ from apps.inference import pipeline
 from apps.inference.answering import Sampling, answer_collected
 from apps.inference.backends.base import AnswerRefused, Done, Events, Failed, RefusalCode, Token
 from apps.inference.chat_request import ChatRequest, OpenAIError, parse_chat_request, read_body
-from apps.sharing import routstr_views
+from apps.sharing import (
+    routstr_views,
+    stranger,  # strangers paying per request (L402, MPP)
+)
 
 logger = logging.getLogger(__name__)
 View = Callable[..., Coroutine[Any, Any, HttpResponseBase]]
@@ -75,6 +78,10 @@ async def unknown(request: HttpRequest, path: str = "") -> HttpResponse:
 @openai_errors
 async def models_list(request: HttpRequest) -> HttpResponse:
     _allow(request, "GET")
+    if not request.headers.get("Authorization") and await sync_to_async(stranger.is_stranger)(
+        request
+    ):
+        return await sync_to_async(stranger.models_on_sale)()
     member = await _authenticate(request)
     max_tokens = settings.ENGINE_DEFAULT_MAX_TOKENS
     choices = await sync_to_async(pipeline.choices_for)(member, max_tokens)
@@ -100,6 +107,10 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
     _allow(request, "POST")
     if (key := routstr_views.bearer_key(request)) is not None:  # a Routstr key: a stranger's
         return await routstr_views.key_chat(request, key)
+    if await sync_to_async(stranger.is_stranger)(request):
+        sold = await stranger.chat_completions(request)  # None: that model is not on sale
+        if sold is not None:
+            return sold
     body = read_body(request)  # refused by its size before anything reads it
     member = await _authenticate(request)
     chat = parse_chat_request(body)

@@ -1,12 +1,14 @@
 """Answers sold to strangers, through the one pipeline, paid from their balance.
 
 offer_for(model) -> Offer | None        a local model on sale, and at what price
-request_max_msat(offer) -> int          what one answer may cost at most (reserved first)
+request_max_msat(offer) -> int          what one answer may cost at most (a fresh token's invoice)
+reserve_msat(offer) -> int              what an answer reserves first (never above that most)
 cost_msat(offer, prompt, completion)    what an answer that used these tokens costs
 sold_answer(balance, offer, messages, sampling) -> Sold
     reserves the most the answer may cost (or raises BalanceShort), asks the pipeline as a
     stranger (Origin.SALE: a local model, the strangers' engine lane, nothing kept), and
-    when the answer ends charges what it used, records the Sale and gives back the rest.
+    when the answer ends charges what it used, records the Sale and gives back the rest; the
+    answer's provenance then carries a receipt signed by the node (receipts.py).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from apps.identity import services as identity
 from apps.inference import pipeline
 from apps.inference.answering import Sampling
 from apps.inference.backends.base import PRIMING, Done, Events, Failed, Token, primed
-from apps.sharing import balances
+from apps.sharing import balances, receipts
 from apps.sharing.models import Balance, Offer, Sale
 
 
@@ -50,6 +52,17 @@ def token_price_msat(offer: Offer) -> int:
     return request_max_msat(offer) * settings.SHARING_TOKEN_REQUESTS
 
 
+def reserve_msat(offer: Offer) -> int:
+    """What an answer takes from the balance before it starts: its most. Priced per 1,000
+    tokens, no answer can use more tokens than an engine slot's context holds (prompt and
+    completion together), so a token bought for the per-request most pays for several short
+    answers, as Aperture meters a bundle; whatever is charged never exceeds this."""
+    most = request_max_msat(offer)
+    if not offer.per_1k_tokens:
+        return most
+    return min(most, math.ceil(settings.ENGINE_CONTEXT_PER_SLOT * offer.price_msat / 1000))
+
+
 def cost_msat(offer: Offer, prompt_tokens: int, completion_tokens: int) -> int:
     """Per request: the price. Per 1,000 tokens: the tokens used, rounded up to the msat, never
     above the per-request most."""
@@ -72,7 +85,7 @@ class Sold:
 async def sold_answer(
     balance: Balance, offer: Offer, messages: list[dict[str, str]], sampling: Sampling
 ) -> Sold:
-    most = request_max_msat(offer)
+    most = reserve_msat(offer)
     if not await sync_to_async(balances.reserve)(balance, most):
         left = await sync_to_async(balances.balance_now)(balance)
         raise BalanceShort(left, most)
@@ -145,4 +158,14 @@ def _sale_shown(
     """The sale recorded, and what the answer's provenance tells the buyer of it."""
     sale = _sale_record(sold, balance, offer, prompt_tokens, completion_tokens)
     left = balances.balance_now(balance)
-    return {"cost_msat": sale.cost_msat, "balance_msat": left, **sold.extra}
+    usage = receipts.Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+    receipt = receipts.sale_receipt(
+        _first_payment_hash(balance), sale.cost_msat, offer.model, usage, left
+    )
+    return {"cost_msat": sale.cost_msat, "balance_msat": left, "receipt": receipt, **sold.extra}
+
+
+def _first_payment_hash(balance: Balance) -> str:
+    """The payment that opened the balance: what a receipt names as the buyer's proof."""
+    first = balance.credits.select_related("invoice").order_by("pk").first()
+    return first.invoice.payment_hash if first is not None else ""
