@@ -185,6 +185,7 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE = {
     "chat-retention": {"task": "inference.chat_retention_sweep", "schedule": 3600.0},
     "egress-retention": {"task": "privacy.egress_retention_sweep", "schedule": 3600.0},
+    "sharing-unpaid-prune": {"task": "sharing.unpaid_balances_prune", "schedule": 3600.0},
     "payments-reconcile": {"task": "wallet.reconcile", "schedule": 30.0},
     "invoices-sync": {"task": "wallet.invoices_sync", "schedule": 15.0},
     "agents-resume": {"task": "agents.resume", "schedule": 15.0},

@@ -144,7 +144,7 @@ async def _start(member: Member, chat: ChatRequest) -> Events:
     try:
         return await pipeline.answer(asked)
     except AnswerRefused as refusal:
-        raise _refusal_error(refusal) from None
+        raise refusal_error(refusal) from None
 
 
 PARAM_AT_FAULT = {
@@ -153,7 +153,7 @@ PARAM_AT_FAULT = {
 }
 
 
-def _refusal_error(refusal: AnswerRefused | Failed) -> OpenAIError:
+def refusal_error(refusal: AnswerRefused | Failed) -> OpenAIError:
     """A refusal as OpenAI would answer it."""
     code = refusal.code
     status = code.status
@@ -195,7 +195,7 @@ class Answer:
     async def whole(self, events: Events) -> dict[str, Any]:
         text, event = await answer_collected(events)
         if isinstance(event, Failed):
-            raise _refusal_error(event)
+            raise refusal_error(event)
         message = {"role": "assistant", "content": text}
         choice = {"index": 0, "message": message, "logprobs": None,
                   "finish_reason": event.finish_reason}  # fmt: skip
@@ -211,7 +211,7 @@ class Answer:
                     yield self.token_head + json.dumps(event.text).encode() + self.token_tail
                     continue
                 if isinstance(event, Failed):
-                    error = _refusal_error(event)
+                    error = refusal_error(event)
                     body = {"message": str(error), "type": error.kind, "param": None,
                             "code": error.code}  # fmt: skip
                     yield _data({"error": body})

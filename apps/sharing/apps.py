@@ -7,9 +7,12 @@ class SharingConfig(AppConfig):
     verbose_name = "Sharing"
 
     def ready(self) -> None:
+        # Every audit label of the app, registered here once.
         from apps.audit.services import labels_register
-        from apps.sharing.keys import AUDIT_FOLDED, AUDIT_LABELS
+        from apps.sharing import guard, keys, stranger
         from apps.sharing.services import AuditAction
 
-        labels_register(AUDIT_LABELS, folded=AUDIT_FOLDED)
+        labels_register(guard.AUDIT_LABELS, folded=guard.AUDIT_FOLDED)
+        labels_register(stranger.AUDIT_LABELS, folded=stranger.AUDIT_FOLDED)
+        labels_register(keys.AUDIT_LABELS, folded=keys.AUDIT_FOLDED)
         labels_register(dict(AuditAction.choices))

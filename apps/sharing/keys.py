@@ -3,7 +3,8 @@
 
     key_invoice_create(sats) -> Made              an invoice that buys a new key
     key_topup_create(key, sats) -> Made           an invoice that adds to a key's balance
-    invoice_status(invoice_id) -> Status          pending | paid (with the key) | expired
+    invoice_status(invoice_id) -> Status          pending | paid (with the key, for the
+                                                  invoice that bought it) | expired
     invoice_recover(bolt11) -> Status             the same, found by the invoice itself
     key_balance(key) -> Balance                   the key's balance, credited from the node
     node_info() -> dict                           Routstr's /v1/info
@@ -26,7 +27,7 @@ import hashlib
 import hmac
 import re
 import secrets
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -56,9 +57,8 @@ AUDIT_LABELS = {
     "sharing_key_paid": "API key paid for (Routstr)",
     "sharing_key_answer": "Answer sold to an API key (Routstr)",
     "sharing_key_refused": "Unknown API key refused (Routstr)",
-    "sharing_limited": "Stranger over the request limit",
 }
-AUDIT_FOLDED = ("sharing_key_refused", "sharing_limited")
+AUDIT_FOLDED = ("sharing_key_refused",)
 
 
 class KeyRefused(Exception):
@@ -191,7 +191,7 @@ def key_topup_create(key: str, sats: Any) -> Made:
     amount = _amount_checked(sats)
     _selling()
     balance = _issued_balance(key, not_found=404, expired_too=True)  # a top-up renews it
-    invoice = balances.topup_open(
+    invoice = balances.topup_open_or_reuse(
         balance, amount * 1000, f"Sovereign API key top-up, {amount} sats"
     )
     audit_record(
@@ -214,7 +214,7 @@ def invoice_status(invoice_id: str) -> Status:
     invoice = _invoice_of_id(invoice_id) if len(invoice_id) <= 200 else None
     if invoice is None:
         raise KeyRefused(404, "Invoice not found")
-    return _status(invoice)
+    return _status_shown(invoice)
 
 
 def invoice_recover(bolt11: Any) -> Status:
@@ -223,7 +223,22 @@ def invoice_recover(bolt11: Any) -> Status:
     invoice = _key_invoices().filter(bolt11=bolt11.strip().lower()).first()
     if invoice is None:
         raise KeyRefused(404, "Invoice not found")
-    return _status(invoice)
+    return _status_shown(invoice)
+
+
+def _status_shown(invoice: Invoice) -> Status:
+    """The invoice's status; the key only for the invoice that bought it. A top-up's id or
+    bolt11 is known to whoever was shown or paid that invoice (a friend paying it, a wallet's
+    history), which must not make them the key's holder: its status comes without the key."""
+    status = _status(invoice)
+    if status.api_key is not None and not _buys_the_key(invoice):
+        return replace(status, api_key=None)
+    return status
+
+
+def _buys_the_key(invoice: Invoice) -> bool:
+    first = Credit.objects.filter(balance_id=invoice.credit.balance_id).order_by("pk").first()
+    return first is not None and first.invoice_id == invoice.pk
 
 
 def _status(invoice: Invoice) -> Status:

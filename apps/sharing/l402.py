@@ -117,7 +117,7 @@ def _bought(offer: Offer, kind: Balance.Kind, short: Presented | None) -> Bought
     if short is not None and short.balance.kind == kind:
         lacking = full - balances.balance_now(short.balance)
         if lacking > 0 and short.balance.expires_at > timezone.now():
-            topup = balances.topup_open(short.balance, lacking, f"{description} (top-up)")
+            topup = balances.topup_open_or_reuse(short.balance, lacking, f"{description} (top-up)")
             return Bought(short.balance, topup)
     opened = balances.balance_open(kind, secrets.token_hex(32), full, description)
     return Bought(opened.balance, opened.invoice)

@@ -16,24 +16,19 @@ import functools
 import json
 import logging
 from collections.abc import Callable
-from datetime import timedelta
 from typing import Any
 
 from asgiref.sync import sync_to_async
-from django.conf import settings
 from django.db import transaction
-from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
+from django.http import HttpRequest, JsonResponse
 from django.http.response import HttpResponseBase
 from django.views.decorators.csrf import csrf_exempt
 
-from apps.audit.services import audit_record
-from apps.identity import services as identity
-from apps.identity.access import client_address
 from apps.inference.backends.base import AnswerRefused
-from apps.inference.chat_request import OpenAIError, parse_chat_request, read_body
-from apps.sharing import keys, selling
+from apps.inference.chat_request import OpenAIError, parse_chat_request
+from apps.sharing import guard, keys, selling, shaping
 from apps.sharing.keys import KeyRefused
-from apps.sharing.models import Balance, Offer, Sale
+from apps.sharing.models import Balance
 from apps.wallet.services import PaymentRefused
 
 logger = logging.getLogger(__name__)
@@ -54,28 +49,12 @@ def _detail(status: int, message: str, headers: dict[str, str] | None = None) ->
     return JsonResponse({"detail": message}, status=status, headers=headers)
 
 
-def _too_large(request: HttpRequest) -> bool:
-    declared = str(request.META.get("CONTENT_LENGTH") or "0")
-    return declared.isdigit() and int(declared) > settings.SHARING_MAX_REQUEST_BYTES
-
-
-def _over_limit(request: HttpRequest) -> bool:
-    """Counts this request against its address; True once the minute's limit is reached."""
-    key = f"sharing:{client_address(request)}"
-    window = timedelta(minutes=1)
-    if identity.attempt_allowed(key, settings.SHARING_REQUESTS_PER_MINUTE, window):
-        return False
-    with transaction.atomic():
-        audit_record("sharing_limited", detail=request.path[:100])
-    return True
-
-
 def _refusal_before_reading(request: HttpRequest) -> JsonResponse | None:
-    if _too_large(request):
-        limit = settings.SHARING_MAX_REQUEST_BYTES
-        return _detail(413, f"The request is larger than this node takes ({limit} bytes).")
-    if _over_limit(request):
-        return _detail(429, "Too many requests; wait a minute.", {"Retry-After": "60"})
+    try:
+        guard.size_checked(request)
+        guard.admitted(request)
+    except guard.Refused as refused:
+        return _detail(refused.status, str(refused), refused.headers() or None)
     return None
 
 
@@ -92,6 +71,8 @@ def stranger_endpoint(method: str) -> Callable[[View], View]:
                 return view(request, *args, **kwargs)
             except KeyRefused as refusal:
                 return _detail(refusal.status, str(refusal))
+            except guard.Refused as refused:
+                return _detail(refused.status, str(refused), refused.headers() or None)
             except PaymentRefused:
                 return _unlogged(_detail(503, "The node cannot make an invoice now; try later."))
             except Exception as error:
@@ -112,10 +93,12 @@ def _unlogged(response: JsonResponse) -> JsonResponse:
 
 
 def _json_body(request: HttpRequest) -> dict[str, Any]:
-    if len(request.body) > settings.SHARING_MAX_REQUEST_BYTES:
-        raise KeyRefused(413, "The request is larger than this node takes.")
     try:
-        body = json.loads(request.body or b"{}")
+        raw = guard.body_read(request)
+    except guard.Refused as refused:
+        raise KeyRefused(refused.status, str(refused)) from None
+    try:
+        body = json.loads(raw or b"{}")
     except ValueError:
         raise KeyRefused(422, "The body is not JSON.") from None
     if not isinstance(body, dict):
@@ -128,7 +111,10 @@ def invoice_create(request: HttpRequest) -> HttpResponseBase:
     body = _json_body(request)
     purpose = body.get("purpose", "create")
     if purpose == "create":
+        address = guard.address_of(request)
+        guard.offer_admitted(address)
         made = keys.key_invoice_create(body.get("amount_sats"))
+        guard.offer_counted(address)
     elif purpose == "topup":
         key = bearer_key(request)
         if key is None:
@@ -168,14 +154,13 @@ def node_info(request: HttpRequest) -> HttpResponseBase:
 async def key_chat(request: HttpRequest, key: str) -> HttpResponseBase:
     """`/v1/chat/completions` paid from a key's balance: OpenAI's shapes, Routstr's 402 and
     cost headers. The API's view has checked the method and wraps OpenAIError."""
-    from apps.inference.api import Answer, _refusal_error, chat_sampling  # it calls here
+    from apps.inference.api import chat_sampling, refusal_error  # it calls here
 
-    refused = await sync_to_async(_refusal_before_reading)(request)
-    if refused is not None:
+    try:
+        body = guard.body_read(request)
+        await sync_to_async(guard.admitted)(request)
+    except guard.Refused as refused:
         return _openai_shaped(refused)
-    body = read_body(request)
-    if len(body) > settings.SHARING_MAX_REQUEST_BYTES:
-        raise OpenAIError("The request is larger than this node takes.", status=413)
     try:
         balance = await sync_to_async(keys.key_balance)(key)
     except KeyRefused as refusal:
@@ -192,19 +177,10 @@ async def key_chat(request: HttpRequest, key: str) -> HttpResponseBase:
     except selling.BalanceShort as short:
         return _balance_short(short)
     except AnswerRefused as refusal:
-        raise _refusal_error(refusal) from None
-    await sync_to_async(_answer_audited)(balance, offer.model)
-    answer = Answer(chat)
-    if chat.stream:
-        response = StreamingHttpResponse(answer.sse(sold.events), content_type="text/event-stream")
-        response["Cache-Control"] = "no-cache"
-        response["X-Accel-Buffering"] = "no"
-        return response
-    whole = JsonResponse(await answer.whole(sold.events))
-    if sold.sale is not None:
-        for name, value in _cost_headers(offer, sold.sale).items():
-            whole[name] = value
-    return whole
+        raise refusal_error(refusal) from None
+    return await shaping.sold_response(
+        chat, sold, offer, lambda: _answer_audited(balance, offer.model)
+    )
 
 
 def _answer_audited(balance: Balance, model: str) -> None:
@@ -212,15 +188,17 @@ def _answer_audited(balance: Balance, model: str) -> None:
         keys.answer_audited(balance, model)
 
 
-def _openai_shaped(refused: JsonResponse) -> JsonResponse:
-    message = json.loads(refused.content)["detail"]
-    code = "rate_limit_exceeded" if refused.status_code == 429 else "request_too_large"
-    kind = "rate_limit_error" if refused.status_code == 429 else "invalid_request_error"
-    body = {"message": message, "type": kind, "param": None, "code": code}
-    response = JsonResponse({"error": body, "detail": message}, status=refused.status_code)
-    if refused.has_header("Retry-After"):
-        response["Retry-After"] = refused["Retry-After"]
-    return response
+def _openai_shaped(refused: guard.Refused) -> JsonResponse:
+    """The guard's refusal as OpenAI's error, with Routstr's `detail` beside it."""
+    from apps.sharing.stranger import refused_shaped
+
+    response = refused_shaped(refused)
+    body = json.loads(response.content)
+    body["detail"] = body["error"]["message"]
+    shaped = JsonResponse(body, status=response.status_code)
+    if response.has_header("Retry-After"):
+        shaped["Retry-After"] = response["Retry-After"]
+    return shaped
 
 
 def _balance_short(short: selling.BalanceShort) -> JsonResponse:
@@ -240,13 +218,3 @@ def _balance_short(short: selling.BalanceShort) -> JsonResponse:
     }
     body = {"error": error, "details": numbers, "detail": {"error": error, **numbers}}
     return JsonResponse(body, status=402)
-
-
-def _cost_headers(offer: Offer, sale: Sale) -> dict[str, str]:
-    """Routstr's cost headers (msat); per 1,000 tokens, the part the prompt cost and the rest."""
-    headers = {"X-Routstr-Cost-Msats": str(sale.cost_msat)}
-    if offer.per_1k_tokens:
-        prompt = min(selling.cost_msat(offer, sale.prompt_tokens, 0), sale.cost_msat)
-        headers["X-Routstr-Input-Cost-Msats"] = str(prompt)
-        headers["X-Routstr-Output-Cost-Msats"] = str(sale.cost_msat - prompt)
-    return headers

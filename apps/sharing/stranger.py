@@ -5,8 +5,11 @@ In order, for a request with no credential or a payment one, once anything is on
 
 1. a body over SHARING_MAX_REQUEST_BYTES: 413, before anything reads it;
 2. a model not on sale: not ours to answer (the household's API answers it: 401 as before);
-3. over SHARING_REQUESTS_PER_MINUTE from one client address: 429 (nothing issued);
+3. over SHARING_REQUESTS_PER_MINUTE from one client address (an IPv6 one by its /64): 429
+   with Retry-After, nothing issued (guard.py, as for Routstr's endpoints);
 4. no credential: 402 with L402 (LSAT line first) and MPP challenges, each with its invoice;
+   429 instead once the address was given guard.OFFERS_PER_ADDRESS such 402s within the hour
+   (503 while the node holds guard.UNPAID_OVERALL unpaid sale invoices);
 5. a credential that is not the node's, or whose preimage is not its invoice's: 402 with fresh
    challenges, as Aperture answers (the spec's 401 would leave a client with nothing to pay;
    the problem body says what was wrong);
@@ -17,56 +20,52 @@ In order, for a request with no credential or a payment one, once anything is on
 
 A stranger sees only the answer, its cost, its balance and the receipt: no conversation, no
 member, no outside provider (Origin.SALE answers from local models only). Everything is audited;
-the refusals anyone can cause are folded on the audit page.
+the refusals anyone can cause are folded on the audit page, and written once a minute per
+address at most.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from datetime import timedelta
 from typing import Any
 
 from asgiref.sync import sync_to_async
-from django.conf import settings
 from django.db import transaction
-from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.http.response import HttpResponseBase
 
-from apps.audit.services import audit_record, labels_register
-from apps.identity import services as identity
-from apps.identity.access import client_address
+from apps.audit.services import audit_record
 from apps.inference import api
 from apps.inference.backends.base import AnswerRefused
-from apps.inference.chat_request import OpenAIError, parse_chat_request
-from apps.sharing import balances, l402, receipts, selling
+from apps.inference.chat_request import ChatRequest, OpenAIError, parse_chat_request
+from apps.sharing import balances, guard, l402, selling, shaping
 from apps.sharing.balances import Paid
 from apps.sharing.models import Offer
 
 logger = logging.getLogger(__name__)
 
 PAYMENT_SCHEMES = ("", "l402", "lsat", "payment")
-RATE_WINDOW = timedelta(minutes=1)
 RETRY_AFTER_SECONDS = 5
 ACTOR = "stranger"
+REFUSAL_SHAPES = {
+    413: ("request_too_large", "invalid_request_error"),
+    429: ("rate_limit_exceeded", "rate_limit_error"),
+}
 
 
 class Action:
     CHALLENGED = "sale_challenged"
     REFUSED = "sale_credential_refused"
-    LIMITED = "sale_rate_limited"
     ANSWERED = "sale_answered"
 
 
-labels_register(
-    {
-        Action.CHALLENGED: "A stranger was asked to pay",
-        Action.REFUSED: "A stranger's payment credential was refused",
-        Action.LIMITED: "A stranger asked too often",
-        Action.ANSWERED: "An answer was sold",
-    },
-    folded=(Action.CHALLENGED, Action.REFUSED, Action.LIMITED),
-)
+AUDIT_LABELS = {
+    Action.CHALLENGED: "A stranger was asked to pay",
+    Action.REFUSED: "A stranger's payment credential was refused",
+    Action.ANSWERED: "An answer was sold",
+}
+AUDIT_FOLDED = (Action.CHALLENGED, Action.REFUSED)
 
 
 class ChallengeResponse(JsonResponse):
@@ -92,19 +91,28 @@ def is_stranger(request: HttpRequest) -> bool:
 
 async def chat_completions(request: HttpRequest) -> HttpResponseBase | None:
     """A stranger's answer or why not; None when the model asked for is not on sale."""
-    body = _body_read(request)
-    chat = parse_chat_request(body)
-    offer = await sync_to_async(selling.offer_for)(chat.model)
-    if offer is None:
-        return None
-    address = client_address(request)
-    if not await sync_to_async(_allowed)(address):
-        raise OpenAIError(
-            f"At most {settings.SHARING_REQUESTS_PER_MINUTE} requests a minute from one address.",
-            status=429,
-            code="rate_limit_exceeded",
-            kind="rate_limit_error",
-        )
+    try:
+        body = guard.body_read(request)
+        chat = parse_chat_request(body)
+        offer = await sync_to_async(selling.offer_for)(chat.model)
+        if offer is None:
+            return None
+        address = await sync_to_async(guard.admitted)(request)
+        return await _paid_for(request, chat, offer, address)
+    except guard.Refused as refused:
+        return refused_shaped(refused)
+
+
+def refused_shaped(refused: guard.Refused) -> JsonResponse:
+    """The guard's refusal as OpenAI's error."""
+    code, kind = REFUSAL_SHAPES.get(refused.status, ("unavailable", "server_error"))
+    error = OpenAIError(str(refused), status=refused.status, code=code, kind=kind)
+    return error.response(refused.headers() or None)
+
+
+async def _paid_for(
+    request: HttpRequest, chat: ChatRequest, offer: Offer, address: str
+) -> HttpResponseBase:
     authorization = request.headers.get("Authorization", "")
     if not authorization:
         why = f"Pay to get an answer from {offer.model}."
@@ -112,35 +120,20 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase | None:
     try:
         presented = await sync_to_async(l402.presented)(authorization)
     except l402.CredentialRefused as refused:
-        await sync_to_async(_audited)(Action.REFUSED, address, str(refused))
+        await sync_to_async(guard.refusal_audited)(Action.REFUSED, address, str(refused))
         return await sync_to_async(_challenged)(offer, str(refused), address)
     return await _answered(request, chat, offer, presented, address)
-
-
-def _body_read(request: HttpRequest) -> bytes:
-    limit = settings.SHARING_MAX_REQUEST_BYTES
-    declared = str(request.META.get("CONTENT_LENGTH") or "0")
-    size = int(declared) if declared.isdigit() else 0
-    body = request.body if size <= limit else b""
-    if size > limit or len(body) > limit:
-        raise OpenAIError(
-            f"A paid request is at most {limit} bytes.", status=413, code="request_too_large"
-        )
-    return body
-
-
-def _allowed(address: str) -> bool:
-    limit = settings.SHARING_REQUESTS_PER_MINUTE
-    allowed = identity.attempt_allowed(f"sharing:{address}", limit, RATE_WINDOW)
-    if not allowed:
-        _audited(Action.LIMITED, address, "")
-    return allowed
 
 
 def _challenged(
     offer: Offer, why: str, address: str, short: l402.Presented | None = None
 ) -> HttpResponse:
+    """A 402; fresh invoices only while this address (and the node) hold few unpaid ones. A
+    short balance is offered its open top-up again (balances.topup_open_or_reuse), but the
+    other scheme's challenge is a fresh one: counted too."""
+    guard.offer_admitted(address)
     challenges = l402.challenges_offered(offer, why, short)
+    guard.offer_counted(address)
     _audited(Action.CHALLENGED, address, f"{offer.model}: {why}")
     return ChallengeResponse(challenges)
 
@@ -152,7 +145,7 @@ def _audited(action: str, address: str, detail: str) -> None:
 
 async def _answered(
     request: HttpRequest,
-    chat: Any,
+    chat: ChatRequest,
     offer: Offer,
     presented: l402.Presented,
     address: str,
@@ -177,10 +170,14 @@ async def _answered(
     except selling.BalanceShort as short:
         return await sync_to_async(_challenged)(offer, str(short), address, presented)
     except AnswerRefused as refusal:
-        raise api._refusal_error(refusal) from None
+        raise api.refusal_error(refusal) from None
     detail = f"{offer.model}, balance {presented.balance.pk}"
-    await sync_to_async(_audited)(Action.ANSWERED, address, detail)
-    return await _shaped(chat, sold, presented, request)
+    response = await shaping.sold_response(
+        chat, sold, offer, lambda: _audited(Action.ANSWERED, address, detail)
+    )
+    if payment_receipt := _payment_receipt(presented, request):
+        response["Payment-Receipt"] = payment_receipt
+    return response
 
 
 def _paid(presented: l402.Presented) -> Paid:
@@ -191,28 +188,6 @@ def _paid(presented: l402.Presented) -> Paid:
         return paid
     presented.credit.refresh_from_db(fields=["credited_at"])
     return Paid.YES if presented.credit.credited_at is not None else Paid.NO
-
-
-async def _shaped(
-    chat: Any, sold: selling.Sold, presented: l402.Presented, request: HttpRequest
-) -> HttpResponseBase:
-    answer = api.Answer(chat)
-    payment_receipt = _payment_receipt(presented, request)
-    if chat.stream:
-        response: HttpResponseBase = StreamingHttpResponse(
-            answer.sse(sold.events), content_type="text/event-stream"
-        )
-        response["Cache-Control"] = "no-cache"
-        response["X-Accel-Buffering"] = "no"
-    else:
-        whole = await answer.whole(sold.events)
-        response = JsonResponse(whole)
-        receipt = whole.get("sovereign", {}).get("receipt")
-        if receipt is not None:
-            response[receipts.HEADER] = receipts.receipt_header(receipt)
-    if payment_receipt:
-        response["Payment-Receipt"] = payment_receipt
-    return response
 
 
 def _payment_receipt(presented: l402.Presented, request: HttpRequest) -> str:

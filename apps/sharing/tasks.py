@@ -4,7 +4,7 @@ import logging
 
 from celery import shared_task
 
-from apps.sharing import announcing
+from apps.sharing import announcing, pruning
 
 log = logging.getLogger(__name__)
 
@@ -17,3 +17,10 @@ def listing_refresh() -> None:
     except announcing.ListingError as error:
         # Shown on the Sharing page as the last announcement's state; the owner retries there.
         log.warning("The Nostr listing was not refreshed: %s", error)
+
+
+@shared_task(name="sharing.unpaid_balances_prune")
+def unpaid_balances_prune() -> None:
+    """Balances opened by 402s and key invoices never paid: gone once their invoice expired."""
+    if pruned := pruning.unpaid_balances_pruned():
+        log.info("Pruned %d balances whose only invoice expired unpaid.", pruned)

@@ -308,7 +308,7 @@ def test_too_many_requests_from_one_address_get_429(url: str, settings: Any) -> 
     statuses = [post(url, asked()).status for _ in range(3)]
 
     assert statuses == [402, 402, 429]
-    assert AuditEvent.objects.filter(action="sale_rate_limited").count() == 1
+    assert AuditEvent.objects.filter(action="sharing_limited").count() == 1
     assert AuditEvent.objects.filter(action="sale_challenged").count() == 2
 
 
