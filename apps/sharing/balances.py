@@ -115,22 +115,17 @@ def topup_open_or_reuse(balance: Balance, amount_msat: int, description: str) ->
     """The balance's open top-up of this amount if it has one (unpaid, not credited, still
     payable for TOPUP_REUSE_MARGIN), else a new one: asking again, paid or not, does not make
     the node issue invoice after invoice."""
-    still_payable = timezone.now() + TOPUP_REUSE_MARGIN
-    first = balance.credits.order_by("pk").values_list("pk", flat=True).first()
-    open_topup = (
-        balance.credits.filter(
-            credited_at=None,
-            invoice__state=Invoice.State.UNPAID,
-            invoice__amount_msat=amount_msat,
-            invoice__expires_at__gt=still_payable,
-        )
-        .exclude(pk=first)
-        .select_related("invoice")
-        .order_by("-pk")
-        .first()
-    )
-    if open_topup is not None:
-        return open_topup.invoice
+    credits = balance.credits.order_by("pk")
+    first = credits.first()
+    open_topups = credits.filter(
+        credited_at=None,
+        invoice__state=Invoice.State.UNPAID,
+        invoice__amount_msat=amount_msat,
+        invoice__expires_at__gt=timezone.now() + TOPUP_REUSE_MARGIN,
+    ).select_related("invoice")
+    reused = open_topups.exclude(pk=first.pk).last() if first is not None else None
+    if reused is not None:
+        return reused.invoice
     return topup_open(balance, amount_msat, description)
 
 

@@ -3,8 +3,9 @@
     body_read(request) -> bytes          the body, or Refused(413) before a large one is read
     admitted(request) -> str             the client's address key, counted against its limit;
                                          Refused(429, Retry-After) once over it
-    offer_admitted(address)              before a fresh invoice: Refused when this address, or
-                                         everyone together, holds too many unpaid ones
+    offer_admitted(address)              before a fresh invoice: Refused when this address was
+                                         given too many within the hour, or the node holds
+                                         too many unpaid ones
     offer_counted(address)               a fresh invoice was issued to this address
     address_of(request) -> str           the client's address key (below)
     refusal_audited(action, address, detail)
@@ -119,10 +120,13 @@ def admitted(request: HttpRequest) -> str:
     return address
 
 
-def offer_admitted(address: str) -> None:
-    """Refused before a fresh invoice when this address had OFFERS_PER_ADDRESS in the last
-    hour, or the node holds UNPAID_OVERALL unpaid sale invoices."""
-    if identity.attempts_exceeded(_offer_key(address), OFFERS_PER_ADDRESS, OFFER_WINDOW):
+def offer_admitted(address: str, *, per_address: bool = True) -> None:
+    """Refused before a fresh invoice when this address was given OFFERS_PER_ADDRESS within
+    the hour (unless `per_address` is off: a client topping up a balance it paid), or the
+    node holds UNPAID_OVERALL unpaid sale invoices."""
+    if per_address and identity.attempts_exceeded(
+        _offer_key(address), OFFERS_PER_ADDRESS, OFFER_WINDOW
+    ):
         refusal_audited(CAPPED, address, "per address")
         raise Refused(
             429,

@@ -71,8 +71,8 @@ def stranger_endpoint(method: str) -> Callable[[View], View]:
                 return view(request, *args, **kwargs)
             except KeyRefused as refusal:
                 return _detail(refusal.status, str(refusal))
-            except guard.Refused as refused:
-                return _detail(refused.status, str(refused), refused.headers() or None)
+            except guard.Refused as capped:
+                return _detail(capped.status, str(capped), capped.headers() or None)
             except PaymentRefused:
                 return _unlogged(_detail(503, "The node cannot make an invoice now; try later."))
             except Exception as error:

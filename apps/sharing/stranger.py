@@ -128,12 +128,14 @@ async def _paid_for(
 def _challenged(
     offer: Offer, why: str, address: str, short: l402.Presented | None = None
 ) -> HttpResponse:
-    """A 402; fresh invoices only while this address (and the node) hold few unpaid ones. A
-    short balance is offered its open top-up again (balances.topup_open_or_reuse), but the
-    other scheme's challenge is a fresh one: counted too."""
-    guard.offer_admitted(address)
+    """A 402, while the node holds few unpaid invoices. A client with no paid balance is given
+    at most guard.OFFERS_PER_ADDRESS a hour; one whose paid balance ran short is not counted
+    (its scheme's top-up is the same open invoice again: balances.topup_open_or_reuse)."""
+    fresh = short is None
+    guard.offer_admitted(address, per_address=fresh)
     challenges = l402.challenges_offered(offer, why, short)
-    guard.offer_counted(address)
+    if fresh:
+        guard.offer_counted(address)
     _audited(Action.CHALLENGED, address, f"{offer.model}: {why}")
     return ChallengeResponse(challenges)
 
