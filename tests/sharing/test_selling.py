@@ -118,10 +118,14 @@ def test_an_answer_left_before_its_end_is_charged_the_tokens_sent(on_sale: str) 
     assert _left(balance) == 50_000 - sale.cost_msat
 
 
-def test_the_engine_counts_every_stranger_as_one_user(
+def test_the_engine_counts_every_stranger_as_one_user_and_shares_no_cache_with_them(
     on_sale: str, engine: RecordingDecoder
 ) -> None:
     offer = Offer.objects.create(model=on_sale, price_msat=1)
     _read(_balance(10), offer)
+    _read(Balance.objects.get(), offer)
 
-    assert STRANGERS in engine.served
+    first, second = engine.jobs[-2:]
+    assert first.user == second.user == STRANGERS
+    assert first.cache_group.startswith("sale:") and second.cache_group.startswith("sale:")
+    assert first.cache_group != second.cache_group  # not even with each other
