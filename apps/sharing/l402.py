@@ -13,7 +13,9 @@ challenge id, an HMAC under a key derived from the macaroon root key, so it cann
 An L402 token is a prepaid balance of SHARING_TOKEN_REQUESTS answers at their most
 (selling.token_price_msat); an MPP charge pays for one answer. A balance too short for the next
 answer is offered a top-up back to that amount (for L402 a new macaroon with the same token id,
-bound to the top-up's invoice), so nothing already paid is stranded.
+bound to the top-up's invoice), so nothing already paid is stranded; an expired balance is
+offered a fresh token instead. A credited payment renews its balance (balances.py). An MPP
+charge asks whole sats, as the draft's example (`{"amount":"14","currency":"sat"}`).
 
 Credentials taken:
 
