@@ -99,6 +99,7 @@ class _Slot:
     cached: list[int] = field(default_factory=list)
     busy: bool = False
     last_used: int = -1  # when a sequence last started here (a counter); -1: never
+    cache_group: str = ""  # whose prompt the cached tokens came from (see BatchedGenerator.add)
 
 
 class PromptTooLong(ValueError):
@@ -111,6 +112,7 @@ class _Sequence:
     prompt: list[int]
     params: SamplingParams
     sampler: Any  # llama_sampler_p: the sequence's own chain, freed when the sequence ends
+    cache_group: str = ""
     slot: _Slot | None = None
     n_past: int = 0  # tokens of this sequence in the KV cache (= position of the next one)
     cached_tokens: int = 0  # prompt tokens found in the slot's cache, not decoded again
@@ -236,8 +238,17 @@ class BatchedGenerator:
             )
             return self._tokenize(prompt.encode(), add_bos, True)
 
-    def add(self, request_id: str, prompt_tokens: list[int], params: SamplingParams) -> None:
-        """Queue a request; it starts at the next `step()` that finds a free slot."""
+    def add(
+        self,
+        request_id: str,
+        prompt_tokens: list[int],
+        params: SamplingParams,
+        cache_group: str = "",
+    ) -> None:
+        """Queue a request; it starts at the next `step()` that finds a free slot. It reuses a
+        slot's cached prefix only if that slot last served the same `cache_group`: how many
+        tokens were found cached (and how fast the answer came) would otherwise tell one group
+        what another asked."""
         with self._lock:
             self._check_open()
             if any(seq.request_id == request_id for seq in (*self._queue, *self._active)):
@@ -254,7 +265,9 @@ class BatchedGenerator:
             if bad is not None:
                 raise ValueError(f"Token {bad} is not in the model's vocabulary.")
             sampler = self._make_sampler(params)
-            self._queue.append(_Sequence(request_id, list(prompt_tokens), params, sampler))
+            self._queue.append(
+                _Sequence(request_id, list(prompt_tokens), params, sampler, cache_group)
+            )
 
     def cancel(self, request_id: str) -> None:
         """Stop a request: its slot (and KV cells) are freed now, and the next `step()` returns
@@ -374,30 +387,33 @@ class BatchedGenerator:
     def _admit(self) -> None:
         while self._queue and any(not slot.busy for slot in self._slots):
             seq = self._queue.popleft()
-            slot = self._slot_for(seq.prompt)
+            slot = self._slot_for(seq.prompt, seq.cache_group)
             # At least the prompt's last token is decoded again: its logits give the first
             # answer token.
-            reuse = min(_common_prefix(slot.cached, seq.prompt), len(seq.prompt) - 1)
+            shared = _common_prefix(slot.cached, seq.prompt)
+            reuse = min(shared, len(seq.prompt) - 1) if slot.cache_group == seq.cache_group else 0
             if not llama.llama_memory_seq_rm(self._memory, slot.seq_id, reuse, -1):
                 reuse = 0  # a memory that cannot drop a tail (recurrent models) starts over
                 llama.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
             del slot.cached[reuse:]
-            slot.busy, slot.last_used = True, self._starts
+            slot.busy, slot.last_used, slot.cache_group = True, self._starts, seq.cache_group
             self._starts += 1
             seq.slot, seq.n_past, seq.cached_tokens = slot, reuse, reuse
             self._active.append(seq)
 
-    def _slot_for(self, prompt: list[int]) -> _Slot:
+    def _slot_for(self, prompt: list[int], cache_group: str) -> _Slot:
         """The free slot whose cache shares the longest prefix with `prompt`; a slot counts as
         sharing only when that prefix is at least half of what it holds (else taking it would
         throw away more than it spares). Otherwise an empty slot, else the least recently used:
         each keeps whatever prefix it shares.
 
         The prefix is of tokens, not text: two members with the same system prompt share
-        exactly those tokens' cells, which hold nothing of either one's own messages."""
+        exactly those tokens' cells, which hold nothing of either one's own messages. Only a
+        slot of the same cache group counts as sharing."""
 
         def worth(slot: _Slot) -> tuple[int, bool, int]:
-            shared = _common_prefix(slot.cached, prompt)
+            same = slot.cache_group == cache_group
+            shared = _common_prefix(slot.cached, prompt) if same else 0
             useful = shared if shared and 2 * shared >= len(slot.cached) else 0
             return useful, not slot.cached, -slot.last_used
 

@@ -52,6 +52,7 @@ class Job:
     params: SamplingParams
     loop: asyncio.AbstractEventLoop
     user: str = ""  # who asked: free slots go first to whoever has the fewest answers running
+    cache_group: str = ""  # who may reuse whose cached prompt (BatchedGenerator.add)
     overflow: Overflow = Overflow.REFUSE  # what to do with a prompt longer than the context
     # The engine's events for the job, then None if the client goes away first.
     events: asyncio.Queue[Event | None] = field(default_factory=asyncio.Queue)
@@ -261,7 +262,7 @@ class Decoder:
                 tokens, job.dropped_messages = fitted.tokens, fitted.dropped
             else:
                 tokens = generator.tokenize_chat(job.messages)
-            generator.add(job.request_id, tokens, job.params)
+            generator.add(job.request_id, tokens, job.params, job.cache_group)
         except (PromptTooLong, ContextExceeded) as error:
             job.emit({"event": "error", "code": "context_length_exceeded", "message": str(error)})
             return
@@ -396,6 +397,7 @@ class EngineServer:
             ),
             loop=asyncio.get_running_loop(),
             user=str(request.get("user", "")),
+            cache_group=str(request.get("cache_group", "")),
             overflow=Overflow(request.get("overflow", Overflow.REFUSE)),
         )
         if not self.decoder.submit(job):

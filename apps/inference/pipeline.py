@@ -451,9 +451,20 @@ def _local(request: AnswerRequest, model: LocalModel) -> Route:
         request.messages,
         request.sampling.for_engine(),
         user,
-        options={"overflow": request.overflow},
+        options={"overflow": request.overflow, "cache_group": _cache_group(request)},
     )
     return Route(LocalEngine(), backend_request, provenance(model, request.sampling), outside=False)
+
+
+def _cache_group(request: AnswerRequest) -> str:
+    """Whose cached prompts a request may reuse in the engine: the household shares its cache
+    (a common system prompt is decoded once); a friend reuses only their own; a stranger's
+    request nothing, so the cached-token count (and the speed) tells no one what another asked."""
+    if request.origin == Origin.SALE:
+        return f"sale:{request.request_id}"
+    if request.member.role == Role.FRIEND:
+        return f"member:{request.member.pk}"
+    return "household"
 
 
 def _outside(request: AnswerRequest, route: providers.OutsideRoute) -> Route:

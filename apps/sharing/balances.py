@@ -3,13 +3,19 @@ when the node itself says that invoice was paid, and spent answer by answer.
 
     balance_open(kind, token_id, amount_msat, description) -> Opened   a balance and its invoice
     topup_open(balance, amount_msat, description) -> Invoice           another invoice into it
-    balance_credited(balance) -> Credited                              ask the node, credit once
+    credit_paid(credit) -> Paid        whether the node says this invoice was paid (credit once)
+    credit_checked(credit) -> Checked  the same, and whether this very call credited it
+    balance_credited(balance) -> Paid  every invoice of the balance asked; its first's state
+    renewed(balance)                   the balance refreshed, lasting from its last payment
     reserve(balance, msat) -> bool       the most an answer may cost, taken before it starts
     settle(balance, reserved, cost)      what it did cost kept, the rest given back
 
 An invoice is credited once (`Credit.credited_at`, set by a conditional update), so a preimage
 shown again, or shown with another token, never adds to any balance. A node that does not answer
 is unknown, not unpaid: the stranger is told to wait, never to pay again.
+
+Every kind of balance (L402, MPP, key) lasts SHARING_TOKEN_DAYS from the last payment credited
+to it, its first or a top-up: crediting renews it.
 """
 
 from __future__ import annotations
@@ -17,11 +23,11 @@ from __future__ import annotations
 import enum
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Max
 from django.utils import timezone
 
 from apps.sharing.models import Balance, Credit
@@ -32,8 +38,8 @@ CALLER = "sharing"  # the wallet's caller for every invoice a sale issues
 
 
 class Paid(enum.StrEnum):
-    YES = "yes"  # every invoice of the balance the node says was paid is credited
-    NO = "no"  # its first invoice is unpaid (or expired): nothing to spend
+    YES = "yes"  # the invoice asked about was paid, and is credited
+    NO = "no"  # the invoice asked about is unpaid (or expired): nothing to spend
     UNKNOWN = "unknown"  # the node did not answer: ask again later, never pay twice
 
 
@@ -63,33 +69,69 @@ def topup_open(balance: Balance, amount_msat: int, description: str) -> Invoice:
     return invoice
 
 
+@dataclass(frozen=True)
+class Checked:
+    paid: Paid
+    credited_now: bool  # this call's conditional update credited it (so audit it once, here)
+
+
 def balance_credited(balance: Balance) -> Paid:
     """Credit every invoice of the balance that the node says was paid, once each; whether its
-    first invoice was paid at all."""
+    first invoice was paid at all (a key's balance exists only once it was)."""
     first: Paid | None = None
     for credit in balance.credits.select_related("invoice").order_by("pk"):
-        state = _paid(credit)
+        state = credit_paid(credit)
         if first is None:
             first = state
     return first or Paid.NO
 
 
-def _paid(credit: Credit) -> Paid:
+def credit_paid(credit: Credit) -> Paid:
+    """Whether the node says this invoice of a balance was paid, crediting it once if so: the
+    state of the payment a credential shows, not of any other invoice of its balance."""
+    return credit_checked(credit).paid
+
+
+def credit_checked(credit: Credit) -> Checked:
     if credit.credited_at is not None:
-        return Paid.YES
+        return Checked(Paid.YES, credited_now=False)
     state = wallet.invoice_state_now(credit.invoice)
     if state is None:
-        return Paid.UNKNOWN
+        return Checked(Paid.UNKNOWN, credited_now=False)
     if state != Invoice.State.PAID:
-        return Paid.NO
+        return Checked(Paid.NO, credited_now=False)
     received = credit.invoice.amount_received_msat or credit.invoice.amount_msat
     with transaction.atomic():
         # Conditional: two requests showing the same payment at once credit it once.
-        if Credit.objects.filter(pk=credit.pk, credited_at=None).update(credited_at=timezone.now()):
+        now = timezone.now()
+        changed = Credit.objects.filter(pk=credit.pk, credited_at=None).update(credited_at=now)
+        if changed:
             Balance.objects.filter(pk=credit.balance_id).update(
                 balance_msat=F("balance_msat") + received
             )
-    return Paid.YES
+            _renew(credit.balance_id)
+    credit.refresh_from_db(fields=["credited_at"])
+    return Checked(Paid.YES, credited_now=bool(changed))
+
+
+def renewed(balance: Balance) -> None:
+    """`balance` refreshed, with the expiry its last credited payment gives it."""
+    _renew(balance.pk)
+    balance.refresh_from_db()
+
+
+def _renew(balance_id: int) -> None:
+    """A balance lasts SHARING_TOKEN_DAYS from the last payment credited to it; never shortened."""
+    last = Credit.objects.filter(balance_id=balance_id).aggregate(last=Max("credited_at"))["last"]
+    if last is not None:
+        renewed = last + timedelta(days=settings.SHARING_TOKEN_DAYS)
+        Balance.objects.filter(pk=balance_id, expires_at__lt=renewed).update(expires_at=renewed)
+
+
+def expiry_once_paid(invoice: Invoice) -> datetime:
+    """The latest a balance can last thanks to this invoice: paid at the last moment it can
+    be, SHARING_TOKEN_DAYS from then (what a macaroon bound to it may be good until)."""
+    return invoice.expires_at + timedelta(days=settings.SHARING_TOKEN_DAYS)
 
 
 def reserve(balance: Balance, msat: int) -> bool:

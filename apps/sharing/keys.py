@@ -28,13 +28,13 @@ import hmac
 import re
 import secrets
 from dataclasses import asdict, dataclass, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Max, QuerySet
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from apps.audit.services import audit_record
@@ -244,14 +244,14 @@ def _buys_the_key(invoice: Invoice) -> bool:
 def _status(invoice: Invoice) -> Status:
     credit: Credit = invoice.credit
     balance = credit.balance
-    was_credited = credit.credited_at is not None
-    balances.balance_credited(balance)  # asks the node about every invoice not yet credited
-    _renewed(balance)
+    # Audited only by the call whose conditional update credited it: polls at once audit once.
+    checked = balances.credit_checked(credit)
+    balances.renewed(balance)
     credit.refresh_from_db()
     invoice.refresh_from_db()
     if credit.credited_at is not None:
         state, key = "paid", _key_of(balance)
-        if not was_credited:
+        if checked.credited_now:
             sats = invoice.amount_msat // 1000
             audit_record(
                 "sharing_key_paid",
@@ -298,20 +298,10 @@ def _issued_balance(key: str, *, not_found: int, expired_too: bool = False) -> B
         raise KeyRefused(not_found, "Invalid API key" if not_found == 401 else "API key not found")
     if paid == Paid.UNKNOWN:
         raise KeyRefused(503, "The node cannot tell now whether this key was paid; ask again.")
-    _renewed(balance)
+    balances.renewed(balance)
     if balance.expires_at <= timezone.now() and not expired_too:
         raise KeyRefused(401, "This API key has expired; a top-up renews it.")
     return balance
-
-
-def _renewed(balance: Balance) -> None:
-    """A key lasts SHARING_TOKEN_DAYS from the last payment credited to it (its first, or a
-    top-up): `balance` is refreshed with the expiry that follows."""
-    last = balance.credits.aggregate(last=Max("credited_at"))["last"]
-    if last is not None:
-        renewed = last + timedelta(days=settings.SHARING_TOKEN_DAYS)
-        Balance.objects.filter(pk=balance.pk, expires_at__lt=renewed).update(expires_at=renewed)
-    balance.refresh_from_db()
 
 
 def balance_info(key: str) -> dict[str, Any]:

@@ -13,7 +13,9 @@ challenge id, an HMAC under a key derived from the macaroon root key, so it cann
 An L402 token is a prepaid balance of SHARING_TOKEN_REQUESTS answers at their most
 (selling.token_price_msat); an MPP charge pays for one answer. A balance too short for the next
 answer is offered a top-up back to that amount (for L402 a new macaroon with the same token id,
-bound to the top-up's invoice), so nothing already paid is stranded.
+bound to the top-up's invoice), so nothing already paid is stranded; an expired balance is
+offered a fresh token instead. A credited payment renews its balance (balances.py). An MPP
+charge asks whole sats, as the draft's example (`{"amount":"14","currency":"sat"}`).
 
 Credentials taken:
 
@@ -33,7 +35,7 @@ import hmac
 import json
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -74,6 +76,7 @@ class Presented:
     balance: Balance
     credit: Credit
     payment_hash: str
+    challenge_id: str = ""  # a Payment credential's: its receipt names the challenge it paid
 
 
 @dataclass(frozen=True)
@@ -115,11 +118,16 @@ def _bought(offer: Offer, kind: Balance.Kind, short: Presented | None) -> Bought
     full = bundle_msat(offer, kind)
     description = invoice_description(offer)
     if short is not None and short.balance.kind == kind:
-        lacking = full - balances.balance_now(short.balance)
+        # An expired balance is not topped up (its remainder could not be spent until the
+        # top-up is paid): a fresh token instead. Its expiry as the node has it now.
+        short.balance.refresh_from_db(fields=["expires_at"])
+        lacking = _invoiced_msat(kind, full - balances.balance_now(short.balance))
         if lacking > 0 and short.balance.expires_at > timezone.now():
             topup = balances.topup_open_or_reuse(short.balance, lacking, f"{description} (top-up)")
             return Bought(short.balance, topup)
-    opened = balances.balance_open(kind, secrets.token_hex(32), full, description)
+    opened = balances.balance_open(
+        kind, secrets.token_hex(32), _invoiced_msat(kind, full), description
+    )
     return Bought(opened.balance, opened.invoice)
 
 
@@ -132,9 +140,24 @@ def bundle_msat(offer: Offer, kind: Balance.Kind) -> int:
     return selling.token_price_msat(offer)
 
 
+def _invoiced_msat(kind: Balance.Kind, msat: int) -> int:
+    """What an invoice asks: an MPP charge states its amount in whole sats (the draft's
+    `"currency":"sat"`), so its invoice is rounded up to the sat; the rest stays in the
+    balance. An L402 invoice asks the msat exactly."""
+    if kind == Balance.Kind.MPP and msat > 0:
+        return -(-msat // 1000) * 1000
+    return msat
+
+
 def l402_macaroon(bought: Bought) -> str:
-    """The token's macaroon, bound to the invoice it is paid with, good while its balance is."""
-    until = int(bought.balance.expires_at.timestamp())
+    """The token's macaroon, bound to the invoice it is paid with. Its `valid_until` is the
+    latest its balance can last once that invoice is paid (crediting renews a balance to
+    SHARING_TOKEN_DAYS after the payment, which can come as late as the invoice expires), so
+    the caveat never refuses a balance the payment renewed; the balance's own expiry is what
+    spending checks. A balance renewed later by a top-up comes with a new macaroon, bound to
+    that top-up's invoice and good as long."""
+    renewed = balances.expiry_once_paid(bought.invoice)
+    until = int(max(bought.balance.expires_at, renewed).timestamp())
     token_id = bought.balance.token_id
     return macaroons.b64encode(macaroons.mint(bought.invoice.payment_hash, token_id, until))
 
@@ -144,9 +167,9 @@ def mpp_challenge(bought: Bought) -> str:
     travels in `opaque`, which the challenge id covers)."""
     invoice = bought.invoice
     request = {
-        # The draft's amounts are whole units of the currency: msat keeps a price exact.
-        "amount": str(invoice.amount_msat),
-        "currency": "msat",
+        # As the draft's example: whole sats as a string (the invoice is made in whole sats).
+        "amount": str(invoice.amount_msat // 1000),
+        "currency": "sat",
         "methodDetails": {
             "invoice": invoice.bolt11,
             "paymentHash": invoice.payment_hash,
@@ -164,6 +187,19 @@ def mpp_challenge(bought: Bought) -> str:
     }
     params = {"id": mpp_id(params), **params}
     return "Payment " + ", ".join(f'{name}="{value}"' for name, value in params.items())
+
+
+def payment_receipt(presented: Presented) -> str:
+    """MPP's `Payment-Receipt` for a charge taken (draft-httpauth-payment): base64url JCS of
+    status, method, timestamp, the payment hash as reference and the challenge id paid."""
+    receipt = {
+        "status": "success",
+        "method": "lightning",
+        "timestamp": rfc3339(timezone.now()),
+        "reference": presented.payment_hash,
+        "challengeId": presented.challenge_id,
+    }
+    return b64url(jcs(receipt))
 
 
 def mpp_id(params: dict[str, Any]) -> str:
@@ -221,7 +257,8 @@ def _mpp_presented(encoded: str) -> Presented:
     # An expired challenge's invoice can no longer be paid (the node refuses it), so a charge
     # paid in time is honoured even when presented after `expires`.
     _preimage_matches(str(preimage), str(payment_hash))
-    return _balance_for(Balance.Kind.MPP, str(token_id), str(payment_hash))
+    found = _balance_for(Balance.Kind.MPP, str(token_id), str(payment_hash))
+    return replace(found, challenge_id=str(challenge["id"]))
 
 
 def _preimage_matches(preimage: str, payment_hash: str) -> None:

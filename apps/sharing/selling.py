@@ -14,7 +14,7 @@ sold_answer(balance, offer, messages, sampling) -> Sold
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -79,7 +79,7 @@ class Sold:
     events: Events
     reserved_msat: int
     sale: Sale | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    prompt_estimate: int = 0  # tokens, for an answer that ends before the engine reports usage
 
 
 async def sold_answer(
@@ -99,14 +99,24 @@ async def sold_answer(
     except BaseException:
         await sync_to_async(balances.settle)(balance, most, 0)
         raise
-    sold = Sold(events, most)
+    sold = Sold(events, most, prompt_estimate=prompt_tokens_estimated(messages))
     sold.events = await primed(_charged(sold, balance, offer))
     return sold
 
 
+def prompt_tokens_estimated(messages: list[dict[str, str]]) -> int:
+    """The prompt's tokens when the engine never reported them (an answer cut short or broken
+    off): its text's characters over four, a usual English average. The model's tokenizer
+    lives in the engine, not in the web server; the per-request most still bounds the charge."""
+    return sum(len(str(message.get("content", ""))) for message in messages) // 4
+
+
 async def _charged(sold: Sold, balance: Balance, offer: Offer) -> Events:
     """The answer's events; at its end, what it used is charged (once, even if the client
-    leaves): a Done by its usage, an answer cut short by the tokens it had sent."""
+    leaves): a Done by its usage; an answer cut short, or broken off (Failed) after it began,
+    by its estimated prompt and the tokens it had sent. The engine merges runs of tokens into
+    one event and tells no count, so the tokens sent are counted by events: at most what was
+    sent, never more."""
     inner, sent, ended = sold.events, 0, False
     try:
         yield PRIMING
@@ -122,7 +132,7 @@ async def _charged(sold: Sold, balance: Balance, offer: Offer) -> Events:
                 event = replace(event, provenance={**event.provenance, **shown})
             elif isinstance(event, Failed):
                 ended = True
-                await sync_to_async(balances.settle)(balance, sold.reserved_msat, 0)
+                await sync_to_async(_cut_short)(sold, balance, offer, sent)
             yield event
     finally:
         if not ended:  # the client left: what was sent is charged
@@ -133,7 +143,8 @@ async def _charged(sold: Sold, balance: Balance, offer: Offer) -> Events:
 def _sale_record(
     sold: Sold, balance: Balance, offer: Offer, prompt_tokens: int, completion_tokens: int
 ) -> Sale:
-    cost = cost_msat(offer, prompt_tokens, completion_tokens)
+    # What is kept is never above what was reserved: the Sale and its receipt say the same.
+    cost = min(cost_msat(offer, prompt_tokens, completion_tokens), sold.reserved_msat)
     balances.settle(balance, sold.reserved_msat, cost)
     sold.sale = Sale.objects.create(
         balance=balance,
@@ -146,10 +157,11 @@ def _sale_record(
 
 
 def _cut_short(sold: Sold, balance: Balance, offer: Offer, tokens_sent: int) -> None:
+    """Nothing sent: nothing charged. Else the prompt (estimated) and the tokens sent."""
     if tokens_sent == 0:
         balances.settle(balance, sold.reserved_msat, 0)
         return
-    _sale_record(sold, balance, offer, 0, tokens_sent)
+    _sale_record(sold, balance, offer, sold.prompt_estimate, tokens_sent)
 
 
 def _sale_shown(
@@ -162,7 +174,7 @@ def _sale_shown(
     receipt = receipts.sale_receipt(
         _first_payment_hash(balance), sale.cost_msat, offer.model, usage, left
     )
-    return {"cost_msat": sale.cost_msat, "balance_msat": left, "receipt": receipt, **sold.extra}
+    return {"cost_msat": sale.cost_msat, "balance_msat": left, "receipt": receipt}
 
 
 def _first_payment_hash(balance: Balance) -> str:

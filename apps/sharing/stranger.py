@@ -27,7 +27,6 @@ address at most.
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -183,26 +182,20 @@ async def _answered(
 
 
 def _paid(presented: l402.Presented) -> Paid:
-    """Whether the node says the invoice this credential shows was paid (crediting every paid
-    invoice of its balance, once each)."""
-    paid = balances.balance_credited(presented.balance)
-    if paid != Paid.YES:
-        return paid
-    presented.credit.refresh_from_db(fields=["credited_at"])
-    return Paid.YES if presented.credit.credited_at is not None else Paid.NO
+    """Whether the node says the invoice this credential shows was paid: that invoice's own
+    state (a top-up's, when it shows one), so a node silent about it is unknown, never unpaid.
+    Once it was, any other paid invoice of its balance is credited too (once each)."""
+    paid = balances.credit_paid(presented.credit)
+    if paid == Paid.YES:
+        balances.balance_credited(presented.balance)
+    return paid
 
 
 def _payment_receipt(presented: l402.Presented, request: HttpRequest) -> str:
     """MPP's own receipt of the charge (draft-httpauth-payment), for a Payment credential."""
     if l402.scheme_of(request.headers.get("Authorization", "")) != "payment":
         return ""
-    receipt = {
-        "status": "success",
-        "method": "lightning",
-        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "reference": presented.payment_hash,
-    }
-    return l402.b64url(l402.jcs(receipt))
+    return l402.payment_receipt(presented)
 
 
 # What strangers may read ------------------------------------------------------------------

@@ -497,14 +497,17 @@ def invoices_sync() -> int:
 
 def invoice_state_now(invoice: Invoice) -> str | None:
     """The invoice's state as the node says it now (`listinvoices`), settling our row if it
-    was paid or expired meanwhile; None when the node does not answer (unknown, not unpaid)."""
+    was paid or expired meanwhile; None when the node does not answer, or no longer lists it
+    (autoclean deletes paid invoices too): unknown, not unpaid."""
     if invoice.state != Invoice.State.UNPAID:
         return invoice.state
     try:
         found = cln.call("listinvoices", label=invoice.label)["invoices"]
     except (NodeMissing, NodeSilent, NodeRefused):
         return None
-    if found and found[0]["status"] != "unpaid":
+    if not found:
+        return None
+    if found[0]["status"] != "unpaid":
         _invoice_settled(invoice, found[0])
     invoice.refresh_from_db(fields=["state", "preimage", "amount_received_msat", "paid_at"])
     return invoice.state

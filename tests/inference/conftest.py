@@ -65,9 +65,11 @@ class RecordingDecoder(Decoder):
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         self.received: list[list[dict[str, str]]] = []
+        self.jobs: list[Job] = []
 
     def submit(self, job: Job) -> bool:
         self.received.append(job.messages)
+        self.jobs.append(job)
         return super().submit(job)
 
 

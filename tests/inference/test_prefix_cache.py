@@ -48,9 +48,11 @@ def gen() -> Iterator[BatchedGenerator]:
         yield two_slots
 
 
-def run(gen: BatchedGenerator, messages: list[dict[str, str]], request_id: str) -> TokenEvent:
+def run(
+    gen: BatchedGenerator, messages: list[dict[str, str]], request_id: str, cache_group: str = ""
+) -> TokenEvent:
     """Answer alone; the final event, carrying the whole text in `text`."""
-    gen.add(request_id, gen.tokenize_chat(messages), GREEDY)
+    gen.add(request_id, gen.tokenize_chat(messages), GREEDY, cache_group)
     parts: list[str] = []
     for _ in range(2000):
         for event in gen.step():
@@ -157,6 +159,22 @@ def test_two_members_with_one_long_system_prompt_share_only_its_tokens(
     again = run(gen, alice, "alice-again")
     assert again.text == alice_answer.text
     assert again.cached_tokens >= shared
+
+
+def test_a_prompt_is_never_reused_across_cache_groups(gen: BatchedGenerator) -> None:
+    """A stranger (or a friend) learns nothing of what the household asked from how many of
+    their prompt's tokens were found cached, nor the household of them."""
+    household = [{"role": "system", "content": HOUSE_RULES},
+                 {"role": "user", "content": "My diagnosis is"}]  # fmt: skip
+    run(gen, household, "household", cache_group="household")
+    probe = run(gen, household, "stranger", cache_group="sale:1")
+    assert probe.cached_tokens == 0
+
+    # Both slots now hold the same prompt, one for each group: each reuses only its own.
+    again = run(gen, household, "household-again", cache_group="household")
+    assert again.cached_tokens == len(gen.tokenize_chat(household)) - 1
+    other = run(gen, household, "another-stranger", cache_group="sale:2")
+    assert other.cached_tokens == 0
 
 
 def test_cancelling_mid_prompt_or_mid_answer_leaves_each_slot_with_what_it_decoded(

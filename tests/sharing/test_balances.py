@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from django.utils import timezone
 
 from apps.sharing import balances
 from apps.sharing.balances import Paid
-from apps.sharing.models import Balance
+from apps.sharing.models import Balance, Credit
 from tests.lightningd import LightningdDouble
 from tests.wallet.conftest import household_node
 
@@ -79,6 +81,39 @@ def test_a_top_up_adds_only_once_it_is_paid(
     buyer.rpc.xpay(topup.bolt11)
     balances.balance_credited(opened.balance)
     assert balances.balance_now(opened.balance) == 26_000
+
+
+def test_a_top_up_the_node_is_silent_about_is_unknown_though_its_first_was_paid(
+    seller: LightningdDouble, buyer: LightningdDouble
+) -> None:
+    opened = _balance()
+    buyer.rpc.xpay(opened.invoice.bolt11)
+    balances.balance_credited(opened.balance)
+    topup = balances.topup_open(opened.balance, 5_000, "more answers")
+    buyer.rpc.xpay(topup.bolt11)
+    credit = Credit.objects.get(invoice=topup)
+    seller.faults.next_call("listinvoices", "drop")
+
+    assert balances.credit_paid(credit) == Paid.UNKNOWN  # never "not paid": no second invoice
+    assert balances.balance_now(opened.balance) == 21_000
+    assert balances.credit_paid(credit) == Paid.YES
+    assert balances.balance_now(opened.balance) == 26_000
+
+
+def test_crediting_a_payment_renews_any_balance_for_the_token_days(
+    seller: LightningdDouble, buyer: LightningdDouble, settings: Any
+) -> None:
+    opened = balances.balance_open(Balance.Kind.MPP, "cd" * 32, 21_000, "an answer from tiny")
+    soon = timezone.now() + timedelta(hours=1)
+    Balance.objects.filter(pk=opened.balance.pk).update(expires_at=soon)
+    buyer.rpc.xpay(opened.invoice.bolt11)
+
+    balances.balance_credited(opened.balance)
+
+    opened.balance.refresh_from_db()
+    credited = Credit.objects.get(balance=opened.balance).credited_at
+    assert credited is not None
+    assert opened.balance.expires_at == credited + timedelta(days=settings.SHARING_TOKEN_DAYS)
 
 
 def test_a_reservation_never_takes_more_than_the_balance_and_settling_gives_back_the_rest(

@@ -68,7 +68,7 @@ def test_no_credential_gets_402_with_lsat_first_then_l402_then_mpp(
     # MPP charge pays for one.
     assert invoice["amount_msat"] == token_msat() and MODEL in invoice["description"]
     charged = json.loads(base64.urlsafe_b64decode(mpp["request"] + "=="))
-    assert int(charged["amount"]) == PRICE_MSAT
+    assert (charged["amount"], charged["currency"]) == (str(PRICE_MSAT // 1000), "sat")
     assert Invoice.objects.get(bolt11=l402["invoice"]).caller == "sharing"
 
 
@@ -246,12 +246,17 @@ def test_an_expired_token_is_refused(url: str, payer: LightningdDouble) -> None:
     reply = post(url, asked(), token.authorization)
     assert reply.status == 402 and "expired" in reply.json()["detail"]
 
-    # And a token whose balance has expired, though its macaroon is still good: new 402.
+    # And a token whose balance has expired, though its macaroon is still good: new 402, with
+    # a fresh token, never a top-up of the expired balance. (Shown once first: crediting its
+    # payment renews it, so it is expired only after that.)
     fresh = bought(url, payer)
+    assert post(url, asked(), fresh.authorization).status == 200
     Balance.objects.filter(token_id=_token_id(fresh)).update(
         expires_at=timezone.now() - timedelta(seconds=1)
     )
-    assert post(url, asked(), fresh.authorization).status == 402
+    refused = post(url, asked(), fresh.authorization)
+    assert refused.status == 402
+    assert _token_id(l402_token(refused)) != _token_id(fresh)
 
 
 def test_a_node_that_does_not_answer_gets_503_not_a_new_invoice(
@@ -268,6 +273,55 @@ def test_a_node_that_does_not_answer_gets_503_not_a_new_invoice(
     assert reply.status == 503 and reply.headers["Retry-After"]
     assert Invoice.objects.count() == invoices
     assert post(url, asked(), token.authorization).status == 200
+
+
+def _short_then_topped_up(url: str, token: Token, payer: LightningdDouble) -> Token:  # noqa: F811
+    """The token's balance made too short for an answer; the top-up offered, paid."""
+    Balance.objects.filter(token_id=_token_id(token)).update(balance_msat=1)
+    short = post(url, asked(), token.authorization)
+    assert short.status == 402 and "needs up to" in short.json()["detail"]
+    topup = l402_token(short)
+    assert _token_id(topup) == _token_id(token)
+    return paid(topup, payer)
+
+
+def test_a_node_silent_about_a_paid_top_up_gets_503_never_new_invoices(
+    url: str,
+    payer: LightningdDouble,  # noqa: F811
+    seller_node: LightningdDouble,  # noqa: F811
+) -> None:
+    token = bought(url, payer)
+    assert post(url, asked(), token.authorization).status == 200  # its first invoice credited
+    topup = _short_then_topped_up(url, token, payer)
+    seller_node.faults.next_call("listinvoices", "drop")
+    invoices = Invoice.objects.count()
+
+    reply = post(url, asked(), topup.authorization)
+
+    # The top-up's own state is unknown: wait, never a 402 that would have it paid twice.
+    assert reply.status == 503 and reply.headers["Retry-After"], reply.body
+    assert Invoice.objects.count() == invoices
+    assert post(url, asked(), topup.authorization).status == 200
+
+
+def test_a_paid_top_up_renews_the_token_and_its_macaroon_lasts_as_long(
+    url: str,
+    payer: LightningdDouble,  # noqa: F811
+) -> None:
+    token = bought(url, payer)
+    assert post(url, asked(), token.authorization).status == 200
+    balance = Balance.objects.get(token_id=_token_id(token))
+    Balance.objects.filter(pk=balance.pk).update(expires_at=timezone.now() + timedelta(hours=1))
+    topup = _short_then_topped_up(url, token, payer)
+
+    assert post(url, asked(), topup.authorization).status == 200
+
+    balance.refresh_from_db()
+    days = timedelta(days=settings.SHARING_TOKEN_DAYS)
+    assert balance.expires_at > timezone.now() + days - timedelta(minutes=5)
+    caveats = test_macaroons.parse(test_macaroons.b64decode_any(topup.macaroon)).caveats
+    [until] = [int(c.split(b"=")[1]) for c in caveats if b"valid_until" in c]
+    assert until >= balance.expires_at.timestamp()  # the caveat never refuses the renewed balance
 
 
 def test_lsat_credentials_are_taken_as_l402(url: str, payer: LightningdDouble) -> None:  # noqa: F811

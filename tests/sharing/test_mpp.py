@@ -62,8 +62,9 @@ def paid_charge(url: str, payer: LightningdDouble) -> tuple[dict[str, str], str]
     decoded = payer.rpc.decode(invoice)
     # The request and the invoice agree, and ask the price: then, and only then, pay.
     assert decoded["payment_hash"] == request["methodDetails"]["paymentHash"]
-    assert decoded["amount_msat"] == int(request["amount"]) == PRICE_MSAT
-    assert request["currency"] == "msat"
+    # As the draft's example (`{"amount":"14","currency":"sat"}`): whole sats as a string.
+    assert decoded["amount_msat"] == int(request["amount"]) * 1000 == PRICE_MSAT
+    assert request["currency"] == "sat" and isinstance(request["amount"], str)
     return params, payer.rpc.xpay(invoice)["payment_preimage"]
 
 
@@ -94,6 +95,7 @@ def test_a_paid_charge_gets_the_answer_a_payment_receipt_and_a_signed_receipt(
     payment_hash = hashlib.sha256(bytes.fromhex(preimage)).hexdigest()
     receipt = json.loads(b64url_decoded(reply.headers["Payment-Receipt"]))
     assert (receipt["status"], receipt["reference"]) == ("success", payment_hash)
+    assert receipt["challengeId"] == params["id"]  # the challenge this charge paid (the draft)
     content = json.loads(body["sovereign"]["receipt"]["content"])
     assert (content["payment_hash"], content["amount_msat"]) == (payment_hash, PRICE_MSAT)
     assert Balance.objects.get(kind="mpp", sales__isnull=False).balance_msat == 0
@@ -145,4 +147,8 @@ def test_a_metered_charge_asks_what_one_answer_reserves(
     params = charge(post(url, asked()))
 
     request = json.loads(b64url_decoded(params["request"]))
-    assert int(request["amount"]) == settings.ENGINE_CONTEXT_PER_SLOT // 2 < PRICE_MSAT
+    # What one answer reserves (a slot's context at 0.5 msat a token), in whole sats rounded
+    # up, as the draft states amounts: the fraction of a sat stays in the balance.
+    reserved = settings.ENGINE_CONTEXT_PER_SLOT // 2
+    assert int(request["amount"]) == -(-reserved // 1000) < PRICE_MSAT // 1000
+    assert request["currency"] == "sat"

@@ -31,6 +31,7 @@ from apps.providers import sealing
 from apps.providers.models import Credential, Provider, ProviderModel
 from apps.sharing import keys
 from apps.sharing.models import Balance, Credit, Listing, Offer, Sale
+from apps.wallet.models import Invoice
 from tests.inference.conftest import MODEL, RecordingDecoder, bundled_local_model, serving_engine
 from tests.instances import Instance
 from tests.lightningd import LightningdDouble
@@ -147,6 +148,21 @@ def test_a_paid_invoice_gives_its_key_and_the_same_key_when_asked_again(
     assert AuditEvent.objects.filter(action="sharing_key_paid").count() == 1
 
 
+def test_status_polls_racing_on_one_payment_audit_it_once(
+    on_sale: Offer, payer: LightningdDouble
+) -> None:
+    made = invoice_made(100)
+    payer.rpc.xpay(made["bolt11"])
+    # One poll read the invoice before another credited it: it must not audit the payment too.
+    stale = Invoice.objects.select_related("credit").get(payment_hash=made["payment_hash"])
+    assert status_of(made["invoice_id"])["status"] == "paid"
+
+    assert keys._status(stale).status == "paid"
+
+    assert AuditEvent.objects.filter(action="sharing_key_paid").count() == 1
+    assert balance_msat(str(status_of(made["invoice_id"])["api_key"])) == 100_000
+
+
 def test_a_lost_status_answer_is_recovered_with_the_invoice(
     on_sale: Offer, payer: LightningdDouble
 ) -> None:
@@ -188,7 +204,7 @@ def test_a_failure_on_a_status_call_logs_no_invoice_id(
     def broken(balance: Balance) -> None:
         raise RuntimeError(f"broken for {made['invoice_id']}")
 
-    monkeypatch.setattr(keys.balances, "balance_credited", broken)
+    monkeypatch.setattr(keys.balances, "credit_checked", broken)
     failed = stranger().get(f"/lightning/invoice/{made['invoice_id']}/status")
 
     assert failed.status_code == 500

@@ -4,6 +4,7 @@ the strangers, to the engine."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,7 +13,7 @@ from asgiref.sync import async_to_sync
 
 from apps.identity.models import Member, Role
 from apps.inference.answering import Sampling
-from apps.inference.backends.base import Done, Token
+from apps.inference.backends.base import Done, Failed, RefusalCode, Token, primed
 from apps.inference.engine_protocol import STRANGERS
 from apps.sharing import selling
 from apps.sharing.models import Balance, Offer, Sale
@@ -103,9 +104,11 @@ def test_a_balance_short_of_the_most_a_request_may_cost_is_refused_and_untouched
     assert not Sale.objects.exists()
 
 
-def test_an_answer_left_before_its_end_is_charged_the_tokens_sent(on_sale: str) -> None:
+def test_an_answer_left_before_its_end_is_charged_its_prompt_and_the_tokens_sent(
+    on_sale: str,
+) -> None:
     offer = Offer.objects.create(
-        model=on_sale, price_msat=1_000_000, per_1k_tokens=True, max_request_msat=50_000
+        model=on_sale, price_msat=1_000, per_1k_tokens=True, max_request_msat=50_000
     )
     balance = _balance(50_000)
 
@@ -113,15 +116,82 @@ def test_an_answer_left_before_its_end_is_charged_the_tokens_sent(on_sale: str) 
 
     assert all(isinstance(event, Token) for event in events)
     sale = Sale.objects.get()
+    # The engine reported no usage: the prompt is estimated (its characters over four).
+    assert sale.prompt_tokens == len("Name a colour.") // 4 > 0
     assert sale.completion_tokens >= 1
-    assert sale.cost_msat == min(sale.completion_tokens * 1_000, 50_000)
+    assert sale.cost_msat == sale.prompt_tokens + sale.completion_tokens  # 1 msat a token
     assert _left(balance) == 50_000 - sale.cost_msat
 
 
-def test_the_engine_counts_every_stranger_as_one_user(
+def _sold(events: list[Any], reserved: int) -> selling.Sold:
+    async def given() -> Any:
+        for event in events:
+            yield event
+
+    return selling.Sold(given(), reserved, prompt_estimate=7)
+
+
+def _charged(sold: selling.Sold, balance: Balance, offer: Offer) -> list[Any]:
+    async def read() -> list[Any]:
+        events = await primed(selling._charged(sold, balance, offer))
+        return [event async for event in events]
+
+    return async_to_sync(read)()
+
+
+def test_an_answer_broken_off_after_tokens_is_charged_as_one_cut_short(on_sale: str) -> None:
+    offer = Offer.objects.create(
+        model=on_sale, price_msat=1_000, per_1k_tokens=True, max_request_msat=50_000
+    )
+    balance = _balance(50_000 - 400)  # 400 reserved
+    failed = Failed(RefusalCode.ENGINE_BROKEN, "the engine stopped")
+    sold = _sold([Token("Bl"), Token("ue"), failed], reserved=400)
+
+    assert _charged(sold, balance, offer)[-1] == failed
+
+    sale = Sale.objects.get()
+    assert (sale.prompt_tokens, sale.completion_tokens, sale.cost_msat) == (7, 2, 9)
+    assert _left(balance) == 50_000 - 9
+
+
+def test_an_answer_broken_off_before_any_token_costs_nothing(on_sale: str) -> None:
+    offer = Offer.objects.create(
+        model=on_sale, price_msat=1_000, per_1k_tokens=True, max_request_msat=50_000
+    )
+    balance = _balance(50_000 - 400)
+    sold = _sold([Failed(RefusalCode.ENGINE_BROKEN, "the engine stopped")], reserved=400)
+
+    _charged(sold, balance, offer)
+
+    assert not Sale.objects.exists() and _left(balance) == 50_000
+
+
+def test_the_sale_records_what_was_kept_never_more_than_was_reserved(on_sale: str) -> None:
+    offer = Offer.objects.create(
+        model=on_sale, price_msat=1_000, per_1k_tokens=True, max_request_msat=50_000
+    )
+    balance = _balance(50_000 - 400)
+    sold = selling.Sold(_sold([], 400).events, 400)
+
+    shown = selling._sale_shown(sold, balance, offer, 900, 100)  # 1,000 msat used
+
+    sale = Sale.objects.get()
+    assert sale.cost_msat == shown["cost_msat"] == 400 == _left_spent(balance)
+    assert json.loads(shown["receipt"]["content"])["amount_msat"] == 400
+
+
+def _left_spent(balance: Balance) -> int:
+    return 50_000 - _left(balance)
+
+
+def test_the_engine_counts_every_stranger_as_one_user_and_shares_no_cache_with_them(
     on_sale: str, engine: RecordingDecoder
 ) -> None:
     offer = Offer.objects.create(model=on_sale, price_msat=1)
     _read(_balance(10), offer)
+    _read(Balance.objects.get(), offer)
 
-    assert STRANGERS in engine.served
+    first, second = engine.jobs[-2:]
+    assert first.user == second.user == STRANGERS
+    assert first.cache_group.startswith("sale:") and second.cache_group.startswith("sale:")
+    assert first.cache_group != second.cache_group  # not even with each other

@@ -32,6 +32,19 @@ def test_an_invoice_is_made_and_learned_paid(
     assert made.preimage == paid["payment_preimage"] and made.paid_at is not None
 
 
+def test_an_invoice_the_node_no_longer_lists_is_unknown_not_unpaid(
+    node: LightningdDouble, payee: LightningdDouble
+) -> None:
+    made = services.invoice_create(15_000, "a summary", purpose="sale-2", caller="friend:2")
+    payee.rpc.xpay(made.bolt11)
+    with node.node.lock:  # autoclean deletes it (paid invoices too, after autoclean's age)
+        node.node.state.invoices = [i for i in node.node.state.invoices if i.label != made.label]
+
+    assert services.invoice_state_now(made) is None
+    made.refresh_from_db()
+    assert made.state == Invoice.State.UNPAID  # nothing settled from silence
+
+
 def test_the_same_purpose_gives_the_same_invoice(node: LightningdDouble) -> None:
     first = services.invoice_create(15_000, "x", purpose="sale-2", caller="friend:2")
     again = services.invoice_create(15_000, "x", purpose="sale-2", caller="friend:2")

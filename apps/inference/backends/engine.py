@@ -47,6 +47,7 @@ async def chat_events(
     *,
     user: str,
     overflow: str = "refuse",
+    cache_group: str = "",
 ) -> AsyncGenerator[dict[str, Any], None]:
     """The engine's events for one chat: `token`s, then `done`, or an `error`.
 
@@ -62,7 +63,7 @@ async def chat_events(
         raise EngineUnavailable("The model engine is not running; it restarts by itself.") from None
     request = {"op": "chat", "id": uuid.uuid4().hex, "model_path": model_path,
                "messages": messages, "params": params, "user": user,
-               "overflow": overflow}  # fmt: skip
+               "overflow": overflow, "cache_group": cache_group}  # fmt: skip
     try:
         writer.write(json.dumps(request, ensure_ascii=False).encode() + b"\n")
         await writer.drain()
@@ -102,6 +103,7 @@ class LocalEngine(ChatBackend):
         events = chat_events(
             request.model, request.messages, dict(request.sampling),
             user=request.user, overflow=str(request.options.get("overflow", "refuse")),
+            cache_group=str(request.options.get("cache_group", "")),
         )  # fmt: skip
         try:
             first = event_from_wire(await anext(events))
