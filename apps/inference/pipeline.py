@@ -458,10 +458,11 @@ def _local(request: AnswerRequest, model: LocalModel) -> Route:
 
 def _cache_group(request: AnswerRequest) -> str:
     """Whose cached prompts a request may reuse in the engine: the household shares its cache
-    (a common system prompt is decoded once); a friend reuses only their own; a stranger's
-    request nothing, so the cached-token count (and the speed) tells no one what another asked."""
+    (a common system prompt is decoded once); a friend reuses only their own; a stranger only
+    what the same buyer (their balance) asked before, so the cached-token count (and the speed)
+    tells no one what another asked."""
     if request.origin == Origin.SALE:
-        return f"sale:{request.request_id}"
+        return f"sale:{request.conversation_key or request.request_id}"
     if request.member.role == Role.FRIEND:
         return f"member:{request.member.pk}"
     return "household"

@@ -19,6 +19,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.db import transaction
 
 from apps.identity import services as identity
 from apps.inference import pipeline
@@ -93,8 +94,9 @@ async def sold_answer(
         owner = await sync_to_async(identity.node_owner)()
         assert owner is not None, "a node sells only once it has an owner"
         asked = pipeline.AnswerRequest(
-            owner, pipeline.Origin.SALE, offer.model, messages, sampling, private=True
-        )
+            owner, pipeline.Origin.SALE, offer.model, messages, sampling, private=True,
+            conversation_key=f"balance:{balance.pk}",  # one buyer: reuses only its own cache
+        )  # fmt: skip
         events = await pipeline.answer(asked)
     except BaseException:
         await sync_to_async(balances.settle)(balance, most, 0)
@@ -145,14 +147,15 @@ def _sale_record(
 ) -> Sale:
     # What is kept is never above what was reserved: the Sale and its receipt say the same.
     cost = min(cost_msat(offer, prompt_tokens, completion_tokens), sold.reserved_msat)
-    balances.settle(balance, sold.reserved_msat, cost)
-    sold.sale = Sale.objects.create(
-        balance=balance,
-        model=offer.model,
-        prompt_tokens=prompt_tokens,
-        completion_tokens=completion_tokens,
-        cost_msat=cost,
-    )
+    with transaction.atomic():  # the charge and its record together: one commit, never one alone
+        balances.settle(balance, sold.reserved_msat, cost)
+        sold.sale = Sale.objects.create(
+            balance=balance,
+            model=offer.model,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            cost_msat=cost,
+        )
     return sold.sale
 
 

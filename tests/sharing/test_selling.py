@@ -188,10 +188,15 @@ def test_the_engine_counts_every_stranger_as_one_user_and_shares_no_cache_with_t
     on_sale: str, engine: RecordingDecoder
 ) -> None:
     offer = Offer.objects.create(model=on_sale, price_msat=1)
-    _read(_balance(10), offer)
-    _read(Balance.objects.get(), offer)
+    buyer = _balance(10)
+    _read(buyer, offer)
+    _read(buyer, offer)
+    other = Balance.objects.create(
+        kind=Balance.Kind.KEY, token_id="12" * 32, balance_msat=10, expires_at=buyer.expires_at
+    )
+    _read(other, offer)
 
-    first, second = engine.jobs[-2:]
-    assert first.user == second.user == STRANGERS
-    assert first.cache_group.startswith("sale:") and second.cache_group.startswith("sale:")
-    assert first.cache_group != second.cache_group  # not even with each other
+    first, again, another = engine.jobs[-3:]
+    assert first.user == again.user == another.user == STRANGERS
+    assert first.cache_group == again.cache_group == f"sale:balance:{buyer.pk}"  # its own
+    assert another.cache_group == f"sale:balance:{other.pk}"  # never another buyer's
