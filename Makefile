@@ -63,6 +63,7 @@ bench: $(INSTALLED_BENCH)
 	$(BIN)/python bench/markdown.py
 	$(BIN)/python bench/privacy.py
 	$(BIN)/python bench/providers.py
+	$(BIN)/python bench/sharing.py
 	$(BIN)/python bench/threads.py
 	$(BIN)/python bench/wallet.py
 
