@@ -28,8 +28,6 @@ balance was paid is the node's word (balances.balance_credited), asked by the ca
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import hmac
 import json
@@ -41,6 +39,7 @@ from typing import Any
 
 from django.utils import timezone
 
+from apps.providers.backends.mpp import b64url, b64url_decoded  # MPP's encoding, both sides
 from apps.sharing import balances, macaroons, selling
 from apps.sharing.models import Balance, Credit, Offer
 from apps.wallet import services as wallet
@@ -290,18 +289,6 @@ def _balance_for(kind: Balance.Kind, token_id: str, payment_hash: str) -> Presen
 def jcs(value: Any) -> bytes:
     """JSON canonical form for what is sent here (strings and objects): sorted keys, no spaces."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def b64url(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def b64url_decoded(text: str) -> bytes:
-    text = text.strip()
-    try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except (binascii.Error, ValueError) as error:
-        raise ValueError(str(error)) from None
 
 
 def rfc3339(moment: datetime) -> str:

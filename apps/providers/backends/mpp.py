@@ -202,5 +202,5 @@ def b64url_decoded(text: str) -> bytes:
     text = text.strip()
     try:
         return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except binascii.Error as error:
+    except (binascii.Error, ValueError) as error:  # ValueError: a character beyond ASCII
         raise ValueError(str(error)) from None
