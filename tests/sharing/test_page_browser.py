@@ -111,3 +111,24 @@ def test_a_member_is_refused_the_page(node: Instance, browser: Browser) -> None:
     ).to_have_count(0)
     answer = page.goto(f"{node.url}/sharing/")
     assert answer is not None and answer.status == 403
+
+
+def test_a_friend_sees_what_is_shared_and_the_chat_offers_only_that(
+    node: Instance, browser: Browser
+) -> None:
+    npub = PEOPLE["friend"].public_key().to_bech32()
+    shared = node.manage(
+        "sharing", "friend", npub, "--models", "qwen3-4b", "--daily-requests", "30"
+    )
+    assert shared.returncode == 0, shared.stderr
+    page = logged_in(node, browser, "friend")
+    expect(page).to_have_url(f"{node.url}/shared/")
+    expect(page.locator("#shared-list")).to_have_text("qwen3-4b")
+    expect(page.locator("#quota")).to_contain_text("0 of 30 requests")
+    audit_both_widths(page, "friend-shared")
+
+    page.get_by_role("link", name="Open the chat").click()
+    picker = page.locator("select[name=model]")
+    expect(picker.locator("option")).to_have_count(1)
+    expect(picker.locator("option")).to_have_text("qwen3-4b")
+    audit_both_widths(page, "friend-chat")
