@@ -43,7 +43,7 @@ def openai_errors(view: View) -> View:
             return await view(request, *args, **kwargs)
         except OpenAIError as error:
             # A friend's quota says when it resets; a busy engine, to try again soon.
-            retry = getattr(error, "retry_after", None) or 2
+            retry = error.retry_after or 2
             headers = {"Retry-After": str(retry)} if error.status == 429 else None
             return error.response(headers)
         except Exception as error:
@@ -165,9 +165,10 @@ def refusal_error(refusal: AnswerRefused | Failed) -> OpenAIError:
         kind = "server_error" if status >= 500 else "invalid_request_error"
     param = PARAM_AT_FAULT.get(code)
     message = refusal.message if isinstance(refusal, Failed) else str(refusal)
-    error = OpenAIError(message, status=status, param=param, code=str(code), kind=kind)
-    error.retry_after = getattr(refusal, "retry_after", None)  # type: ignore[attr-defined]
-    return error
+    retry_after = refusal.retry_after if isinstance(refusal, AnswerRefused) else None
+    return OpenAIError(
+        message, status=status, param=param, code=str(code), kind=kind, retry_after=retry_after
+    )
 
 
 class Answer:

@@ -49,9 +49,11 @@ class OpenAIError(Exception):
         param: str | None = None,
         code: str | None = None,
         kind: str = "invalid_request_error",
+        retry_after: int | None = None,  # a 429's seconds to wait (a quota's reset); else 2
     ) -> None:
         super().__init__(message)
         self.status, self.param, self.code, self.kind = status, param, code, kind
+        self.retry_after = retry_after
 
     def response(self, headers: dict[str, str] | None = None) -> JsonResponse:
         body = {"message": str(self), "type": self.kind, "param": self.param, "code": self.code}
