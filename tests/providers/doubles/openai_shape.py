@@ -16,6 +16,9 @@ Switches every double has (`double.switches`, a plain dict, read on each request
     "chunk_size": stream the answer in chunks of this many characters (an int) instead of
         word by word (the whole answer is the same text)
     "chunk_seconds": pause this long after each streamed chunk (a float; 0.001 otherwise)
+    "together": a threading.Barrier: each streamed answer, its first chunk sent, waits there
+        until as many answers as the barrier's parties are under way (a stream whose wait
+        breaks stops with no end), so a test proves requests were answered at once
 """
 
 from __future__ import annotations
@@ -219,10 +222,22 @@ class Handler(BaseHTTPRequestHandler):
             if self.owner.switches.get("cut_stream") and n == 2:
                 return  # the connection closes with no end
             self._event(_chunk(body, {"content": piece}, None))
+            if n == 0 and not self._all_under_way():
+                return  # the connection closes with no end
             time.sleep(self.owner.switches.get("chunk_seconds", 0.001))
         self._event(_chunk(body, {}, "stop"))
         self._event({**_chunk(body, {}, None), "choices": [], "usage": usage})
         self.wfile.write(b"data: [DONE]\n\n")
+
+    def _all_under_way(self) -> bool:
+        together = self.owner.switches.get("together")
+        if together is None:
+            return True
+        try:
+            together.wait(timeout=30)
+        except threading.BrokenBarrierError:
+            return False
+        return True
 
     def _event(self, payload: dict[str, Any]) -> None:
         self.wfile.write(b"data: " + json.dumps(payload).encode() + b"\n\n")
