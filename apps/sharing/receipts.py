@@ -17,7 +17,7 @@ import base64
 import json
 from typing import Any, TypedDict
 
-from nostr_sdk import Event, EventBuilder, Kind, Tag
+from nostr_sdk import EventBuilder, Kind, Tag
 
 from apps.identity import services as identity
 from apps.inference.models import LocalModel
@@ -39,10 +39,6 @@ class ReceiptContent(TypedDict):
     model_sha256: str
     usage: Usage
     balance_msat: int
-
-
-class ReceiptRefused(Exception):
-    """Not a receipt of a node, or one altered since it was signed."""
 
 
 def receipt_signed(content: ReceiptContent) -> dict[str, Any]:
@@ -68,21 +64,6 @@ def sale_receipt(
             balance_msat=balance_msat,
         )
     )
-
-
-def receipt_checked(event: dict[str, Any], node_pubkey: str | None = None) -> ReceiptContent:
-    """The content of a receipt whose id and signature check out (and, when given, that the
-    node `node_pubkey`, hex, signed); else ReceiptRefused."""
-    try:
-        parsed = Event.from_json(json.dumps(event))
-    except Exception:  # nostr-sdk's own error for anything that is not an event
-        raise ReceiptRefused("The receipt is not a Nostr event.") from None
-    if not parsed.verify() or parsed.kind().as_u16() != RECEIPT_KIND:
-        raise ReceiptRefused("The receipt's id or signature does not check out.")
-    if node_pubkey is not None and parsed.author().to_hex() != node_pubkey:
-        raise ReceiptRefused("The receipt was signed by another key.")
-    content: ReceiptContent = json.loads(parsed.content())
-    return content
 
 
 def receipt_header(event: dict[str, Any]) -> str:

@@ -59,11 +59,8 @@ def test_a_receipt_is_signed_by_the_node_s_key_and_altering_it_breaks_it() -> No
     assert checks_out(event)
     assert event["pubkey"] == identity.node_keys().public_key().to_hex()
     assert json.loads(event["content"]) == content
-    assert receipts.receipt_checked(event, event["pubkey"]) == content
     altered = {**event, "content": event["content"].replace("21000", "1")}
     assert not checks_out(altered)
-    with pytest.raises(receipts.ReceiptRefused):
-        receipts.receipt_checked(altered)
 
 
 def test_a_streamed_answer_ends_with_its_receipt(
