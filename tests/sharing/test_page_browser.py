@@ -131,4 +131,6 @@ def test_a_friend_sees_what_is_shared_and_the_chat_offers_only_that(
     picker = page.locator("select[name=model]")
     expect(picker.locator("option")).to_have_count(1)
     expect(picker.locator("option")).to_have_text("qwen3-4b")
+    page.set_viewport_size(PHONE)
+    page.reload()  # as a phone opens it: the drawer closed, not caught mid-slide by a resize
     audit_both_widths(page, "friend-chat")
