@@ -121,9 +121,7 @@ class NothingShared(AuthRefused):
 def models_user(member: Member) -> Member:
     """The member, if they may use the node's models: the household, and friends with whom
     the owner shares some (which ones, and how much, the pipeline checks on each request)."""
-    if member.role in (Role.OWNER, Role.MEMBER):
-        return member
-    if member.role == Role.FRIEND and Share.objects.filter(member=member).exists():
+    if may_chat(member):
         return member
     raise NothingShared(
         "The owner has not shared any model with you on this node yet: "
